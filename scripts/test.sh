@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Install everything and run the test suite (unit + integration with real Ray Serve and vLLM on CPU).
+# Extra arguments go to pytest, e.g. `bash scripts/test.sh tests/unit -q`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh
+if [ -f scripts/install_browser.sh ]; then bash scripts/install_browser.sh; fi
+if [ -f scripts/install_compress.sh ]; then bash scripts/install_compress.sh; fi
+.venv/bin/serve-app models prepare --model default >/dev/null
+.venv/bin/serve-app models prepare --model tiny >/dev/null
+exec .venv/bin/python -m pytest "${@:-tests}"

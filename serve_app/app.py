@@ -1,0 +1,84 @@
+"""Builder: a validated config in, a bound Ray Serve application out.
+
+    HTTP -> Ingress -> Tokenizer (unary)            prompt_ids
+                    -> StreamingNode -> ModelReplica  token-id deltas -> frames -> client
+
+`build_app` is the `import_path` target of Serve config files (`serve run cluster/serve-config.yaml`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.serve import Application
+
+from serve_app.autoscaling import model_autoscaling_config, stage_autoscaling_config
+from serve_app.config import AppConfig, DeploymentScaling, config_from_args
+from serve_app.ingress import IngressDeployment
+from serve_app.replica import ModelReplicaDeployment, engine_environment
+from serve_app.streaming import StreamingDeployment
+from serve_app.tokenizer import TokenizerDeployment
+
+
+def _actor_resources(scaling: DeploymentScaling) -> dict[str, Any]:
+    options: dict[str, Any] = {"num_cpus": scaling.num_cpus}
+    if scaling.num_gpus:
+        options["num_gpus"] = scaling.num_gpus
+    if scaling.resources:
+        options["resources"] = dict(scaling.resources)
+    return options
+
+
+def _replica_count(scaling: DeploymentScaling, autoscaling_config: dict[str, Any]) -> dict[str, Any]:
+    if scaling.num_replicas == "auto":
+        return {"autoscaling_config": autoscaling_config}
+    return {"num_replicas": scaling.num_replicas}
+
+
+def stage_options(scaling: DeploymentScaling) -> dict[str, Any]:
+    """Deployment options of a CPU-only stage (tokenizer, streaming node, ingress)."""
+    return {
+        "ray_actor_options": _actor_resources(scaling),
+        "max_ongoing_requests": scaling.max_ongoing_requests,
+        **_replica_count(scaling, stage_autoscaling_config(scaling)),
+    }
+
+
+def model_options(config: AppConfig) -> dict[str, Any]:
+    """Model replica options: one placement-group bundle per tensor/pipeline-parallel worker."""
+    scaling = config.model_deployment
+    actor = _actor_resources(scaling)
+    actor["runtime_env"] = {"env_vars": engine_environment(config.engine)}
+    options: dict[str, Any] = {
+        "ray_actor_options": actor,
+        "max_ongoing_requests": scaling.max_ongoing_requests,
+        # Engine start-up (weights, KV cache, optional compile) is slow on CPU.
+        "health_check_period_s": 10,
+        "health_check_timeout_s": 60,
+        "graceful_shutdown_timeout_s": 30,
+        **_replica_count(scaling, model_autoscaling_config(scaling)),
+    }
+    num_workers = config.engine.num_workers
+    if num_workers > 1:
+        worker_bundle = {k: v for k, v in {"CPU": scaling.num_cpus or 1, "GPU": scaling.num_gpus}.items() if v}
+        worker_bundle.update(scaling.resources)
+        replica_bundle = {"CPU": scaling.num_cpus, **({"GPU": scaling.num_gpus} if scaling.num_gpus else {}), **scaling.resources}
+        options["placement_group_bundles"] = [replica_bundle] + [worker_bundle] * (num_workers - 1)
+        options["placement_group_strategy"] = "PACK" if config.engine.distributed_executor_backend == "ray" else "STRICT_PACK"
+        # Resources move from the actor options into bundle 0.
+        actor.pop("num_cpus", None)
+        actor.pop("num_gpus", None)
+        actor.pop("resources", None)
+    return options
+
+
+def build_graph(config: AppConfig) -> Application:
+    model = ModelReplicaDeployment.options(**model_options(config)).bind(config)
+    tokenizer = TokenizerDeployment.options(**stage_options(config.tokenizer_deployment)).bind(config)
+    streamer = StreamingDeployment.options(**stage_options(config.streaming_deployment)).bind(config, model)
+    return IngressDeployment.options(**stage_options(config.ingress_deployment)).bind(config, tokenizer, streamer, model)
+
+
+def build_app(args: dict[str, Any] | None = None) -> Application:
+    """Serve-config entry point: `args` is an AppConfig as a dict, or `{"config_path": "file.yaml", ...overrides}`."""
+    return build_graph(config_from_args(args or {}))

@@ -74,6 +74,27 @@ class LatencyTargets(StrictModel):
     ttft_p99_ms: float = Field(1000.0, gt=0)
     tpot_p99_ms: float = Field(200.0, gt=0)
     window_s: float = Field(30.0, gt=0)
+    # Scale up once the worst replica's p99 reaches this fraction of its target (act before the breach).
+    upscale_latency_ratio: float = Field(0.8, gt=0)
+    # Scale down only while every replica's p99 is below this fraction of its target (hysteresis band).
+    downscale_latency_ratio: float = Field(0.5, gt=0)
+    # Engine queue depth per replica (requests waiting for a batch slot) that triggers a scale-up.
+    max_waiting_per_replica: float = Field(4.0, gt=0)
+    # How far ahead the queue's growth is projected when checking `max_waiting_per_replica`.
+    queue_lookahead_s: float = Field(10.0, ge=0)
+    # A replica's p99 is trusted only over at least this many samples in the window.
+    min_samples: int = Field(10, ge=1)
+    # How often each replica reports its windowed stats to the Serve controller.
+    report_interval_s: float = Field(2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_ratios(self) -> "LatencyTargets":
+        if self.downscale_latency_ratio >= self.upscale_latency_ratio:
+            raise ValueError(
+                f"downscale_latency_ratio ({self.downscale_latency_ratio}) must be below "
+                f"upscale_latency_ratio ({self.upscale_latency_ratio})"
+            )
+        return self
 
 
 class DeploymentScaling(StrictModel):
@@ -83,6 +104,9 @@ class DeploymentScaling(StrictModel):
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(4, ge=1)
     max_ongoing_requests: int = Field(256, ge=1)
+    # Ongoing requests per replica that Ray's request-based autoscaler aims for (stages other than the
+    # model); None means half of `max_ongoing_requests`.
+    target_ongoing_requests: float | None = Field(None, gt=0)
     num_cpus: float = Field(0.1, ge=0)
     num_gpus: float = Field(0, ge=0)
     # Custom Ray resources each replica needs, e.g. {"accelerator": 1} on a test cluster.

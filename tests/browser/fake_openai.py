@@ -29,6 +29,13 @@ from aiohttp import web
 from serve_app.playground import playground_html
 
 DEFAULT_REPLY = "The capital of France is Paris."
+LONG_STORY = (
+    "Once upon a time, in the mountains above a quiet village, there lived a dragon named Ember. "
+    "Her scales shone like copper in the evening light, and every winter she warmed the valley with "
+    "her slow, smoky breath. The villagers left bread and honey at the mouth of her cave, and in "
+    "return she kept the wolves away and the snow from the roofs. One spring a young shepherd climbed "
+    "the path alone, carrying a question nobody in the village dared to ask."
+)
 
 
 @dataclass
@@ -169,9 +176,7 @@ class FakeOpenAIServer:
 
     def _script(self, prompt: str, max_tokens: int | None) -> tuple[list[str], float]:
         if "long" in prompt:
-            return _split_tokens(" ".join(["Once upon a time, a dragon slept under the mountain."] * 200)), (
-                self.long_token_delay_s
-            )
+            return _split_tokens(" ".join([LONG_STORY] * 20)), self.long_token_delay_s
         text = next((reply for key, reply in self.replies.items() if key in prompt), self.default_reply)
         if "fail" in prompt:
             text = "Let me think about"

@@ -222,9 +222,16 @@ SSE_CASES = [
 ]
 
 
+@pytest.fixture(scope="module")
+def parser_page(browser: Any, fake_server: FakeOpenAIServer) -> Iterator[Any]:
+    with open_page(browser) as page:
+        page.goto(f"{fake_server.url}/playground")
+        yield page
+
+
 @pytest.mark.parametrize(("pieces", "expected"), SSE_CASES)
-def test_sse_parser(page: Any, pieces: list[str], expected: list[str]) -> None:
-    events = page.evaluate(
+def test_sse_parser(parser_page: Any, pieces: list[str], expected: list[str]) -> None:
+    events = parser_page.evaluate(
         """pieces => {
             const events = [];
             const parser = window.playground.createSseParser(data => events.push(data));

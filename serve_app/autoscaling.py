@@ -176,6 +176,9 @@ class ScalingParams:
     latency_settle_s: float = 30.0
     # The queue's growth rate is a slope over this many seconds of history.
     queue_growth_window_s: float = 10.0
+    # Scale down only if the replicas left would run at most this fraction of the batch size at which
+    # a replica last started queueing (when that has been seen).
+    downscale_max_utilization: float = 0.75
 
 
 @dataclass(frozen=True)
@@ -226,6 +229,8 @@ class ScalingState:
     settled_since_s: float | None = None
     # (time_s, total waiting requests), oldest first, spaced and bounded by the growth window.
     waiting_history: tuple[tuple[float, float], ...] = ()
+    # Running requests of a replica that had a queue, last time one had: what one replica holds.
+    saturated_running_per_replica: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -264,7 +269,13 @@ def decide_num_replicas(params: ScalingParams, obs: ScalingObservation, state: S
     growth_per_s = _slope(history, now_s, total_waiting, params.queue_growth_window_s)
     is_settled = obs.num_running_replicas == target
     settled_since_s = (state.settled_since_s if state.settled_since_s is not None else now_s) if is_settled else None
-    state = replace(state, waiting_history=history, settled_since_s=settled_since_s)
+    saturated = [r.num_running for r in obs.replicas if r.num_waiting > 0 and r.num_running > 0]
+    state = replace(
+        state,
+        waiting_history=history,
+        settled_since_s=settled_since_s,
+        saturated_running_per_replica=max(saturated) if saturated else state.saturated_running_per_replica,
+    )
 
     if bounded != target:
         return _changed(state, bounded, target, now_s, "bounds", bounded, {})
@@ -278,13 +289,15 @@ def decide_num_replicas(params: ScalingParams, obs: ScalingObservation, state: S
     n = target
     num_up = max(1, obs.num_running_replicas)
     projected_waiting = total_waiting + max(0.0, growth_per_s) * params.queue_lookahead_s
-    latency_ratio, has_latency = _latency_ratio(params, obs.replicas)
+    ttft_ratio, tpot_ratio, has_latency = _latency_ratios(params, obs.replicas)
+    latency_ratio = max(ttft_ratio, tpot_ratio)
     last_change_s = max((t for t in (state.last_scale_up_s, state.last_scale_down_s) if t is not None), default=None)
     latency_usable = last_change_s is None or (
         settled_since_s is not None and now_s - settled_since_s >= params.latency_settle_s
     )
     signals = {
-        "latency_ratio": latency_ratio,
+        "ttft_ratio": ttft_ratio,
+        "tpot_ratio": tpot_ratio,
         "total_running": total_running,
         "total_waiting": total_waiting,
         "waiting_growth_per_s": growth_per_s,
@@ -312,7 +325,7 @@ def decide_num_replicas(params: ScalingParams, obs: ScalingObservation, state: S
     elif n > params.min_replicas and total_waiting == 0 and growth_per_s <= 0 and obs.num_running_replicas >= target:
         if total_running == 0:
             desired, direction, reason = params.min_replicas, -1, "idle"
-        elif latency_usable and has_latency and _can_remove_one(params, n, latency_ratio):
+        elif latency_usable and has_latency and _can_remove_one(params, state, n, ttft_ratio, tpot_ratio, total_running):
             desired, direction, reason = n - 1, -1, "p99 well below target"
     signals["desired_num_replicas"] = float(desired)
 
@@ -346,11 +359,11 @@ def _slope(history: tuple[tuple[float, float], ...], now_s: float, total_waiting
     return (total_waiting - oldest_waiting) / span_s
 
 
-def _latency_ratio(params: ScalingParams, replicas: Sequence[ReplicaSignal]) -> tuple[float, bool]:
-    """Worst p99 / target over replicas with enough samples; and whether any had enough."""
-    ratios = [r.ttft_p99_ms / params.ttft_p99_target_ms for r in replicas if r.num_ttft_samples >= params.min_samples]
-    ratios += [r.tpot_p99_ms / params.tpot_p99_target_ms for r in replicas if r.num_tpot_samples >= params.min_samples]
-    return (max(ratios) if ratios else 0.0), bool(ratios)
+def _latency_ratios(params: ScalingParams, replicas: Sequence[ReplicaSignal]) -> tuple[float, float, bool]:
+    """Worst p99 / target of TTFT and of TPOT over replicas with enough samples; whether any had enough."""
+    ttft = [r.ttft_p99_ms / params.ttft_p99_target_ms for r in replicas if r.num_ttft_samples >= params.min_samples]
+    tpot = [r.tpot_p99_ms / params.tpot_p99_target_ms for r in replicas if r.num_tpot_samples >= params.min_samples]
+    return max(ttft, default=0.0), max(tpot, default=0.0), bool(ttft or tpot)
 
 
 def _upscale_count(
@@ -372,12 +385,21 @@ def _upscale_count(
     return min(wanted, 2 * n, params.max_replicas)
 
 
-def _can_remove_one(params: ScalingParams, n: int, latency_ratio: float) -> bool:
-    # Hysteresis: below the low mark now, and still under the high mark with the same load on n - 1 replicas.
-    return (
-        latency_ratio <= params.downscale_latency_ratio
-        and latency_ratio * n / (n - 1) < params.upscale_latency_ratio
-    )
+def _can_remove_one(
+    params: ScalingParams, state: ScalingState, n: int, ttft_ratio: float, tpot_ratio: float, total_running: float
+) -> bool:
+    """Hysteresis: both p99s below the low mark now, and no reason to come straight back up on n - 1 replicas.
+
+    TTFT is mostly queueing, so it is assumed to grow with load per replica (x n / (n - 1)); TPOT is mostly
+    the per-step cost of a batch, so it is only held to the low mark. When the batch size at which a replica
+    starts queueing is known, the replicas left must stay well under it.
+    """
+    if max(ttft_ratio, tpot_ratio) > params.downscale_latency_ratio:
+        return False
+    if ttft_ratio * n / (n - 1) >= params.upscale_latency_ratio:
+        return False
+    capacity = state.saturated_running_per_replica
+    return capacity is None or total_running / (n - 1) <= params.downscale_max_utilization * capacity
 
 
 def _hold(state: ScalingState, n: int, reason: str, desired: int, signals: dict[str, float]) -> ScalingDecision:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -26,6 +27,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+# How the page writes a duration: "7.4 ms", "41 ms", "1.25 s".
+MS_FIGURE = re.compile(r"^\d+(\.\d+)? (ms|s)$")
 # Generous: the real app answers on a CPU, and CI machines are slow.
 DEFAULT_TIMEOUT_MS = 15_000
 

@@ -6,7 +6,6 @@ The fake serves the real page and streams scripted SSE split across reads (see f
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,13 +13,11 @@ from typing import Any
 import pytest
 
 from tests.browser.fake_openai import DEFAULT_REPLY, FakeOpenAIServer
-from tests.browser.support import open_page, requires_browser
+from tests.browser.support import MS_FIGURE, open_page, requires_browser
 
 pytestmark = [pytest.mark.browser, requires_browser]
 
 TIMEOUT_MS = 10_000
-# How the page writes a duration: "7.4 ms", "41 ms", "1.25 s".
-MS_FIGURE = re.compile(r"^\d+(\.\d+)? (ms|s)$")
 
 
 def _expect() -> Any:

@@ -1,0 +1,136 @@
+"""Percentiles with exact confidence intervals (pure, no I/O).
+
+Point estimate: linear interpolation between order statistics (numpy's
+default, "type 7"), so numbers line up with `vllm bench serve`.
+
+Interval: the distribution-free order-statistic interval. If X_(1..n) are the
+sorted samples and B ~ Binomial(n, q) counts samples below the true quantile
+x_q, then P(X_(l) <= x_q <= X_(u)) = P(l <= B <= u - 1). We take the widest
+l and narrowest u whose tail probabilities are each <= alpha/2, so coverage is
+at least the requested confidence for any continuous distribution. When the
+samples are too few for a bound (e.g. the upper bound of p99.9 from 100
+samples) that side is None: the data cannot bound it, and we say so instead of
+extrapolating. Percentiles are never averaged: several runs or client
+processes are merged as raw samples first.
+"""
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+DEFAULT_PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
+
+# Above this sample count the binomial CDF uses its normal approximation
+# (error far below one order statistic at this size).
+_EXACT_BINOMIAL_MAX_N = 200_000
+
+
+def percentile(sorted_values: Sequence[float], q_percent: float) -> float:
+    """Linear-interpolated percentile of already sorted values."""
+    n = len(sorted_values)
+    if n == 0:
+        raise ValueError("percentile of an empty sample")
+    position = (n - 1) * q_percent / 100.0
+    low = math.floor(position)
+    high = min(low + 1, n - 1)
+    fraction = position - low
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * fraction
+
+
+def _binomial_cdf(n: int, p: float) -> list[float]:
+    """CDF[k] = P(B <= k) for B ~ Binomial(n, p), k = 0..n."""
+    if n > _EXACT_BINOMIAL_MAX_N:
+        mean = n * p
+        sd = math.sqrt(n * p * (1 - p))
+        return [0.5 * (1 + math.erf((k + 0.5 - mean) / (sd * math.sqrt(2)))) for k in range(n + 1)]
+    log_p, log_q = math.log(p), math.log1p(-p)
+    log_n_fact = math.lgamma(n + 1)
+    log_pmf = [
+        log_n_fact - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * log_p + (n - k) * log_q
+        for k in range(n + 1)
+    ]
+    peak = max(log_pmf)
+    weights = [math.exp(v - peak) for v in log_pmf]
+    total = math.fsum(weights)
+    cdf, running = [], 0.0
+    for w in weights:
+        running += w
+        cdf.append(min(running / total, 1.0))
+    return cdf
+
+
+def order_statistic_ci(n: int, q_percent: float, confidence: float = 0.95) -> tuple[int | None, int | None]:
+    """1-based ranks (l, u) with P(X_(l) <= x_q <= X_(u)) >= confidence.
+
+    A side is None when no rank in 1..n reaches the tail probability.
+    """
+    if n <= 0:
+        return None, None
+    p = q_percent / 100.0
+    if not 0.0 < p < 1.0:
+        raise ValueError("q_percent must be strictly between 0 and 100")
+    alpha_half = (1.0 - confidence) / 2.0
+    cdf = _binomial_cdf(n, p)
+    # Lower rank: largest l with P(B <= l - 1) <= alpha/2.
+    lower_rank = None
+    for k in range(n):
+        if cdf[k] <= alpha_half:
+            lower_rank = k + 1
+        else:
+            break
+    # Upper rank: smallest u with P(B <= u - 1) >= 1 - alpha/2.
+    upper_rank = None
+    for k in range(n):
+        if cdf[k] >= 1.0 - alpha_half:
+            upper_rank = k + 1
+            break
+    return lower_rank, upper_rank
+
+
+@dataclass(frozen=True)
+class PercentileEstimate:
+    """A percentile with its confidence interval (None = unbounded side)."""
+
+    value: float
+    ci_low: float | None
+    ci_high: float | None
+
+    def to_dict(self) -> dict:
+        return {"value": self.value, "ci_low": self.ci_low, "ci_high": self.ci_high}
+
+
+def estimate_percentile(sorted_values: Sequence[float], q_percent: float, confidence: float = 0.95) -> PercentileEstimate:
+    lower_rank, upper_rank = order_statistic_ci(len(sorted_values), q_percent, confidence)
+    return PercentileEstimate(
+        value=percentile(sorted_values, q_percent),
+        ci_low=sorted_values[lower_rank - 1] if lower_rank else None,
+        ci_high=sorted_values[upper_rank - 1] if upper_rank else None,
+    )
+
+
+def percentile_key(q_percent: float) -> str:
+    """50 -> "p50", 99.9 -> "p99_9"."""
+    text = f"{q_percent:g}".replace(".", "_")
+    return f"p{text}"
+
+
+def summarize(
+    values: Iterable[float],
+    percentiles: Sequence[float] = DEFAULT_PERCENTILES,
+    confidence: float = 0.95,
+) -> dict:
+    """Count, mean, min, max and percentiles (each with CI) of raw samples."""
+    sorted_values = sorted(values)
+    n = len(sorted_values)
+    if n == 0:
+        return {"n": 0}
+    result: dict = {
+        "n": n,
+        "mean": math.fsum(sorted_values) / n,
+        "min": sorted_values[0],
+        "max": sorted_values[-1],
+        "confidence": confidence,
+    }
+    for q in percentiles:
+        result[percentile_key(q)] = estimate_percentile(sorted_values, q, confidence).to_dict()
+    return result

@@ -1,0 +1,131 @@
+"""The files under cluster/ load, point at the real builder, and carry args that are a valid AppConfig."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from serve_app.config import AppConfig
+
+CLUSTER = Path(__file__).resolve().parents[2] / "cluster"
+SERVE_CONFIGS = ["serve-config.yaml", "serve-config-cpu.yaml"]
+IMPORT_PATH = "serve_app.app:build_app"
+METRICS = [
+    "serve_app_requests_total",
+    "serve_app_ttft_seconds",
+    "serve_app_inter_token_latency_seconds",
+    "serve_app_e2e_latency_seconds",
+    "serve_app_engine_waiting_requests",
+    "serve_app_engine_running_requests",
+    "serve_app_output_tokens_total",
+    "serve_app_rejected_requests_total",
+    "serve_app_stage_latency_seconds",
+    "ray_serve_deployment_replica_healthy",
+    "ray_serve_autoscaling_target_replicas",
+]
+
+
+def load_yaml(name: str):
+    with open(CLUSTER / name) as f:
+        return yaml.safe_load(f)
+
+
+def rayservice_serve_config() -> dict:
+    manifest = load_yaml("kuberay-rayservice.yaml")
+    assert manifest["kind"] == "RayService"
+    embedded = manifest["spec"]["serveConfigV2"]
+    assert isinstance(embedded, str), "serveConfigV2 is a YAML string"
+    return yaml.safe_load(embedded)
+
+
+def all_serve_configs() -> dict[str, dict]:
+    configs = {name: load_yaml(name) for name in SERVE_CONFIGS}
+    configs["kuberay-rayservice.yaml"] = rayservice_serve_config()
+    return configs
+
+
+@pytest.mark.parametrize("name", [*SERVE_CONFIGS, "kuberay-rayservice.yaml"])
+def test_serve_config_args_are_a_valid_app_config(name):
+    serve_config = all_serve_configs()[name]
+    applications = serve_config["applications"]
+    assert applications
+    for app in applications:
+        assert app["import_path"] == IMPORT_PATH
+        AppConfig.model_validate(app["args"])
+
+
+@pytest.mark.parametrize("name", [*SERVE_CONFIGS, "kuberay-rayservice.yaml"])
+def test_serve_config_matches_rays_schema(name):
+    from ray.serve.schema import ServeDeploySchema
+
+    ServeDeploySchema.model_validate(all_serve_configs()[name])
+
+
+def test_import_path_resolves_to_the_builder():
+    if importlib.util.find_spec("serve_app.app") is None:
+        pytest.skip("serve_app/app.py does not exist yet: the builder import path cannot be checked")
+    module_name, attr = IMPORT_PATH.split(":")
+    module = importlib.import_module(module_name)
+    assert callable(getattr(module, attr))
+
+
+def test_rayservice_embeds_the_same_serve_config():
+    assert rayservice_serve_config() == load_yaml("serve-config.yaml")
+
+
+def test_gpu_config_uses_gpus_and_latency_autoscaling():
+    args = AppConfig.model_validate(load_yaml("serve-config.yaml")["applications"][0]["args"])
+    assert args.model_deployment.num_gpus >= 1
+    assert args.model_deployment.num_replicas == "auto"
+    assert args.engine.dtype == "auto"
+    cpu_args = AppConfig.model_validate(load_yaml("serve-config-cpu.yaml")["applications"][0]["args"])
+    assert cpu_args.model_deployment.num_gpus == 0
+
+
+def test_cluster_capacity_covers_max_replicas():
+    """GPU nodes the autoscalers may launch hold the model deployment at max_replicas."""
+    args = AppConfig.model_validate(load_yaml("serve-config.yaml")["applications"][0]["args"])
+    gpus_needed = args.model_deployment.max_replicas * args.engine.num_workers * max(1, args.model_deployment.num_gpus)
+
+    launcher = load_yaml("ray-cluster.yaml")
+    node_types = launcher["available_node_types"]
+    assert launcher["head_node_type"] in node_types
+    gpu_types = {n: t for n, t in node_types.items() if t["resources"].get("GPU", 0) > 0}
+    assert gpu_types, "a GPU worker node type"
+    launcher_gpus = sum(min(t["max_workers"], launcher["max_workers"]) * t["resources"]["GPU"] for t in gpu_types.values())
+    assert launcher_gpus >= gpus_needed
+    for t in node_types.values():
+        assert 0 <= t["min_workers"] <= t["max_workers"]
+
+    cluster = load_yaml("kuberay-rayservice.yaml")["spec"]["rayClusterConfig"]
+    assert cluster["enableInTreeAutoscaling"] is True
+    kube_gpus = 0
+    for group in cluster["workerGroupSpecs"]:
+        assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+        limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+        kube_gpus += group["maxReplicas"] * int(limits.get("nvidia.com/gpu", 0))
+    assert kube_gpus >= gpus_needed
+
+
+def test_rayservice_ray_version_matches_installed_ray():
+    import ray
+
+    cluster = load_yaml("kuberay-rayservice.yaml")["spec"]["rayClusterConfig"]
+    assert cluster["rayVersion"] == ray.__version__
+
+
+def test_grafana_dashboard_has_a_panel_for_each_metric():
+    dashboard = json.loads((CLUSTER / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] if p["type"] != "row" for t in p["targets"]]
+    for metric in METRICS:
+        assert any(re.search(rf"\b{metric}(_bucket)?\b", e) for e in exprs), f"no panel for {metric}"
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    for p in dashboard["panels"]:
+        assert {"x", "y", "w", "h"} <= set(p["gridPos"])

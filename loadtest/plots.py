@@ -53,8 +53,10 @@ def _errorbar(axis, xs, dists, key, label):
     if not points:
         return
     values = [e["value"] for _, e in points]
-    low = [e["value"] - (e["ci_low"] if e["ci_low"] is not None else e["value"]) for _, e in points]
-    high = [(e["ci_high"] if e["ci_high"] is not None else e["value"]) - e["value"] for _, e in points]
+    # An interpolated extreme percentile can sit just outside its order-statistic
+    # interval when samples are few; clamp the bar there rather than drop the point.
+    low = [max(0.0, e["value"] - (e["ci_low"] if e["ci_low"] is not None else e["value"])) for _, e in points]
+    high = [max(0.0, (e["ci_high"] if e["ci_high"] is not None else e["value"]) - e["value"]) for _, e in points]
     axis.errorbar([x for x, _ in points], values, yerr=[low, high], marker="o", capsize=3, label=label)
 
 

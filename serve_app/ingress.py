@@ -55,6 +55,36 @@ def _error_response(error: ServeAppError, request_id: str) -> JSONResponse:
     )
 
 
+class _Once:
+    """Calls `fn` once: at hand-over to a stream, the stream's end releases; otherwise the request's end does."""
+
+    def __init__(self, fn):
+        self._fn = fn
+        self._done = False
+        self._handed_over = False
+
+    def hand_over(self) -> None:
+        self._handed_over = True
+
+    def unless_handed_over(self) -> None:
+        if not self._handed_over:
+            self()
+
+    def __call__(self) -> None:
+        if not self._done:
+            self._done = True
+            self._fn()
+
+
+def _timeout_frame(generation: GenerationRequest, wire: str) -> str | bytes:
+    builder = ChunkBuilder(generation.request_id, generation.model_name, generation.created_s, generation.endpoint)
+    return encode(builder.error("The request timed out.", type="timeout_error", code="timeout"), wire) + done_marker(wire)
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else ""
+
+
 @serve.ingress(app)
 class Ingress:
     def __init__(self, config: AppConfig, tokenizer_handle, streamer_handle, model_handle):
@@ -295,36 +325,6 @@ class Ingress:
                 )
         self._metrics.requests.labels(route=route, status=str(error.status_code)).inc()
         return _error_response(error, request_id)
-
-
-class _Once:
-    """Calls `fn` once: at hand-over to a stream, the stream's end releases; otherwise the request's end does."""
-
-    def __init__(self, fn):
-        self._fn = fn
-        self._done = False
-        self._handed_over = False
-
-    def hand_over(self) -> None:
-        self._handed_over = True
-
-    def unless_handed_over(self) -> None:
-        if not self._handed_over:
-            self()
-
-    def __call__(self) -> None:
-        if not self._done:
-            self._done = True
-            self._fn()
-
-
-def _timeout_frame(generation: GenerationRequest, wire: str) -> str | bytes:
-    builder = ChunkBuilder(generation.request_id, generation.model_name, generation.created_s, generation.endpoint)
-    return encode(builder.error("The request timed out.", type="timeout_error", code="timeout"), wire) + done_marker(wire)
-
-
-def _short(exc: BaseException) -> str:
-    return str(exc).splitlines()[0][:200] if str(exc) else ""
 
 
 IngressDeployment = serve.deployment(Ingress, name="Ingress")

@@ -187,10 +187,13 @@ class ModelReplica:
                 self._latency.record_tpot_ms(tpot_ms, time.monotonic())
 
     def engine_stats(self) -> dict[str, float]:
+        num_unfinished = self._engine.output_processor.get_num_unfinished_requests()
+        # The scheduler's counts arrive with engine steps; with nothing unfinished there is no next step.
+        busy = num_unfinished > 0
         return {
-            "num_running": self._load.num_running,
-            "num_waiting": self._load.num_waiting,
-            "num_unfinished": self._engine.output_processor.get_num_unfinished_requests(),
+            "num_running": self._load.num_running if busy else 0,
+            "num_waiting": self._load.num_waiting if busy else 0,
+            "num_unfinished": num_unfinished,
             "num_active_streams": self._num_active,
             "is_healthy": 0 if self._engine.errored else 1,
         }

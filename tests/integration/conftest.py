@@ -1,0 +1,137 @@
+"""One real Ray Serve app per test session: the default SmolLM2 model on a real vLLM CPU engine.
+
+Other apps a test needs (tensor-parallel, compressed checkpoint) run beside it on the same Serve
+instance under their own route prefix (`start_app`), and are deleted when the session ends.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+
+import httpx
+import pytest
+
+from serve_app.config import AppConfig
+
+MAIN_APP = "serve_app_test"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_test_config(**overrides) -> AppConfig:
+    """The default model with settings that suit a 2-core CI machine."""
+    data = {
+        "model": {"source": "default"},
+        "engine": {"dtype": "float32", "max_model_len": 2048, "max_num_seqs": 32, "enforce_eager": True,
+                   "cpu_kvcache_space_gib": 1},
+        "model_deployment": {"num_cpus": 1},
+        "admission": {"max_in_flight_requests": 128, "request_timeout_s": 120},
+    }
+    for key, value in overrides.items():
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+    return AppConfig.model_validate(data)
+
+
+@pytest.fixture(scope="session")
+def serve_instance():
+    import ray
+    from ray import serve
+
+    port = _free_port()
+    ray.init(num_cpus=16, include_dashboard=False, log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    started: list[str] = []
+    yield {"port": port, "apps": started}
+    for name in started:
+        serve.delete(name)
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def start_app(serve_instance):
+    """start_app(config, name, route_prefix) -> base URL (without /v1) of a new app on the shared instance."""
+    from ray import serve
+
+    from serve_app.app import build_graph
+
+    def _start(config: AppConfig, name: str, route_prefix: str) -> str:
+        serve.run(build_graph(config), name=name, route_prefix=route_prefix)
+        serve_instance["apps"].append(name)
+        base = f"http://127.0.0.1:{serve_instance['port']}{route_prefix.rstrip('/')}"
+        _wait_ready(base)
+        return base
+
+    return _start
+
+
+def _wait_ready(base_url: str, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base_url}/health", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{base_url} did not become healthy in {timeout_s} s")
+
+
+@pytest.fixture(scope="session")
+def app_config() -> AppConfig:
+    return make_test_config()
+
+
+@pytest.fixture(scope="session")
+def serve_app_url(start_app, app_config) -> str:
+    return start_app(app_config, MAIN_APP, "/")
+
+
+@pytest.fixture(scope="session")
+def served_model_name(app_config) -> str:
+    return app_config.model.resolved_name()
+
+
+@pytest.fixture(scope="session")
+def model_path(app_config) -> str:
+    from serve_app.models import resolve_model_path
+
+    return resolve_model_path(app_config.model)
+
+
+@pytest.fixture
+def openai_client(serve_app_url):
+    from openai import OpenAI
+
+    return OpenAI(base_url=f"{serve_app_url}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+@pytest.fixture
+def async_openai_client(serve_app_url):
+    from openai import AsyncOpenAI
+
+    return AsyncOpenAI(base_url=f"{serve_app_url}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def read_gauge(base_url: str, name: str) -> float:
+    text = httpx.get(f"{base_url}/metrics", timeout=10).text
+    match = re.search(rf"^{name} ([0-9.e+-]+)$", text, re.MULTILINE)
+    assert match, f"{name} not in /metrics"
+    return float(match.group(1))
+
+
+@pytest.fixture
+def engine_running_requests(serve_app_url):
+    """A function returning the engine's running + waiting request count, read from /metrics."""
+
+    def _read() -> int:
+        return int(read_gauge(serve_app_url, "serve_app_engine_running_requests")
+                   + read_gauge(serve_app_url, "serve_app_engine_waiting_requests"))
+
+    return _read

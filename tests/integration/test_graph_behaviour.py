@@ -1,0 +1,97 @@
+"""Behaviour of the whole graph that users rely on: exact greedy output, batching, aborts, sharding."""
+
+import asyncio
+import time
+
+import httpx
+import pytest
+
+from tests.integration.conftest import make_test_config
+
+pytestmark = pytest.mark.integration
+
+PROMPT = "The three primary colors are"
+
+
+def hf_greedy_ids(model_path: str, prompt: str, num_tokens: int) -> list[int]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    input_ids = tok(prompt, return_tensors="pt").input_ids
+    with torch.no_grad():
+        out = model.generate(input_ids, max_new_tokens=num_tokens, do_sample=False, min_new_tokens=num_tokens)
+    return out[0, input_ids.shape[1]:].tolist()
+
+
+def test_greedy_output_equals_transformers_token_for_token(openai_client, served_model_name, model_path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_path)
+    expected_ids = hf_greedy_ids(model_path, PROMPT, 24)
+    resp = openai_client.completions.create(
+        model=served_model_name, prompt=PROMPT, max_tokens=24, temperature=0, extra_body={"ignore_eos": True}
+    )
+    assert resp.choices[0].text == tok.decode(expected_ids)
+    assert resp.usage.completion_tokens == 24
+
+
+async def test_sixteen_concurrent_streams_complete_and_interleave(async_openai_client, served_model_name):
+    async def one(i):
+        times = []
+        stream = await async_openai_client.completions.create(
+            model=served_model_name, prompt=f"Story number {i}:", max_tokens=12, temperature=0.7, seed=i,
+            stream=True, extra_body={"ignore_eos": True},
+        )
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].text:
+                times.append(time.monotonic())
+            if chunk.choices and chunk.choices[0].finish_reason:
+                finish = chunk.choices[0].finish_reason
+        return times, finish
+
+    results = await asyncio.gather(*(one(i) for i in range(16)))
+    assert all(finish == "length" for _, finish in results)
+    spans = [(t[0], t[-1]) for t, _ in results]
+    # Continuous batching: every stream's first token arrives before most other streams have finished.
+    latest_first = max(s for s, _ in spans)
+    earliest_last = min(e for _, e in spans)
+    assert latest_first < earliest_last, "streams ran one after another, not batched"
+    overlapping = sum(1 for s, e in spans for s2, e2 in spans if s < e2 and s2 < e) - 16
+    assert overlapping >= 16 * 15 * 0.8
+
+
+def test_client_disconnect_aborts_request_in_engine(serve_app_url, served_model_name, engine_running_requests):
+    body = {"model": served_model_name, "prompt": "Write a very long story.", "max_tokens": 1500,
+            "stream": True, "ignore_eos": True}
+    with httpx.Client(timeout=60) as client:
+        with client.stream("POST", f"{serve_app_url}/v1/completions", json=body) as resp:
+            assert resp.status_code == 200
+            received = 0
+            for line in resp.iter_lines():
+                if line.startswith("data: {"):
+                    received += 1
+                if received >= 3:
+                    break
+            assert engine_running_requests() >= 1
+    disconnected_at = time.monotonic()
+    while engine_running_requests() != 0:
+        assert time.monotonic() - disconnected_at < 2.0, "request still running in the engine 2 s after disconnect"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def tp2_url(start_app):
+    config = make_test_config(
+        engine={"tensor_parallel_size": 2, "cpu_omp_threads_bind": "0|1", "max_num_seqs": 8},
+        model_deployment={"num_cpus": 1},
+    )
+    return start_app(config, "serve_app_tp2", "/tp2")
+
+
+def test_tensor_parallel_2_matches_single_worker(tp2_url, serve_app_url, served_model_name):
+    body = {"model": served_model_name, "prompt": PROMPT, "max_tokens": 24, "temperature": 0, "ignore_eos": True}
+    single = httpx.post(f"{serve_app_url}/v1/completions", json=body, timeout=120).json()
+    sharded = httpx.post(f"{tp2_url}/v1/completions", json=body, timeout=120).json()
+    assert sharded["choices"][0]["text"] == single["choices"][0]["text"]

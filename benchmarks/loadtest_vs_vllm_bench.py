@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -34,8 +35,14 @@ SERVED_NAME = "bench-model"
 AGREEMENT_TOLERANCE = 0.10
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def start_server(model_dir: Path, port: int, log_path: Path, max_model_len: int) -> subprocess.Popen:
-    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
     command = [
         sys.executable, str(REPO / "scripts/vllm_cli.py"), "serve", str(model_dir),
         "--host", "127.0.0.1", "--port", str(port), "--served-model-name", SERVED_NAME,
@@ -137,7 +144,7 @@ def pooled(rounds: list[dict]) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
-    parser.add_argument("--port", type=int, default=8011)
+    parser.add_argument("--port", type=int, default=0, help="0: pick a free port")
     parser.add_argument("--num-prompts", type=int, default=32)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--input-len", type=int, default=128)
@@ -150,6 +157,7 @@ def main() -> int:
         print(f"no checkpoint at {args.model_dir}; pass --model-dir", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
+    args.port = args.port or free_port()
     raw_dir = args.out / "loadtest_vs_vllm_bench_raw"
     raw_dir.mkdir(exist_ok=True)
     server = start_server(args.model_dir, args.port, raw_dir / "vllm_serve.log", args.input_len + args.output_len + 256)

@@ -1,0 +1,148 @@
+"""`serve-app compress` and `serve-app evaluate`.
+
+`compress` validates its arguments here, then runs in .venv-compress: called from any other environment
+it re-executes `<venv>/bin/python -m serve_app.compress compress ...` there. `evaluate` runs in the
+serving venv (vLLM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from serve_app.compress.spec import METHODS, CompressSpec
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_COMPRESS_PYTHON = REPO_ROOT / ".venv-compress" / "bin" / "python"
+DEFAULT_RESULTS_DIR = REPO_ROOT / "results" / "compression"
+
+
+def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
+    """Registers `compress` and `evaluate` on the `serve-app` argparse subparsers."""
+    compress = subparsers.add_parser(
+        "compress",
+        help="quantize, prune or factorize a checkpoint (runs in .venv-compress)",
+        description="Compress a Hugging Face checkpoint into one vLLM loads. Runs in .venv-compress "
+        "(create it with scripts/install_compress.sh).",
+    )
+    compress.add_argument("--model", required=True, help="checkpoint directory to compress")
+    compress.add_argument("--method", required=True, choices=METHODS)
+    compress.add_argument("--out", required=True, help="output checkpoint directory (replaced if present)")
+    compress.add_argument("--sparsity", type=float, help="pruning: fraction of weights zeroed (default 0.5)")
+    compress.add_argument("--structure", choices=["unstructured", "2:4"], default="unstructured")
+    group = compress.add_mutually_exclusive_group()
+    group.add_argument("--rank", type=int, help="svd: rank kept in every factorized layer")
+    group.add_argument("--energy", type=float, help="svd: fraction of singular-value energy kept (e.g. 0.9)")
+    compress.add_argument("--activation-aware", action="store_true", help="svd: scale by mean |input| per channel")
+    compress.add_argument("--svd-targets", default=None, help="svd: regex on linear layer names")
+    compress.add_argument("--group-size", type=int, default=None, help="w4a16: quantization group size (default 64)")
+    compress.add_argument("--calibration", help="text file, paragraphs separated by blank lines "
+                          "(default: serve_app/data/calibration.txt)")
+    compress.add_argument("--num-samples", type=int, default=None, help="calibration windows (default 32)")
+    compress.add_argument("--max-seq-len", type=int, default=None, help="tokens per calibration window (default 256)")
+    compress.add_argument("--compress-python", default=str(DEFAULT_COMPRESS_PYTHON),
+                          help="python of the compression venv")
+    compress.set_defaults(func=run_compress)
+
+    evaluate = subparsers.add_parser(
+        "evaluate",
+        help="compare compressed checkpoints with their base through vLLM",
+        description="Perplexity on held-out text, size on disk, greedy agreement with the base, and "
+        "tokens/s + TTFT through vLLM at 1 and 16 concurrent requests. Writes Markdown, JSON and a PNG.",
+    )
+    evaluate.add_argument("--base", required=True, help="uncompressed checkpoint")
+    evaluate.add_argument("--models", nargs="+", default=[], help="compressed checkpoints")
+    evaluate.add_argument("--out", default=str(DEFAULT_RESULTS_DIR), help="report directory")
+    evaluate.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    evaluate.add_argument("--max-tokens", type=int, default=64, help="output tokens per speed request")
+    evaluate.add_argument("--heldout", help="held-out text file (default: serve_app/data/heldout.txt)")
+    evaluate.add_argument("--ppl-window", type=int, default=512, help="tokens per perplexity window")
+    evaluate.add_argument("--timeout-s", type=float, default=900.0, help="per-model evaluation limit")
+    evaluate.set_defaults(func=run_evaluate)
+
+
+def spec_from_args(args: argparse.Namespace) -> CompressSpec:
+    """Builds the validated spec; unset options fall back to the spec's defaults."""
+    fields = {
+        "model": args.model,
+        "method": args.method,
+        "out": args.out,
+        "sparsity": args.sparsity,
+        "structure": args.structure,
+        "rank": args.rank,
+        "energy": args.energy,
+        "activation_aware": args.activation_aware,
+        "svd_targets": args.svd_targets,
+        "group_size": args.group_size,
+        "calibration": args.calibration,
+        "num_samples": args.num_samples,
+        "max_seq_len": args.max_seq_len,
+    }
+    optional = ("svd_targets", "group_size", "num_samples", "max_seq_len")
+    return CompressSpec(**{k: v for k, v in fields.items() if not (k in optional and v is None)})
+
+
+def spec_to_argv(spec: CompressSpec) -> list[str]:
+    """The `compress ...` arguments that rebuild `spec` (for re-running it in the compression venv)."""
+    argv = ["compress", "--model", spec.model, "--method", spec.method, "--out", spec.out]
+    if spec.sparsity is not None:
+        argv += ["--sparsity", repr(spec.sparsity), "--structure", spec.structure]
+    if spec.rank is not None:
+        argv += ["--rank", str(spec.rank)]
+    if spec.energy is not None:
+        argv += ["--energy", repr(spec.energy)]
+    if spec.activation_aware:
+        argv.append("--activation-aware")
+    if spec.calibration is not None:
+        argv += ["--calibration", spec.calibration]
+    argv += ["--svd-targets", spec.svd_targets, "--group-size", str(spec.group_size),
+             "--num-samples", str(spec.num_samples), "--max-seq-len", str(spec.max_seq_len)]
+    return argv
+
+
+def _validation_message(error: ValidationError) -> str:
+    return "; ".join(e["msg"].removeprefix("Value error, ") for e in error.errors())
+
+
+def in_compress_env() -> bool:
+    return importlib.util.find_spec("llmcompressor") is not None
+
+
+def run_compress(args: argparse.Namespace) -> int:
+    try:
+        spec = spec_from_args(args)
+    except ValidationError as error:
+        print(f"serve-app compress: error: {_validation_message(error)}", file=sys.stderr)
+        return 2
+    if not Path(spec.model).is_dir():
+        print(f"serve-app compress: error: --model {spec.model} is not a directory", file=sys.stderr)
+        return 2
+    if in_compress_env():
+        from serve_app.compress import runner
+
+        meta = runner.run(spec)
+        print(f"wrote {spec.out} ({spec.method}, {meta['compress_s']} s); serve with dtype={meta['serve_dtype']}")
+        return 0
+    python = Path(args.compress_python)
+    if not python.exists():
+        print(
+            f"serve-app compress: error: compression venv not found at {python}.\n"
+            f"llm-compressor conflicts with the serving install, so it lives in its own venv. Create it with:\n"
+            f"    bash {REPO_ROOT / 'scripts' / 'install_compress.sh'}",
+            file=sys.stderr,
+        )
+        return 2
+    argv = [str(python), "-m", "serve_app.compress", *spec_to_argv(spec)]
+    print("running in the compression venv: " + " ".join(argv), file=sys.stderr)
+    return subprocess.call(argv)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from serve_app.compress import evaluate
+
+    return evaluate.main(args)

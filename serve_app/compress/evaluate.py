@@ -1,0 +1,94 @@
+"""`serve-app evaluate`: base vs compressed checkpoints, side by side in one run (serving venv).
+
+Each model is measured by `eval_worker` in its own process, one after the other, so they share the
+same machine conditions as closely as one run allows. Perplexity comes from vLLM's prompt logprobs,
+so every format (fp32, compressed-tensors INT8/INT4, pruned, re-multiplied SVD) is scored by the same code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from serve_app.compress import metrics, report
+
+
+def _describe(path: str) -> dict:
+    meta_path = Path(path) / "compression.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    spec = meta.get("spec", {})
+    method = spec.get("method", "base")
+    if spec.get("sparsity") is not None:
+        method += f" {spec['structure']} {spec['sparsity']:g}"
+    if spec.get("rank") is not None:
+        method += f" rank {spec['rank']}"
+    if spec.get("energy") is not None:
+        method += f" energy {spec['energy']:g}" + (" act-aware" if spec.get("activation_aware") else "")
+    if "mean_rank" in meta:
+        method += f" (mean rank {meta['mean_rank']})"
+    return {
+        "name": Path(path.rstrip("/")).name,
+        "method": method,
+        "path": path,
+        "size_mb": metrics.checkpoint_size_mb(path),
+        "dtype": meta.get("serve_dtype", "float32"),
+        "note": meta.get("serving_note", "fp32 reference"),
+    }
+
+
+def _measure(entry: dict, args: argparse.Namespace, work_dir: Path) -> dict:
+    out = work_dir / f"{entry['name']}.json"
+    cmd = [sys.executable, "-m", "serve_app.compress.eval_worker", "--model", entry["path"], "--dtype", entry["dtype"],
+           "--out", str(out), "--ppl-window", str(args.ppl_window), "--max-tokens", str(args.max_tokens),
+           "--concurrency", *map(str, args.concurrency)]
+    if args.heldout:
+        cmd += ["--heldout", args.heldout]
+    env = dict(os.environ)
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    env.setdefault("VLLM_TARGET_DEVICE", "cpu")
+    print(f"== {entry['name']} ({entry['method']}, dtype {entry['dtype']})", file=sys.stderr, flush=True)
+    try:
+        subprocess.run(cmd, env=env, timeout=args.timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        return {"error": f"evaluation exceeded {args.timeout_s:.0f} s"}
+    if not out.exists():
+        return {"error": "worker wrote no result"}
+    return json.loads(out.read_text())
+
+
+def main(args: argparse.Namespace) -> int:
+    entries = [_describe(args.base)] + [_describe(p) for p in args.models]
+    entries[0]["method"] = "base"
+    raw = {}
+    started = time.time()
+    with tempfile.TemporaryDirectory(prefix="serve_app_eval_") as tmp:
+        for entry in entries:
+            entry["result"] = _measure(entry, args, Path(tmp))
+            raw[entry["name"]] = entry["result"]
+            if "error" in entry["result"]:
+                print(f"   {entry['name']}: {entry['result']['error']}", file=sys.stderr)
+    rows = report.build_rows(entries[0], entries[1:])
+    header = [
+        "# Compression: quality, size and speed (vLLM CPU)",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d %H:%M', time.localtime(started))} on {platform.machine()}, "
+        f"{os.cpu_count()} CPUs shared with other work; all models in one run, one after the other.",
+        f"Command: `serve-app evaluate --base {args.base} --models {' '.join(args.models)} --out {args.out}`",
+        "",
+        "Perplexity: vLLM prompt logprobs on serve_app/data/heldout.txt "
+        f"({args.ppl_window}-token windows). Answers: expected word in the greedy reply to "
+        "8 factual questions. Greedy agreement: share of the base's greedy tokens reproduced before the first "
+        "different token, averaged over those questions. Speed: vLLM AsyncLLM, eager, "
+        f"{args.max_tokens} output tokens per request (ignore_eos), concurrency {args.concurrency}.",
+    ]
+    report.write_report(Path(args.out), rows, raw, header)
+    print(report.markdown_table(rows))
+    print(f"wrote {args.out}/compression.md, compression.json, compression.png", file=sys.stderr)
+    return 0

@@ -1,0 +1,36 @@
+"""Fixed prompt set for greedy agreement and answer checks (pure data)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FactPrompt:
+    question: str
+    # The answer counts as right if any of these appears in it (case-insensitive).
+    expected: tuple[str, ...]
+
+
+FACT_PROMPTS = (
+    FactPrompt("What is the capital of France?", ("Paris",)),
+    FactPrompt("What is the capital of Japan?", ("Tokyo",)),
+    FactPrompt("What is the largest planet in our solar system?", ("Jupiter",)),
+    FactPrompt("Who wrote Romeo and Juliet?", ("Shakespeare",)),
+    FactPrompt("What is the chemical formula of water?", ("H2O", "H₂O")),
+    FactPrompt("How many days are there in a week?", ("seven", "7")),
+    FactPrompt("What is the boiling point of water at sea level in degrees Celsius?", ("100",)),
+    FactPrompt("On which continent is Egypt?", ("Africa",)),
+)
+
+# Prompts for the speed runs: distinct, so the prefix cache does not turn concurrent prefills into hits.
+SPEED_TOPICS = (
+    "the ocean", "a mountain village", "a robot", "the moon", "a lost cat", "an old clock", "a storm",
+    "a library", "a train journey", "a garden", "a lighthouse", "a winter morning", "a market",
+    "a bridge", "a violin", "a desert", "a comet", "a forest", "a baker", "a river",
+)
+
+
+def is_correct(answer: str, prompt: FactPrompt) -> bool:
+    lowered = answer.lower()
+    return any(expected.lower() in lowered for expected in prompt.expected)

@@ -52,7 +52,7 @@ def bench_config(args: argparse.Namespace) -> AppConfig:
         {
             "model": {"source": args.model},
             "engine": {"dtype": "float32", "max_model_len": 512, "max_num_seqs": args.max_num_seqs,
-                       "enforce_eager": True, "cpu_kvcache_space_gib": 0.25},
+                       "enforce_eager": True, "cpu_kvcache_space_gib": 1},
             "model_deployment": {
                 "num_replicas": "auto", "min_replicas": 1, "max_replicas": args.num_nodes, "num_cpus": 1,
                 "resources": {"accelerator": 1}, "max_ongoing_requests": 128,
@@ -73,6 +73,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def add_node_with_retries(cluster, attempts: int = 3, **node_args):
+    """A raylet waits only 30 s for itself to register; on a loaded 2-core machine that can be too short."""
+    for attempt in range(attempts):
+        try:
+            args = dict(node_args)
+            if cluster.head_node is None:
+                args["gcs_server_port"] = free_port()
+            return cluster.add_node(**args)
+        except Exception:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(5)
 
 
 def replica_counts() -> tuple[int, int]:
@@ -187,19 +201,20 @@ def main() -> None:
 
     config = bench_config(args)
     resolve_model_path(config.model)
-    cluster = Cluster(initialize_head=True,
-                      head_node_args={"num_cpus": 4, "gcs_server_port": free_port(), "include_dashboard": False})
-    for _ in range(args.num_nodes):
-        cluster.add_node(num_cpus=2, resources={"accelerator": 1})
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, log_to_driver=False)
+    cluster = Cluster()
     try:
+        add_node_with_retries(cluster, num_cpus=4, include_dashboard=False)
+        for _ in range(args.num_nodes):
+            add_node_with_retries(cluster, num_cpus=2, resources={"accelerator": 1})
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, log_to_driver=False)
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_graph(config), name=APP_NAME, route_prefix="/")
         result = asyncio.run(run_load(f"http://127.0.0.1:{port}", args))
     finally:
-        serve.shutdown()
+        if ray.is_initialized():
+            serve.shutdown()
         ray.shutdown()
         cluster.shutdown()
 

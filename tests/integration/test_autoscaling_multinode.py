@@ -51,7 +51,7 @@ def autoscaling_test_config(max_replicas: int = 2) -> AppConfig:
                 "max_model_len": 256,
                 "max_num_seqs": 4,
                 "enforce_eager": True,
-                "cpu_kvcache_space_gib": 0.25,
+                "cpu_kvcache_space_gib": 1,
             },
             "model_deployment": {
                 "num_replicas": "auto",
@@ -203,6 +203,20 @@ async def poll(predicate, timeout_s: float, what: str, period_s: float = 1.0):
 # ---------------------------------------------------------------------------------------------- (a)
 
 
+def add_node_with_retries(cluster, attempts: int = 3, **node_args):
+    """A raylet waits only 30 s for itself to register; on a loaded 2-core machine that can be too short."""
+    for attempt in range(attempts):
+        try:
+            args = dict(node_args)
+            if cluster.head_node is None:
+                args["gcs_server_port"] = free_port()
+            return cluster.add_node(**args)
+        except Exception:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(5)
+
+
 @pytest.fixture
 def accelerator_cluster():
     """Head (CPU stages, controller, proxy) + two raylets with one accelerator each."""
@@ -210,19 +224,18 @@ def accelerator_cluster():
     from ray import serve
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": 4, "gcs_server_port": free_port(), "include_dashboard": False},
-    )
-    for _ in range(2):
-        cluster.add_node(num_cpus=2, resources={"accelerator": 1})
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, log_to_driver=False)
+    cluster = Cluster()
     try:
+        add_node_with_retries(cluster, num_cpus=4, include_dashboard=False)
+        for _ in range(2):
+            add_node_with_retries(cluster, num_cpus=2, resources={"accelerator": 1})
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, log_to_driver=False)
         yield cluster
     finally:
         try:
-            serve.shutdown()
+            if ray.is_initialized():
+                serve.shutdown()
         finally:
             ray.shutdown()
             cluster.shutdown()

@@ -1,0 +1,83 @@
+"""Paired speed test: base and compressed engines alive at once, rounds alternated (serving venv).
+
+On a shared, noisy CPU, measuring one model after the other lets load changes pass for speed changes.
+Here both vLLM engines run in one process and take turns: round i of the base, then round i of the
+compressed model, `--rounds` times, each round `--concurrency` requests of `--max-tokens` tokens. The
+speed-up is the median of the per-pair ratios. Writes JSON to --out.
+
+    .venv/bin/python benchmarks/compression_speed_pair.py --base BASE --model W8A8 \
+        --out results/compression/speed_pair_w8a8.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+
+async def _run(args: argparse.Namespace) -> dict:
+    from transformers import AutoTokenizer
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    from serve_app.compress.eval_worker import _speed
+
+    def dtype_of(path: str) -> str:
+        meta = Path(path) / "compression.json"
+        return json.loads(meta.read_text()).get("serve_dtype", "float32") if meta.exists() else "float32"
+
+    tokenizer = AutoTokenizer.from_pretrained(args.base)
+    engines = {}
+    for name, path in (("base", args.base), ("compressed", args.model)):
+        engines[name] = AsyncLLM.from_engine_args(AsyncEngineArgs(
+            model=path, dtype=dtype_of(path), enforce_eager=True, max_model_len=1024,
+            max_num_seqs=args.concurrency, seed=0))
+    try:
+        for engine in engines.values():
+            await _speed(engine, tokenizer, 2, 8, 1)  # warm-up
+        rounds = {name: [] for name in engines}
+        for round_idx in range(args.rounds):
+            order = list(engines) if round_idx % 2 == 0 else list(reversed(engines))  # no fixed first mover
+            for name in order:
+                rounds[name].append(await _speed(engines[name], tokenizer, args.concurrency, args.max_tokens, 1))
+            print(f"round {round_idx}: " + ", ".join(
+                f"{n} {rounds[n][-1]['output_tokens_per_s']:.1f} tok/s" for n in engines), file=sys.stderr, flush=True)
+    finally:
+        for engine in engines.values():
+            engine.shutdown()
+    ratios = [c["output_tokens_per_s"] / b["output_tokens_per_s"] for b, c in zip(rounds["base"], rounds["compressed"])]
+    return {
+        "base": args.base, "model": args.model, "concurrency": args.concurrency, "max_tokens": args.max_tokens,
+        "measured_at": time.strftime("%Y-%m-%d %H:%M"), "load_average_1m_at_end": os.getloadavg()[0],
+        "base_tok_s_median": statistics.median(r["output_tokens_per_s"] for r in rounds["base"]),
+        "compressed_tok_s_median": statistics.median(r["output_tokens_per_s"] for r in rounds["compressed"]),
+        "speedup_median": statistics.median(ratios), "speedup_per_round": ratios, "rounds": rounds,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
+    result = asyncio.run(_run(args))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: result[k] for k in ("base_tok_s_median", "compressed_tok_s_median", "speedup_median")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

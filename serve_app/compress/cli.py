@@ -63,6 +63,8 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--heldout", help="held-out text file (default: serve_app/data/heldout.txt)")
     evaluate.add_argument("--ppl-window", type=int, default=512, help="tokens per perplexity window")
     evaluate.add_argument("--timeout-s", type=float, default=900.0, help="per-model evaluation limit")
+    evaluate.add_argument("--reuse", action="store_true",
+                          help="reuse per-model results already in OUT/raw/ (add models without re-measuring)")
     evaluate.set_defaults(func=run_evaluate)
 
 

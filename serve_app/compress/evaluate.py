@@ -13,7 +13,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -43,8 +42,12 @@ def _describe(path: str) -> dict:
     }
 
 
-def _measure(entry: dict, args: argparse.Namespace, work_dir: Path) -> dict:
-    out = work_dir / f"{entry['name']}.json"
+def _measure(entry: dict, args: argparse.Namespace, raw_dir: Path) -> dict:
+    out = raw_dir / f"{entry['name']}.json"
+    if args.reuse and out.exists() and "error" not in json.loads(out.read_text()):
+        print(f"== {entry['name']}: reusing {out}", file=sys.stderr)
+        return json.loads(out.read_text())
+    out.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "serve_app.compress.eval_worker", "--model", entry["path"], "--dtype", entry["dtype"],
            "--out", str(out), "--ppl-window", str(args.ppl_window), "--max-tokens", str(args.max_tokens),
            "--concurrency", *map(str, args.concurrency)]
@@ -68,18 +71,21 @@ def main(args: argparse.Namespace) -> int:
     entries[0]["method"] = "base"
     raw = {}
     started = time.time()
-    with tempfile.TemporaryDirectory(prefix="serve_app_eval_") as tmp:
-        for entry in entries:
-            entry["result"] = _measure(entry, args, Path(tmp))
-            raw[entry["name"]] = entry["result"]
-            if "error" in entry["result"]:
-                print(f"   {entry['name']}: {entry['result']['error']}", file=sys.stderr)
+    # Per-model results are kept, so `--reuse` can add models to a report without re-measuring the others.
+    raw_dir = Path(args.out) / "raw"
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    for entry in entries:
+        entry["result"] = _measure(entry, args, raw_dir)
+        raw[entry["name"]] = {k: v for k, v in entry["result"].items() if k != "traceback"}
+        if "error" in entry["result"]:
+            print(f"   {entry['name']}: {entry['result']['error']}", file=sys.stderr)
     rows = report.build_rows(entries[0], entries[1:])
     header = [
         "# Compression: quality, size and speed (vLLM CPU)",
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M', time.localtime(started))} on {platform.machine()}, "
-        f"{os.cpu_count()} CPUs shared with other work; all models in one run, one after the other.",
+        f"{os.cpu_count()} CPUs shared with other work; models measured one after the other"
+        + (" (some reused from an earlier run: see raw/)" if args.reuse else "") + ".",
         f"Command: `serve-app evaluate --base {args.base} --models {' '.join(args.models)} --out {args.out}`",
         "",
         "Perplexity: vLLM prompt logprobs on serve_app/data/heldout.txt "

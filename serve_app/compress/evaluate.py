@@ -32,13 +32,17 @@ def _describe(path: str) -> dict:
         method += f" energy {spec['energy']:g}" + (" act-aware" if spec.get("activation_aware") else "")
     if "mean_rank" in meta:
         method += f" (mean rank {meta['mean_rank']})"
+    note = meta.get("serving_note", "fp32 reference")
+    if "factor_params" in meta:
+        note += (f" Factorized layers: {meta['factor_params'] / 1e6:.1f}M factor params vs "
+                 f"{meta['dense_params'] / 1e6:.1f}M dense.")
     return {
         "name": Path(path.rstrip("/")).name,
         "method": method,
         "path": path,
         "size_mb": metrics.checkpoint_size_mb(path),
         "dtype": meta.get("serve_dtype", "float32"),
-        "note": meta.get("serving_note", "fp32 reference"),
+        "note": note,
     }
 
 

@@ -82,6 +82,9 @@ def _recipe(spec: CompressSpec):
         return [GPTQModifier(config_groups={"group_0": {"targets": ["Linear"], "weights": weights}}, ignore=ignore)]
     if spec.method == "fp8":
         return [QuantizationModifier(targets="Linear", scheme="FP8_DYNAMIC", ignore=ignore)]
+    # Sparsity modifiers match ignore names against "<layer>.<sub-module>", so the tied lm_head (which would
+    # also zero half of the embeddings) needs a regex, not its plain name.
+    ignore = ["re:.*lm_head"]
     mask_structure = "2:4" if spec.structure == "2:4" else "0:0"
     if spec.method == "wanda":
         from llmcompressor.modifiers.pruning import WandaPruningModifier
@@ -169,6 +172,9 @@ def run(spec: CompressSpec) -> dict:
         details["dense_params"] = sum(r["dense_params"] for r in rows)
         details["factor_params"] = sum(r["factor_params"] for r in rows)
         details["mean_rank"] = round(sum(r["rank"] for r in rows) / len(rows), 1)
+    if spec.method in ("wanda", "sparsegpt", "magnitude"):
+        # The tied embedding / lm_head must come out unpruned (a check on the ignore list above).
+        details["lm_head_zero_fraction"] = round((model.lm_head.weight == 0).float().mean().item(), 4)
     compress_s = time.perf_counter() - started
     if save_compressed:
         model.save_pretrained(out, save_compressed=True)

@@ -81,7 +81,7 @@ def autoscaling_test_config(max_replicas: int = 2) -> AppConfig:
     )
 
 
-def deploy(config: AppConfig, http_port: int) -> str:
+def deploy(config: AppConfig, http_port: int, timeout_s: float = 300) -> str:
     from ray import serve
 
     from serve_app.app import build_graph
@@ -92,7 +92,7 @@ def deploy(config: AppConfig, http_port: int) -> str:
     serve.start(http_options={"host": "127.0.0.1", "port": http_port})
     serve.run(build_graph(config), name=APP_NAME, route_prefix="/", blocking=False)
     base_url = f"http://127.0.0.1:{http_port}"
-    wait_for(lambda: health_ok(base_url), timeout_s=300, what="app healthy")
+    wait_for(lambda: health_ok(base_url), timeout_s=timeout_s, what="app healthy")
     return base_url
 
 
@@ -351,8 +351,10 @@ def fake_autoscaling_cluster(tmp_path: Path):
     gcs_address = f"{get_node_ip_address()}:{port}"
     config_path = tmp_path / "fake-autoscaler.json"
     config_path.write_text(json.dumps(fake_autoscaler_config(gcs_address)))
+    # Token auth off for this throwaway local cluster: a `ray start` head picks up ~/.ray/auth_token when one
+    # exists, and a driver in this process would then be refused by the GCS.
     env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1",
-           "RAY_memory_monitor_refresh_ms": "0"}
+           "RAY_memory_monitor_refresh_ms": "0", "RAY_AUTH_MODE": "disabled"}
     ray_cli = str(Path(sys.executable).parent / "ray")
     temp_dir = tempfile.mkdtemp(prefix="ray-fake-", dir="/tmp")
     command = [
@@ -418,7 +420,7 @@ def test_pending_model_replica_makes_the_autoscaler_launch_a_node(fake_autoscali
 
     assert not accelerator_nodes(), "the head has no accelerator: the replica cannot start there"
     # Deploying blocks until healthy: the model replica is pending until a new node joins.
-    base_url = deploy(autoscaling_test_config(max_replicas=1), free_port())
+    base_url = deploy(autoscaling_test_config(max_replicas=1), free_port(), timeout_s=480)
     launched = accelerator_nodes()
     assert len(launched) == 1
     assert set(model_replica_nodes()) == launched

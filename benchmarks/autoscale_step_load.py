@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import socket
 import time
@@ -201,6 +202,9 @@ def main() -> None:
 
     config = bench_config(args)
     resolve_model_path(config.model)
+    # Ray's memory monitor kills workers (the Serve controller too) when the whole machine nears full memory,
+    # whoever uses it; raylets started below inherit this and leave that to the kernel.
+    os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
     cluster = Cluster()
     try:
         add_node_with_retries(cluster, num_cpus=4, include_dashboard=False)

@@ -101,8 +101,9 @@ def replica_counts() -> tuple[int, int]:
     return states.get("RUNNING", 0), sum(states.get(s, 0) for s in REPLICA_STATES_UP)
 
 
-async def one_request(client: httpx.AsyncClient, url: str, max_tokens: int, t0: float, records: list) -> None:
-    body = {"model": "x", "prompt": PROMPT, "max_tokens": max_tokens, "ignore_eos": True, "stream": True}
+async def one_request(client: httpx.AsyncClient, url: str, model: str, max_tokens: int, t0: float,
+                      records: list) -> None:
+    body = {"model": model, "prompt": PROMPT, "max_tokens": max_tokens, "ignore_eos": True, "stream": True}
     start = time.monotonic()
     first_token_s, ok = None, False
     try:
@@ -126,7 +127,7 @@ async def one_request(client: httpx.AsyncClient, url: str, max_tokens: int, t0: 
     })
 
 
-async def run_load(base_url: str, args: argparse.Namespace) -> dict:
+async def run_load(base_url: str, model: str, args: argparse.Namespace) -> dict:
     steps = [(float(r), float(d)) for r, d in (s.split(":") for s in args.steps.split(","))]
     rng = random.Random(0)
     records: list[dict] = []
@@ -156,7 +157,7 @@ async def run_load(base_url: str, args: argparse.Namespace) -> dict:
                 await asyncio.sleep(rng.expovariate(rate))
                 if time.monotonic() >= step_end:
                     break
-                tasks.append(asyncio.create_task(one_request(client, f"{base_url}/v1/completions",
+                tasks.append(asyncio.create_task(one_request(client, f"{base_url}/v1/completions", model,
                                                              args.max_tokens, t0, records)))
         current_rate[0] = 0.0
         await asyncio.gather(*tasks)
@@ -215,7 +216,7 @@ def main() -> None:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_graph(config), name=APP_NAME, route_prefix="/")
-        result = asyncio.run(run_load(f"http://127.0.0.1:{port}", args))
+        result = asyncio.run(run_load(f"http://127.0.0.1:{port}", config.model.resolved_name(), args))
     finally:
         if ray.is_initialized():
             serve.shutdown()

@@ -31,6 +31,15 @@ from serve_app.config import AppConfig
 
 pytestmark = pytest.mark.integration
 
+
+@pytest.fixture(autouse=True)
+def _no_ray_in_this_process():
+    """These tests connect to clusters of their own; a session app's Ray in this process would clash."""
+    import ray
+
+    if ray.is_initialized():
+        pytest.skip("Ray is already initialized in this process (session app); run this file on its own")
+
 APP_NAME = "autoscale_app"
 MODEL_DEPLOYMENT = "ModelReplica"
 PROMPT = "The quick brown fox jumps over the lazy dog. " * 3

@@ -48,7 +48,7 @@ def _describe(path: str) -> dict:
 
 def _measure(entry: dict, args: argparse.Namespace, raw_dir: Path) -> dict:
     out = raw_dir / f"{entry['name']}.json"
-    if args.reuse and out.exists() and "error" not in json.loads(out.read_text()):
+    if args.reuse and out.exists():  # errors too: delete raw/<name>.json to measure a model again
         print(f"== {entry['name']}: reusing {out}", file=sys.stderr)
         return json.loads(out.read_text())
     out.unlink(missing_ok=True)

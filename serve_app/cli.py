@@ -37,7 +37,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from serve_app.app import build_graph
 
-    ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=args.verbose)
+    ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=args.verbose)
     serve.start(http_options={"host": args.host, "port": args.port})
     serve.run(build_graph(config), name="serve_app", route_prefix="/")
     print(f"serve_app is serving '{config.model.resolved_name()}' on http://{args.host}:{args.port}/v1 "

@@ -187,12 +187,13 @@ class ModelReplica:
                 self._latency.record_tpot_ms(tpot_ms, time.monotonic())
 
     def engine_stats(self) -> dict[str, float]:
+        # The frontend's unfinished count is exact at any moment; the scheduler's waiting count arrives
+        # with engine steps, so it is clamped to it (with nothing unfinished there is no next step).
         num_unfinished = self._engine.output_processor.get_num_unfinished_requests()
-        # The scheduler's counts arrive with engine steps; with nothing unfinished there is no next step.
-        busy = num_unfinished > 0
+        num_waiting = min(self._load.num_waiting, num_unfinished)
         return {
-            "num_running": self._load.num_running if busy else 0,
-            "num_waiting": self._load.num_waiting if busy else 0,
+            "num_running": num_unfinished - num_waiting,
+            "num_waiting": num_waiting,
             "num_unfinished": num_unfinished,
             "num_active_streams": self._num_active,
             "is_healthy": 0 if self._engine.errored else 1,
@@ -206,7 +207,8 @@ class ModelReplica:
         await self._engine.check_health()
 
     def record_autoscaling_stats(self) -> dict[str, float]:
-        self._latency.set_load(num_running=self._load.num_running, num_waiting=self._load.num_waiting)
+        stats = self.engine_stats()
+        self._latency.set_load(num_running=stats["num_running"], num_waiting=stats["num_waiting"])
         return self._latency.snapshot(time.monotonic())
 
     def __del__(self):

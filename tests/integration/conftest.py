@@ -44,7 +44,7 @@ def serve_instance():
     from ray import serve
 
     port = _free_port()
-    ray.init(num_cpus=16, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=16, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     started: list[str] = []
     yield {"port": port, "apps": started}

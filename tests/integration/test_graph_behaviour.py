@@ -81,17 +81,24 @@ def test_client_disconnect_aborts_request_in_engine(serve_app_url, served_model_
         time.sleep(0.05)
 
 
+TINY_PROMPT = "The quick brown fox"
+
+
 @pytest.fixture(scope="module")
-def tp2_url(start_app):
-    config = make_test_config(
+def tiny_urls(start_app):
+    """The tiny model on one worker and on two tensor-parallel workers (SmolLM2's 9 heads do not split in 2)."""
+    single = make_test_config(model={"source": "tiny"}, engine={"max_num_seqs": 8})
+    sharded = make_test_config(
+        model={"source": "tiny"},
         engine={"tensor_parallel_size": 2, "cpu_omp_threads_bind": "0|1", "max_num_seqs": 8},
-        model_deployment={"num_cpus": 1},
     )
-    return start_app(config, "serve_app_tp2", "/tp2")
+    return start_app(single, "serve_app_tiny", "/tiny"), start_app(sharded, "serve_app_tiny_tp2", "/tiny-tp2")
 
 
-def test_tensor_parallel_2_matches_single_worker(tp2_url, serve_app_url, served_model_name):
-    body = {"model": served_model_name, "prompt": PROMPT, "max_tokens": 24, "temperature": 0, "ignore_eos": True}
-    single = httpx.post(f"{serve_app_url}/v1/completions", json=body, timeout=120).json()
-    sharded = httpx.post(f"{tp2_url}/v1/completions", json=body, timeout=120).json()
+def test_tensor_parallel_2_matches_single_worker(tiny_urls):
+    single_url, sharded_url = tiny_urls
+    body = {"model": "tiny-llama", "prompt": TINY_PROMPT, "max_tokens": 32, "temperature": 0, "ignore_eos": True}
+    single = httpx.post(f"{single_url}/v1/completions", json=body, timeout=120).json()
+    sharded = httpx.post(f"{sharded_url}/v1/completions", json=body, timeout=120).json()
+    assert sharded["usage"]["completion_tokens"] == 32
     assert sharded["choices"][0]["text"] == single["choices"][0]["text"]

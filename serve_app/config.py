@@ -55,7 +55,7 @@ class EngineConfig(StrictModel):
     enforce_eager: bool = True
     seed: int = 0
     # vLLM CPU backend only: GiB of KV cache (VLLM_CPU_KVCACHE_SPACE). Ignored on GPU.
-    cpu_kvcache_space_gib: float = Field(1.0, gt=0)
+    cpu_kvcache_space_gib: int = Field(1, ge=1)
     # vLLM CPU backend only: OpenMP thread binding (VLLM_CPU_OMP_THREADS_BIND), e.g. "0|1" for tp=2.
     cpu_omp_threads_bind: str | None = None
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)

@@ -121,7 +121,7 @@ class Ingress:
             except ServeAppError as error:
                 return _error_response(error, _request_id(request))
         try:
-            stats = await asyncio.wait_for(self._model.engine_stats.remote(), timeout=5.0)
+            stats = await asyncio.wait_for(self._model.engine_stats.remote(), timeout=15.0)
             self._metrics.engine_running.set(stats["num_running"])
             self._metrics.engine_waiting.set(stats["num_waiting"])
             self._metrics.engine_healthy.set(stats["is_healthy"])

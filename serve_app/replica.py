@@ -104,7 +104,9 @@ class ModelReplica:
             enforce_eager=engine.enforce_eager,
             seed=engine.seed,
             gpu_memory_utilization=engine.gpu_memory_utilization,
-            distributed_executor_backend=engine.distributed_executor_backend,
+            # Inside a Serve replica vLLM would pick its Ray executor (it sees a placement group); that
+            # executor is for sharding across nodes and is unsupported on CPU. Local processes otherwise.
+            distributed_executor_backend=engine.distributed_executor_backend or ("mp" if engine.num_workers > 1 else None),
             disable_log_stats=False,
             **engine.extra_engine_args,
         )

@@ -26,5 +26,5 @@ if [ "$EXTRA" = "cpu" ]; then
   # `import transformers`; serve_app needs none of them.
   "$PIP" uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 fi
-VLLM_TARGET_DEVICE=cpu "$VENV/bin/python" -c "import vllm, ray.serve, transformers, serve_app.app" \
+"$VENV/bin/python" -c "import vllm, ray.serve, transformers, serve_app.app" \
   && echo "serve_app installed in $VENV ($EXTRA)"

@@ -68,12 +68,10 @@ def test_client_disconnect_aborts_request_in_engine(serve_app_url, served_model_
     with httpx.Client(timeout=60) as client:
         with client.stream("POST", f"{serve_app_url}/v1/completions", json=body) as resp:
             assert resp.status_code == 200
+            lines = resp.iter_lines()  # kept referenced: dropping the iterator closes the connection
             received = 0
-            for line in resp.iter_lines():
-                if line.startswith("data: {"):
-                    received += 1
-                if received >= 3:
-                    break
+            while received < 3:
+                received += next(lines).startswith("data: {")
             assert engine_running_requests() >= 1
     disconnected_at = time.monotonic()
     while engine_running_requests() != 0:

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-if [ -f scripts/install_browser.sh ]; then bash scripts/install_browser.sh; fi
+if [ -f scripts/install_browser.sh ]; then VIRTUAL_ENV="$PWD/.venv" PYTHON="$PWD/.venv/bin/python" bash scripts/install_browser.sh; fi
 if [ -f scripts/install_compress.sh ]; then bash scripts/install_compress.sh; fi
 .venv/bin/serve-app models prepare --model default >/dev/null
 .venv/bin/serve-app models prepare --model tiny >/dev/null

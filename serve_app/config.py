@@ -149,11 +149,6 @@ class AuthConfig(StrictModel):
     metrics_require_auth: bool = False
 
 
-class StreamingConfig(StrictModel):
-    # Upper bound on how long a later token may be held back to be sent with others (first token never waits).
-    max_coalesce_ms: float = Field(5.0, ge=0)
-
-
 class LoggingConfig(StrictModel):
     # Prompts and outputs are never logged unless this is set.
     log_prompts: bool = False
@@ -171,7 +166,6 @@ class AppConfig(StrictModel):
     ingress_deployment: DeploymentScaling = Field(default_factory=DeploymentScaling)
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
-    streaming: StreamingConfig = Field(default_factory=StreamingConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     playground_enabled: bool = True
 

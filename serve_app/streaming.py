@@ -75,6 +75,15 @@ class _Clock:
     node_busy_s: float = 0.0
     engine_ms: dict[str, float] = field(default_factory=dict)
 
+    def on_chunk(self, chunk: TokenChunk) -> float:
+        """Note a chunk's arrival (the first one also brings the engine's queue and prefill times)."""
+        received_s = time.time()
+        if self.first_chunk_s is None:
+            self.first_chunk_s = received_s
+            self.engine_ms = _engine_phases(chunk)
+        self.last_chunk_s = received_s
+        return received_s
+
     def timings(self, request: GenerationRequest) -> dict[str, float]:
         timings = dict(request.timings_ms)
         timings.update(self.engine_ms)
@@ -102,11 +111,7 @@ class ResponseStreamer:
         upstream = self._open(request)
         try:
             async for chunk in upstream:
-                received_s = time.time()
-                if clock.first_chunk_s is None:
-                    clock.first_chunk_s = received_s
-                    clock.engine_ms = _engine_phases(chunk)
-                clock.last_chunk_s = received_s
+                received_s = clock.on_chunk(chunk)
                 text = state.on_chunk(chunk)
                 parts: list[Any] = []
                 is_first = bool(text) and not sent_text
@@ -154,11 +159,7 @@ class ResponseStreamer:
         upstream = self._open(request)
         try:
             async for chunk in upstream:
-                received_s = time.time()
-                if clock.first_chunk_s is None:
-                    clock.first_chunk_s = received_s
-                    clock.engine_ms = _engine_phases(chunk)
-                clock.last_chunk_s = received_s
+                clock.on_chunk(chunk)
                 pieces.append(state.on_chunk(chunk))
                 if state.finish_reason:
                     break

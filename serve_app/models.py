@@ -77,36 +77,43 @@ def find_default_gguf() -> Path:
     return path
 
 
-def prepare_default_model(cache_dir: Path) -> Path:
-    """Convert SmolLM2-135M-Instruct from GGUF into a float32 safetensors checkpoint (once)."""
-    target = cache_dir / DEFAULT_MODEL_DIRNAME
+def _prepare_once(target: Path, build) -> Path:
+    """Run `build(tmp_dir)` once per `target` across processes, then move the result into place."""
     if _is_ready(target):
         return target
     with _locked(target):
-        if _is_ready(target):
-            return target
-        gguf_path = find_default_gguf()
-        logger.info("Converting %s into %s (once)", gguf_path.name, target)
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+        if not _is_ready(target):
+            tmp_dir = Path(tempfile.mkdtemp(prefix=".prepare-", dir=target.parent))
+            build(tmp_dir)
+            _publish(tmp_dir, target)
+    return target
 
-        tmp_dir = Path(tempfile.mkdtemp(prefix=".prepare-", dir=cache_dir))
-        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-        loaded = AutoModelForCausalLM.from_pretrained(
-            gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
-        )
-        # save_pretrained refuses a GGUF-loaded model: copy its (dequantized) weights into a plain Llama.
-        config = loaded.config
-        if hasattr(config, "quantization_config"):
-            del config.quantization_config
-        config.torch_dtype = torch.float32
-        model = LlamaForCausalLM(config)
-        model.load_state_dict(loaded.state_dict())
-        model.generation_config = loaded.generation_config
-        model.save_pretrained(tmp_dir, safe_serialization=True)
-        tokenizer.save_pretrained(tmp_dir)
-        _publish(tmp_dir, target)
-        return target
+
+def prepare_default_model(cache_dir: Path) -> Path:
+    """Convert SmolLM2-135M-Instruct from GGUF into a float32 safetensors checkpoint (once)."""
+    return _prepare_once(cache_dir / DEFAULT_MODEL_DIRNAME, _convert_default_model)
+
+
+def _convert_default_model(tmp_dir: Path) -> None:
+    gguf_path = find_default_gguf()
+    logger.info("Converting %s into a safetensors checkpoint (once)", gguf_path.name)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    loaded = AutoModelForCausalLM.from_pretrained(
+        gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
+    )
+    # save_pretrained refuses a GGUF-loaded model: copy its (dequantized) weights into a plain Llama.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.torch_dtype = torch.float32
+    model = LlamaForCausalLM(config)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    model.save_pretrained(tmp_dir, safe_serialization=True)
+    tokenizer.save_pretrained(tmp_dir)
 
 
 # Local text to train the tiny model's tokenizer on: any text works, the weights are random anyway.
@@ -119,48 +126,43 @@ _TINY_CORPUS = (
 
 def prepare_tiny_model(cache_dir: Path) -> Path:
     """Build a 4-layer random-weight Llama with a 2k-token byte-level BPE tokenizer (seconds)."""
-    target = cache_dir / TINY_MODEL_DIRNAME
-    if _is_ready(target):
-        return target
-    with _locked(target):
-        if _is_ready(target):
-            return target
-        import torch
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-        from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    return _prepare_once(cache_dir / TINY_MODEL_DIRNAME, _build_tiny_model)
 
-        tmp_dir = Path(tempfile.mkdtemp(prefix=".prepare-", dir=cache_dir))
-        bpe = Tokenizer(models.BPE())
-        bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        bpe.decoder = decoders.ByteLevel()
-        special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-        trainer = trainers.BpeTrainer(
-            vocab_size=2048, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-        )
-        bpe.train_from_iterator([_TINY_CORPUS] * 50, trainer=trainer)
-        tokenizer = PreTrainedTokenizerFast(
-            tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|endoftext|>"
-        )
-        tokenizer.chat_template = (
-            "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-            "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-        )
-        config = LlamaConfig(
-            vocab_size=2048,
-            hidden_size=256,
-            intermediate_size=512,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            num_key_value_heads=4,
-            max_position_embeddings=2048,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            tie_word_embeddings=True,
-            torch_dtype="float32",
-        )
-        torch.manual_seed(0)
-        model = LlamaForCausalLM(config)
-        model.save_pretrained(tmp_dir, safe_serialization=True)
-        tokenizer.save_pretrained(tmp_dir)
-        _publish(tmp_dir, target)
-        return target
+
+def _build_tiny_model(tmp_dir: Path) -> None:
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=2048, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    bpe.train_from_iterator([_TINY_CORPUS] * 50, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|endoftext|>"
+    )
+    tokenizer.chat_template = (
+        "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    config = LlamaConfig(
+        vocab_size=2048,
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+        torch_dtype="float32",
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(tmp_dir, safe_serialization=True)
+    tokenizer.save_pretrained(tmp_dir)

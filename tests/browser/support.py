@@ -71,3 +71,13 @@ def open_page(browser: Any, **context_options: Any) -> Iterator[Any]:
     finally:
         context.close()
     assert not page_errors, f"JavaScript errors on the page: {page_errors}"
+
+
+# Module scope: one sync Playwright at a time per thread, and other test folders may start their own.
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """A headless Debian chromium for one test module (skips when it or playwright is missing)."""
+    if (reason := missing_browser_reason()) is not None:
+        pytest.skip(reason)
+    with launch_chromium() as launched:
+        yield launched

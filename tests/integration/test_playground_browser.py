@@ -12,21 +12,13 @@ from typing import Any
 
 import pytest
 
-from tests.browser.support import MS_FIGURE, launch_chromium, missing_browser_reason, open_page, requires_browser
+from tests.browser.support import MS_FIGURE, browser, open_page, requires_browser  # noqa: F401  (browser: shared fixture)
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser, requires_browser]
 
 # A CPU engine on a 2-core machine: generous for the first answer, which may also warm the engine up.
 ANSWER_TIMEOUT_MS = 120_000
 ENGINE_IDLE_TIMEOUT_S = 10.0
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if (reason := missing_browser_reason()) is not None:
-        pytest.skip(reason)
-    with launch_chromium() as browser:
-        yield browser
 
 
 @pytest.fixture

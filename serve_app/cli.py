@@ -26,6 +26,20 @@ def cmd_models_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _isolate_engine_cpus(config: AppConfig) -> None:
+    """CPU engines: pin Ray and the stages (started next) to the cores the engine does not compute on."""
+    from serve_app.cpu_isolation import pin_graph_process, plan_core_split
+
+    engine = config.engine
+    if not engine.isolate_cpus or config.model_deployment.num_gpus or not hasattr(os, "sched_setaffinity"):
+        return
+    split = plan_core_split(sorted(os.sched_getaffinity(0)), engine.num_workers, engine.cpu_omp_threads_bind)
+    if split is not None:
+        pin_graph_process(split)
+        print(f"CPU isolation: engine computes on cores {list(split.engine)}, Ray and the stages run on "
+              f"{list(split.graph)} (engine.isolate_cpus: false turns this off)", flush=True)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(args)
     from serve_app.models import resolve_model_path
@@ -37,6 +51,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from serve_app.app import build_graph
 
+    _isolate_engine_cpus(config)
     ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=args.verbose)
     serve.start(http_options={"host": args.host, "port": args.port})
     serve.run(build_graph(config), name="serve_app", route_prefix="/")

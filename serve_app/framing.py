@@ -7,6 +7,7 @@ ends with the map `{"done": true}`.
 
 from __future__ import annotations
 
+import gzip
 import json
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -115,3 +116,17 @@ def done_marker(wire: WireFormat) -> str | bytes:
 def choose_wire_format(accept_header: str | None) -> WireFormat:
     """Content negotiation for streams: msgpack only when the client asks for it."""
     return "msgpack" if accept_header and MSGPACK_CONTENT_TYPE in accept_header else "sse"
+
+
+GZIP_MIN_BYTES = 512
+
+
+def maybe_gzip(body: bytes, accept_encoding: str | None) -> tuple[bytes, dict[str, str]]:
+    """Gzip a whole (non-streamed) body when the client accepts it and it is worth it.
+
+    Streams are never compressed: a compressor holds bytes back until its block fills, which would
+    delay tokens. Level 1: on a busy CPU the fastest level keeps most of the gain.
+    """
+    if len(body) < GZIP_MIN_BYTES or not accept_encoding or "gzip" not in accept_encoding.lower():
+        return body, {}
+    return gzip.compress(body, compresslevel=1), {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"}

@@ -22,8 +22,18 @@ from serve_app.admission import AdmissionController
 from serve_app.auth import ApiKeyAuth
 from serve_app.config import AppConfig
 from serve_app.errors import ServeAppError, error_body, find_serve_app_error
-from serve_app.framing import MSGPACK_CONTENT_TYPE, SSE_CONTENT_TYPE, ChunkBuilder, choose_wire_format, done_marker, encode
+from serve_app.framing import (
+    MSGPACK_CONTENT_TYPE,
+    SSE_CONTENT_TYPE,
+    ChunkBuilder,
+    choose_wire_format,
+    compact_json,
+    done_marker,
+    encode,
+    maybe_gzip,
+)
 from serve_app.metrics import IngressMetrics
+from serve_app.openapi import json_body
 from serve_app.protocol import ChatCompletionRequest, CompletionRequest, GenerationRequest, SamplingOptions
 from serve_app.request_parsing import parse_body, read_body
 
@@ -76,9 +86,10 @@ class _Once:
             self._fn()
 
 
-def _timeout_frame(generation: GenerationRequest, wire: str) -> str | bytes:
+def _error_frame(generation: GenerationRequest, wire: str, message: str, type: str, code: str) -> str | bytes:
+    """A final error event (and the done marker) for a stream that has already started."""
     builder = ChunkBuilder(generation.request_id, generation.model_name, generation.created_s, generation.endpoint)
-    return encode(builder.error("The request timed out.", type="timeout_error", code="timeout"), wire) + done_marker(wire)
+    return encode(builder.error(message, type=type, code=code), wire) + done_marker(wire)
 
 
 def _short(exc: BaseException) -> str:
@@ -140,11 +151,11 @@ class Ingress:
         data = [{"id": self._model_name, "object": "model", "created": self._created_s, "owned_by": "serve_app"}]
         return JSONResponse({"object": "list", "data": data}, headers={REQUEST_ID_HEADER: request_id})
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", openapi_extra=json_body(ChatCompletionRequest))
     async def chat_completions(self, request: Request) -> Response:
         return await self._serve(request, ChatCompletionRequest, "chat")
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", openapi_extra=json_body(CompletionRequest))
     async def completions(self, request: Request) -> Response:
         return await self._serve(request, CompletionRequest, "completion")
 
@@ -188,9 +199,11 @@ class Ingress:
             tokenize_start_s = time.time()
             if endpoint == "chat":
                 messages = [{"role": m.role, "content": m.text()} for m in body.messages]
-                prepared = await self._tokenizer.prepare_chat.remote(messages, max_tokens)
+                pending = self._tokenizer.prepare_chat.remote(messages, max_tokens)
             else:
-                prepared = await self._tokenizer.prepare_completion.remote(body.prompt, max_tokens)
+                pending = self._tokenizer.prepare_completion.remote(body.prompt, max_tokens)
+            # While a tokenizer replica is being replaced the call waits for the new one, within the timeout.
+            prepared = await asyncio.wait_for(pending, timeout=self._config.admission.request_timeout_s)
             if self._auth is not None:
                 self._auth.admit(key_digest, prepared.num_prompt_tokens + (max_tokens or 0))
             generation = GenerationRequest(
@@ -223,7 +236,8 @@ class Ingress:
                 self._streamer.complete.remote(generation), timeout=self._config.admission.request_timeout_s
             )
             self._record_complete(route, response, arrival_s)
-            return JSONResponse(response, headers={REQUEST_ID_HEADER: request_id})
+            body, encoding = maybe_gzip(compact_json(response).encode(), http_request.headers.get("accept-encoding"))
+            return Response(body, media_type="application/json", headers={REQUEST_ID_HEADER: request_id, **encoding})
         except Exception as exc:
             return self._failure_response(exc, route, request_id)
         finally:
@@ -270,9 +284,14 @@ class Ingress:
                     frame = await asyncio.wait_for(frames.__anext__(), timeout=max(remaining_s, 0.001))
                 except asyncio.TimeoutError:
                     status = "504"
-                    yield _timeout_frame(generation, wire)
+                    yield _error_frame(generation, wire, "The request timed out.", "timeout_error", "timeout")
                     break
                 except StopAsyncIteration:
+                    break
+                except Exception as exc:  # the streaming node died mid-stream: end it with an error event
+                    logger.warning("Stream %s lost its streaming node: %s", generation.request_id, type(exc).__name__)
+                    status = "503"
+                    yield _error_frame(generation, wire, "The stream was interrupted; retry the request.", "server_error", "unavailable")
                     break
         except asyncio.CancelledError:
             status = "499"  # client went away; cancelling `frames` aborts the request in the engine

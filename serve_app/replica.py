@@ -24,6 +24,7 @@ from ray import serve
 
 from serve_app.autoscaling import ReplicaLatencyStats
 from serve_app.config import AppConfig, EngineConfig
+from serve_app.cpu_isolation import engine_cores_from_env, engine_spawn_affinity
 from serve_app.errors import ServeAppError
 from serve_app.models import resolve_model_path
 from serve_app.protocol import GenerationRequest, TokenChunk
@@ -85,6 +86,9 @@ class ModelReplica:
     def __init__(self, config: AppConfig):
         for key, value in engine_environment(config.engine).items():
             os.environ.setdefault(key, value)
+        engine_cpus = engine_cores_from_env()
+        if engine_cpus:
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, engine_cpus)))
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
         self._config = config
@@ -111,7 +115,8 @@ class ModelReplica:
             **engine.extra_engine_args,
         )
         self._load = SchedulerLoad()
-        self._engine = AsyncLLM.from_engine_args(args, stat_loggers=[self._load.stat_logger_factory()])
+        with engine_spawn_affinity(engine_cpus):  # the engine process inherits its compute cores
+            self._engine = AsyncLLM.from_engine_args(args, stat_loggers=[self._load.stat_logger_factory()])
         model_config = self._engine.model_config
         self._vocab_size = model_config.get_vocab_size()
         self._max_model_len = model_config.max_model_len

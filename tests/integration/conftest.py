@@ -135,3 +135,26 @@ def engine_running_requests(serve_app_url):
                    + read_gauge(serve_app_url, "serve_app_engine_waiting_requests"))
 
     return _read
+
+
+TINY_APP = "serve_app_tiny_guarded"
+
+
+@pytest.fixture(scope="session")
+def tiny_app_url(start_app) -> str:
+    """The tiny model (fast to restart) behind a small admission limit: for fault, fuzz and overload tests.
+
+    Tests that kill replicas leave it serving again before they end.
+    """
+    config = make_test_config(model={"source": "tiny"}, engine={"max_num_seqs": 8},
+                              admission={"max_in_flight_requests": 8, "request_timeout_s": 60, "max_tokens_limit": 2000})
+    return start_app(config, TINY_APP, "/guarded")
+
+
+def replica_actors(app: str, deployment: str | None = None) -> list:
+    """ALIVE Serve replica actors of an app (optionally one deployment), from Ray's state API."""
+    from ray.util.state import list_actors
+
+    prefix = f"ServeReplica:{app}:" + (deployment or "")
+    actors = list_actors(filters=[("state", "=", "ALIVE")], limit=10_000, detail=True)
+    return [a for a in actors if a.class_name == prefix or (deployment is None and a.class_name.startswith(prefix))]

@@ -57,3 +57,16 @@ def test_full_response():
     body = ChunkBuilder("r", "m", 1, "chat").full_response("Paris", "stop", 3, 2)
     assert body["choices"][0]["message"] == {"role": "assistant", "content": "Paris"}
     assert body["usage"]["total_tokens"] == 5
+
+
+def test_whole_json_bodies_are_gzipped_only_when_accepted_and_worth_it():
+    import gzip
+
+    from serve_app.framing import maybe_gzip
+
+    body = json.dumps({"text": "Paris " * 200}).encode()
+    packed, headers = maybe_gzip(body, "gzip, deflate")
+    assert headers["Content-Encoding"] == "gzip" and gzip.decompress(packed) == body and len(packed) < len(body) / 5
+    assert maybe_gzip(body, None) == (body, {})
+    assert maybe_gzip(body, "identity") == (body, {})
+    assert maybe_gzip(b"{}", "gzip") == (b"{}", {})

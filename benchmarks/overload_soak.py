@@ -1,0 +1,201 @@
+"""Overload and soak benchmark for issue 6: serve_app on 127.0.0.1, bounded in time, stops what it starts.
+
+1. capacity: closed loop at `--capacity-users` users (= the admission limit): TTFT p99 and request rate;
+2. overload: open-loop Poisson arrivals at `--overload-factor` x that rate for `--overload-s` seconds:
+   admitted requests' TTFT p99 against the capacity value (target <= 2x), 429 latency (target p99 <= 50 ms);
+3. soak: closed loop at half the admission limit for `--soak-s` seconds while the resident memory of
+   every process of the server's tree is sampled: growth after warm-up (target < 5%), and every
+   request ends complete or with an explicit error (none hung or lost).
+
+    .venv/bin/python benchmarks/overload_soak.py                      # 10-minute soak, ~15 minutes in all
+    .venv/bin/python benchmarks/overload_soak.py --soak-s 60 --out /tmp/short
+
+Writes <out>.json and <out>.md (default results/overload_soak).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from loadtest.config import LoadTestConfig  # noqa: E402
+from loadtest.experiment import records_of, run_experiment  # noqa: E402
+from loadtest.resilience import (  # noqa: E402
+    MemorySampler,
+    admitted_ttfts_ms,
+    outcome_counts,
+    percentile,
+    process_tree,
+    rejection_latencies_ms,
+)
+
+SERVER_YAML = """\
+model: {{source: default}}
+engine: {{dtype: float32, max_model_len: 2048, max_num_seqs: {max_num_seqs}, enforce_eager: true, cpu_kvcache_space_gib: 1}}
+admission: {{max_in_flight_requests: {limit}, request_timeout_s: 120, retry_after_s: 1}}
+"""
+
+
+def start_server(port: int, limit: int, workdir: Path) -> subprocess.Popen:
+    config = workdir / "overload_soak.yaml"
+    config.write_text(SERVER_YAML.format(limit=limit, max_num_seqs=limit))
+    log = open(workdir / "server.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "serve_app.cli", "serve", "--config", str(config), "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"server exited early; see {workdir / 'server.log'}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(2)
+    stop_server(server)
+    raise TimeoutError("server did not become healthy in 600 s")
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    if server.poll() is None:
+        os.killpg(server.pid, signal.SIGINT)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def load(base_url: str, tokenizer: str, **overrides) -> dict:
+    config = LoadTestConfig(base_url=base_url, endpoint="completions", input_tokens=64, max_tokens=32,
+                            ignore_eos=True, tokenizer=tokenizer, request_timeout_s=180, **overrides)
+    return run_experiment(config, progress=False)
+
+
+def run(args: argparse.Namespace) -> dict:
+    from serve_app.config import ModelConfig
+    from serve_app.models import resolve_model_path
+
+    tokenizer = resolve_model_path(ModelConfig())
+    base_url = f"http://127.0.0.1:{args.port}"
+    with tempfile.TemporaryDirectory() as tmp:
+        server = start_server(args.port, args.capacity_users, Path(tmp))
+        try:
+            load(base_url, tokenizer, concurrency=2, num_requests=4)  # warm-up
+            capacity = load(base_url, tokenizer, concurrency=args.capacity_users,
+                            num_requests=3 * args.capacity_users, warmup_requests=args.capacity_users)
+            capacity_rps = capacity["summary"]["request_throughput_rps"]
+            capacity_ttft_p99 = capacity["summary"]["latency_ms"]["ttft"]["p99"]["value"]
+            overload_rate = args.overload_factor * capacity_rps
+            overload = load(base_url, tokenizer, mode="open", rate_rps=overload_rate, duration_s=args.overload_s,
+                            seed=1)
+            records = records_of(overload)
+            admitted_p99 = percentile(admitted_ttfts_ms(records), 99)
+            rejections = rejection_latencies_ms(records)
+            with MemorySampler(lambda: process_tree(server.pid), interval_s=args.sample_s) as sampler:
+                soak = load(base_url, tokenizer, concurrency=max(1, args.capacity_users // 2), duration_s=args.soak_s)
+            memory = sampler.growth(warmup_fraction=0.2)
+        finally:
+            stop_server(server)
+    growths = [m["growth"] for m in memory.values() if m["growth"] is not None]
+    big = {name: m for name, m in memory.items() if m["last_mb"] >= 50}  # ignore tiny helper processes
+    soak_outcomes = outcome_counts(records_of(soak))
+    return {
+        "measured_at": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": {"cpus": os.cpu_count(), "load_average_1m_at_end": os.getloadavg()[0]},
+        "args": vars(args),
+        "capacity": {"users": args.capacity_users, "request_rate_rps": capacity_rps, "ttft_p99_ms": capacity_ttft_p99,
+                     "output_tok_s": capacity["summary"]["output_throughput_tps"]},
+        "overload": {
+            "offered_rate_rps": overload_rate,
+            "outcomes": outcome_counts(records),
+            "admitted_ttft_p99_ms": admitted_p99,
+            "admitted_ttft_p99_ratio": admitted_p99 / capacity_ttft_p99 if admitted_p99 and capacity_ttft_p99 else None,
+            "rejection_latency_p50_ms": percentile(rejections, 50),
+            "rejection_latency_p99_ms": percentile(rejections, 99),
+        },
+        "soak": {
+            "duration_s": args.soak_s,
+            "outcomes": soak_outcomes,
+            "output_tok_s": soak["summary"]["output_throughput_tps"],
+            "max_memory_growth": max(growths) if growths else None,
+            "memory": memory,
+            "memory_over_50mb": big,
+        },
+    }
+
+
+def targets(result: dict) -> list[tuple[str, str, bool]]:
+    over, soak = result["overload"], result["soak"]
+    ratio, reject_p99, growth = over["admitted_ttft_p99_ratio"], over["rejection_latency_p99_ms"], soak["max_memory_growth"]
+    silent = soak["outcomes"]["hung"] + soak["outcomes"]["lost"] + over["outcomes"]["hung"] + over["outcomes"]["lost"]
+    return [
+        ("overload: admitted TTFT p99 <= 2x capacity's", f"{ratio:.2f}x" if ratio else "n/a", bool(ratio and ratio <= 2)),
+        ("overload: 429 p99 <= 50 ms", f"{reject_p99:.1f} ms" if reject_p99 is not None else "no 429",
+         reject_p99 is not None and reject_p99 <= 50),
+        ("soak: memory growth after warm-up < 5% (every process)", f"{growth:+.1%}" if growth is not None else "n/a",
+         growth is not None and growth < 0.05),
+        ("no request hung or lost (overload + soak)", str(silent), silent == 0),
+    ]
+
+
+def to_markdown(result: dict) -> str:
+    cap, over, soak = result["capacity"], result["overload"], result["soak"]
+    lines = [
+        f"Measured {result['measured_at']} on {result['machine']['cpus']} CPUs (`benchmarks/overload_soak.py`).",
+        "",
+        "| phase | load | outcomes | latency |",
+        "|---|---|---|---|",
+        f"| capacity | {cap['users']} users closed loop, {cap['request_rate_rps']:.2f} req/s, {cap['output_tok_s']:.1f} tok/s "
+        f"| - | TTFT p99 {cap['ttft_p99_ms']:.0f} ms |",
+        f"| overload | Poisson {over['offered_rate_rps']:.2f} req/s ({result['args']['overload_factor']}x), "
+        f"{result['args']['overload_s']} s | {over['outcomes']} | admitted TTFT p99 {over['admitted_ttft_p99_ms'] or 0:.0f} ms; "
+        f"429 p50 {over['rejection_latency_p50_ms'] or 0:.1f} / p99 {over['rejection_latency_p99_ms'] or 0:.1f} ms |",
+        f"| soak | {max(1, cap['users'] // 2)} users closed loop, {soak['duration_s']} s, {soak['output_tok_s']:.1f} tok/s "
+        f"| {soak['outcomes']} | - |",
+        "",
+        "| process (RSS >= 50 MB) | first MB | last MB | growth after warm-up |",
+        "|---|---|---|---|",
+    ]
+    for name, m in sorted(soak["memory_over_50mb"].items()):
+        growth = f"{m['growth']:+.1%}" if m["growth"] is not None else "n/a"
+        lines.append(f"| {name} | {m['first_mb']:.0f} | {m['last_mb']:.0f} | {growth} |")
+    lines += ["", "| target | measured | met |", "|---|---|---|"]
+    lines += [f"| {name} | {measured} | {'yes' if met else 'no'} |" for name, measured, met in targets(result)]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, default=8013)
+    parser.add_argument("--capacity-users", type=int, default=16, help="also the admission limit")
+    parser.add_argument("--overload-factor", type=float, default=5.0)
+    parser.add_argument("--overload-s", type=float, default=60.0)
+    parser.add_argument("--soak-s", type=float, default=600.0)
+    parser.add_argument("--sample-s", type=float, default=5.0)
+    parser.add_argument("--out", default="results/overload_soak")
+    args = parser.parse_args()
+    result = run(args)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    out.with_suffix(".md").write_text(to_markdown(result))
+    print(to_markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

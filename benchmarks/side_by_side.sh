@@ -47,4 +47,5 @@ for pct in 50 90; do
   RATE=$(python -c "print(round($CAPACITY * $pct / 100, 3))")
   pair "poisson${pct}" serve_app --rate-rps "$RATE" --arrival poisson --num-requests 48 --warmup-requests 4 --seed 1
 done
+python benchmarks/wire_bytes.py --serve-app http://127.0.0.1:8011 --vllm http://127.0.0.1:8012 --out "$OUT/wire_bytes"
 python benchmarks/side_by_side_summary.py "$OUT"

@@ -52,6 +52,10 @@ def plan_core_split(allowed: list[int], num_workers: int, omp_threads_bind: str 
     engine computes on the rest. Sharded engines without a binding are left to vLLM.
     """
     allowed = sorted(set(allowed))
+    if omp_threads_bind == "nobind":  # the engine's threads float over every core: nothing to keep apart
+        return None
+    if omp_threads_bind == "auto":
+        omp_threads_bind = None
     if omp_threads_bind:
         engine = [cpu for cpu in parse_cpu_list(omp_threads_bind) if cpu in allowed]
     elif num_workers == 1 and len(allowed) >= 2:

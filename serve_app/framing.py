@@ -118,7 +118,7 @@ def choose_wire_format(accept_header: str | None) -> WireFormat:
     return "msgpack" if accept_header and MSGPACK_CONTENT_TYPE in accept_header else "sse"
 
 
-GZIP_MIN_BYTES = 512
+GZIP_MIN_BYTES = 256
 
 
 def maybe_gzip(body: bytes, accept_encoding: str | None) -> tuple[bytes, dict[str, str]]:

@@ -151,10 +151,24 @@ def tiny_app_url(start_app) -> str:
     return start_app(config, TINY_APP, "/guarded")
 
 
-def replica_actors(app: str, deployment: str | None = None) -> list:
-    """ALIVE Serve replica actors of an app (optionally one deployment), from Ray's state API."""
-    from ray.util.state import list_actors
+def replica_processes(app: str, deployment: str = "") -> list:
+    """psutil processes of an app's Serve replicas (Ray titles them `ray::ServeReplica:<app>:<deployment>`)."""
+    import psutil
 
-    prefix = f"ServeReplica:{app}:" + (deployment or "")
-    actors = list_actors(filters=[("state", "=", "ALIVE")], limit=10_000, detail=True)
-    return [a for a in actors if a.class_name == prefix or (deployment is None and a.class_name.startswith(prefix))]
+    title = f"ray::ServeReplica:{app}:{deployment}"
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if cmdline.startswith(title) and (deployment or cmdline[len(title):len(title) + 1] not in ("", " ")):
+            found.append(process)
+    return found
+
+
+def kill_replica(app: str, deployment: str) -> None:
+    """Kill the one replica actor of a deployment (Serve notices and starts a replacement)."""
+    import ray
+
+    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+             if a["name"].startswith(f"SERVE_REPLICA::{app}#{deployment}#")]
+    assert len(names) == 1, names
+    ray.kill(ray.get_actor(names[0], namespace="serve"), no_restart=True)

@@ -26,6 +26,11 @@ def test_user_binding_decides_and_the_graph_gets_the_rest():
     ([0, 1], 2, None),         # sharded without a binding: left to vLLM
     ([0, 1], 2, "0|1"),        # the binding takes every core
     ([0, 1], 1, "7"),          # the binding names no allowed core
+    ([0, 1], 1, "nobind"),     # vLLM's own "do not bind"
 ])
 def test_no_split_when_there_is_nothing_sensible_to_split(allowed, workers, bind):
     assert plan_core_split(allowed, workers, bind) is None
+
+
+def test_vllm_auto_binding_is_the_default_split():
+    assert plan_core_split([0, 1], 1, "auto") == plan_core_split([0, 1], 1, None)

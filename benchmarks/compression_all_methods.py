@@ -28,8 +28,10 @@ METHODS = {
     "fp8": ["--method", "fp8"],
     "wanda-50": ["--method", "wanda", "--sparsity", "0.5"],
     "sparsegpt-2of4": ["--method", "sparsegpt", "--structure", "2:4"],
+    "magnitude-50": ["--method", "magnitude", "--sparsity", "0.5"],
     "magnitude-2of4": ["--method", "magnitude", "--structure", "2:4"],
     "svd-e90": ["--method", "svd", "--energy", "0.9"],
+    "svd-r384-aa": ["--method", "svd", "--rank", "384", "--activation-aware"],
 }
 
 

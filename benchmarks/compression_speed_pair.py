@@ -7,6 +7,7 @@ speed-up is the median of the per-pair ratios. Writes JSON to --out.
 
     .venv/bin/python benchmarks/compression_speed_pair.py --base BASE --model W8A8 \
         --out results/compression/speed_pair_w8a8.json
+    ... --base BASE@bfloat16 --model W8A8@bfloat16   # both served with bf16 activations
 """
 
 from __future__ import annotations
@@ -27,16 +28,20 @@ async def _run(args: argparse.Namespace) -> dict:
     from vllm.v1.engine.async_llm import AsyncLLM
 
     from serve_app.compress.eval_worker import _speed
+    from serve_app.compress.evaluate import cpu_summary, split_dtype
 
-    def dtype_of(path: str) -> str:
+    def path_and_dtype(arg: str) -> tuple[str, str]:
+        path, dtype = split_dtype(arg)
         meta = Path(path) / "compression.json"
-        return json.loads(meta.read_text()).get("serve_dtype", "float32") if meta.exists() else "float32"
+        default = json.loads(meta.read_text()).get("serve_dtype", "float32") if meta.exists() else "float32"
+        return path, dtype or default
 
-    tokenizer = AutoTokenizer.from_pretrained(args.base)
+    targets = {"base": path_and_dtype(args.base), "compressed": path_and_dtype(args.model)}
+    tokenizer = AutoTokenizer.from_pretrained(targets["base"][0])
     engines = {}
-    for name, path in (("base", args.base), ("compressed", args.model)):
+    for name, (path, dtype) in targets.items():
         engines[name] = AsyncLLM.from_engine_args(AsyncEngineArgs(
-            model=path, dtype=dtype_of(path), enforce_eager=True, max_model_len=1024,
+            model=path, dtype=dtype, enforce_eager=True, max_model_len=1024,
             max_num_seqs=args.concurrency, seed=0))
     try:
         for engine in engines.values():
@@ -53,7 +58,8 @@ async def _run(args: argparse.Namespace) -> dict:
             engine.shutdown()
     ratios = [c["output_tokens_per_s"] / b["output_tokens_per_s"] for b, c in zip(rounds["base"], rounds["compressed"])]
     return {
-        "base": args.base, "model": args.model, "concurrency": args.concurrency, "max_tokens": args.max_tokens,
+        "base": args.base, "model": args.model, "dtypes": {n: d for n, (_, d) in targets.items()},
+        "cpu": cpu_summary(), "concurrency": args.concurrency, "max_tokens": args.max_tokens,
         "measured_at": time.strftime("%Y-%m-%d %H:%M"), "load_average_1m_at_end": os.getloadavg()[0],
         "base_tok_s_median": statistics.median(r["output_tokens_per_s"] for r in rounds["base"]),
         "compressed_tok_s_median": statistics.median(r["output_tokens_per_s"] for r in rounds["compressed"]),

@@ -25,6 +25,7 @@ from ray import serve
 from serve_app.autoscaling import ReplicaLatencyStats
 from serve_app.config import AppConfig, EngineConfig
 from serve_app.cpu_isolation import engine_cores_from_env, engine_spawn_affinity
+from serve_app.engine_dtype import choose_dtype, read_cpuinfo, required_dtype
 from serve_app.errors import ServeAppError
 from serve_app.models import resolve_model_path
 from serve_app.protocol import GenerationRequest, TokenChunk
@@ -94,6 +95,8 @@ class ModelReplica:
         self._config = config
         self._model_path = resolve_model_path(config.model)
         engine = config.engine
+        dtype = choose_dtype(engine.dtype, on_gpu=bool(config.model_deployment.num_gpus), cpu_flags=read_cpuinfo()[1],
+                             required=required_dtype(self._model_path))
         args = AsyncEngineArgs(
             model=self._model_path,
             served_model_name=config.model.resolved_name(),
@@ -101,7 +104,7 @@ class ModelReplica:
             tensor_parallel_size=engine.tensor_parallel_size,
             pipeline_parallel_size=engine.pipeline_parallel_size,
             quantization=engine.quantization,
-            dtype=engine.dtype,
+            dtype=dtype,
             max_model_len=engine.max_model_len,
             max_num_seqs=engine.max_num_seqs,
             max_num_batched_tokens=engine.max_num_batched_tokens,
@@ -123,7 +126,8 @@ class ModelReplica:
         self._eos_ids = eos_token_ids(self._model_path)
         self._latency = ReplicaLatencyStats(window_s=config.model_deployment.latency_targets.window_s)
         self._num_active = 0
-        logger.info("Model replica ready: %s (max_model_len=%d)", self._model_path, self._max_model_len)
+        logger.info("Model replica ready: %s (dtype %s from %r, max_model_len=%d)", self._model_path, dtype,
+                    engine.dtype, self._max_model_len)
 
     def _sampling_params(self, request: GenerationRequest):
         from vllm import SamplingParams

@@ -55,8 +55,10 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
         description="Perplexity on held-out text, size on disk, greedy agreement with the base, and "
         "tokens/s + TTFT through vLLM at 1 and 16 concurrent requests. Writes Markdown, JSON and a PNG.",
     )
-    evaluate.add_argument("--base", required=True, help="uncompressed checkpoint")
-    evaluate.add_argument("--models", nargs="+", default=[], help="compressed checkpoints")
+    evaluate.add_argument("--base", required=True, help="uncompressed checkpoint (PATH or PATH@DTYPE)")
+    evaluate.add_argument("--models", nargs="+", default=[],
+                          help="compressed checkpoints; PATH@bfloat16 (or @float32) overrides the dtype it is served "
+                          "with, and the base can appear again that way")
     evaluate.add_argument("--out", default=str(DEFAULT_RESULTS_DIR), help="report directory")
     evaluate.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     evaluate.add_argument("--max-tokens", type=int, default=64, help="output tokens per speed request")

@@ -17,9 +17,33 @@ import time
 from pathlib import Path
 
 from serve_app.compress import metrics, report
+from serve_app.engine_dtype import read_cpuinfo
 
 
-def _describe(path: str) -> dict:
+# Activation dtypes a checkpoint can be served with; `PATH@DTYPE` on the command line overrides compression.json's.
+SERVE_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def split_dtype(arg: str) -> tuple[str, str | None]:
+    """`"/ckpt@bfloat16"` -> `("/ckpt", "bfloat16")`; a plain path -> `(path, None)`."""
+    path, sep, dtype = arg.rpartition("@")
+    if not sep:
+        return arg, None
+    if dtype not in SERVE_DTYPES:
+        raise ValueError(f"{arg!r}: the dtype after '@' must be one of {', '.join(SERVE_DTYPES)}")
+    return path, dtype
+
+
+def cpu_summary() -> str:
+    """CPU model and the instruction sets that decide vLLM CPU speed (bf16, int8 VNNI, AMX)."""
+    model, flags = read_cpuinfo()
+    wanted = ("avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+    present = [f for f in wanted if f in flags]
+    return f"{model or platform.machine()} ({', '.join(present) or 'no AVX-512'})"
+
+
+def _describe(arg: str) -> dict:
+    path, dtype_override = split_dtype(arg)
     meta_path = Path(path) / "compression.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     spec = meta.get("spec", {})
@@ -36,12 +60,13 @@ def _describe(path: str) -> dict:
     if "factor_params" in meta:
         note += (f" Factorized layers: {meta['factor_params'] / 1e6:.1f}M factor params vs "
                  f"{meta['dense_params'] / 1e6:.1f}M dense.")
+    name = Path(path.rstrip("/")).name
     return {
-        "name": Path(path.rstrip("/")).name,
+        "name": f"{name}@{dtype_override}" if dtype_override else name,
         "method": method,
         "path": path,
         "size_mb": metrics.checkpoint_size_mb(path),
-        "dtype": meta.get("serve_dtype", "float32"),
+        "dtype": dtype_override or meta.get("serve_dtype", "float32"),
         "note": note,
     }
 
@@ -88,7 +113,7 @@ def main(args: argparse.Namespace) -> int:
         "# Compression: quality, size and speed (vLLM CPU)",
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M', time.localtime(started))} on {platform.machine()}, "
-        f"{os.cpu_count()} CPUs shared with other work; models measured one after the other"
+        f"{os.cpu_count()} CPUs ({cpu_summary()}); models measured one after the other"
         + (" (some reused from an earlier run: see raw/)" if args.reuse else "") + ".",
         f"Command: `serve-app evaluate --base {args.base} --models {' '.join(args.models)} --out {args.out}`",
         "",

@@ -11,6 +11,7 @@ from serve_app.compress.prompts import FACT_PROMPTS, is_correct
 COLUMNS = (
     ("name", "model"),
     ("method", "method"),
+    ("dtype", "dtype"),
     ("size_mb", "size MB"),
     ("perplexity", "perplexity"),
     ("ppl_change_pct", "ppl vs base %"),
@@ -40,7 +41,8 @@ def build_rows(base: dict, others: list[dict]) -> list[dict]:
     rows = []
     for entry in [base, *others]:
         result = entry["result"]
-        row = {"name": entry["name"], "method": entry["method"], "size_mb": round(entry["size_mb"], 1),
+        row = {"name": entry["name"], "method": entry["method"], "dtype": entry.get("dtype", "float32"),
+               "size_mb": round(entry["size_mb"], 1),
                "note": entry.get("note", "")}
         if "error" in result:
             row["note"] = f"not served by vLLM here: {result['error']}. {row['note']}".strip()

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from serve_app.compress import calibration, cli, lowrank, magnitude, metrics, report
+from serve_app.compress import calibration, cli, evaluate, lowrank, magnitude, metrics, report
 from serve_app.compress.prompts import FACT_PROMPTS, is_correct
 
 
@@ -154,6 +154,20 @@ def test_answer_check_and_report_rows():
     assert rows[1]["num_correct"] == f"{len(FACT_PROMPTS)}/{len(FACT_PROMPTS)}" and rows[1]["agreement"] == 1.0
     assert "not served" in rows[2]["note"]
     assert report.markdown_table(rows).count("\n") == 4
+    assert rows[0]["dtype"] == "float32"  # entries without a dtype are the fp32 default
+
+
+def test_evaluate_dtype_override_names_the_row(tmp_path):
+    assert evaluate.split_dtype("/m/w8a8") == ("/m/w8a8", None)
+    assert evaluate.split_dtype("/m/w8a8@bfloat16") == ("/m/w8a8", "bfloat16")
+    with pytest.raises(ValueError, match="must be one of"):
+        evaluate.split_dtype("/m/w8a8@int3")
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "model.safetensors").write_bytes(b"x" * 10)
+    plain, bf16 = evaluate._describe(str(tmp_path / "base")), evaluate._describe(f"{tmp_path / 'base'}@bfloat16")
+    assert (plain["name"], plain["dtype"]) == ("base", "float32")
+    # The same checkpoint at two dtypes gets two rows (and two raw/ files) in one report.
+    assert (bf16["name"], bf16["dtype"], bf16["path"]) == ("base@bfloat16", "bfloat16", str(tmp_path / "base"))
 
 
 # --- CLI validation -------------------------------------------------------------------------------

@@ -25,6 +25,27 @@ def read_documents(path: str | Path) -> list[str]:
     return docs
 
 
+# Instructions paired with calibration paragraphs in `chat` format, so that calibration activations include the
+# chat template's system prompt and role markers that every served chat request carries. Generic on purpose:
+# none of them asks one of the evaluation's fact questions.
+CHAT_INSTRUCTIONS = (
+    "Write a short paragraph on this topic.",
+    "Describe this in a few sentences.",
+    "Tell me more.",
+    "Can you explain it in plain words?",
+    "Continue the story.",
+    "Give me a short summary.",
+)
+
+
+def chat_messages(paragraph: str, index: int) -> list[dict[str, str]]:
+    """One calibration paragraph as the assistant's reply to a generic instruction (a chat-template input)."""
+    return [
+        {"role": "user", "content": CHAT_INSTRUCTIONS[index % len(CHAT_INSTRUCTIONS)]},
+        {"role": "assistant", "content": paragraph},
+    ]
+
+
 def pack_windows(doc_ids: list[list[int]], window_len: int, max_windows: int | None = None) -> list[list[int]]:
     """Concatenates token-id documents and cuts them into full windows of `window_len` ids.
 

@@ -20,6 +20,8 @@ from serve_app.compress.spec import METHODS, CompressSpec
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_COMPRESS_PYTHON = REPO_ROOT / ".venv-compress" / "bin" / "python"
 DEFAULT_RESULTS_DIR = REPO_ROOT / "results" / "compression"
+# --model/--base names that mean the checkpoints `serve-app serve` builds (serve_app/models.py).
+NAMED_MODELS = ("default", "tiny")
 
 
 def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
@@ -30,7 +32,8 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
         description="Compress a Hugging Face checkpoint into one vLLM loads. Runs in .venv-compress "
         "(create it with scripts/install_compress.sh).",
     )
-    compress.add_argument("--model", required=True, help="checkpoint directory to compress")
+    compress.add_argument("--model", required=True,
+                          help="checkpoint directory to compress, or `default` (SmolLM2-135M-Instruct) / `tiny`")
     compress.add_argument("--method", required=True, choices=METHODS)
     compress.add_argument("--out", required=True, help="output checkpoint directory (replaced if present)")
     compress.add_argument("--sparsity", type=float, help="pruning: fraction of weights zeroed (default 0.5)")
@@ -43,6 +46,11 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     compress.add_argument("--group-size", type=int, default=None, help="w4a16: quantization group size (default 64)")
     compress.add_argument("--calibration", help="text file, paragraphs separated by blank lines "
                           "(default: serve_app/data/calibration.txt)")
+    compress.add_argument("--smoothing-strength", type=float, default=None,
+                          help="w8a8: SmoothQuant strength, 0-1 (default 0.8)")
+    compress.add_argument("--calibration-format", choices=["chat", "text"], default=None,
+                          help="chat: paragraphs wrapped in the model's chat template as assistant replies, like "
+                          "served requests (default); text: plain paragraphs")
     compress.add_argument("--num-samples", type=int, default=None, help="calibration windows (default 32)")
     compress.add_argument("--max-seq-len", type=int, default=None, help="tokens per calibration window (default 256)")
     compress.add_argument("--compress-python", default=str(DEFAULT_COMPRESS_PYTHON),
@@ -55,7 +63,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
         description="Perplexity on held-out text, size on disk, greedy agreement with the base, and "
         "tokens/s + TTFT through vLLM at 1 and 16 concurrent requests. Writes Markdown, JSON and a PNG.",
     )
-    evaluate.add_argument("--base", required=True, help="uncompressed checkpoint (PATH or PATH@DTYPE)")
+    evaluate.add_argument("--base", required=True, help="uncompressed checkpoint: PATH, `default`, or either with @DTYPE")
     evaluate.add_argument("--models", nargs="+", default=[],
                           help="compressed checkpoints; PATH@bfloat16 (or @float32) overrides the dtype it is served "
                           "with, and the base can appear again that way")
@@ -84,10 +92,12 @@ def spec_from_args(args: argparse.Namespace) -> CompressSpec:
         "svd_targets": args.svd_targets,
         "group_size": args.group_size,
         "calibration": args.calibration,
+        "calibration_format": args.calibration_format,
+        "smoothing_strength": args.smoothing_strength,
         "num_samples": args.num_samples,
         "max_seq_len": args.max_seq_len,
     }
-    optional = ("svd_targets", "group_size", "num_samples", "max_seq_len")
+    optional = ("svd_targets", "group_size", "num_samples", "max_seq_len", "calibration_format", "smoothing_strength")
     return CompressSpec(**{k: v for k, v in fields.items() if not (k in optional and v is None)})
 
 
@@ -104,13 +114,23 @@ def spec_to_argv(spec: CompressSpec) -> list[str]:
         argv.append("--activation-aware")
     if spec.calibration is not None:
         argv += ["--calibration", spec.calibration]
-    argv += ["--svd-targets", spec.svd_targets, "--group-size", str(spec.group_size),
+    if spec.method == "w8a8":
+        argv += ["--smoothing-strength", repr(spec.smoothing_strength)]
+    argv += ["--calibration-format", spec.calibration_format, "--svd-targets", spec.svd_targets, "--group-size", str(spec.group_size),
              "--num-samples", str(spec.num_samples), "--max-seq-len", str(spec.max_seq_len)]
     return argv
 
 
 def _validation_message(error: ValidationError) -> str:
     return "; ".join(e["msg"].removeprefix("Value error, ") for e in error.errors())
+
+
+def resolve_named_model(name: str) -> str:
+    """`default`/`tiny` -> the local checkpoint `serve-app serve` uses (built offline on first use)."""
+    from serve_app.config import ModelConfig
+    from serve_app.models import resolve_model_path
+
+    return resolve_model_path(ModelConfig(source=name))
 
 
 def in_compress_env() -> bool:
@@ -123,6 +143,12 @@ def run_compress(args: argparse.Namespace) -> int:
     except ValidationError as error:
         print(f"serve-app compress: error: {_validation_message(error)}", file=sys.stderr)
         return 2
+    if spec.model in NAMED_MODELS:
+        if in_compress_env():
+            print(f"serve-app compress: error: --model {spec.model} is resolved by the serving venv; pass a path here",
+                  file=sys.stderr)
+            return 2
+        spec = spec.model_copy(update={"model": resolve_named_model(spec.model)})
     if not Path(spec.model).is_dir():
         print(f"serve-app compress: error: --model {spec.model} is not a directory", file=sys.stderr)
         return 2
@@ -149,4 +175,7 @@ def run_compress(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     from serve_app.compress import evaluate
 
+    path, dtype = evaluate.split_dtype(args.base)
+    if path in NAMED_MODELS:
+        args.base = resolve_named_model(path) + (f"@{dtype}" if dtype else "")
     return evaluate.main(args)

@@ -2,6 +2,8 @@
 
 One process per model so every engine starts from a clean process and frees its memory on exit.
 Writes a JSON dict: perplexity, greedy answers (token ids + text), speed at each concurrency, or an error.
+The file is rewritten after every stage, so a model that runs past `evaluate`'s time limit (FP8 on a CPU is
+emulated and slow) still reports the stages it finished.
 
     python -m serve_app.compress.eval_worker --model DIR --dtype float32 --out result.json
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import time
 import traceback
 import uuid
@@ -104,6 +107,13 @@ async def _speed(engine, tokenizer, concurrency: int, max_tokens: int, num_round
     }
 
 
+def _save(path: str, result: dict) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=2)
+    os.replace(tmp, path)
+
+
 async def measure(args: argparse.Namespace) -> dict:
     from transformers import AutoTokenizer
     from vllm.engine.arg_utils import AsyncEngineArgs
@@ -128,13 +138,16 @@ async def measure(args: argparse.Namespace) -> dict:
     result: dict = {"engine_start_s": time.perf_counter() - started}
     try:
         result.update(await _perplexity(engine, windows))
+        _save(args.out, result)
         result["answers"] = await _answers(engine, tokenizer, args.answer_tokens)
+        _save(args.out, result)
         await _speed(engine, tokenizer, 2, 8, 1)  # warm-up: first batches pay one-off allocation costs
         result["speed"] = []
         for concurrency in tqdm(args.concurrency, desc="speed"):
             # At concurrency 1, several sequential requests; above it, two rounds.
             num_rounds = 3 if concurrency == 1 else 2
             result["speed"].append(await _speed(engine, tokenizer, concurrency, args.max_tokens, num_rounds))
+            _save(args.out, result)
     finally:
         engine.shutdown()
     return result
@@ -155,8 +168,7 @@ def main() -> None:
         result = asyncio.run(measure(args))
     except Exception as error:  # reported in the table (e.g. a format vLLM's CPU backend cannot serve)
         result = {"error": f"{type(error).__name__}: {error}".splitlines()[0][:300], "traceback": traceback.format_exc()}
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
+    _save(args.out, result)
 
 
 if __name__ == "__main__":

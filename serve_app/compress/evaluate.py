@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -53,10 +54,12 @@ def _describe(arg: str) -> dict:
     if spec.get("rank") is not None:
         method += f" rank {spec['rank']}"
     if spec.get("energy") is not None:
-        method += f" energy {spec['energy']:g}" + (" act-aware" if spec.get("activation_aware") else "")
+        method += f" energy {spec['energy']:g}"
+    if spec.get("activation_aware"):
+        method += " act-aware"
     if "mean_rank" in meta:
         method += f" (mean rank {meta['mean_rank']})"
-    note = meta.get("serving_note", "fp32 reference")
+    note = meta.get("serving_note", "uncompressed reference")
     if "factor_params" in meta:
         note += (f" Factorized layers: {meta['factor_params'] / 1e6:.1f}M factor params vs "
                  f"{meta['dense_params'] / 1e6:.1f}M dense.")
@@ -86,10 +89,21 @@ def _measure(entry: dict, args: argparse.Namespace, raw_dir: Path) -> dict:
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     env.setdefault("VLLM_TARGET_DEVICE", "cpu")
     print(f"== {entry['name']} ({entry['method']}, dtype {entry['dtype']})", file=sys.stderr, flush=True)
+    # Own session: on timeout the whole group goes, vLLM's engine-core subprocess included (an orphaned engine
+    # would keep computing and slow every model measured after it).
+    worker = subprocess.Popen(cmd, env=env, start_new_session=True)
     try:
-        subprocess.run(cmd, env=env, timeout=args.timeout_s, check=False)
+        worker.wait(timeout=args.timeout_s)
     except subprocess.TimeoutExpired:
-        return {"error": f"evaluation exceeded {args.timeout_s:.0f} s"}
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+        # The worker saves after every stage: keep what it finished and say what it did not.
+        partial = json.loads(out.read_text()) if out.exists() else {}
+        if "perplexity" not in partial:
+            return {"error": f"evaluation exceeded {args.timeout_s:.0f} s"}
+        partial["incomplete"] = f"stopped at the {args.timeout_s:.0f}-s limit"
+        out.write_text(json.dumps(partial, indent=2))
+        return partial
     if not out.exists():
         return {"error": "worker wrote no result"}
     return json.loads(out.read_text())

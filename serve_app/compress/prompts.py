@@ -21,6 +21,22 @@ FACT_PROMPTS = (
     FactPrompt("How many days are there in a week?", ("seven", "7")),
     FactPrompt("What is the boiling point of water at sea level in degrees Celsius?", ("100",)),
     FactPrompt("On which continent is Egypt?", ("Africa",)),
+    FactPrompt("What is the capital of Italy?", ("Rome",)),
+    FactPrompt("What is the capital of Germany?", ("Berlin",)),
+    FactPrompt("What is the capital of Spain?", ("Madrid",)),
+    FactPrompt("What is the capital of the United Kingdom?", ("London",)),
+    FactPrompt("What color is the sky on a clear day?", ("blue",)),
+    FactPrompt("How many legs does a spider have?", ("eight", "8")),
+    FactPrompt("Which planet is known as the Red Planet?", ("Mars",)),
+    FactPrompt("What gas do plants absorb from the air for photosynthesis?", ("carbon dioxide", "CO2", "CO₂")),
+    FactPrompt("Who painted the Mona Lisa?", ("Leonardo", "Vinci")),
+    FactPrompt("What is the largest ocean on Earth?", ("Pacific",)),
+    FactPrompt("What is two plus two?", ("four", "4")),
+    FactPrompt("What language is spoken in Brazil?", ("Portuguese",)),
+    FactPrompt("How many hours are there in a day?", ("24", "twenty-four", "twenty four")),
+    FactPrompt("What is the freezing point of water in degrees Celsius?", ("0 degrees", "0°", "0 °", "zero")),
+    FactPrompt("Which animal is known as the king of the jungle?", ("lion",)),
+    FactPrompt("What is the tallest mountain in the world?", ("Everest",)),
 )
 
 # Prompts for the speed runs: distinct, so the prefix cache does not turn concurrent prefills into hits.

@@ -48,6 +48,8 @@ def build_rows(base: dict, others: list[dict]) -> list[dict]:
             row["note"] = f"not served by vLLM here: {result['error']}. {row['note']}".strip()
             rows.append(row)
             continue
+        if "incomplete" in result:
+            row["note"] = f"{result['incomplete']}: missing columns not measured. {row['note']}".strip()
         row["perplexity"] = round(result["perplexity"], 3)
         if "perplexity" in base_result:
             row["ppl_change_pct"] = round(100 * (result["perplexity"] / base_result["perplexity"] - 1), 2)

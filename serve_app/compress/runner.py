@@ -50,6 +50,9 @@ def _load(model_path: str):
 def calibration_windows(spec: CompressSpec, tokenizer) -> list[list[int]]:
     path = spec.calibration or calibration.CALIBRATION_FILE
     docs = calibration.read_documents(path)
+    if spec.calibration_format == "chat" and tokenizer.chat_template:
+        docs = [tokenizer.apply_chat_template(calibration.chat_messages(doc, i), tokenize=False)
+                for i, doc in enumerate(docs)]
     doc_ids = [tokenizer(doc, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for doc in docs]
     windows = calibration.pack_windows(doc_ids, spec.max_seq_len, spec.num_samples)
     if len(windows) < spec.num_samples:

@@ -38,6 +38,9 @@ class CompressSpec(BaseModel):
     group_size: int = Field(DEFAULT_W4A16_GROUP_SIZE, ge=8)
     # Calibration text file (paragraphs separated by blank lines); None uses serve_app/data/calibration.txt.
     calibration: str | None = None
+    # "chat": each paragraph is an assistant reply inside the model's chat template (what served requests look
+    # like); "text": plain paragraphs.
+    calibration_format: Literal["chat", "text"] = "chat"
     num_samples: int = Field(32, ge=1)
     max_seq_len: int = Field(256, ge=16)
     smoothing_strength: float = Field(0.8, ge=0.0, le=1.0)
@@ -54,6 +57,8 @@ class CompressSpec(BaseModel):
                 self.sparsity = 0.5
             elif self.sparsity is None:
                 self.sparsity = 0.5
+        if self.method != "w8a8" and "smoothing_strength" in self.model_fields_set:
+            raise ValueError(f"--smoothing-strength applies to w8a8, not {self.method}")
         if self.method in LOWRANK_METHODS:
             if (self.rank is None) == (self.energy is None):
                 raise ValueError("svd needs exactly one of --rank or --energy")

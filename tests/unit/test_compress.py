@@ -125,6 +125,15 @@ def test_pack_windows_full_windows_only():
     assert calibration.pack_windows([[1, 2, 3, 4, 5, 6]], 2, max_windows=2) == [[1, 2], [3, 4]]
 
 
+def test_chat_calibration_wraps_paragraphs_as_replies_to_generic_instructions():
+    first, seventh = calibration.chat_messages("para", 0), calibration.chat_messages("para", 6)
+    assert first[1] == {"role": "assistant", "content": "para"} and first[0]["role"] == "user"
+    assert first[0] == seventh[0]  # instructions cycle
+    # None of the instructions asks an evaluation question (that would leak answers into calibration).
+    questions = {p.question for p in FACT_PROMPTS}
+    assert not questions & set(calibration.CHAT_INSTRUCTIONS)
+
+
 def test_shipped_texts_are_disjoint_and_large_enough():
     cal = calibration.read_documents(calibration.CALIBRATION_FILE)
     held = calibration.read_documents(calibration.HELDOUT_FILE)
@@ -153,6 +162,10 @@ def test_answer_check_and_report_rows():
     assert rows[1]["speedup_c16"] == 1.5 and rows[1]["ppl_change_pct"] == 2.0
     assert rows[1]["num_correct"] == f"{len(FACT_PROMPTS)}/{len(FACT_PROMPTS)}" and rows[1]["agreement"] == 1.0
     assert "not served" in rows[2]["note"]
+    slow = {"name": "fp8", "method": "fp8", "size_mb": 180.0,
+            "result": {"perplexity": 10.1, "answers": answers, "incomplete": "stopped at the 900-s limit"}}
+    partial = report.build_rows(base, [slow])[1]
+    assert partial["perplexity"] == 10.1 and "tok_s_c16" not in partial and "900-s limit" in partial["note"]
     assert report.markdown_table(rows).count("\n") == 4
     assert rows[0]["dtype"] == "float32"  # entries without a dtype are the fp32 default
 
@@ -188,6 +201,7 @@ def test_cli_defaults_and_pruning_sparsity():
         ["--method", "magnitude", "--sparsity", "1.5"],
         ["--method", "svd"],  # needs --rank or --energy
         ["--method", "w4a16", "--rank", "8"],
+        ["--method", "wanda", "--smoothing-strength", "0.5"],  # SmoothQuant is part of w8a8 only
         ["--method", "svd", "--energy", "0"],
         ["--method", "w8a8", "--num-samples", "0"],
     ],
@@ -205,8 +219,13 @@ def test_cli_rejects_rank_and_energy_together():
 
 def test_spec_round_trips_through_argv():
     spec = _spec(["--method", "svd", "--energy", "0.9", "--activation-aware", "--num-samples", "8"])
+    w8a8 = _spec(["--method", "w8a8", "--smoothing-strength", "0.5"])
+    assert cli.spec_from_args(_parser().parse_args(cli.spec_to_argv(w8a8))).smoothing_strength == 0.5
     again = cli.spec_from_args(_parser().parse_args(cli.spec_to_argv(spec)))
     assert again == spec
+    assert spec.calibration_format == "chat"  # calibrate on what served requests look like, by default
+    text = _spec(["--method", "w8a8", "--calibration-format", "text"])
+    assert cli.spec_from_args(_parser().parse_args(cli.spec_to_argv(text))).calibration_format == "text"
 
 
 def test_compress_without_venv_says_how_to_install(tmp_path, capsys, monkeypatch):

@@ -175,7 +175,9 @@ def run_compress(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     from serve_app.compress import evaluate
 
-    path, dtype = evaluate.split_dtype(args.base)
-    if path in NAMED_MODELS:
-        args.base = resolve_named_model(path) + (f"@{dtype}" if dtype else "")
+    def resolve(arg: str) -> str:
+        path, dtype = evaluate.split_dtype(arg)
+        return resolve_named_model(path) + (f"@{dtype}" if dtype else "") if path in NAMED_MODELS else arg
+
+    args.base, args.models = resolve(args.base), [resolve(m) for m in args.models]
     return evaluate.main(args)

@@ -53,16 +53,28 @@ def test_w8a8_checkpoint_is_compressed_tensors_int8(w8a8_checkpoint):
     assert group["weights"]["num_bits"] == 8 and group["input_activations"]["num_bits"] == 8
 
 
-def test_w8a8_served_through_graph_answers_paris(w8a8_checkpoint, start_app):
+# Questions the fp32 base answers right (results/compression/compression.md). W8A8 may flip one greedy answer (at
+# some calibration settings "What is the capital of France?" starts "L'Étoile..."), so one miss is allowed.
+ANSWERED_BY_BASE = ("France", "Japan", "Romeo", "chemical formula", "days are there in a week", "boiling point")
+
+
+def test_w8a8_served_through_graph_answers_facts(w8a8_checkpoint, start_app):
     from openai import OpenAI
+
+    from serve_app.compress.prompts import FACT_PROMPTS, is_correct
 
     config = make_test_config(model={"source": w8a8_checkpoint, "served_model_name": SERVED_NAME})
     base_url = start_app(config, "compressed_w8a8", "/w8a8")
     client = OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120)
     assert [m.id for m in client.models.list().data] == [SERVED_NAME]
-    stream = client.chat.completions.create(
-        model=SERVED_NAME, messages=[{"role": "user", "content": "What is the capital of France?"}],
-        temperature=0, max_tokens=20, stream=True,
-    )
-    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
-    assert "Paris" in text
+    prompts = [p for p in FACT_PROMPTS if any(key in p.question for key in ANSWERED_BY_BASE)]
+    assert len(prompts) == len(ANSWERED_BY_BASE)
+    answers = {}
+    for prompt in prompts:
+        stream = client.chat.completions.create(
+            model=SERVED_NAME, messages=[{"role": "user", "content": prompt.question}],
+            temperature=0, max_tokens=24, stream=True,
+        )
+        answers[prompt.question] = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    wrong = {q: a for q, a in answers.items() if not is_correct(a, next(p for p in prompts if p.question == q))}
+    assert len(wrong) <= 1, f"W8A8 through the graph got {len(wrong)} of {len(prompts)} wrong: {wrong}"

@@ -47,7 +47,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     compress.add_argument("--calibration", help="text file, paragraphs separated by blank lines "
                           "(default: serve_app/data/calibration.txt)")
     compress.add_argument("--smoothing-strength", type=float, default=None,
-                          help="w8a8: SmoothQuant strength, 0-1 (default 0.8)")
+                          help="w8a8: SmoothQuant migration strength, 0-1 (default 0.5)")
     compress.add_argument("--calibration-format", choices=["chat", "text"], default=None,
                           help="chat: paragraphs wrapped in the model's chat template as assistant replies, like "
                           "served requests (default); text: plain paragraphs")

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from serve_app.compress import metrics, report
+from serve_app.compress.spec import SERVING_NOTES
 from serve_app.engine_dtype import read_cpuinfo
 
 
@@ -49,6 +50,9 @@ def _describe(arg: str) -> dict:
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     spec = meta.get("spec", {})
     method = spec.get("method", "base")
+    if method == "w8a8":
+        # Specs written before these options existed used 0.8 and plain-text calibration.
+        method += f" sq {spec.get('smoothing_strength', 0.8):g}, {spec.get('calibration_format', 'text')} calibration"
     if spec.get("sparsity") is not None:
         method += f" {spec['structure']} {spec['sparsity']:g}"
     if spec.get("rank") is not None:
@@ -59,7 +63,8 @@ def _describe(arg: str) -> dict:
         method += " act-aware"
     if "mean_rank" in meta:
         method += f" (mean rank {meta['mean_rank']})"
-    note = meta.get("serving_note", "uncompressed reference")
+    # Today's wording for the method (a checkpoint's compression.json keeps the note of the day it was made).
+    note = SERVING_NOTES.get(spec.get("method"), meta.get("serving_note", "uncompressed reference"))
     if "factor_params" in meta:
         note += (f" Factorized layers: {meta['factor_params'] / 1e6:.1f}M factor params vs "
                  f"{meta['dense_params'] / 1e6:.1f}M dense.")

@@ -18,25 +18,9 @@ import torch
 from tqdm import tqdm
 
 from serve_app.compress import calibration, lowrank, magnitude
-from serve_app.compress.spec import CompressSpec
+from serve_app.compress.spec import SERVE_DTYPE, SERVING_NOTES, CompressSpec
 
 logger = logging.getLogger(__name__)
-
-# dtype vLLM's CPU backend should serve each method with. fp32 is fastest on CPUs without bf16 instructions;
-# the CPU int4 kernel refuses fp32 activations, so W4A16 needs bfloat16.
-SERVE_DTYPE = {"w4a16": "bfloat16"}
-# What each method can buy in vLLM today; repeated in the evaluation report.
-SERVING_NOTES = {
-    "w8a8": "INT8 weights and activations; vLLM CPU runs int8 GEMMs (oneDNN/VNNI).",
-    "w4a16": "INT4 weights, bf16 activations; vLLM CPU int4 kernel needs bfloat16.",
-    "fp8": "FP8 weights/activations for GPUs (Hopper+); vLLM's CPU backend may not serve it.",
-    "wanda": "Zeros stored dense: vLLM removed its 2:4 sparse kernels, so no speed or memory gain.",
-    "sparsegpt": "Zeros stored dense: vLLM removed its 2:4 sparse kernels, so no speed or memory gain.",
-    "magnitude": "Zeros stored dense: baseline for Wanda/SparseGPT; no speed in vLLM.",
-    "svd": "Factors saved in lowrank/factors.safetensors; the served checkpoint is A@B re-multiplied "
-    "(dense): no speed. Serving factors natively needs a custom model class.",
-}
-
 
 def _load(model_path: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer

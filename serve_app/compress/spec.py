@@ -18,6 +18,23 @@ Structure = Literal["unstructured", "2:4"]
 DEFAULT_W4A16_GROUP_SIZE = 64
 
 
+# dtype vLLM's CPU backend should serve each method with. fp32 is fastest on CPUs without bf16 instructions;
+# the CPU int4 kernel refuses fp32 activations, so W4A16 needs bfloat16.
+SERVE_DTYPE = {"w4a16": "bfloat16"}
+# What each method can buy in vLLM today; repeated in the evaluation report.
+SERVING_NOTES = {
+    "w8a8": "INT8 weights and activations; vLLM CPU runs int8 GEMMs (oneDNN, VNNI).",
+    "w4a16": "INT4 weights, bf16 activations; vLLM CPU int4 kernel needs bfloat16.",
+    "fp8": "FP8 weights/activations, for GPUs (Hopper and later). vLLM's CPU backend runs it through a generic "
+    "torch._scaled_mm path (ChannelWiseTorchFP8ScaledMMLinearKernel): right answers, many times slower.",
+    "wanda": "Zeros stored dense: vLLM has no sparse kernels (its 2:4 ones were removed), so no speed or memory gain.",
+    "sparsegpt": "Zeros stored dense: vLLM removed its 2:4 sparse kernels, so no speed or memory gain.",
+    "magnitude": "Zeros stored dense: baseline for Wanda/SparseGPT; no speed in vLLM.",
+    "svd": "Factors saved in lowrank/factors.safetensors; the served checkpoint is A@B re-multiplied "
+    "(dense): no speed. Serving factors natively needs a custom model class.",
+}
+
+
 class CompressSpec(BaseModel):
     """A compression job. Validation rejects options that do not apply to the chosen method."""
 
@@ -43,7 +60,9 @@ class CompressSpec(BaseModel):
     calibration_format: Literal["chat", "text"] = "chat"
     num_samples: int = Field(32, ge=1)
     max_seq_len: int = Field(256, ge=16)
-    smoothing_strength: float = Field(0.8, ge=0.0, le=1.0)
+    # SmoothQuant's migration strength (the paper's default, 0.5). On SmolLM2-135M, 0.5 and 0.8 (llm-compressor's
+    # examples) gave the same perplexity and 0.5 kept more greedy answers (results/compression/README.md).
+    smoothing_strength: float = Field(0.5, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _check_method_options(self) -> "CompressSpec":

@@ -181,6 +181,9 @@ def test_evaluate_dtype_override_names_the_row(tmp_path):
     assert (plain["name"], plain["dtype"]) == ("base", "float32")
     # The same checkpoint at two dtypes gets two rows (and two raw/ files) in one report.
     assert (bf16["name"], bf16["dtype"], bf16["path"]) == ("base@bfloat16", "bfloat16", str(tmp_path / "base"))
+    (tmp_path / "base" / "compression.json").write_text(
+        '{"spec": {"method": "w8a8", "smoothing_strength": 0.5, "calibration_format": "chat"}, "serve_dtype": "float32"}')
+    assert evaluate._describe(str(tmp_path / "base"))["method"] == "w8a8 sq 0.5, chat calibration"
 
 
 # --- CLI validation -------------------------------------------------------------------------------

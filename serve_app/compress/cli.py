@@ -179,5 +179,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         path, dtype = evaluate.split_dtype(arg)
         return resolve_named_model(path) + (f"@{dtype}" if dtype else "") if path in NAMED_MODELS else arg
 
-    args.base, args.models = resolve(args.base), [resolve(m) for m in args.models]
+    try:
+        args.base, args.models = resolve(args.base), [resolve(m) for m in args.models]
+    except ValueError as error:  # a bad @DTYPE
+        print(f"serve-app evaluate: error: {error}", file=sys.stderr)
+        return 2
     return evaluate.main(args)

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from serve_app.compress import metrics, report
+from serve_app.compress.prompts import FACT_PROMPTS
 from serve_app.compress.spec import SERVING_NOTES
 from serve_app.engine_dtype import read_cpuinfo
 
@@ -82,8 +83,12 @@ def _describe(arg: str) -> dict:
 def _measure(entry: dict, args: argparse.Namespace, raw_dir: Path) -> dict:
     out = raw_dir / f"{entry['name']}.json"
     if args.reuse and out.exists():  # errors too: delete raw/<name>.json to measure a model again
-        print(f"== {entry['name']}: reusing {out}", file=sys.stderr)
-        return json.loads(out.read_text())
+        reused = json.loads(out.read_text())
+        questions = [a["question"] for a in reused.get("answers", [])]
+        if "error" in reused or questions == [p.question for p in FACT_PROMPTS]:
+            print(f"== {entry['name']}: reusing {out}", file=sys.stderr)
+            return reused
+        print(f"== {entry['name']}: {out} has another prompt set; measuring again", file=sys.stderr)
     out.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "serve_app.compress.eval_worker", "--model", entry["path"], "--dtype", entry["dtype"],
            "--out", str(out), "--ppl-window", str(args.ppl_window), "--max-tokens", str(args.max_tokens),
@@ -99,9 +104,11 @@ def _measure(entry: dict, args: argparse.Namespace, raw_dir: Path) -> dict:
     worker = subprocess.Popen(cmd, env=env, start_new_session=True)
     try:
         worker.wait(timeout=args.timeout_s)
-    except subprocess.TimeoutExpired:
+    except BaseException as stop:  # timeout, Ctrl-C (the worker's own session does not get it) or anything else
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
+        if not isinstance(stop, subprocess.TimeoutExpired):
+            raise
         # The worker saves after every stage: keep what it finished and say what it did not.
         partial = json.loads(out.read_text()) if out.exists() else {}
         if "perplexity" not in partial:
@@ -138,7 +145,7 @@ def main(args: argparse.Namespace) -> int:
         "",
         "Perplexity: vLLM prompt logprobs on serve_app/data/heldout.txt "
         f"({args.ppl_window}-token windows). Answers: expected word in the greedy reply to "
-        "8 factual questions. Greedy agreement: share of the base's greedy tokens reproduced before the first "
+        f"{len(FACT_PROMPTS)} factual questions. Greedy agreement: share of the base's greedy tokens reproduced before the first "
         "different token, averaged over those questions. Speed: vLLM AsyncLLM, eager, "
         f"{args.max_tokens} output tokens per request (ignore_eos), concurrency {args.concurrency}.",
     ]

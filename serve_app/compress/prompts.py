@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -48,5 +49,7 @@ SPEED_TOPICS = (
 
 
 def is_correct(answer: str, prompt: FactPrompt) -> bool:
+    """An expected answer appears at the start of a word: "African" counts for "Africa", but "100 degrees" does
+    not count for "0 degrees", "18.0°" not for "0°", "million" not for "lion", "1H2O" not for "H2O"."""
     lowered = answer.lower()
-    return any(expected.lower() in lowered for expected in prompt.expected)
+    return any(re.search(r"(?<![\w.])" + re.escape(expected.lower()), lowered) for expected in prompt.expected)

@@ -35,9 +35,13 @@ def calibration_windows(spec: CompressSpec, tokenizer) -> list[list[int]]:
     path = spec.calibration or calibration.CALIBRATION_FILE
     docs = calibration.read_documents(path)
     if spec.calibration_format == "chat" and tokenizer.chat_template:
+        # The template closes every message itself (SmolLM2: <|im_end|>): no extra end-of-sequence token.
         docs = [tokenizer.apply_chat_template(calibration.chat_messages(doc, i), tokenize=False)
                 for i, doc in enumerate(docs)]
-    doc_ids = [tokenizer(doc, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for doc in docs]
+        end = []
+    else:
+        end = [tokenizer.eos_token_id]
+    doc_ids = [tokenizer(doc, add_special_tokens=False)["input_ids"] + end for doc in docs]
     windows = calibration.pack_windows(doc_ids, spec.max_seq_len, spec.num_samples)
     if len(windows) < spec.num_samples:
         logger.warning("calibration text gives %d windows of %d tokens (asked for %d)",

@@ -33,11 +33,13 @@ def w8a8_checkpoint() -> str:
         pytest.skip(f"{DEFAULT_COMPRESS_PYTHON} missing: run scripts/install_compress.sh to test compressed serving")
     base = ModelConfig()
     base_path = resolve_model_path(base)
-    out = Path(base.cache_dir).expanduser().parent / "compressed" / f"SmolLM2-135M-Instruct-w8a8-n{NUM_CALIBRATION_SAMPLES}"
+    name = f"SmolLM2-135M-Instruct-w8a8-sq0.5-chat-n{NUM_CALIBRATION_SAMPLES}"  # the settings passed below
+    out = Path(base.cache_dir).expanduser().parent / "compressed" / name
     meta_path = out / "compression.json"  # written last: its presence means the checkpoint is complete
     if not meta_path.exists():
         cmd = [sys.executable, "-m", "serve_app.compress", "compress", "--model", base_path, "--method", "w8a8",
-               "--num-samples", str(NUM_CALIBRATION_SAMPLES), "--out", str(out)]
+               "--num-samples", str(NUM_CALIBRATION_SAMPLES), "--smoothing-strength", "0.5",
+               "--calibration-format", "chat", "--out", str(out)]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPRESS_TIMEOUT_S)
         assert done.returncode == 0, f"compress failed:\n{done.stderr[-4000:]}"
     meta = json.loads(meta_path.read_text())

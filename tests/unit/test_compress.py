@@ -151,6 +151,12 @@ def test_perplexity_and_agreement():
 def test_answer_check_and_report_rows():
     assert FACT_PROMPTS[0].question == "What is the capital of France?"
     assert is_correct("The capital of France is Paris.", FACT_PROMPTS[0])
+    by_question = {p.question: p for p in FACT_PROMPTS}
+    freezing = by_question["What is the freezing point of water in degrees Celsius?"]
+    assert is_correct("Water freezes at 0 degrees Celsius.", freezing)
+    assert not is_correct("It is 100 degrees.", freezing) and not is_correct("It is -18.0°C.", freezing)
+    assert is_correct("Egypt lies on the African continent.", by_question["On which continent is Egypt?"])
+    assert not is_correct("a million cats", by_question["Which animal is known as the king of the jungle?"])
     answers = [{"question": p.question, "output_ids": [1, 2], "text": p.expected[0]} for p in FACT_PROMPTS]
     speed = [{"concurrency": 16, "output_tokens_per_s": 100.0, "ttft_p50_ms": 5.0}]
     base = {"name": "base", "method": "base", "size_mb": 538.0,
@@ -222,8 +228,8 @@ def test_cli_rejects_rank_and_energy_together():
 
 def test_spec_round_trips_through_argv():
     spec = _spec(["--method", "svd", "--energy", "0.9", "--activation-aware", "--num-samples", "8"])
-    w8a8 = _spec(["--method", "w8a8", "--smoothing-strength", "0.5"])
-    assert cli.spec_from_args(_parser().parse_args(cli.spec_to_argv(w8a8))).smoothing_strength == 0.5
+    w8a8 = _spec(["--method", "w8a8", "--smoothing-strength", "0.8"])  # not the default: must survive the trip
+    assert cli.spec_from_args(_parser().parse_args(cli.spec_to_argv(w8a8))).smoothing_strength == 0.8
     again = cli.spec_from_args(_parser().parse_args(cli.spec_to_argv(spec)))
     assert again == spec
     assert spec.calibration_format == "chat"  # calibrate on what served requests look like, by default

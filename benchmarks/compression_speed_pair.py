@@ -28,15 +28,11 @@ async def _run(args: argparse.Namespace) -> dict:
     from vllm.v1.engine.async_llm import AsyncLLM
 
     from serve_app.compress.eval_worker import _speed
-    from serve_app.compress.evaluate import cpu_summary, split_dtype
+    from serve_app.compress.evaluate import cpu_summary, describe
 
-    def path_and_dtype(arg: str) -> tuple[str, str]:
-        path, dtype = split_dtype(arg)
-        meta = Path(path) / "compression.json"
-        default = json.loads(meta.read_text()).get("serve_dtype", "float32") if meta.exists() else "float32"
-        return path, dtype or default
-
-    targets = {"base": path_and_dtype(args.base), "compressed": path_and_dtype(args.model)}
+    # (checkpoint path, dtype it is served with): PATH@DTYPE, else compression.json's serve_dtype, else float32.
+    targets = {name: (entry["path"], entry["dtype"])
+               for name, entry in (("base", describe(args.base)), ("compressed", describe(args.model)))}
     tokenizer = AutoTokenizer.from_pretrained(targets["base"][0])
     engines = {}
     for name, (path, dtype) in targets.items():

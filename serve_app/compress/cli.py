@@ -116,8 +116,9 @@ def spec_to_argv(spec: CompressSpec) -> list[str]:
         argv += ["--calibration", spec.calibration]
     if spec.method == "w8a8":
         argv += ["--smoothing-strength", repr(spec.smoothing_strength)]
-    argv += ["--calibration-format", spec.calibration_format, "--svd-targets", spec.svd_targets, "--group-size", str(spec.group_size),
-             "--num-samples", str(spec.num_samples), "--max-seq-len", str(spec.max_seq_len)]
+    argv += ["--calibration-format", spec.calibration_format, "--svd-targets", spec.svd_targets,
+             "--group-size", str(spec.group_size), "--num-samples", str(spec.num_samples),
+             "--max-seq-len", str(spec.max_seq_len)]
     return argv
 
 

@@ -45,7 +45,8 @@ def cpu_summary() -> str:
     return f"{model or platform.machine()} ({', '.join(present) or 'no AVX-512'})"
 
 
-def _describe(arg: str) -> dict:
+def describe(arg: str) -> dict:
+    """Name, method label, path, size, serving dtype and note of a checkpoint given as PATH or PATH@DTYPE."""
     path, dtype_override = split_dtype(arg)
     meta_path = Path(path) / "compression.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
@@ -122,7 +123,7 @@ def _measure(entry: dict, args: argparse.Namespace, raw_dir: Path) -> dict:
 
 
 def main(args: argparse.Namespace) -> int:
-    entries = [_describe(args.base)] + [_describe(p) for p in args.models]
+    entries = [describe(args.base)] + [describe(p) for p in args.models]
     entries[0]["method"] = "base"
     raw = {}
     started = time.time()
@@ -145,8 +146,8 @@ def main(args: argparse.Namespace) -> int:
         "",
         "Perplexity: vLLM prompt logprobs on serve_app/data/heldout.txt "
         f"({args.ppl_window}-token windows). Answers: expected word in the greedy reply to "
-        f"{len(FACT_PROMPTS)} factual questions. Greedy agreement: share of the base's greedy tokens reproduced before the first "
-        "different token, averaged over those questions. Speed: vLLM AsyncLLM, eager, "
+        f"{len(FACT_PROMPTS)} factual questions. Greedy agreement: share of the base's greedy tokens reproduced "
+        "before the first different token, averaged over those questions. Speed: vLLM AsyncLLM, eager, "
         f"{args.max_tokens} output tokens per request (ignore_eos), concurrency {args.concurrency}.",
     ]
     report.write_report(Path(args.out), rows, raw, header)

@@ -183,13 +183,13 @@ def test_evaluate_dtype_override_names_the_row(tmp_path):
         evaluate.split_dtype("/m/w8a8@int3")
     (tmp_path / "base").mkdir()
     (tmp_path / "base" / "model.safetensors").write_bytes(b"x" * 10)
-    plain, bf16 = evaluate._describe(str(tmp_path / "base")), evaluate._describe(f"{tmp_path / 'base'}@bfloat16")
+    plain, bf16 = evaluate.describe(str(tmp_path / "base")), evaluate.describe(f"{tmp_path / 'base'}@bfloat16")
     assert (plain["name"], plain["dtype"]) == ("base", "float32")
     # The same checkpoint at two dtypes gets two rows (and two raw/ files) in one report.
     assert (bf16["name"], bf16["dtype"], bf16["path"]) == ("base@bfloat16", "bfloat16", str(tmp_path / "base"))
     (tmp_path / "base" / "compression.json").write_text(
         '{"spec": {"method": "w8a8", "smoothing_strength": 0.5, "calibration_format": "chat"}, "serve_dtype": "float32"}')
-    assert evaluate._describe(str(tmp_path / "base"))["method"] == "w8a8 sq 0.5, chat calibration"
+    assert evaluate.describe(str(tmp_path / "base"))["method"] == "w8a8 sq 0.5, chat calibration"
 
 
 # --- CLI validation -------------------------------------------------------------------------------

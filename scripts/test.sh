@@ -8,4 +8,5 @@ if [ -f scripts/install_browser.sh ]; then VIRTUAL_ENV="$PWD/.venv" PYTHON="$PWD
 if [ -f scripts/install_compress.sh ]; then bash scripts/install_compress.sh; fi
 .venv/bin/serve-app models prepare --model default >/dev/null
 .venv/bin/serve-app models prepare --model tiny >/dev/null
-exec .venv/bin/python -m pytest "${@:-tests}"
+# The machine's used-memory peak over the whole run is printed last (`memory peak: N.N GB`).
+exec bash scripts/memory_peak.sh .venv/bin/python -m pytest "${@:-tests}"

@@ -1,33 +1,60 @@
 """The activation dtype a model replica's engine runs in when the config says `dtype: auto`.
 
-vLLM's own "auto" downcasts float32 checkpoints to bfloat16 on every x86 CPU. That is right only where the CPU
-has bf16 instructions. Measured with SmolLM2-135M (`benchmarks/offline_engine_speed.py`, batch 16, eager):
+Rule: `auto` never lowers precision below what the checkpoint stores. Lower precision is an explicit setting
+(`engine.dtype: bfloat16`), because it can change answers: on an Intel Xeon with AMX, vLLM's bf16 CPU kernels
+flipped the default model's first greedy token ("L'Étoile ..." instead of "The capital of France is Paris.";
+the float32 logit margin there is 0.09).
 
-- AMD EPYC with avx512_bf16: bfloat16 282 tok/s vs float32 170 (1.66x);
-- the guide's CPUs without avx512_bf16: bfloat16 20.5 tok/s vs float32 27.5 at batch 2 (0.75x).
+On CPUs:
 
-So on CPUs, "auto" means bfloat16 where the CPU has bf16 instructions (avx512_bf16 or AMX) and float32
-elsewhere, unless the checkpoint needs one (compression.json's `serve_dtype`: vLLM's CPU int4 kernel refuses
-float32 activations). On GPUs "auto" is left to vLLM. An explicit dtype in the config always wins.
+- a float32 (or float16, or unknown) checkpoint runs in float32 (bf16 has fewer mantissa bits than fp16);
+- a bfloat16 checkpoint runs in bfloat16 where the CPU has bf16 instructions (avx512_bf16 or AMX) and in float32
+  where it has none (bf16 without them was 0.75x of float32 on the guide's CPUs);
+- a compressed checkpoint runs in the activation dtype its kernels need on the CPU at hand: INT8 W8A8 in
+  bfloat16 where the CPU has bf16 instructions (vLLM's int8 kernel on the AMX Xeon says
+  `int8_scaled_mm_with_quant: expect A to be bfloat16 or half` for float32), float32 elsewhere (the only path
+  that CPU has, and it worked on AMD EPYC without bf16); W4A16 (int4 weights) always bfloat16 (the CPU int4
+  kernel refuses float32), also when compression.json's `serve_dtype` says so.
+
+On GPUs `auto` is left to vLLM. An explicit dtype in the config always wins.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 
-def choose_dtype(requested: str, *, on_gpu: bool, cpu_flags: frozenset[str], required: str | None = None) -> str:
+@dataclass(frozen=True)
+class CheckpointDtype:
+    """What a checkpoint says about its numbers: the dtype its weights are stored in, and how they are quantized."""
+
+    stored: str | None = None  # "float32" | "bfloat16" | "float16" | None (unknown)
+    weight_bits: int | None = None  # 8 (W8A8), 4 (W4A16), None (dense)
+    int8_activations: bool = False
+    required: str | None = None  # compression.json's serve_dtype, when it is not float32
+
+
+def choose_dtype(requested: str, *, on_gpu: bool, cpu_flags: frozenset[str],
+                 checkpoint: CheckpointDtype = CheckpointDtype()) -> str:
     """Pure decision: the dtype to hand vLLM for a replica."""
     if requested != "auto":
         return requested
     if on_gpu:
         return "auto"
-    if required:
-        return required
-    return "bfloat16" if cpu_flags & BF16_CPU_FLAGS else "float32"
+    has_bf16 = bool(cpu_flags & BF16_CPU_FLAGS)
+    if checkpoint.required:
+        return checkpoint.required
+    if checkpoint.weight_bits is not None and checkpoint.weight_bits < 8:
+        return "bfloat16"
+    if checkpoint.int8_activations:
+        return "bfloat16" if has_bf16 else "float32"
+    if checkpoint.stored == "bfloat16":
+        return "bfloat16" if has_bf16 else "float32"
+    return "float32"
 
 
 def read_cpuinfo(path: str = "/proc/cpuinfo") -> tuple[str, frozenset[str]]:
@@ -44,11 +71,33 @@ def read_cpuinfo(path: str = "/proc/cpuinfo") -> tuple[str, frozenset[str]]:
     return model, flags
 
 
-def required_dtype(checkpoint: str) -> str | None:
-    """The dtype a compressed checkpoint must be served with (W4A16: bfloat16), from its compression.json."""
-    meta = Path(checkpoint) / "compression.json"
+def read_checkpoint_dtype(checkpoint: str) -> CheckpointDtype:
+    """A local checkpoint's stored dtype and quantization, from its config.json and compression.json."""
+    root = Path(checkpoint)
+    config = _read_json(root / "config.json")
+    stored = config.get("dtype") or config.get("torch_dtype")
+    bits, int8_acts = _quantization(config.get("quantization_config") or {})
+    required = _read_json(root / "compression.json").get("serve_dtype")
+    return CheckpointDtype(stored=stored if isinstance(stored, str) else None, weight_bits=bits,
+                           int8_activations=int8_acts,
+                           required=required if required and required != "float32" else None)
+
+
+def _quantization(quant: dict) -> tuple[int | None, bool]:
+    """(weight bits, int8 activations) of a quantization_config (compressed-tensors, GPTQ, AWQ)."""
+    if not quant:
+        return None, False
+    groups = (quant.get("config_groups") or {}).values()
+    weight_bits = [g.get("weights", {}).get("num_bits") for g in groups if isinstance(g, dict) and g.get("weights")]
+    int8_acts = any(isinstance(g, dict) and (g.get("input_activations") or {}).get("type") == "int"
+                    and (g.get("input_activations") or {}).get("num_bits") == 8 for g in groups)
+    bits = min((b for b in weight_bits if isinstance(b, int)), default=quant.get("bits"))
+    return (bits if isinstance(bits, int) else None), int8_acts
+
+
+def _read_json(path: Path) -> dict:
     try:
-        dtype = json.loads(meta.read_text()).get("serve_dtype")
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
-        return None
-    return dtype if dtype and dtype != "float32" else None
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -54,7 +54,14 @@ def _request_id(request: Request) -> str:
 @app.middleware("http")
 async def add_request_id(request: Request, call_next):
     request_id = _request_id(request)
-    response = await call_next(request)
+    try:
+        response = await call_next(request)
+    except Exception as exc:  # noqa: BLE001 - whatever a route did not anticipate is still an OpenAI error
+        logger.exception("Unhandled error in %s %s (request %s)", request.method, request.url.path, request_id)
+        return JSONResponse(
+            error_body(f"Internal server error ({type(exc).__name__}); request id {request_id}",
+                       type="server_error", code="internal_error"),
+            status_code=500, headers={REQUEST_ID_HEADER: request_id})
     response.headers.setdefault(REQUEST_ID_HEADER, request_id)
     return response
 

@@ -25,7 +25,7 @@ from ray import serve
 from serve_app.autoscaling import ReplicaLatencyStats
 from serve_app.config import AppConfig, EngineConfig
 from serve_app.cpu_isolation import engine_cores_from_env, engine_spawn_affinity
-from serve_app.engine_dtype import choose_dtype, read_cpuinfo, required_dtype
+from serve_app.engine_dtype import choose_dtype, read_checkpoint_dtype, read_cpuinfo
 from serve_app.errors import ServeAppError
 from serve_app.models import resolve_model_path
 from serve_app.protocol import GenerationRequest, TokenChunk
@@ -96,7 +96,7 @@ class ModelReplica:
         self._model_path = resolve_model_path(config.model)
         engine = config.engine
         dtype = choose_dtype(engine.dtype, on_gpu=bool(config.model_deployment.num_gpus), cpu_flags=read_cpuinfo()[1],
-                             required=required_dtype(self._model_path))
+                             checkpoint=read_checkpoint_dtype(self._model_path))
         args = AsyncEngineArgs(
             model=self._model_path,
             served_model_name=config.model.resolved_name(),

@@ -1,7 +1,10 @@
-"""One real Ray Serve app per test session: the default SmolLM2 model on a real vLLM CPU engine.
+"""One real Ray Serve app per test session: the default configuration, exactly as a user gets it.
 
-Other apps a test needs (tensor-parallel, compressed checkpoint) run beside it on the same Serve
-instance under their own route prefix (`start_app`), and are deleted when the session ends.
+Two apps live for the whole session: the default deployment (SmolLM2, every engine setting at its default,
+`dtype: auto` included) and the tiny model behind small admission limits (faults, fuzzing, overload). Other
+apps a test module needs (tensor-parallel, compressed checkpoint) run beside them on the same Serve instance
+under their own route prefix (`module_app`) and are deleted when that module ends, so that at most one of
+them is up at a time: the machine has 24 GB and every app holds its own engine and stage replicas.
 """
 
 from __future__ import annotations
@@ -18,6 +21,12 @@ from serve_app.config import AppConfig
 MAIN_APP = "serve_app_test"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests that start Ray clusters of their own run first, before the session's Ray starts in this process,
+    whatever order the files were collected in (and so nothing else is up while they run)."""
+    items.sort(key=lambda item: 0 if item.get_closest_marker("own_ray_cluster") else 1)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -25,12 +34,8 @@ def _free_port() -> int:
 
 
 def make_test_config(**overrides) -> AppConfig:
-    """The default model with settings that suit a 2-core CI machine."""
+    """The default configuration (model, engine, deployments as a user gets them), with a shorter timeout."""
     data = {
-        "model": {"source": "default"},
-        "engine": {"dtype": "float32", "max_model_len": 2048, "max_num_seqs": 32, "enforce_eager": True,
-                   "cpu_kvcache_space_gib": 1},
-        "model_deployment": {"num_cpus": 1},
         "admission": {"max_in_flight_requests": 128, "request_timeout_s": 120},
     }
     for key, value in overrides.items():
@@ -69,6 +74,23 @@ def start_app(serve_instance):
         return base
 
     return _start
+
+
+@pytest.fixture(scope="module")
+def module_app(start_app, serve_instance):
+    """module_app(config, name, route_prefix) -> base URL of an app that is deleted when the module ends."""
+    from ray import serve
+
+    names: list[str] = []
+
+    def _start(config: AppConfig, name: str, route_prefix: str) -> str:
+        names.append(name)
+        return start_app(config, name, route_prefix)
+
+    yield _start
+    for name in names:
+        serve.delete(name)
+        serve_instance["apps"].remove(name)
 
 
 def _wait_ready(base_url: str, timeout_s: float = 120.0) -> None:

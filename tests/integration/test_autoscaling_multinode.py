@@ -29,7 +29,7 @@ import pytest
 
 from serve_app.config import AppConfig
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.own_ray_cluster]
 
 
 @pytest.fixture(autouse=True)
@@ -38,7 +38,8 @@ def _no_ray_in_this_process():
     import ray
 
     if ray.is_initialized():
-        pytest.skip("Ray is already initialized in this process (session app); run this file on its own")
+        pytest.fail("Ray is already initialized in this process: own_ray_cluster tests must run first "
+                    "(tests/integration/conftest.py orders them)")
 
 APP_NAME = "autoscale_app"
 MODEL_DEPLOYMENT = "ModelReplica"

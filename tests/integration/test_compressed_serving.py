@@ -60,13 +60,13 @@ def test_w8a8_checkpoint_is_compressed_tensors_int8(w8a8_checkpoint):
 ANSWERED_BY_BASE = ("France", "Japan", "Romeo", "chemical formula", "days are there in a week", "boiling point")
 
 
-def test_w8a8_served_through_graph_answers_facts(w8a8_checkpoint, start_app):
+def test_w8a8_served_through_graph_answers_facts(w8a8_checkpoint, module_app):
     from openai import OpenAI
 
     from serve_app.compress.prompts import FACT_PROMPTS, is_correct
 
     config = make_test_config(model={"source": w8a8_checkpoint, "served_model_name": SERVED_NAME})
-    base_url = start_app(config, "compressed_w8a8", "/w8a8")
+    base_url = module_app(config, "compressed_w8a8", "/w8a8")  # dtype auto: the activations its kernel needs here
     client = OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120)
     assert [m.id for m in client.models.list().data] == [SERVED_NAME]
     prompts = [p for p in FACT_PROMPTS if any(key in p.question for key in ANSWERED_BY_BASE)]

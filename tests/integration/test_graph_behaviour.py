@@ -37,6 +37,28 @@ def test_greedy_output_equals_transformers_token_for_token(openai_client, served
     assert resp.usage.completion_tokens == 24
 
 
+def test_default_deployment_chat_answer_equals_transformers_float32(openai_client, served_model_name, model_path):
+    """What a user of the default configuration gets (dtype auto) is the float32 reference, token for token."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    tok = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    prompt_ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+    with torch.no_grad():
+        out = model.generate(torch.tensor([prompt_ids]), max_new_tokens=20, do_sample=False)
+    expected_ids = out[0, len(prompt_ids):].tolist()
+    if expected_ids and expected_ids[-1] == tok.eos_token_id:
+        expected_ids = expected_ids[:-1]
+    expected = tok.decode(expected_ids, skip_special_tokens=True)
+    assert "Paris" in expected
+    resp = openai_client.chat.completions.create(model=served_model_name, messages=messages, temperature=0,
+                                                 max_tokens=20)
+    assert resp.choices[0].message.content == expected
+    assert resp.usage.completion_tokens == len(out[0]) - len(prompt_ids)
+
+
 async def test_sixteen_concurrent_streams_complete_and_interleave(async_openai_client, served_model_name):
     async def one(i):
         times = []
@@ -83,14 +105,14 @@ TINY_PROMPT = "The quick brown fox"
 
 
 @pytest.fixture(scope="module")
-def tiny_urls(start_app):
-    """The tiny model on one worker and on two tensor-parallel workers (SmolLM2's 9 heads do not split in 2)."""
-    single = make_test_config(model={"source": "tiny"}, engine={"max_num_seqs": 8})
+def tiny_urls(tiny_app_url, module_app):
+    """The tiny model on one worker (the session's) and on two tensor-parallel workers (SmolLM2's 9 heads do
+    not split in 2)."""
     sharded = make_test_config(
         model={"source": "tiny"},
         engine={"tensor_parallel_size": 2, "cpu_omp_threads_bind": "0|1", "max_num_seqs": 8},
     )
-    return start_app(single, "serve_app_tiny", "/tiny"), start_app(sharded, "serve_app_tiny_tp2", "/tiny-tp2")
+    return tiny_app_url, module_app(sharded, "serve_app_tiny_tp2", "/tiny-tp2")
 
 
 def test_tensor_parallel_2_matches_single_worker(tiny_urls):

@@ -1,36 +1,71 @@
-"""The replica's `dtype: auto` decision: bf16 only where the CPU has bf16 instructions."""
+"""The replica's `dtype: auto` decision: never below the checkpoint's precision; kernels' needs per CPU."""
 
 from __future__ import annotations
 
 import json
 
-from serve_app.engine_dtype import choose_dtype, read_cpuinfo, required_dtype
+import pytest
+
+from serve_app.engine_dtype import CheckpointDtype, choose_dtype, read_checkpoint_dtype, read_cpuinfo
 
 ZEN4 = frozenset({"avx512f", "avx512_vnni", "avx512_bf16"})
+SAPPHIRE_RAPIDS = frozenset({"avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile"})
 NO_BF16 = frozenset({"avx512f", "avx512_vnni"})
+ALL_CPUS = (ZEN4, SAPPHIRE_RAPIDS, NO_BF16)
+
+FP32 = CheckpointDtype(stored="float32")
+BF16 = CheckpointDtype(stored="bfloat16")
+W8A8 = CheckpointDtype(stored="float32", weight_bits=8, int8_activations=True)
+W4A16 = CheckpointDtype(stored="float32", weight_bits=4, required="bfloat16")
 
 
-def test_auto_on_cpu_follows_bf16_instructions():
-    assert choose_dtype("auto", on_gpu=False, cpu_flags=ZEN4) == "bfloat16"
-    assert choose_dtype("auto", on_gpu=False, cpu_flags=NO_BF16) == "float32"
-    assert choose_dtype("auto", on_gpu=False, cpu_flags=frozenset({"amx_bf16"})) == "bfloat16"
+@pytest.mark.parametrize("cpu", ALL_CPUS)
+def test_float32_checkpoint_is_served_in_float32_on_every_cpu(cpu):
+    assert choose_dtype("auto", on_gpu=False, cpu_flags=cpu, checkpoint=FP32) == "float32"
+    assert choose_dtype("auto", on_gpu=False, cpu_flags=cpu, checkpoint=CheckpointDtype()) == "float32"
+    assert choose_dtype("auto", on_gpu=False, cpu_flags=cpu, checkpoint=CheckpointDtype(stored="float16")) == "float32"
+
+
+def test_bfloat16_checkpoint_follows_bf16_instructions():
+    assert choose_dtype("auto", on_gpu=False, cpu_flags=ZEN4, checkpoint=BF16) == "bfloat16"
+    assert choose_dtype("auto", on_gpu=False, cpu_flags=frozenset({"amx_bf16"}), checkpoint=BF16) == "bfloat16"
+    assert choose_dtype("auto", on_gpu=False, cpu_flags=NO_BF16, checkpoint=BF16) == "float32"
+
+
+def test_compressed_checkpoints_get_the_activation_dtype_their_kernels_need():
+    # INT8 kernel on the AMX Xeon refuses float32 activations; on a CPU without bf16, float32 is the path.
+    assert choose_dtype("auto", on_gpu=False, cpu_flags=SAPPHIRE_RAPIDS, checkpoint=W8A8) == "bfloat16"
+    assert choose_dtype("auto", on_gpu=False, cpu_flags=ZEN4, checkpoint=W8A8) == "bfloat16"
+    assert choose_dtype("auto", on_gpu=False, cpu_flags=NO_BF16, checkpoint=W8A8) == "float32"
+    for cpu in ALL_CPUS:  # the int4 kernel refuses float32 everywhere
+        assert choose_dtype("auto", on_gpu=False, cpu_flags=cpu, checkpoint=W4A16) == "bfloat16"
+        assert choose_dtype("auto", on_gpu=False, cpu_flags=cpu,
+                            checkpoint=CheckpointDtype(stored="float32", weight_bits=4)) == "bfloat16"
 
 
 def test_explicit_dtype_and_gpu_are_left_alone():
-    assert choose_dtype("float32", on_gpu=False, cpu_flags=ZEN4) == "float32"
-    assert choose_dtype("bfloat16", on_gpu=False, cpu_flags=NO_BF16) == "bfloat16"
-    assert choose_dtype("auto", on_gpu=True, cpu_flags=NO_BF16) == "auto"
+    assert choose_dtype("bfloat16", on_gpu=False, cpu_flags=ZEN4, checkpoint=FP32) == "bfloat16"
+    assert choose_dtype("float32", on_gpu=False, cpu_flags=ZEN4, checkpoint=BF16) == "float32"
+    assert choose_dtype("auto", on_gpu=True, cpu_flags=NO_BF16, checkpoint=FP32) == "auto"
 
 
-def test_checkpoint_requirement_beats_cpu_preference(tmp_path):
-    w4a16, w8a8 = tmp_path / "w4a16", tmp_path / "w8a8"
-    w4a16.mkdir(), w8a8.mkdir()
-    (w4a16 / "compression.json").write_text(json.dumps({"serve_dtype": "bfloat16"}))
+def test_read_checkpoint_dtype(tmp_path):
+    dense, w8a8, w4a16 = tmp_path / "dense", tmp_path / "w8a8", tmp_path / "w4a16"
+    for d in (dense, w8a8, w4a16):
+        d.mkdir()
+    (dense / "config.json").write_text(json.dumps({"dtype": "bfloat16"}))
+    int8 = {"num_bits": 8, "type": "int"}
+    (w8a8 / "config.json").write_text(json.dumps({"torch_dtype": "float32", "quantization_config": {
+        "quant_method": "compressed-tensors",
+        "config_groups": {"group_0": {"weights": int8, "input_activations": int8, "targets": ["Linear"]}}}}))
     (w8a8 / "compression.json").write_text(json.dumps({"serve_dtype": "float32"}))
-    assert required_dtype(str(w4a16)) == "bfloat16"
-    assert required_dtype(str(w8a8)) is None  # float32 is a default, not a requirement
-    assert required_dtype(str(tmp_path)) is None  # a plain checkpoint
-    assert choose_dtype("auto", on_gpu=False, cpu_flags=NO_BF16, required="bfloat16") == "bfloat16"
+    (w4a16 / "config.json").write_text(json.dumps({"dtype": "float32", "quantization_config": {
+        "config_groups": {"group_0": {"weights": {"num_bits": 4, "type": "int"}, "input_activations": None}}}}))
+    (w4a16 / "compression.json").write_text(json.dumps({"serve_dtype": "bfloat16"}))
+    assert read_checkpoint_dtype(str(dense)) == BF16
+    assert read_checkpoint_dtype(str(w8a8)) == W8A8  # float32 in compression.json is a default, not a requirement
+    assert read_checkpoint_dtype(str(w4a16)) == W4A16
+    assert read_checkpoint_dtype(str(tmp_path / "missing")) == CheckpointDtype()
 
 
 def test_read_cpuinfo(tmp_path):

@@ -1,0 +1,26 @@
+"""An error no route anticipated still reaches the client as an OpenAI-style JSON error with a request id."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from serve_app.ingress import REQUEST_ID_HEADER, add_request_id
+
+
+def test_unhandled_exception_becomes_openai_500():
+    app = FastAPI()
+    app.middleware("http")(add_request_id)
+
+    @app.get("/boom")
+    async def boom():
+        raise RuntimeError("something nobody expected")
+
+    response = TestClient(app, raise_server_exceptions=False).get("/boom")
+    assert response.status_code == 500
+    assert response.headers["content-type"].startswith("application/json")
+    request_id = response.headers[REQUEST_ID_HEADER]
+    error = response.json()["error"]
+    assert error["type"] == "server_error" and error["code"] == "internal_error"
+    assert request_id in error["message"]
+    assert "something nobody expected" not in error["message"]  # internals are logged, not sent

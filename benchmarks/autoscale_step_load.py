@@ -26,7 +26,7 @@ import httpx
 from serve_app.config import AppConfig
 
 APP_NAME = "autoscale_bench"
-MODEL_DEPLOYMENT = "ModelReplica"
+MODEL_DEPLOYMENT = "ModelServer"
 PROMPT = "The quick brown fox jumps over the lazy dog. " * 3
 REPLICA_STATES_UP = ("STARTING", "PENDING_MIGRATION", "RUNNING", "UPDATING", "RECOVERING")
 
@@ -65,8 +65,6 @@ def bench_config(args: argparse.Namespace) -> AppConfig:
                                     "window_s": args.window_s, "max_waiting_per_replica": 2,
                                     "queue_lookahead_s": 5, "min_samples": 3, "report_interval_s": 0.5},
             },
-            "tokenizer_deployment": {"num_cpus": 0.05},
-            "streaming_deployment": {"num_cpus": 0.05},
             "ingress_deployment": {"num_cpus": 0.05},
             "admission": {"max_in_flight_requests": 512, "request_timeout_s": 300},
         }

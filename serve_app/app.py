@@ -1,7 +1,7 @@
 """Builder: a validated config in, a bound Ray Serve application out.
 
-    HTTP -> Ingress -> Tokenizer (unary)            prompt_ids
-                    -> StreamingNode -> ModelReplica  token-id deltas -> frames -> client
+    placement with_model (default):  HTTP proxy -> Ingress + ModelServer (vLLM engine + vLLM's OpenAI frontend)
+    placement separate:              HTTP proxy -> Ingress -> ModelServer
 
 `build_app` is the `import_path` target of Serve config files (`serve run cluster/serve-config.yaml`).
 """
@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from ray import serve
 from ray.serve import Application
 
 from serve_app.autoscaling import model_autoscaling_config, stage_autoscaling_config
 from serve_app.config import AppConfig, DeploymentScaling, config_from_args
-from serve_app.ingress import IngressDeployment
-from serve_app.replica import ModelReplicaDeployment, engine_environment
-from serve_app.streaming import StreamingDeployment
-from serve_app.tokenizer import TokenizerDeployment
+from serve_app.ingress.routes import IngressDeployment
+from serve_app.server.engine_args import engine_environment
+from serve_app.server.model_server import ModelServerDeployment
 
 
 def _actor_resources(scaling: DeploymentScaling) -> dict[str, Any]:
@@ -36,7 +36,7 @@ def _replica_count(scaling: DeploymentScaling, autoscaling_config: dict[str, Any
 
 
 def stage_options(scaling: DeploymentScaling) -> dict[str, Any]:
-    """Deployment options of a CPU-only stage (tokenizer, streaming node, ingress)."""
+    """Deployment options of a CPU-only stage (the ingress with placement `separate`)."""
     return {
         "ray_actor_options": _actor_resources(scaling),
         "max_ongoing_requests": scaling.max_ongoing_requests,
@@ -45,7 +45,7 @@ def stage_options(scaling: DeploymentScaling) -> dict[str, Any]:
 
 
 def model_options(config: AppConfig) -> dict[str, Any]:
-    """Model replica options: one placement-group bundle per tensor/pipeline-parallel worker."""
+    """Model server options: one placement-group bundle per tensor/pipeline-parallel worker."""
     scaling = config.model_deployment
     actor = _actor_resources(scaling)
     actor["runtime_env"] = {"env_vars": engine_environment(config.engine)}
@@ -72,11 +72,15 @@ def model_options(config: AppConfig) -> dict[str, Any]:
     return options
 
 
+MODEL_SERVER = "ModelServer"
+
+
 def build_graph(config: AppConfig) -> Application:
-    model = ModelReplicaDeployment.options(**model_options(config)).bind(config)
-    tokenizer = TokenizerDeployment.options(**stage_options(config.tokenizer_deployment)).bind(config)
-    streamer = StreamingDeployment.options(**stage_options(config.streaming_deployment)).bind(config, model)
-    return IngressDeployment.options(**stage_options(config.ingress_deployment)).bind(config, tokenizer, streamer, model)
+    if config.ingress_placement == "with_model":
+        # The ingress replica is the model server: it takes the model deployment's resources and scaling.
+        return IngressDeployment.options(name=MODEL_SERVER, **model_options(config)).bind(config)
+    model = serve.deployment(ModelServerDeployment, name=MODEL_SERVER).options(**model_options(config)).bind(config)
+    return IngressDeployment.options(**stage_options(config.ingress_deployment)).bind(config, model)
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:

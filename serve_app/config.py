@@ -71,6 +71,19 @@ class EngineConfig(StrictModel):
         return self.tensor_parallel_size * self.pipeline_parallel_size
 
 
+class FrontendConfig(StrictModel):
+    """vLLM's OpenAI serving layer (the model server's frontend): tool calling, chat template, extra options."""
+
+    # vLLM tool-call parser for `tools` with tool_choice "auto" (hermes: `<tool_call>{json}</tool_call>`, which
+    # SmolLM2 and Qwen-style models emit); null turns "auto" tool choice off ("required" and named tools still
+    # work: vLLM constrains their output with structured decoding).
+    tool_call_parser: str | None = "hermes"
+    # A chat template file or string replacing the checkpoint's own.
+    chat_template: str | None = None
+    # Passed through to vLLM's FrontendArgs (e.g. {"enable_prompt_tokens_details": true}).
+    extra_frontend_args: dict[str, Any] = Field(default_factory=dict)
+
+
 class LatencyTargets(StrictModel):
     """p99 latency targets that drive the model deployment's autoscaling."""
 
@@ -136,6 +149,8 @@ class AdmissionConfig(StrictModel):
     request_timeout_s: float = Field(600.0, gt=0)
     max_body_bytes: int = Field(1_000_000, ge=1024)
     max_tokens_limit: int = Field(4096, ge=1)
+    # Most completions one request may ask for (`n`).
+    max_n: int = Field(8, ge=1)
     retry_after_s: int = Field(1, ge=0)
 
 
@@ -163,9 +178,12 @@ class AppConfig(StrictModel):
 
     model: ModelConfig = Field(default_factory=ModelConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    frontend: FrontendConfig = Field(default_factory=FrontendConfig)
     model_deployment: ModelDeploymentConfig = Field(default_factory=ModelDeploymentConfig)
-    tokenizer_deployment: DeploymentScaling = Field(default_factory=DeploymentScaling)
-    streaming_deployment: DeploymentScaling = Field(default_factory=DeploymentScaling)
+    # Where the HTTP ingress runs: `with_model` in each model server replica (a token crosses one Ray hop, the
+    # fastest measured), or `separate`, its own autoscaled CPU deployment in front of the model servers (two hops;
+    # a killed model replica then still ends open streams with an error event).
+    ingress_placement: Literal["with_model", "separate"] = "with_model"
     ingress_deployment: DeploymentScaling = Field(default_factory=DeploymentScaling)
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)

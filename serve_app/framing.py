@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import json
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgpack
@@ -28,81 +27,6 @@ def compact_json(obj: Any) -> str:
 
 def sse_event(obj: Any) -> str:
     return f"data: {compact_json(obj)}\n\n"
-
-
-def usage_dict(num_prompt_tokens: int, num_completion_tokens: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": num_prompt_tokens,
-        "completion_tokens": num_completion_tokens,
-        "total_tokens": num_prompt_tokens + num_completion_tokens,
-    }
-
-
-@dataclass(slots=True)
-class ChunkBuilder:
-    """Builds the OpenAI chunk objects of one streamed response."""
-
-    request_id: str
-    model: str
-    created_s: int
-    endpoint: Literal["chat", "completion"]
-
-    def _base(self) -> dict[str, Any]:
-        if self.endpoint == "chat":
-            return {"id": self.request_id, "object": "chat.completion.chunk", "created": self.created_s, "model": self.model}
-        return {"id": self.request_id, "object": "text_completion", "created": self.created_s, "model": self.model}
-
-    def text(self, text: str, *, first: bool = False, finish_reason: str | None = None) -> dict[str, Any]:
-        choice: dict[str, Any] = {"index": 0}
-        if self.endpoint == "chat":
-            delta: dict[str, Any] = {"content": text} if text or not finish_reason else {}
-            if first:
-                delta["role"] = "assistant"
-            choice["delta"] = delta
-        else:
-            choice["text"] = text
-        if finish_reason:
-            choice["finish_reason"] = finish_reason
-        return {**self._base(), "choices": [choice]}
-
-    def usage(self, num_prompt_tokens: int, num_completion_tokens: int, timings_ms: dict[str, float] | None) -> dict[str, Any]:
-        chunk = {**self._base(), "choices": [], "usage": usage_dict(num_prompt_tokens, num_completion_tokens)}
-        if timings_ms:
-            chunk["timings"] = {k: round(v, 2) for k, v in timings_ms.items()}  # serve_app extension
-        return chunk
-
-    def error(self, message: str, type: str = "server_error", code: str | None = None) -> dict[str, Any]:
-        error: dict[str, Any] = {"message": message, "type": type}
-        if code:
-            error["code"] = code
-        return {"error": error}
-
-    def full_response(
-        self,
-        text: str,
-        finish_reason: str,
-        num_prompt_tokens: int,
-        num_completion_tokens: int,
-        timings_ms: dict[str, float] | None = None,
-    ) -> dict[str, Any]:
-        """The non-streaming response body."""
-        if self.endpoint == "chat":
-            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}
-            obj = "chat.completion"
-        else:
-            choice = {"index": 0, "text": text, "finish_reason": finish_reason}
-            obj = "text_completion"
-        body = {
-            "id": self.request_id,
-            "object": obj,
-            "created": self.created_s,
-            "model": self.model,
-            "choices": [choice],
-            "usage": usage_dict(num_prompt_tokens, num_completion_tokens),
-        }
-        if timings_ms:
-            body["timings"] = {k: round(v, 2) for k, v in timings_ms.items()}
-        return body
 
 
 def encode(obj: dict[str, Any], wire: WireFormat) -> str | bytes:

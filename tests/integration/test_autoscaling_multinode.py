@@ -42,7 +42,7 @@ def _no_ray_in_this_process():
                     "(tests/integration/conftest.py orders them)")
 
 APP_NAME = "autoscale_app"
-MODEL_DEPLOYMENT = "ModelReplica"
+MODEL_DEPLOYMENT = "ModelServer"
 PROMPT = "The quick brown fox jumps over the lazy dog. " * 3
 
 
@@ -83,8 +83,6 @@ def autoscaling_test_config(max_replicas: int = 2) -> AppConfig:
                     "report_interval_s": 0.5,
                 },
             },
-            "tokenizer_deployment": {"num_cpus": 0.05},
-            "streaming_deployment": {"num_cpus": 0.05},
             "ingress_deployment": {"num_cpus": 0.05},
             "admission": {"max_in_flight_requests": 256, "request_timeout_s": 120},
         }

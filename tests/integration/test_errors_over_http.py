@@ -28,7 +28,7 @@ def test_malformed_and_invalid_bodies(serve_app_url, served_model_name):
     assert_openai_error(post(serve_app_url, "/v1/completions",
                              json={"model": served_model_name, "prompt": "a", "temperature": -1}), 400)
     assert_openai_error(post(serve_app_url, "/v1/completions",
-                             json={"model": served_model_name, "prompt": "a", "logit_bias": {"1": 2}}), 400,
+                             json={"model": served_model_name, "prompt": "a", "logit_bias_typo": {"1": 2}}), 400,
                         "unsupported_parameter")
 
 

@@ -13,7 +13,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
-from serve_app.ingress import app as fastapi_app
+from serve_app.ingress.routes import app as fastapi_app
 from tests.integration.conftest import TINY_APP, replica_processes
 
 pytestmark = pytest.mark.integration

@@ -2,7 +2,8 @@ import json
 
 import msgpack
 
-from serve_app.framing import SSE_DONE, ChunkBuilder, choose_wire_format, done_marker, encode, sse_event
+from serve_app.framing import SSE_DONE, choose_wire_format
+from serve_app.server.response_stream import StreamReframer, openai_error
 
 
 def parse_sse(stream: str):
@@ -11,52 +12,62 @@ def parse_sse(stream: str):
     return [e[len("data: "):] for e in events]
 
 
-def test_chat_chunks_are_compact_and_openai_shaped():
-    b = ChunkBuilder("req-1", "m", 123, "chat")
-    first = b.text("Hi", first=True)
-    assert first["object"] == "chat.completion.chunk"
-    assert first["choices"][0]["delta"] == {"content": "Hi", "role": "assistant"}
-    assert "finish_reason" not in first["choices"][0], "null fields are not sent"
-    event = sse_event(first)
-    assert event.startswith("data: {") and event.endswith("}\n\n") and ", " not in event
-    last = b.text("", finish_reason="stop")
-    assert last["choices"][0] == {"index": 0, "delta": {}, "finish_reason": "stop"}
+# Chunks exactly as vLLM 0.32's OpenAI serving layer yields them (nulls included).
+VLLM_ROLE = ('data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,'
+             '"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}],"prompt_token_ids":null}\n\n')
+VLLM_TEXT = ('data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,'
+             '"delta":{"content":"é"},"logprobs":null,"finish_reason":null,"token_ids":null}]}\n\n')
+VLLM_USAGE = ('data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[],'
+              '"usage":{"prompt_tokens":3,"total_tokens":5,"completion_tokens":2}}\n\n')
+VLLM_ERROR = 'data: {"error":{"message":"boom","type":"InternalServerError","param":null,"code":500}}\n\n'
 
 
-def test_usage_chunk_has_empty_choices_and_timings_extension():
-    b = ChunkBuilder("req-1", "m", 1, "completion")
-    usage = b.usage(5, 7, {"queue_ms": 1.234567})
-    assert usage["choices"] == [] and usage["usage"] == {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}
-    assert usage["timings"] == {"queue_ms": 1.23}
-
-
-def test_sse_stream_ends_with_done_and_round_trips():
-    b = ChunkBuilder("r", "m", 1, "completion")
-    stream = encode(b.text("a", first=True), "sse") + encode(b.text("b", finish_reason="length"), "sse") + done_marker("sse")
+def test_vllm_chunks_become_compact_null_free_sse_with_timings_in_the_usage_chunk():
+    reframer = StreamReframer("sse")
+    role, _, role_output = reframer.reframe(VLLM_ROLE)
+    text, _, text_output = reframer.reframe(VLLM_TEXT)
+    usage, _, _ = reframer.reframe(VLLM_USAGE, lambda: {"ttft_ms": 12.345})
+    done, _, _ = reframer.reframe("data: [DONE]\n\n")
+    stream = role + text + usage + done
     data = parse_sse(stream)
     assert data[-1] == "[DONE]" and stream.endswith(SSE_DONE)
-    assert [json.loads(d)["choices"][0]["text"] for d in data[:-1]] == ["a", "b"]
+    assert "null" not in stream and ", " not in stream
+    assert not role_output and text_output  # an empty role delta is not output (TTFT counts from the text)
+    assert json.loads(data[1])["choices"][0]["delta"]["content"] == "é"
+    assert json.loads(data[2])["timings"] == {"ttft_ms": 12.35}
 
 
 def test_msgpack_stream_round_trips():
-    b = ChunkBuilder("r", "m", 1, "chat")
-    stream = encode(b.text("é", first=True), "msgpack") + done_marker("msgpack")
+    reframer = StreamReframer("msgpack")
+    stream = reframer.reframe(VLLM_TEXT)[0] + reframer.reframe("data: [DONE]\n\n")[0]
     unpacker = msgpack.Unpacker(raw=False)
     unpacker.feed(stream)
     objs = list(unpacker)
     assert objs[0]["choices"][0]["delta"]["content"] == "é" and objs[-1] == {"done": True}
 
 
+def test_vllm_errors_become_openai_errors_with_string_codes():
+    data, error, _ = StreamReframer("sse").reframe(VLLM_ERROR)
+    assert error == {"message": "boom", "type": "server_error", "param": None, "code": "internal_error"}
+    assert json.loads(parse_sse(data)[0])["error"]["type"] == "server_error"
+    assert openai_error({"message": "The model `x` does not exist.", "param": "model", "code": 404}) == (
+        404, {"error": {"message": "The model `x` does not exist.", "type": "invalid_request_error", "param": "model",
+                        "code": "model_not_found"}})
+    status, body = openai_error({"message": "This model's maximum context length is 2048 tokens.", "code": 400})
+    assert status == 400 and body["error"]["code"] == "context_length_exceeded"
+
+
+def test_responses_api_events_keep_their_event_names():
+    event = 'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"Hi","logprobs":null}\n\n'
+    data, _, has_output = StreamReframer("sse").reframe(event)
+    assert data == 'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"Hi"}\n\n'
+    assert has_output
+
+
 def test_content_negotiation():
     assert choose_wire_format(None) == "sse"
     assert choose_wire_format("text/event-stream") == "sse"
     assert choose_wire_format("application/x-msgpack") == "msgpack"
-
-
-def test_full_response():
-    body = ChunkBuilder("r", "m", 1, "chat").full_response("Paris", "stop", 3, 2)
-    assert body["choices"][0]["message"] == {"role": "assistant", "content": "Paris"}
-    assert body["usage"]["total_tokens"] == 5
 
 
 def test_whole_json_bodies_are_gzipped_only_when_accepted_and_worth_it():

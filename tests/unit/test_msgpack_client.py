@@ -8,7 +8,18 @@ import msgpack
 import pytest
 
 from serve_app.client import StreamError, stream_chunks, stream_text
-from serve_app.framing import MSGPACK_DONE, ChunkBuilder, encode
+from serve_app.framing import MSGPACK_DONE, encode
+
+
+def _chat(text: str, finish_reason: str | None = None) -> dict:
+    choice = {"index": 0, "delta": {"content": text}}
+    if finish_reason:
+        choice["finish_reason"] = finish_reason
+    return {"id": "r", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [choice]}
+
+
+def _completion(text: str) -> dict:
+    return {"id": "r", "object": "text_completion", "created": 1, "model": "m", "choices": [{"index": 0, "text": text}]}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -48,9 +59,8 @@ def server():
 
 
 def test_reads_text_pieces_in_order_and_asks_for_msgpack(server):
-    b = ChunkBuilder("r", "m", 1, "chat")
-    _Handler.frames = [encode(b.text("Pa", first=True), "msgpack"), encode(b.text("ris ü"), "msgpack"),
-                       encode(b.text("", finish_reason="stop"), "msgpack"), MSGPACK_DONE]
+    _Handler.frames = [encode(_chat("Pa"), "msgpack"), encode(_chat("ris ü"), "msgpack"),
+                       encode(_chat("", finish_reason="stop"), "msgpack"), MSGPACK_DONE]
     body = {"model": "m", "messages": [{"role": "user", "content": "Capital?"}]}
     assert "".join(stream_text(server + "/v1", body)) == "Paris ü"
     seen = _Handler.seen[-1]
@@ -59,11 +69,11 @@ def test_reads_text_pieces_in_order_and_asks_for_msgpack(server):
 
 
 def test_error_event_and_missing_done_marker_raise(server):
-    b = ChunkBuilder("r", "m", 1, "completion")
-    _Handler.frames = [encode(b.text("a", first=True), "msgpack"), msgpack.packb(b.error("engine died"))]
+    _Handler.frames = [encode(_completion("a"), "msgpack"),
+                       msgpack.packb({"error": {"message": "engine died", "type": "server_error"}})]
     with pytest.raises(StreamError, match="engine died"):
         list(stream_chunks(server, {"model": "m", "prompt": "x"}))
-    _Handler.frames = [encode(b.text("a", first=True), "msgpack")]
+    _Handler.frames = [encode(_completion("a"), "msgpack")]
     with pytest.raises(StreamError, match="done marker"):
         list(stream_chunks(server, {"model": "m", "prompt": "x"}))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from serve_app.ingress import REQUEST_ID_HEADER, add_request_id
+from serve_app.ingress.routes import REQUEST_ID_HEADER, add_request_id
 
 
 def test_unhandled_exception_becomes_openai_500():

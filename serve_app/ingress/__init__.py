@@ -1,0 +1,1 @@
+"""HTTP ingress (OpenAI-compatible): routes, request checks, the model backends it forwards to."""

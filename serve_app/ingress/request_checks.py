@@ -1,0 +1,115 @@
+"""Request bytes -> a validated vLLM request object, with OpenAI-style errors for every way it can fail.
+
+Pure (pydantic only): the body is decoded and validated here, before admission, so bad requests never reach
+a model server. serve_app is stricter than vLLM in two ways a client relies on: an unknown top-level field
+is a 400 naming it (vLLM would ignore it silently), and output lengths and `n` have configured upper bounds.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from serve_app.errors import ServeAppError
+
+# Fields that bound how many tokens a request may generate, per endpoint.
+MAX_TOKENS_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    max_tokens: int
+    max_n: int
+
+
+async def read_body(request, max_body_bytes: int) -> bytes:
+    """Read the body, refusing (413) anything over `max_body_bytes` without buffering it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
+        raise body_too_large(max_body_bytes)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_body_bytes:
+            raise body_too_large(max_body_bytes)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def body_too_large(max_body_bytes: int) -> ServeAppError:
+    return ServeAppError(f"Request body is larger than the limit of {max_body_bytes} bytes.", status_code=413,
+                         code="request_too_large")
+
+
+def validation_error(exc: ValidationError) -> ServeAppError:
+    first = exc.errors()[0]
+    param = ".".join(str(p) for p in first["loc"]) or None
+    if first["type"] == "extra_forbidden":
+        message, code = f"Unsupported parameter: '{param}'.", "unsupported_parameter"
+    elif first["type"] == "missing":
+        message, code = f"Missing required parameter: '{param}'.", "missing_required_parameter"
+    else:
+        message, code = f"Invalid value for '{param}': {first['msg']}.", "invalid_value"
+    return ServeAppError(message[:500], param=param, code=code)
+
+
+def decode_json_object(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        raise ServeAppError("Request body is empty; expected a JSON object.", code="invalid_json")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ServeAppError(f"Request body is not valid UTF-8 (byte {exc.start}).", code="invalid_encoding")
+    try:
+        data: Any = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ServeAppError(f"Request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}.",
+                            code="invalid_json")
+    except RecursionError:
+        raise ServeAppError("Request body is nested too deeply.", code="invalid_json")
+    if not isinstance(data, dict):
+        raise ServeAppError("Request body must be a JSON object.", code="invalid_json")
+    return data
+
+
+def known_fields(request_type: type) -> set[str]:
+    names = set()
+    for name, info in request_type.model_fields.items():
+        names.add(name)
+        if info.alias:
+            names.add(info.alias)
+    return names
+
+
+def check_limits(data: dict[str, Any], limits: RequestLimits) -> None:
+    for name in MAX_TOKENS_FIELDS:
+        value = data.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > limits.max_tokens:
+            raise ServeAppError(f"{name} must be at most {limits.max_tokens}, got {value}.", param=name,
+                                code="invalid_value")
+    n = data.get("n")
+    if isinstance(n, int) and not isinstance(n, bool) and n > limits.max_n:
+        raise ServeAppError(f"n must be at most {limits.max_n}, got {n}.", param="n", code="invalid_value")
+
+
+def parse_request(raw: bytes, request_type: type, allowed_fields: set[str], limits: RequestLimits) -> Any:
+    """Decode, reject unknown fields, check serve_app's limits, then validate with vLLM's request type."""
+    data = decode_json_object(raw)
+    unknown = sorted(set(data) - allowed_fields)
+    if unknown:
+        raise ServeAppError(f"Unsupported parameter: '{unknown[0]}'.", param=unknown[0], code="unsupported_parameter")
+    check_limits(data, limits)
+    try:
+        return request_type.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc)
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise ServeAppError(f"Invalid request: {str(exc)[:200]}", code="invalid_value")
+
+
+def requested_max_tokens(data: Any) -> int:
+    """The output-token bound a validated request asks for (0 when it leaves it to the server)."""
+    return max((getattr(data, name, None) or 0 for name in MAX_TOKENS_FIELDS), default=0)

@@ -1,0 +1,352 @@
+"""HTTP ingress (OpenAI-compatible): authenticate, parse and check, admit, then forward to a model server.
+
+Bad or excess requests are answered before the first byte with an OpenAI-style error and the right status.
+Once a stream has started, an error travels as a final `{"error": ...}` event and the stream still ends with
+its done marker. With placement `with_model` (the default) this class also holds the model server, so a
+generated token crosses one Ray hop (this replica -> Ray's HTTP proxy) on its way to the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any, AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from ray import serve
+
+from serve_app.admission import AdmissionController
+from serve_app.auth import ApiKeyAuth
+from serve_app.config import AppConfig
+from serve_app.errors import ServeAppError, error_body, find_serve_app_error
+from serve_app.framing import (
+    MSGPACK_CONTENT_TYPE,
+    SSE_CONTENT_TYPE,
+    WireFormat,
+    choose_wire_format,
+    compact_json,
+    done_marker,
+    encode,
+    maybe_gzip,
+)
+from serve_app.ingress.backends import HandleBackend, InProcessBackend, ModelBackend
+from serve_app.ingress.request_checks import (
+    RequestLimits,
+    known_fields,
+    parse_request,
+    read_body,
+    requested_max_tokens,
+)
+from serve_app.metrics import IngressMetrics
+from serve_app.openapi import json_body
+from serve_app.server.openai_frontend import CHAT, COMPLETION, ENDPOINTS, RESPONSES, Endpoint
+from serve_app.server.response_stream import Frame
+
+logger = logging.getLogger("ray.serve")
+REQUEST_ID_HEADER = "x-request-id"
+
+app = FastAPI(title="serve_app", description="OpenAI-compatible LLM serving on Ray Serve", version="0.2.0")
+
+
+def _request_id(request: Request) -> str:
+    existing = getattr(request.state, "request_id", None)
+    if existing is None:
+        existing = f"req-{uuid.uuid4().hex}"
+        request.state.request_id = existing
+    return existing
+
+
+@app.middleware("http")
+async def add_request_id(request: Request, call_next):
+    request_id = _request_id(request)
+    try:
+        response = await call_next(request)
+    except Exception as exc:  # noqa: BLE001 - whatever a route did not anticipate is still an OpenAI error
+        logger.exception("Unhandled error in %s %s (request %s)", request.method, request.url.path, request_id)
+        return JSONResponse(
+            error_body(f"Internal server error ({type(exc).__name__}); request id {request_id}",
+                       type="server_error", code="internal_error"),
+            status_code=500, headers={REQUEST_ID_HEADER: request_id})
+    response.headers.setdefault(REQUEST_ID_HEADER, request_id)
+    return response
+
+
+def _error_response(error: ServeAppError, request_id: str) -> JSONResponse:
+    return JSONResponse(error.to_body(), status_code=error.status_code,
+                        headers={REQUEST_ID_HEADER: request_id, **error.headers})
+
+
+def _error_frame(wire: WireFormat, message: str, type: str, code: str) -> str | bytes:
+    """A final error event (and the done marker) for a stream that has already started."""
+    return encode({"error": {"message": message, "type": type, "code": code}}, wire) + done_marker(wire)
+
+
+def _request_schema(endpoint: Endpoint) -> dict[str, Any]:
+    try:
+        return json_body(endpoint.request_type())
+    except Exception:  # noqa: BLE001 - documentation only; never block serving on a schema
+        return {}
+
+
+class _Once:
+    """Calls `fn` once: at hand-over to a stream, the stream's end releases; otherwise the request's end does."""
+
+    def __init__(self, fn):
+        self._fn = fn
+        self._done = False
+        self._handed_over = False
+
+    def hand_over(self) -> None:
+        self._handed_over = True
+
+    def unless_handed_over(self) -> None:
+        if not self._handed_over:
+            self()
+
+    def __call__(self) -> None:
+        if not self._done:
+            self._done = True
+            self._fn()
+
+
+@serve.ingress(app)
+class Ingress:
+    """Routes and admission; `model_handle=None` runs the model server in this replica (placement `with_model`)."""
+
+    async def __init__(self, config: AppConfig, model_handle: Any = None):
+        self._config = config
+        self._model_name = config.model.resolved_name()
+        self._server = None
+        if model_handle is None:
+            from serve_app.server.model_server import ModelServer
+
+            self._server = ModelServer(config)
+            await self._server.start()
+            self._backend: ModelBackend = InProcessBackend(self._server)
+        else:
+            self._backend = HandleBackend(model_handle)
+        self._admission = AdmissionController(config.admission.max_in_flight_requests, config.admission.retry_after_s)
+        self._auth = ApiKeyAuth.from_config(config.auth)
+        self._metrics = IngressMetrics()
+        self._limits = RequestLimits(max_tokens=config.admission.max_tokens_limit, max_n=config.admission.max_n)
+        self._fields = {name: known_fields(e.request_type()) for name, e in ENDPOINTS.items()}
+        self._created_s = int(time.time())
+
+    # ------------------------------------------------------------------ Serve hooks (placement with_model)
+
+    async def check_health(self) -> None:
+        if self._server is not None:
+            await self._server.check_health()
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        return self._server.autoscaling_stats() if self._server is not None else {}
+
+    # ------------------------------------------------------------------ public routes
+
+    @app.get("/health")
+    async def health(self) -> Response:
+        try:
+            stats = await asyncio.wait_for(self._backend.engine_stats(), timeout=5.0)
+            healthy = bool(stats.get("is_healthy"))
+        except Exception as exc:
+            logger.warning("Health check failed: %s", type(exc).__name__)
+            healthy = False
+        self._metrics.engine_healthy.set(1 if healthy else 0)
+        if healthy:
+            return JSONResponse({"status": "ok"})
+        return JSONResponse(error_body("The model engine is not available.", type="server_error",
+                                       code="engine_unavailable"), status_code=503)
+
+    @app.get("/metrics")
+    async def metrics(self, request: Request) -> Response:
+        if self._auth is not None and self._config.auth.metrics_require_auth:
+            try:
+                self._auth.authenticate(request.headers.get("authorization"))
+            except ServeAppError as error:
+                return _error_response(error, _request_id(request))
+        try:
+            stats = await asyncio.wait_for(self._backend.engine_stats(), timeout=15.0)
+            self._metrics.engine_running.set(stats["num_running"])
+            self._metrics.engine_waiting.set(stats["num_waiting"])
+            self._metrics.engine_healthy.set(stats["is_healthy"])
+        except Exception:
+            self._metrics.engine_healthy.set(0)
+        self._metrics.in_flight.set(self._admission.num_in_flight)
+        return Response(self._metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/models")
+    async def list_models(self, request: Request) -> Response:
+        request_id = _request_id(request)
+        try:
+            self._authenticate(request)
+        except ServeAppError as error:
+            return _error_response(error, request_id)
+        data = [{"id": self._model_name, "object": "model", "created": self._created_s, "owned_by": "serve_app"}]
+        return JSONResponse({"object": "list", "data": data}, headers={REQUEST_ID_HEADER: request_id})
+
+    @app.post(CHAT.route, openapi_extra=_request_schema(CHAT))
+    async def chat_completions(self, request: Request) -> Response:
+        return await self._serve(request, CHAT)
+
+    @app.post(COMPLETION.route, openapi_extra=_request_schema(COMPLETION))
+    async def completions(self, request: Request) -> Response:
+        return await self._serve(request, COMPLETION)
+
+    @app.post(RESPONSES.route, openapi_extra=_request_schema(RESPONSES))
+    async def responses(self, request: Request) -> Response:
+        return await self._serve(request, RESPONSES)
+
+    @app.get("/")
+    @app.get("/playground")
+    async def playground(self) -> Response:
+        if not self._config.playground_enabled:
+            return JSONResponse(error_body("Not found.", type="invalid_request_error", code="not_found"), status_code=404)
+        from serve_app.playground import playground_html
+
+        return HTMLResponse(playground_html())
+
+    # ------------------------------------------------------------------ request path
+
+    def _authenticate(self, request: Request) -> str | None:
+        if self._auth is None:
+            return None
+        return self._auth.authenticate(request.headers.get("authorization"))
+
+    async def _serve(self, http_request: Request, endpoint: Endpoint) -> Response:
+        from serve_app.server.model_server import ServerRequest, WholeResponse
+
+        arrival_s = time.time()
+        request_id = _request_id(http_request)
+        route = http_request.url.path
+        try:
+            key_digest = self._authenticate(http_request)
+            raw = await read_body(http_request, self._config.admission.max_body_bytes)
+            body = parse_request(raw, endpoint.request_type(), self._fields[endpoint.name], self._limits)
+            self._check_model(body.model)
+        except ServeAppError as error:
+            self._metrics.requests.labels(route=route, status=str(error.status_code)).inc()
+            return _error_response(error, request_id)
+
+        if not self._admission.try_acquire():
+            self._metrics.rejected.labels(reason="overloaded").inc()
+            self._metrics.requests.labels(route=route, status="429").inc()
+            return _error_response(self._admission.overloaded_error(), request_id)
+        release = _Once(self._admission.release)
+        try:
+            if self._auth is not None:
+                # Prompt tokens are counted by the model server; here the body's size stands in for them.
+                self._auth.admit(key_digest, len(raw) // 4 + requested_max_tokens(body))
+            if hasattr(body, "request_id"):
+                body.request_id = request_id  # vLLM's ids (and the engine's) then carry the client's request id
+            if self._config.logging.log_prompts:
+                logger.info("request %s body=%s", request_id, raw[:2000])
+            stream = bool(getattr(body, "stream", False))
+            wire = choose_wire_format(http_request.headers.get("accept")) if stream else "sse"
+            server_request = ServerRequest(endpoint=endpoint.name, body=body, request_id=request_id, wire=wire,
+                                           arrival_time_s=arrival_s,
+                                           timings_ms={"ingress_ms": (time.time() - arrival_s) * 1000.0})
+            frames = self._backend.generate(server_request)
+            # Pull the first item before answering, so an error before any output gets a real status code.
+            try:
+                first = await asyncio.wait_for(frames.__anext__(), timeout=self._config.admission.request_timeout_s)
+            except BaseException:
+                await self._backend.close_stream(frames)
+                raise
+            if isinstance(first, WholeResponse):
+                await self._backend.close_stream(frames)
+                return self._whole_response(first, route, arrival_s, request_id, http_request)
+            release.hand_over()
+            return StreamingResponse(
+                self._relay(first, frames, route, arrival_s, release, wire),
+                media_type=MSGPACK_CONTENT_TYPE if wire == "msgpack" else SSE_CONTENT_TYPE,
+                headers={REQUEST_ID_HEADER: request_id, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        except Exception as exc:
+            return self._failure_response(exc, route, request_id)
+        finally:
+            release.unless_handed_over()
+
+    def _whole_response(self, whole, route: str, arrival_s: float, request_id: str, http_request: Request) -> Response:
+        self._metrics.requests.labels(route=route, status=str(whole.status_code)).inc()
+        if whole.status_code == 200:
+            self._metrics.e2e.observe(time.time() - arrival_s)
+            usage = whole.body.get("usage") or {}
+            self._metrics.output_tokens.inc(usage.get("completion_tokens") or usage.get("output_tokens") or 0)
+            self._metrics.prompt_tokens.inc(usage.get("prompt_tokens") or usage.get("input_tokens") or 0)
+            if whole.body.get("timings"):
+                self._metrics.observe_timings(whole.body["timings"])
+        data, encoding = maybe_gzip(compact_json(whole.body).encode(), http_request.headers.get("accept-encoding"))
+        return Response(data, status_code=whole.status_code, media_type="application/json",
+                        headers={REQUEST_ID_HEADER: request_id, **encoding})
+
+    async def _relay(self, first: Frame, frames: AsyncIterator[Any], route: str, arrival_s: float,
+                     release: _Once, wire: WireFormat) -> AsyncIterator[Any]:
+        metrics = self._metrics
+        deadline_s = arrival_s + self._config.admission.request_timeout_s
+        status = "200"
+        last_output_s = None
+        frame = first
+        try:
+            while True:
+                now_s = time.time()
+                if frame.has_output:
+                    if last_output_s is None:
+                        metrics.ttft.observe(now_s - arrival_s)
+                    else:
+                        metrics.inter_token.observe(now_s - last_output_s)
+                    last_output_s = now_s
+                if frame.num_tokens:
+                    metrics.output_tokens.inc(frame.num_tokens)
+                if frame.error is not None:
+                    status = "500"
+                yield frame.data
+                if frame.is_final:
+                    break
+                try:
+                    frame = await asyncio.wait_for(frames.__anext__(), timeout=max(deadline_s - time.time(), 0.001))
+                except asyncio.TimeoutError:
+                    status = "504"
+                    yield _error_frame(wire, "The request timed out.", "timeout_error", "timeout")
+                    break
+                except StopAsyncIteration:
+                    break
+                except Exception as exc:  # the model server died mid-stream: end it with an error event
+                    logger.warning("A stream lost its model server: %s", type(exc).__name__)
+                    status = "503"
+                    yield _error_frame(wire, "The stream was interrupted; retry the request.", "server_error", "unavailable")
+                    break
+        except asyncio.CancelledError:
+            status = "499"  # client went away; closing `frames` aborts the request in the engine
+            raise
+        finally:
+            await self._backend.close_stream(frames)
+            metrics.e2e.observe(time.time() - arrival_s)
+            metrics.requests.labels(route=route, status=status).inc()
+            release()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _check_model(self, model: str | None) -> None:
+        if model is not None and model != self._model_name:
+            raise ServeAppError(
+                f"The model '{model}' does not exist. Available: '{self._model_name}'.",
+                status_code=404, param="model", code="model_not_found",
+            )
+
+    def _failure_response(self, exc: Exception, route: str, request_id: str) -> Response:
+        error = find_serve_app_error(exc)
+        if error is None:
+            if isinstance(exc, asyncio.TimeoutError):
+                error = ServeAppError("The request timed out.", status_code=504, type="timeout_error", code="timeout")
+            else:
+                logger.warning("Request %s failed: %s: %s", request_id, type(exc).__name__, str(exc)[:200])
+                error = ServeAppError("The model is temporarily unavailable; retry the request.",
+                                      status_code=503, type="server_error", code="unavailable")
+        self._metrics.requests.labels(route=route, status=str(error.status_code)).inc()
+        return _error_response(error, request_id)
+
+
+IngressDeployment = serve.deployment(Ingress, name="Ingress")

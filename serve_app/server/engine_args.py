@@ -1,0 +1,65 @@
+"""Config -> vLLM's engine arguments, frontend arguments and start-up environment (no vLLM import at module level)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from serve_app.config import AppConfig, EngineConfig
+from serve_app.engine_dtype import choose_dtype, read_checkpoint_dtype, read_cpuinfo
+
+
+def engine_environment(engine: EngineConfig) -> dict[str, str]:
+    """Environment variables vLLM reads at start-up (CPU backend settings), derived from config."""
+    env = {"VLLM_CPU_KVCACHE_SPACE": f"{engine.cpu_kvcache_space_gib:g}"}
+    if engine.cpu_omp_threads_bind:
+        env["VLLM_CPU_OMP_THREADS_BIND"] = engine.cpu_omp_threads_bind
+    return env
+
+
+def resolved_dtype(config: AppConfig, model_path: str) -> str:
+    return choose_dtype(config.engine.dtype, on_gpu=bool(config.model_deployment.num_gpus),
+                        cpu_flags=read_cpuinfo()[1], checkpoint=read_checkpoint_dtype(model_path))
+
+
+def engine_kwargs(config: AppConfig, model_path: str) -> dict[str, Any]:
+    """Keyword arguments of vLLM's `AsyncEngineArgs` for one model replica."""
+    engine = config.engine
+    return dict(
+        model=model_path,
+        tokenizer=config.model.tokenizer,
+        served_model_name=[config.model.resolved_name()],
+        tensor_parallel_size=engine.tensor_parallel_size,
+        pipeline_parallel_size=engine.pipeline_parallel_size,
+        quantization=engine.quantization,
+        dtype=resolved_dtype(config, model_path),
+        max_model_len=engine.max_model_len,
+        max_num_seqs=engine.max_num_seqs,
+        max_num_batched_tokens=engine.max_num_batched_tokens,
+        enforce_eager=engine.enforce_eager,
+        seed=engine.seed,
+        gpu_memory_utilization=engine.gpu_memory_utilization,
+        # Inside a Serve replica vLLM would pick its Ray executor (it sees a placement group); that executor is
+        # for sharding across nodes and is unsupported on CPU. Local processes otherwise.
+        distributed_executor_backend=engine.distributed_executor_backend or ("mp" if engine.num_workers > 1 else None),
+        disable_log_stats=False,
+        **engine.extra_engine_args,
+    )
+
+
+def frontend_kwargs(config: AppConfig) -> dict[str, Any]:
+    """Keyword arguments of vLLM's `FrontendArgs` (the OpenAI serving layer's settings)."""
+    frontend = config.frontend
+    kwargs: dict[str, Any] = dict(
+        enable_auto_tool_choice=frontend.tool_call_parser is not None,
+        tool_call_parser=frontend.tool_call_parser,
+        chat_template=frontend.chat_template,
+        response_role="assistant",
+    )
+    kwargs.update(frontend.extra_frontend_args)
+    return kwargs
+
+
+def serving_namespace(engine_args, frontend_args) -> argparse.Namespace:
+    """The flat namespace vLLM's `init_app_state` reads (what `vllm serve` builds from its command line)."""
+    return argparse.Namespace(**(vars(frontend_args) | vars(engine_args)))

@@ -1,0 +1,116 @@
+"""What the model server learns from the engine about each request, without touching vLLM's frontend.
+
+vLLM's serving classes call `engine_client.generate(...)`. `ObservedEngine` wraps the engine so that each
+output passes `RequestStats` (bound to the current request through a context variable): token counts, first
+and last token times, and the engine core's queue and prefill timestamps. `SchedulerLoad` keeps the latest
+scheduler counts from vLLM's stat-logger hook.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+
+@dataclass(slots=True)
+class RequestStats:
+    """One request's engine-side facts (summed over its `n` sequences). Times are time.monotonic() s, the clock
+    of the engine core's own timestamps, which are used where it reports them (a non-streamed request's one
+    output arrives at the end, so its first-token time must come from the engine)."""
+
+    start_s: float = field(default_factory=time.monotonic)
+    num_output_tokens: int = 0
+    first_token_s: float | None = None
+    last_token_s: float | None = None
+    queue_ms: float | None = None
+    prefill_ms: float | None = None
+
+    def observe(self, output: Any) -> None:
+        num_new = sum(len(seq.token_ids) for seq in output.outputs)
+        if not num_new:
+            return
+        now_s = time.monotonic()
+        metrics = getattr(output, "metrics", None)
+        if self.first_token_s is None:
+            self.first_token_s = getattr(metrics, "first_token_ts", 0.0) or now_s
+            self.queue_ms, self.prefill_ms = engine_phase_ms(metrics)
+        self.last_token_s = getattr(metrics, "last_token_ts", 0.0) or now_s
+        self.num_output_tokens += num_new
+
+    @property
+    def ttft_ms(self) -> float | None:
+        return None if self.first_token_s is None else max(0.0, self.first_token_s - self.start_s) * 1000.0
+
+    @property
+    def tpot_ms(self) -> float | None:
+        if self.first_token_s is None or self.num_output_tokens < 2:
+            return None
+        return (self.last_token_s - self.first_token_s) * 1000.0 / (self.num_output_tokens - 1)
+
+
+def engine_phase_ms(metrics: Any) -> tuple[float | None, float | None]:
+    """Queue wait and prefill time from the engine core's (monotonic) timestamps, when it reports them."""
+    if metrics is None or not getattr(metrics, "scheduled_ts", 0) or not getattr(metrics, "first_token_ts", 0):
+        return None, None
+    queue_ms = max(0.0, (metrics.scheduled_ts - metrics.queued_ts) * 1000.0)
+    prefill_ms = max(0.0, (metrics.first_token_ts - metrics.scheduled_ts) * 1000.0)
+    return queue_ms, prefill_ms
+
+
+current_request_stats: contextvars.ContextVar[RequestStats | None] = contextvars.ContextVar(
+    "serve_app_request_stats", default=None)
+
+
+class ObservedEngine:
+    """The engine client as vLLM's frontend sees it; every other attribute is the engine's own."""
+
+    def __init__(self, engine: Any):
+        self._engine = engine
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def generate(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        # Read the request's stats now, in the caller's context (the frontend calls this while handling it).
+        return self._observed(self._engine.generate(*args, **kwargs), current_request_stats.get())
+
+    @staticmethod
+    async def _observed(outputs: AsyncIterator[Any], stats: RequestStats | None) -> AsyncIterator[Any]:
+        # aclosing: when the client goes away the frontend closes this generator, and vLLM's own generator
+        # must close at once too (that is what aborts the request in the engine).
+        async with contextlib.aclosing(outputs):
+            async for output in outputs:
+                if stats is not None:
+                    stats.observe(output)
+                yield output
+
+
+class SchedulerLoad:
+    """Latest scheduler counts, written by the engine's stat-logger hook on every step."""
+
+    def __init__(self) -> None:
+        self.num_running = 0
+        self.num_waiting = 0
+
+    def stat_logger_factory(self):
+        """A vLLM stat-logger factory that feeds this object (vLLM calls it as factory(vllm_config, index))."""
+        from vllm.v1.metrics.loggers import StatLoggerBase
+
+        load = self
+
+        class _LoadLogger(StatLoggerBase):
+            def __init__(self, vllm_config, engine_index: int = 0):
+                pass
+
+            def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx: int = 0):
+                if scheduler_stats is not None:
+                    load.num_running = scheduler_stats.num_running_reqs
+                    load.num_waiting = scheduler_stats.num_waiting_reqs + scheduler_stats.num_skipped_waiting_reqs
+
+            def log_engine_initialized(self):
+                pass
+
+        return _LoadLogger

@@ -106,8 +106,9 @@ def parse_request(raw: bytes, request_type: type, allowed_fields: set[str], limi
         return request_type.model_validate(data)
     except ValidationError as exc:
         raise validation_error(exc)
-    except (ValueError, TypeError, RecursionError) as exc:
-        raise ServeAppError(f"Invalid request: {str(exc)[:200]}", code="invalid_value")
+    except Exception as exc:  # noqa: BLE001 - vLLM's validators also raise their own errors; all are the body's fault
+        param = getattr(exc, "parameter", None)
+        raise ServeAppError(f"Invalid request: {str(exc)[:300]}", param=param, code="invalid_value")
 
 
 def requested_max_tokens(data: Any) -> int:

@@ -56,7 +56,9 @@ def test_w8a8_checkpoint_is_compressed_tensors_int8(w8a8_checkpoint):
 
 
 # Questions the fp32 base answers right (results/compression/compression.md). W8A8 may flip one greedy answer (at
-# some calibration settings "What is the capital of France?" starts "L'Étoile..."), so one miss is allowed.
+# some calibration settings "What is the capital of France?" starts "L'Étoile..."), so one miss is allowed; where
+# `dtype: auto` must give it bfloat16 activations (CPUs with bf16 instructions: vLLM's int8 kernel refuses float32
+# there), bf16 itself flips the France answer even of the unquantized base (GUIDE.md), so one more is allowed.
 ANSWERED_BY_BASE = ("France", "Japan", "Romeo", "chemical formula", "days are there in a week", "boiling point")
 
 
@@ -80,4 +82,7 @@ def test_w8a8_served_through_graph_answers_facts(w8a8_checkpoint, module_app):
         answer = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
         if not is_correct(answer, prompt):
             wrong[prompt.question] = answer
-    assert len(wrong) <= 1, f"W8A8 through the graph got {len(wrong)} of {len(prompts)} wrong: {wrong}"
+    from serve_app.server.engine_args import resolved_dtype
+
+    allowed = 1 if resolved_dtype(config, w8a8_checkpoint) == "float32" else 2
+    assert len(wrong) <= allowed, f"W8A8 through the graph got {len(wrong)} of {len(prompts)} wrong: {wrong}"

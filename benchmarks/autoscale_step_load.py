@@ -200,7 +200,7 @@ def main() -> None:
     from ray.cluster_utils import Cluster
 
     from serve_app.app import build_graph
-    from serve_app.models import resolve_model_path
+    from serve_app.platform.models import resolve_model_path
 
     config = bench_config(args)
     resolve_model_path(config.model)

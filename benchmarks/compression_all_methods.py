@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from serve_app.config import ModelConfig
-from serve_app.models import resolve_model_path
+from serve_app.platform.models import resolve_model_path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # name -> `serve-app compress` arguments

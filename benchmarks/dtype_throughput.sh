@@ -2,7 +2,7 @@
 # The default deployment with `engine.dtype: auto` against pinned float32, through the whole graph, one after the
 # other (one server at a time: both on 2 cores would share them). Loopback only; stops the servers it starts.
 #   bash benchmarks/dtype_throughput.sh            # ~6 minutes; results/dtype_throughput/{auto,float32}_c{1,16}/
-# `auto` resolves per CPU (serve_app/engine_dtype.py): bfloat16 with avx512_bf16/AMX, else float32. The model
+# `auto` resolves per CPU (serve_app/server/engine_dtype.py): bfloat16 with avx512_bf16/AMX, else float32. The model
 # replica logs its choice ("Model replica ready: ... (dtype bfloat16 from 'auto', ...)") in Ray's worker logs.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -35,10 +35,10 @@ from loadtest.resilience import (  # noqa: E402
     MemorySampler,
     admitted_ttfts_ms,
     outcome_counts,
-    percentile,
     process_tree,
     rejection_latencies_ms,
 )
+from loadtest.stats import percentile_of  # noqa: E402
 
 SERVER_YAML = """\
 model: {{source: default}}
@@ -87,7 +87,7 @@ def load(base_url: str, tokenizer: str, **overrides) -> dict:
 
 def run(args: argparse.Namespace) -> dict:
     from serve_app.config import ModelConfig
-    from serve_app.models import resolve_model_path
+    from serve_app.platform.models import resolve_model_path
 
     tokenizer = resolve_model_path(ModelConfig())
     base_url = f"http://127.0.0.1:{args.port}"
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> dict:
             overload = load(base_url, tokenizer, mode="open", rate_rps=overload_rate, duration_s=args.overload_s,
                             seed=1)
             records = records_of(overload)
-            admitted_p99 = percentile(admitted_ttfts_ms(records), 99)
+            admitted_p99 = percentile_of(admitted_ttfts_ms(records), 99)
             rejections = rejection_latencies_ms(records)
             with MemorySampler(lambda: process_tree(server.pid), interval_s=args.sample_s) as sampler:
                 soak = load(base_url, tokenizer, concurrency=max(1, args.capacity_users // 2), duration_s=args.soak_s)
@@ -124,8 +124,8 @@ def run(args: argparse.Namespace) -> dict:
             "outcomes": outcome_counts(records),
             "admitted_ttft_p99_ms": admitted_p99,
             "admitted_ttft_p99_ratio": admitted_p99 / capacity_ttft_p99 if admitted_p99 and capacity_ttft_p99 else None,
-            "rejection_latency_p50_ms": percentile(rejections, 50),
-            "rejection_latency_p99_ms": percentile(rejections, 99),
+            "rejection_latency_p50_ms": percentile_of(rejections, 50),
+            "rejection_latency_p99_ms": percentile_of(rejections, 99),
         },
         "soak": {
             "duration_s": args.soak_s,

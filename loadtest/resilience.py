@@ -49,15 +49,6 @@ def admitted_ttfts_ms(records: list[RequestRecord]) -> list[float]:
     return [(r.first_text_s - r.send_s) * 1000.0 for r in records if outcome(r) == "complete" and r.first_text_s]
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..100); None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
-    return ordered[rank - 1]
-
-
 @dataclass
 class MemorySeries:
     name: str

@@ -13,7 +13,7 @@ from typing import Any
 from ray import serve
 from ray.serve import Application
 
-from serve_app.autoscaling import model_autoscaling_config, stage_autoscaling_config
+from serve_app.autoscaling.hook import model_autoscaling_config, stage_autoscaling_config
 from serve_app.config import AppConfig, DeploymentScaling, config_from_args
 from serve_app.ingress.routes import IngressDeployment
 from serve_app.server.engine_args import engine_environment

@@ -20,7 +20,7 @@ def _load(args: argparse.Namespace) -> AppConfig:
 
 
 def cmd_models_prepare(args: argparse.Namespace) -> int:
-    from serve_app.models import resolve_model_path
+    from serve_app.platform.models import resolve_model_path
 
     print(resolve_model_path(_load(args).model))
     return 0
@@ -28,7 +28,7 @@ def cmd_models_prepare(args: argparse.Namespace) -> int:
 
 def _isolate_engine_cpus(config: AppConfig) -> None:
     """CPU engines: pin Ray and the stages (started next) to the cores the engine does not compute on."""
-    from serve_app.cpu_isolation import pin_graph_process, plan_core_split
+    from serve_app.platform.cpu_isolation import pin_graph_process, plan_core_split
 
     engine = config.engine
     if not engine.isolate_cpus or config.model_deployment.num_gpus or not hasattr(os, "sched_setaffinity"):
@@ -42,7 +42,7 @@ def _isolate_engine_cpus(config: AppConfig) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(args)
-    from serve_app.models import resolve_model_path
+    from serve_app.platform.models import resolve_model_path
 
     # Prepare (convert) the model once here rather than in every deployment at once.
     print(f"Model: {config.model.resolved_name()} from {resolve_model_path(config.model)}", flush=True)

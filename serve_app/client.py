@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 import msgpack
 
-from serve_app.framing import MSGPACK_CONTENT_TYPE
+from serve_app.api.framing import MSGPACK_CONTENT_TYPE
 
 
 class StreamError(RuntimeError):

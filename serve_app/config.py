@@ -59,7 +59,7 @@ class EngineConfig(StrictModel):
     # vLLM CPU backend only: OpenMP thread binding (VLLM_CPU_OMP_THREADS_BIND), e.g. "0|1" for tp=2.
     cpu_omp_threads_bind: str | None = None
     # vLLM CPU backend only: `serve-app serve` keeps Ray and the graph's stages off the engine's compute
-    # cores (see serve_app/cpu_isolation.py). Ignored when the model deployment asks for GPUs.
+    # cores (see serve_app/platform/cpu_isolation.py). Ignored when the model deployment asks for GPUs.
     isolate_cpus: bool = True
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     # "mp" (processes on one node) or "ray" (workers placed in the replica's placement group, may span nodes).

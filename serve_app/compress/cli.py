@@ -129,7 +129,7 @@ def _validation_message(error: ValidationError) -> str:
 def resolve_named_model(name: str) -> str:
     """`default`/`tiny` -> the local checkpoint `serve-app serve` uses (built offline on first use)."""
     from serve_app.config import ModelConfig
-    from serve_app.models import resolve_model_path
+    from serve_app.platform.models import resolve_model_path
 
     return resolve_model_path(ModelConfig(source=name))
 

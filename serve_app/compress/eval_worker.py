@@ -20,6 +20,7 @@ import uuid
 
 from tqdm import tqdm
 
+from loadtest.stats import percentile_of
 from serve_app.compress import calibration, metrics
 from serve_app.compress.prompts import FACT_PROMPTS, SPEED_TOPICS
 
@@ -101,9 +102,9 @@ async def _speed(engine, tokenizer, concurrency: int, max_tokens: int, num_round
         "concurrency": concurrency,
         "num_requests": concurrency * num_rounds,
         "output_tokens_per_s": num_tokens / wall_s,
-        "ttft_p50_ms": metrics.percentile(ttfts, 50),
-        "ttft_p99_ms": metrics.percentile(ttfts, 99),
-        "tpot_p50_ms": metrics.percentile(tpots, 50),
+        "ttft_p50_ms": percentile_of(ttfts, 50),
+        "ttft_p99_ms": percentile_of(ttfts, 99),
+        "tpot_p50_ms": percentile_of(tpots, 50),
     }
 
 

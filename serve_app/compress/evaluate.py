@@ -20,7 +20,7 @@ from pathlib import Path
 from serve_app.compress import metrics, report
 from serve_app.compress.prompts import FACT_PROMPTS
 from serve_app.compress.spec import SERVING_NOTES
-from serve_app.engine_dtype import read_cpuinfo
+from serve_app.server.engine_dtype import read_cpuinfo
 
 
 # Activation dtypes a checkpoint can be served with; `PATH@DTYPE` on the command line overrides compression.json's.

@@ -29,16 +29,6 @@ def prefix_agreement(base_ids: list[int], other_ids: list[int]) -> float:
     return num_same / len(base_ids)
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Linear-interpolated percentile, q in [0, 100]."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100.0
-    low, high = math.floor(pos), math.ceil(pos)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
-
-
 def checkpoint_size_mb(path: str | Path) -> float:
     """MB (10^6 bytes) of the weight files vLLM loads: *.safetensors / *.bin at the top level."""
     root = Path(path)

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from serve_app.errors import ServeAppError
+from serve_app.api.errors import ServeAppError
 
 # Fields that bound how many tokens a request may generate, per endpoint.
 MAX_TOKENS_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")

@@ -18,11 +18,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from ray import serve
 
-from serve_app.admission import AdmissionController
-from serve_app.auth import ApiKeyAuth
+from serve_app.ingress.admission import AdmissionController
+from serve_app.ingress.auth import ApiKeyAuth
 from serve_app.config import AppConfig
-from serve_app.errors import ServeAppError, error_body, find_serve_app_error
-from serve_app.framing import (
+from serve_app.api.errors import ServeAppError, error_body, find_serve_app_error
+from serve_app.api.framing import (
     MSGPACK_CONTENT_TYPE,
     SSE_CONTENT_TYPE,
     WireFormat,
@@ -40,8 +40,8 @@ from serve_app.ingress.request_checks import (
     read_body,
     requested_max_tokens,
 )
-from serve_app.metrics import IngressMetrics
-from serve_app.openapi import json_body
+from serve_app.ingress.metrics import IngressMetrics
+from serve_app.api.openapi import json_body
 from serve_app.server.openai_frontend import CHAT, COMPLETION, ENDPOINTS, RESPONSES, Endpoint
 from serve_app.server.response_stream import Frame
 

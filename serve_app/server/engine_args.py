@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from serve_app.config import AppConfig, EngineConfig
-from serve_app.engine_dtype import choose_dtype, read_checkpoint_dtype, read_cpuinfo
+from serve_app.server.engine_dtype import choose_dtype, read_checkpoint_dtype, read_cpuinfo
 
 
 def engine_environment(engine: EngineConfig) -> dict[str, str]:

@@ -20,11 +20,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
-from serve_app.autoscaling import ReplicaLatencyStats
+from serve_app.autoscaling.window import ReplicaLatencyStats
 from serve_app.config import AppConfig
-from serve_app.cpu_isolation import engine_cores_from_env, engine_spawn_affinity
-from serve_app.framing import WireFormat, done_marker, encode
-from serve_app.models import resolve_model_path
+from serve_app.platform.cpu_isolation import engine_cores_from_env, engine_spawn_affinity
+from serve_app.api.framing import WireFormat, done_marker, encode
+from serve_app.platform.models import resolve_model_path
 from serve_app.server.engine_args import engine_environment, engine_kwargs, frontend_kwargs
 from serve_app.server.engine_observer import ObservedEngine, RequestStats, SchedulerLoad, current_request_stats
 from serve_app.server.openai_frontend import (

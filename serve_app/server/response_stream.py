@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import msgpack
 
-from serve_app.framing import SSE_DONE, WireFormat, compact_json, done_marker, encode
+from serve_app.api.framing import SSE_DONE, WireFormat, compact_json, done_marker, encode
 
 DATA_PREFIX = "data: "
 

@@ -50,7 +50,7 @@ def test_paris_streaming_with_openai_client(gpu_app):
 
 
 def test_greedy_equals_transformers(gpu_app):
-    from serve_app.models import resolve_model_path
+    from serve_app.platform.models import resolve_model_path
     from tests.integration.test_graph_behaviour import PROMPT, hf_greedy_ids
 
     url, config = gpu_app

@@ -122,7 +122,7 @@ def served_model_name(app_config) -> str:
 
 @pytest.fixture(scope="session")
 def model_path(app_config) -> str:
-    from serve_app.models import resolve_model_path
+    from serve_app.platform.models import resolve_model_path
 
     return resolve_model_path(app_config.model)
 

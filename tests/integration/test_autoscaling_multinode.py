@@ -93,7 +93,7 @@ def deploy(config: AppConfig, http_port: int, timeout_s: float = 300) -> str:
     from ray import serve
 
     from serve_app.app import build_graph
-    from serve_app.models import resolve_model_path
+    from serve_app.platform.models import resolve_model_path
 
     # Build the tiny checkpoint once here, not in two replicas at the same time.
     resolve_model_path(config.model)

@@ -27,7 +27,7 @@ SERVED_NAME = "smollm2-w8a8"
 @pytest.fixture(scope="module")
 def w8a8_checkpoint() -> str:
     from serve_app.config import ModelConfig
-    from serve_app.models import resolve_model_path
+    from serve_app.platform.models import resolve_model_path
 
     if not DEFAULT_COMPRESS_PYTHON.exists():
         pytest.skip(f"{DEFAULT_COMPRESS_PYTHON} missing: run scripts/install_compress.sh to test compressed serving")

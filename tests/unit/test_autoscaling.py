@@ -14,19 +14,20 @@ from types import SimpleNamespace
 
 import pytest
 
-from serve_app.autoscaling import (
+from serve_app.autoscaling.hook import (
     LatencyTargetPolicy,
-    ReplicaLatencyStats,
-    ReplicaSignal,
-    ScalingObservation,
-    ScalingParams,
-    ScalingState,
-    WindowedPercentile,
-    decide_num_replicas,
     latency_target_policy,
     model_autoscaling_config,
     stage_autoscaling_config,
 )
+from serve_app.autoscaling.policy import (
+    ReplicaSignal,
+    ScalingObservation,
+    ScalingParams,
+    ScalingState,
+    decide_num_replicas,
+)
+from serve_app.autoscaling.window import ReplicaLatencyStats, WindowedPercentile
 from serve_app.config import AppConfig, DeploymentScaling, LatencyTargets, ModelDeploymentConfig
 
 BATCH = 8  # concurrent requests one replica runs

@@ -145,7 +145,6 @@ def test_perplexity_and_agreement():
     assert metrics.perplexity([math.log(0.5)] * 4) == pytest.approx(2.0)
     assert metrics.prefix_agreement([1, 2, 3, 4], [1, 2, 9, 4]) == 0.5
     assert metrics.prefix_agreement([1, 2], [1, 2]) == 1.0
-    assert metrics.percentile([1.0, 2.0, 3.0], 50) == 2.0
 
 
 def test_answer_check_and_report_rows():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from serve_app.cpu_isolation import CoreSplit, parse_cpu_list, plan_core_split
+from serve_app.platform.cpu_isolation import CoreSplit, parse_cpu_list, plan_core_split
 
 
 def test_parse_cpu_list_accepts_vllm_bind_syntax():

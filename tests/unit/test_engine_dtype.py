@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from serve_app.engine_dtype import CheckpointDtype, choose_dtype, read_checkpoint_dtype, read_cpuinfo
+from serve_app.server.engine_dtype import CheckpointDtype, choose_dtype, read_checkpoint_dtype, read_cpuinfo
 
 ZEN4 = frozenset({"avx512f", "avx512_vnni", "avx512_bf16"})
 SAPPHIRE_RAPIDS = frozenset({"avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile"})

@@ -2,7 +2,7 @@ import json
 
 import msgpack
 
-from serve_app.framing import SSE_DONE, choose_wire_format
+from serve_app.api.framing import SSE_DONE, choose_wire_format
 from serve_app.server.response_stream import StreamReframer, openai_error
 
 
@@ -73,7 +73,7 @@ def test_content_negotiation():
 def test_whole_json_bodies_are_gzipped_only_when_accepted_and_worth_it():
     import gzip
 
-    from serve_app.framing import maybe_gzip
+    from serve_app.api.framing import maybe_gzip
 
     body = json.dumps({"text": "Paris " * 200}).encode()
     packed, headers = maybe_gzip(body, "gzip, deflate")

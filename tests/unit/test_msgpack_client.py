@@ -8,7 +8,7 @@ import msgpack
 import pytest
 
 from serve_app.client import StreamError, stream_chunks, stream_text
-from serve_app.framing import MSGPACK_DONE, encode
+from serve_app.api.framing import MSGPACK_DONE, encode
 
 
 def _chat(text: str, finish_reason: str | None = None) -> dict:

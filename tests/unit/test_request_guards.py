@@ -2,9 +2,9 @@
 
 import pytest
 
-from serve_app.admission import AdmissionController
-from serve_app.auth import ApiKeyAuth, hash_key, parse_key_lines
-from serve_app.errors import ServeAppError
+from serve_app.ingress.admission import AdmissionController
+from serve_app.ingress.auth import ApiKeyAuth, hash_key, parse_key_lines
+from serve_app.api.errors import ServeAppError
 from serve_app.ingress.request_checks import RequestLimits, known_fields, parse_request, requested_max_tokens
 from serve_app.server.openai_frontend import CHAT, COMPLETION, RESPONSES
 

@@ -1,7 +1,7 @@
 """How overload and soak runs are judged: outcomes of records, rejection latency, memory growth."""
 
 from loadtest.records import RequestRecord
-from loadtest.resilience import MemorySeries, memory_growth, outcome, outcome_counts, percentile, rejection_latencies_ms
+from loadtest.resilience import MemorySeries, memory_growth, outcome, outcome_counts, rejection_latencies_ms
 
 
 def _record(**kw) -> RequestRecord:
@@ -23,13 +23,6 @@ def test_outcomes_separate_explicit_errors_from_silent_losses():
 def test_rejection_latency_is_send_to_answer():
     records = [_record(status_code=429, error_kind="http_429", done_s=1.012), _record(finish_reason="stop", done_s=9.0)]
     assert [round(v, 3) for v in rejection_latencies_ms(records)] == [12.0]
-
-
-def test_percentile_nearest_rank():
-    assert percentile([], 99) is None
-    assert percentile([5.0], 99) == 5.0
-    assert percentile(list(map(float, range(1, 101))), 99) == 99.0
-    assert percentile(list(map(float, range(1, 101))), 50) == 50.0
 
 
 def test_memory_growth_ignores_warmup_and_sees_a_leak():

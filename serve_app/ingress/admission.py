@@ -5,7 +5,7 @@ Pure and synchronous (the ingress runs one event loop per replica, so no locks a
 
 from __future__ import annotations
 
-from serve_app.errors import ServeAppError
+from serve_app.api.errors import ServeAppError
 
 
 class AdmissionController:

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 from serve_app.config import AuthConfig
-from serve_app.errors import ServeAppError
+from serve_app.api.errors import ServeAppError
 
 HASH_PREFIX = "sha256:"
 

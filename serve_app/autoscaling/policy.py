@@ -1,0 +1,271 @@
+"""The pure scaling decision: plain dataclasses in, a replica count and the next state out (no Ray, no I/O)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Mapping, Sequence
+
+# ----------------------------------------------------------------------------------------------------------
+# The pure decision
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScalingParams:
+    """Targets and knobs of the decision (see `LatencyTargets` in serve_app/config.py for their meaning)."""
+
+    min_replicas: int = 1
+    max_replicas: int = 4
+    ttft_p99_target_ms: float = 1000.0
+    tpot_p99_target_ms: float = 200.0
+    upscale_latency_ratio: float = 0.8
+    downscale_latency_ratio: float = 0.5
+    max_waiting_per_replica: float = 4.0
+    queue_lookahead_s: float = 10.0
+    min_samples: int = 10
+    upscale_delay_s: float = 10.0
+    downscale_delay_s: float = 60.0
+    # p99 windows still hold samples from before a change for this long after the replicas settle.
+    latency_settle_s: float = 30.0
+    # The queue's growth rate is a slope over this many seconds of history.
+    queue_growth_window_s: float = 10.0
+    # Scale down only if the replicas left would run at most this fraction of the batch size at which
+    # a replica last started queueing (when that has been seen).
+    downscale_max_utilization: float = 0.75
+
+
+@dataclass(frozen=True)
+class ReplicaSignal:
+    """One replica's latest report."""
+
+    ttft_p99_ms: float = 0.0
+    tpot_p99_ms: float = 0.0
+    num_ttft_samples: int = 0
+    num_tpot_samples: int = 0
+    num_running: float = 0.0
+    num_waiting: float = 0.0
+
+    @classmethod
+    def from_snapshot(cls, snapshot: Mapping[str, float]) -> "ReplicaSignal":
+        num_ttft = snapshot.get("num_ttft_samples", snapshot.get("num_samples", 0.0))
+        return cls(
+            ttft_p99_ms=float(snapshot.get("ttft_p99_ms", 0.0)),
+            tpot_p99_ms=float(snapshot.get("tpot_p99_ms", 0.0)),
+            num_ttft_samples=int(num_ttft),
+            num_tpot_samples=int(snapshot.get("num_tpot_samples", num_ttft)),
+            num_running=float(snapshot.get("num_running", 0.0)),
+            num_waiting=float(snapshot.get("num_waiting", 0.0)),
+        )
+
+
+@dataclass(frozen=True)
+class ScalingObservation:
+    now_s: float
+    # The count the controller is currently aiming for, and how many replicas are up.
+    target_num_replicas: int
+    num_running_replicas: int
+    replicas: Sequence[ReplicaSignal] = ()
+    # Requests held at handles because every replica is at `max_ongoing_requests`.
+    num_queued_at_handles: float = 0.0
+
+
+@dataclass(frozen=True)
+class ScalingState:
+    """What the decision remembers between calls (kept in Ray's `policy_state` as a plain dict)."""
+
+    # +1 while scale-up is wanted, -1 while scale-down is wanted, 0 otherwise; since when.
+    pressure: int = 0
+    pressure_since_s: float | None = None
+    last_scale_up_s: float | None = None
+    last_scale_down_s: float | None = None
+    # When the running replicas first matched the target after the last change.
+    settled_since_s: float | None = None
+    # (time_s, total waiting requests), oldest first, spaced and bounded by the growth window.
+    waiting_history: tuple[tuple[float, float], ...] = ()
+    # Running requests of a replica that had a queue, last time one had: what one replica holds.
+    saturated_running_per_replica: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["waiting_history"] = [list(point) for point in self.waiting_history]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "ScalingState":
+        if not data:
+            return cls()
+        values = dict(data)
+        values["waiting_history"] = tuple((float(t), float(w)) for t, w in values.get("waiting_history", ()))
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+@dataclass(frozen=True)
+class ScalingDecision:
+    num_replicas: int
+    state: ScalingState
+    reason: str
+    # What the signals ask for right now, before delays.
+    desired_num_replicas: int = 0
+    signals: dict[str, float] = field(default_factory=dict)
+
+
+def decide_num_replicas(params: ScalingParams, obs: ScalingObservation, state: ScalingState) -> ScalingDecision:
+    """Replica count for the model deployment from its replicas' latency and queue signals."""
+    now_s = obs.now_s
+    target = obs.target_num_replicas
+    bounded = min(max(target, params.min_replicas), params.max_replicas)
+
+    total_running = sum(r.num_running for r in obs.replicas)
+    total_waiting = sum(r.num_waiting for r in obs.replicas) + max(0.0, obs.num_queued_at_handles)
+    history = _update_history(state.waiting_history, now_s, total_waiting, params.queue_growth_window_s)
+    growth_per_s = _slope(history, now_s, total_waiting, params.queue_growth_window_s)
+    is_settled = obs.num_running_replicas == target
+    settled_since_s = (state.settled_since_s if state.settled_since_s is not None else now_s) if is_settled else None
+    saturated = [r.num_running for r in obs.replicas if r.num_waiting > 0 and r.num_running > 0]
+    state = replace(
+        state,
+        waiting_history=history,
+        settled_since_s=settled_since_s,
+        saturated_running_per_replica=max(saturated) if saturated else state.saturated_running_per_replica,
+    )
+
+    if bounded != target:
+        return _changed(state, bounded, target, now_s, "bounds", bounded, {})
+    if target == 0:
+        # Scale from zero at once: nothing can serve the queue meanwhile (Ray also does this before us).
+        wanted = 1 if (total_waiting > 0 or total_running > 0) and params.max_replicas > 0 else 0
+        return _changed(state, wanted, target, now_s, "cold start", wanted, {}) if wanted else _hold(
+            state, target, "idle at zero", 0, {}
+        )
+
+    n = target
+    num_up = max(1, obs.num_running_replicas)
+    projected_waiting = total_waiting + max(0.0, growth_per_s) * params.queue_lookahead_s
+    ttft_ratio, tpot_ratio, has_latency = _latency_ratios(params, obs.replicas)
+    latency_ratio = max(ttft_ratio, tpot_ratio)
+    last_change_s = max((t for t in (state.last_scale_up_s, state.last_scale_down_s) if t is not None), default=None)
+    latency_usable = last_change_s is None or (
+        settled_since_s is not None and now_s - settled_since_s >= params.latency_settle_s
+    )
+    signals = {
+        "ttft_ratio": ttft_ratio,
+        "tpot_ratio": tpot_ratio,
+        "total_running": total_running,
+        "total_waiting": total_waiting,
+        "waiting_growth_per_s": growth_per_s,
+        "projected_waiting": projected_waiting,
+    }
+
+    up_reasons = []
+    if total_waiting / num_up >= params.max_waiting_per_replica:
+        up_reasons.append("queue depth")
+    elif growth_per_s > 0 and projected_waiting / num_up >= params.max_waiting_per_replica:
+        up_reasons.append("queue growth")
+    if latency_usable and has_latency and latency_ratio >= params.upscale_latency_ratio:
+        up_reasons.append("p99 latency")
+
+    desired, direction, reason = n, 0, "within targets"
+    if up_reasons and n < params.max_replicas:
+        if obs.num_running_replicas < target:
+            # Replicas are still starting: their capacity is not in the signals yet.
+            reason = "waiting for new replicas"
+        else:
+            desired = _upscale_count(params, n, total_running, projected_waiting, latency_ratio, up_reasons)
+            direction, reason = 1, " + ".join(up_reasons)
+    elif up_reasons:
+        reason = "at max_replicas"
+    elif n > params.min_replicas and total_waiting == 0 and growth_per_s <= 0 and obs.num_running_replicas >= target:
+        if total_running == 0:
+            desired, direction, reason = params.min_replicas, -1, "idle"
+        elif latency_usable and has_latency and _can_remove_one(params, state, n, ttft_ratio, tpot_ratio, total_running):
+            desired, direction, reason = n - 1, -1, "p99 well below target"
+    signals["desired_num_replicas"] = float(desired)
+
+    if direction == 0:
+        return _hold(replace(state, pressure=0, pressure_since_s=None), n, reason, desired, signals)
+    if state.pressure != direction or state.pressure_since_s is None:
+        state = replace(state, pressure=direction, pressure_since_s=now_s)
+    delay_s = params.upscale_delay_s if direction > 0 else params.downscale_delay_s
+    if now_s - state.pressure_since_s + 1e-9 < delay_s:
+        return _hold(state, n, f"{reason} (waiting {delay_s:g}s delay)", desired, signals)
+    return _changed(state, desired, n, now_s, reason, desired, signals)
+
+
+def _update_history(
+    history: tuple[tuple[float, float], ...], now_s: float, total_waiting: float, window_s: float
+) -> tuple[tuple[float, float], ...]:
+    # Keep about 8 points per window: enough for a slope, bounded however often the policy runs.
+    points = [p for p in history if now_s - window_s <= p[0] <= now_s]
+    if not points or now_s - points[-1][0] >= window_s / 8:
+        points.append((now_s, total_waiting))
+    return tuple(points)
+
+
+def _slope(history: tuple[tuple[float, float], ...], now_s: float, total_waiting: float, window_s: float) -> float:
+    if not history:
+        return 0.0
+    oldest_s, oldest_waiting = history[0]
+    span_s = now_s - oldest_s
+    if span_s < window_s / 4:
+        return 0.0
+    return (total_waiting - oldest_waiting) / span_s
+
+
+def _latency_ratios(params: ScalingParams, replicas: Sequence[ReplicaSignal]) -> tuple[float, float, bool]:
+    """Worst p99 / target of TTFT and of TPOT over replicas with enough samples; whether any had enough."""
+    ttft = [r.ttft_p99_ms / params.ttft_p99_target_ms for r in replicas if r.num_ttft_samples >= params.min_samples]
+    tpot = [r.tpot_p99_ms / params.tpot_p99_target_ms for r in replicas if r.num_tpot_samples >= params.min_samples]
+    return max(ttft, default=0.0), max(tpot, default=0.0), bool(ttft or tpot)
+
+
+def _upscale_count(
+    params: ScalingParams,
+    n: int,
+    total_running: float,
+    projected_waiting: float,
+    latency_ratio: float,
+    up_reasons: list[str],
+) -> int:
+    wanted = n + 1
+    if "p99 latency" in up_reasons:
+        wanted = max(wanted, math.ceil(n * latency_ratio / params.upscale_latency_ratio))
+    if total_running > 0 and ("queue depth" in up_reasons or "queue growth" in up_reasons):
+        # A replica with a queue is saturated: its running count is what one replica holds.
+        per_replica = total_running / n
+        wanted = max(wanted, math.ceil((total_running + projected_waiting) / per_replica))
+    # At most double per step: the next step sees the new replicas' effect first.
+    return min(wanted, 2 * n, params.max_replicas)
+
+
+def _can_remove_one(
+    params: ScalingParams, state: ScalingState, n: int, ttft_ratio: float, tpot_ratio: float, total_running: float
+) -> bool:
+    """Hysteresis: both p99s below the low mark now, and no reason to come straight back up on n - 1 replicas.
+
+    TTFT is mostly queueing, so it is assumed to grow with load per replica (x n / (n - 1)); TPOT is mostly
+    the per-step cost of a batch, so it is only held to the low mark. When the batch size at which a replica
+    starts queueing is known, the replicas left must stay well under it.
+    """
+    if max(ttft_ratio, tpot_ratio) > params.downscale_latency_ratio:
+        return False
+    if ttft_ratio * n / (n - 1) >= params.upscale_latency_ratio:
+        return False
+    capacity = state.saturated_running_per_replica
+    return capacity is None or total_running / (n - 1) <= params.downscale_max_utilization * capacity
+
+
+def _hold(state: ScalingState, n: int, reason: str, desired: int, signals: dict[str, float]) -> ScalingDecision:
+    return ScalingDecision(n, state, reason, desired, signals)
+
+
+def _changed(
+    state: ScalingState, new: int, old: int, now_s: float, reason: str, desired: int, signals: dict[str, float]
+) -> ScalingDecision:
+    state = replace(state, pressure=0, pressure_since_s=None, settled_since_s=None)
+    if new > old:
+        state = replace(state, last_scale_up_s=now_s)
+    elif new < old:
+        state = replace(state, last_scale_down_s=now_s)
+    return ScalingDecision(new, state, reason, desired, signals)

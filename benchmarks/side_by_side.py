@@ -52,13 +52,16 @@ def servers(model_dir: str, out: Path) -> dict[str, Server]:
                         "--host", "127.0.0.1", "--port", str(PORT), "--dtype", "float32", "--max-model-len", "2048",
                         "--max-num-seqs", "64", "--enforce-eager"],
                env={"VLLM_CPU_KVCACHE_SPACE": "1"}, uses_ray=False),
+        # The default: Ray Serve's throughput-optimized mode (config ray_serve_throughput_optimized, on by default).
         Server("serve_app", serve_app, yaml=f"model: {{source: default}}\n{ENGINE_YAML}\n"),
-        Server("serve_app_separate", serve_app,
-               yaml=f"model: {{source: default}}\n{ENGINE_YAML}\ningress_placement: separate\n"),
-        Server("serve_app_ray_optimized", serve_app, env=OPTIMIZED, yaml=f"model: {{source: default}}\n{ENGINE_YAML}\n"),
+        Server("serve_app_standard_ray", serve_app,
+               yaml=f"model: {{source: default}}\n{ENGINE_YAML}\nray_serve_throughput_optimized: false\n"),
+        Server("serve_app_separate_standard_ray", serve_app,
+               yaml=f"model: {{source: default}}\n{ENGINE_YAML}\ningress_placement: separate\n"
+                    "ray_serve_throughput_optimized: false\n"),
         # Ray's direct ingress: the model server replica's own HTTP port, no proxy between it and the client.
         Server("serve_app_direct_ingress", serve_app, yaml=f"model: {{source: default}}\n{ENGINE_YAML}\n",
-               env={**OPTIMIZED, "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(DIRECT_PORT),
+               env={"RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(DIRECT_PORT),
                     "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(DIRECT_PORT + 10)},
                client_port=DIRECT_PORT),
         Server("ray_serve_llm_optimized", [str(RAYLLM_PY), str(REPO / "benchmarks/ray_serve_llm_server.py"), model_dir,
@@ -229,16 +232,22 @@ def write_summary(rows: dict, loads: list[int], clients: list[str], out: Path, m
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--servers", default="vllm,serve_app,serve_app_separate,serve_app_ray_optimized,"
+    parser.add_argument("--servers", default="vllm,serve_app_standard_ray,serve_app_separate_standard_ray,serve_app,"
                                               "serve_app_direct_ingress,ray_serve_llm_optimized")
+    parser.add_argument("--summarise-only", action="store_true", help="rewrite summary.md from summary.json")
     parser.add_argument("--loads", default="1,8,32")
     parser.add_argument("--clients", default="loadtest,vllm_bench")
     parser.add_argument("--out", type=Path, default=REPO / "results/side_by_side")
     args = parser.parse_args()
-    model_dir = subprocess.run([str(REPO / ".venv/bin/serve-app"), "models", "prepare", "--model", "default"],
-                               capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
     loads = [int(x) for x in args.loads.split(",")]
     clients = args.clients.split(",")
+    if args.summarise_only:
+        data = json.loads((args.out / "summary.json").read_text())
+        write_summary(data["results"], loads, clients, args.out, data["meta"])
+        print((args.out / "summary.md").read_text())
+        return 0
+    model_dir = subprocess.run([str(REPO / ".venv/bin/serve-app"), "models", "prepare", "--model", "default"],
+                               capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
     args.out.mkdir(parents=True, exist_ok=True)
     known = servers(model_dir, args.out)
     rows = {}

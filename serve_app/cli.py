@@ -46,6 +46,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     # Prepare (convert) the model once here rather than in every deployment at once.
     print(f"Model: {config.model.resolved_name()} from {resolve_model_path(config.model)}", flush=True)
+    from serve_app.platform.ray_env import ray_environment
+
+    for key, value in ray_environment(config).items():
+        os.environ.setdefault(key, value)  # before Ray is imported and started: every Ray process reads it
     import ray
     from ray import serve
 

@@ -185,6 +185,10 @@ class AppConfig(StrictModel):
     # a killed model replica then still ends open streams with an error event).
     ingress_placement: Literal["with_model", "separate"] = "with_model"
     ingress_deployment: DeploymentScaling = Field(default_factory=DeploymentScaling)
+    # Ray Serve's throughput-optimized mode (serve_app/platform/ray_env.py). Ray reads it from the environment of
+    # the processes that start Ray: `serve-app serve` sets it; on a cluster you start yourself, set
+    # RAY_SERVE_THROUGHPUT_OPTIMIZED=1 in the nodes' environment.
+    ray_serve_throughput_optimized: bool = True
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)

@@ -9,6 +9,7 @@ them is up at a time: the machine has 24 GB and every app holds its own engine a
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import time
@@ -17,6 +18,12 @@ import httpx
 import pytest
 
 from serve_app.config import AppConfig
+from serve_app.platform.ray_env import ray_environment
+
+# Ray as `serve-app serve` starts it for the default configuration (its Serve mode is read from the environment
+# by every Ray process, so it is set before this session imports or starts Ray).
+for _key, _value in ray_environment(AppConfig()).items():
+    os.environ.setdefault(_key, _value)
 
 MAIN_APP = "serve_app_test"
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from loadtest.resilience import (  # noqa: E402
     rejection_latencies_ms,
 )
 from loadtest.stats import percentile_of  # noqa: E402
+from process_group import stop_process_group  # noqa: E402  (benchmarks/, beside this script)
 
 SERVER_YAML = """\
 model: {{source: default}}
@@ -65,18 +65,8 @@ def start_server(port: int, limit: int, workdir: Path) -> subprocess.Popen:
         except httpx.HTTPError:
             pass
         time.sleep(2)
-    stop_server(server)
+    stop_process_group(server)
     raise TimeoutError("server did not become healthy in 600 s")
-
-
-def stop_server(server: subprocess.Popen) -> None:
-    if server.poll() is None:
-        os.killpg(server.pid, signal.SIGINT)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
 
 
 def load(base_url: str, tokenizer: str, **overrides) -> dict:
@@ -109,7 +99,7 @@ def run(args: argparse.Namespace) -> dict:
                 soak = load(base_url, tokenizer, concurrency=max(1, args.capacity_users // 2), duration_s=args.soak_s)
             memory = sampler.growth(warmup_fraction=0.2)
         finally:
-            stop_server(server)
+            stop_process_group(server)
     growths = [m["growth"] for m in memory.values() if m["growth"] is not None]
     big = {name: m for name, m in memory.items() if m["last_mb"] >= 50}  # ignore tiny helper processes
     soak_outcomes = outcome_counts(records_of(soak))

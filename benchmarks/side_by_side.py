@@ -17,13 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from process_group import stop_process_group  # benchmarks/, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_PY = REPO / ".venv/bin/python"
@@ -89,13 +90,7 @@ def wait_ready(port: int, timeout_s: float, process: subprocess.Popen) -> None:
 
 
 def stop(server: Server, process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    stop_process_group(process)
     if server.uses_ray:
         ray = RAYLLM_PY.parent / "ray" if server.name.startswith("ray_serve_llm") else VENV_PY.parent / "ray"
         subprocess.run([str(ray), "stop", "--force"], capture_output=True, check=False)

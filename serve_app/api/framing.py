@@ -37,6 +37,11 @@ def done_marker(wire: WireFormat) -> str | bytes:
     return SSE_DONE if wire == "sse" else MSGPACK_DONE
 
 
+def final_error_events(error: dict[str, Any], wire: WireFormat) -> str | bytes:
+    """The end of a stream that fails after it started: an `{"error": ...}` event, then the done marker."""
+    return encode({"error": error}, wire) + done_marker(wire)
+
+
 def choose_wire_format(accept_header: str | None) -> WireFormat:
     """Content negotiation for streams: msgpack only when the client asks for it."""
     return "msgpack" if accept_header and MSGPACK_CONTENT_TYPE in accept_header else "sse"

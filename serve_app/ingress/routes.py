@@ -28,8 +28,7 @@ from serve_app.api.framing import (
     WireFormat,
     choose_wire_format,
     compact_json,
-    done_marker,
-    encode,
+    final_error_events,
     maybe_gzip,
 )
 from serve_app.ingress.backends import HandleBackend, InProcessBackend, ModelBackend
@@ -80,8 +79,7 @@ def _error_response(error: ServeAppError, request_id: str) -> JSONResponse:
 
 
 def _error_frame(wire: WireFormat, message: str, type: str, code: str) -> str | bytes:
-    """A final error event (and the done marker) for a stream that has already started."""
-    return encode({"error": {"message": message, "type": type, "code": code}}, wire) + done_marker(wire)
+    return final_error_events({"message": message, "type": type, "code": code}, wire)
 
 
 def _request_schema(endpoint: Endpoint) -> dict[str, Any]:
@@ -132,7 +130,8 @@ class Ingress:
         self._auth = ApiKeyAuth.from_config(config.auth)
         self._metrics = IngressMetrics()
         self._limits = RequestLimits(max_tokens=config.admission.max_tokens_limit, max_n=config.admission.max_n)
-        self._fields = {name: known_fields(e.request_type()) for name, e in ENDPOINTS.items()}
+        self._request_types = {name: e.request_type() for name, e in ENDPOINTS.items()}
+        self._fields = {name: known_fields(t) for name, t in self._request_types.items()}
         self._created_s = int(time.time())
 
     # ------------------------------------------------------------------ Serve hooks (placement with_model)
@@ -224,7 +223,7 @@ class Ingress:
         try:
             key_digest = self._authenticate(http_request)
             raw = await read_body(http_request, self._config.admission.max_body_bytes)
-            body = parse_request(raw, endpoint.request_type(), self._fields[endpoint.name], self._limits)
+            body = parse_request(raw, self._request_types[endpoint.name], self._fields[endpoint.name], self._limits)
             self._check_model(body.model)
         except ServeAppError as error:
             self._metrics.requests.labels(route=route, status=str(error.status_code)).inc()

@@ -23,7 +23,7 @@ from typing import Any, AsyncIterator
 from serve_app.autoscaling.window import ReplicaLatencyStats
 from serve_app.config import AppConfig
 from serve_app.platform.cpu_isolation import engine_cores_from_env, engine_spawn_affinity
-from serve_app.api.framing import WireFormat, done_marker, encode
+from serve_app.api.framing import WireFormat, done_marker, final_error_events
 from serve_app.platform.models import resolve_model_path
 from serve_app.server.engine_args import engine_environment, engine_kwargs, frontend_kwargs
 from serve_app.server.engine_observer import ObservedEngine, RequestStats, SchedulerLoad, current_request_stats
@@ -147,8 +147,7 @@ class ModelServer:
             logger.warning("Stream %s failed: %s", request.request_id, type(exc).__name__)
             error = {"message": "The model engine failed while streaming; retry the request.",
                      "type": "server_error", "param": None, "code": "engine_error"}
-            yield Frame(encode({"error": error}, request.wire), error=error)
-            yield Frame(done_marker(request.wire), is_final=True)
+            yield Frame(final_error_events(error, request.wire), error=error, is_final=True)
 
     def _timings(self, request: ServerRequest, stats: RequestStats, start_wall_s: float) -> dict[str, float]:
         timings = dict(request.timings_ms)

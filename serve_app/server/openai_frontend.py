@@ -8,7 +8,7 @@ Responses API) works here the same way. One small class per endpoint names its r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -69,9 +69,6 @@ def is_error_response(result: Any) -> bool:
 
 def dump(result: Any, exclude_none: bool = True) -> dict[str, Any]:
     return result.model_dump(mode="json", by_alias=True, exclude_none=exclude_none)
-
-
-SseEncoder = Callable[[Any], str]
 
 
 def responses_event_to_sse(event: Any) -> str:

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import msgpack
 
-from serve_app.api.framing import SSE_DONE, WireFormat, compact_json, done_marker, encode
+from serve_app.api.framing import WireFormat, compact_json, done_marker, encode
 
 DATA_PREFIX = "data: "
 
@@ -113,7 +113,3 @@ class StreamReframer:
         else:
             data = encode(payload, self.wire)
         return data, error, output
-
-
-def is_done_marker(data: str | bytes) -> bool:
-    return data == SSE_DONE or data == done_marker("msgpack")

@@ -32,7 +32,9 @@ RAYLLM_PY = REPO / ".venv-rayllm/bin/python"
 NAME = "SmolLM2-135M-Instruct"
 PORT = 8011
 DIRECT_PORT = 8021
-ENGINE_YAML = "engine: {dtype: float32, max_model_len: 2048, max_num_seqs: 64, enforce_eager: true, cpu_kvcache_space_gib: 1}"
+# Speculation off: this benchmark measures the serving layer's cost; benchmarks/speculation_load.py measures `auto`.
+ENGINE_YAML = ("engine: {dtype: float32, max_model_len: 2048, max_num_seqs: 64, enforce_eager: true, cpu_kvcache_space_gib: 1, "
+               "speculation: {mode: off}}")
 OPTIMIZED = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 
 

@@ -47,6 +47,8 @@ class LoadTestConfig(BaseModel):
     ignore_eos: bool = False
     temperature: float | None = None
     prompts_file: str | None = None
+    # A built-in chat prompt set (loadtest/prompt_sets.py: copy, translate, chat).
+    prompt_set: str | None = None
     tokenizer: str | None = None
     turns: int = Field(default=1, ge=1, le=64)
     prompt_pool_size: int = Field(default=256, ge=1, le=100_000)
@@ -65,6 +67,8 @@ class LoadTestConfig(BaseModel):
             raise ValueError("give num_requests, duration_s or both")
         if self.mode == "open" and self.rate_rps is None:
             raise ValueError("open loop needs rate_rps")
+        if self.prompt_set is not None and (self.endpoint != "chat" or self.prompts_file):
+            raise ValueError("a prompt set needs endpoint 'chat' and no prompts file")
         if self.turns > 1 and self.endpoint != "chat":
             raise ValueError("multi-turn conversations need endpoint 'chat'")
         unknown = set(self.slos) - set(SLO_METRICS)

@@ -12,6 +12,7 @@ from loadtest.metrics import assess_validity, summarize_run
 from loadtest.progress import ProgressPrinter
 from loadtest.records import RequestRecord
 from loadtest.runner import resolve_model, run_load
+from loadtest.server_metrics import scrape_speculation, speculation_delta
 from loadtest.workload import PromptFactory, build_jobs
 
 RESULT_SCHEMA = "serve_app.loadtest.result/1"
@@ -41,13 +42,17 @@ def run_experiment(config: LoadTestConfig, *, progress: bool = True, factory: Pr
     model = asyncio.run(resolve_model(config))
     jobs = build_jobs(config, factory, _num_jobs(config))
     printer = ProgressPrinter(config.num_requests, config.duration_s, enabled=progress)
+    auth = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
+    speculation_before = scrape_speculation(config.base_url, config.headers | auth)
     started_unix = time.time()
     worker_results = run_load(config, model, jobs, printer)
+    speculation = speculation_delta(speculation_before, scrape_speculation(config.base_url, config.headers | auth))
     records = [r for result in worker_results for r in result.records]
     records.sort(key=lambda r: (r.send_s, r.request_id))
     count_method = fill_client_token_counts(records, factory)
     summary = summarize_run(records, config)
     summary.setdefault("tokens", {})["client_count_method"] = count_method
+    summary["speculation"] = speculation
     loop_lag = [lag for result in worker_results for lag in result.loop_lag_ms]
     cpu_fractions = [result.cpu_s / result.wall_s if result.wall_s > 0 else 0.0 for result in worker_results]
     validity = assess_validity(loop_lag, cpu_fractions, summary, config)

@@ -93,6 +93,13 @@ def headline_lines(result: dict) -> list[str]:
             f"tokens per text event: mean {_fmt(per_event['mean'], 2)}; output tokens counted by server usage, "
             f"checked by {tokens.get('client_count_method')}"
         )
+    speculation = summary.get("speculation")
+    if speculation and speculation.get("drafts"):
+        lines.append(
+            f"speculative decoding (server /metrics, warm-up included): acceptance rate "
+            f"{_fmt((speculation['acceptance_rate'] or 0) * 100)}%, {_fmt(speculation['tokens_per_step'], 2)} tokens "
+            f"per verification step, {int(speculation['drafts'])} steps with drafts"
+        )
     lag = validity["loop_lag_ms"]
     cpu = ", ".join(f"{f:.0%}" for f in validity["client_cpu_fraction_per_worker"])
     lines.append(

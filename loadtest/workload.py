@@ -138,6 +138,14 @@ def _jobs_from_jsonl(path: str, config: LoadTestConfig, rng: random.Random, limi
 def build_jobs(config: LoadTestConfig, factory: PromptFactory, num_jobs: int) -> list[Job]:
     """`num_jobs` jobs, deterministic from config.seed. JSONL items repeat if fewer."""
     rng = random.Random(config.seed)
+    if config.prompt_set:
+        from loadtest.prompt_sets import prompt_set
+
+        conversations = prompt_set(config.prompt_set)
+        return [Job(job_id=i, history=tuple(conversations[i % len(conversations)][:-1]),
+                    turns=(Turn(text=conversations[i % len(conversations)][-1]["content"],
+                                max_tokens=_spread(config.max_tokens, config.output_tokens_range, rng)),))
+                for i in range(num_jobs)]
     if config.prompts_file:
         base = _jobs_from_jsonl(config.prompts_file, config, rng, limit=num_jobs)
         return [

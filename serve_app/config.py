@@ -42,6 +42,47 @@ class ModelConfig(StrictModel):
         return Path(self.source.rstrip("/")).name or self.source
 
 
+# Measured by benchmarks/speculation_schedule.py (results/speculation/schedule.md): k draft tokens per request at
+# each running-batch size, 0 where verifying drafts costs more than it saves.
+MEASURED_AUTO_SCHEDULE: list[tuple[int, int, int]] = [(1, 4, 4), (5, 1 << 20, 0)]
+
+
+class SpeculationConfig(StrictModel):
+    """Speculative decoding (serve_app/server/speculation.py).
+
+    `auto` (default): n-gram prompt lookup with `auto_schedule`, which vLLM's scheduler applies at every step by
+    the running batch's size: on for a few users, off once the batch is past the measured break-even. `ngram`:
+    always on with `num_speculative_tokens`. `draft_model` / `eagle` / `eagle3`: a small model (`draft_model`,
+    a local path) proposes the drafts, where vLLM supports it on the device (GPU). `off`: none.
+    """
+
+    mode: Literal["auto", "off", "ngram", "draft_model", "eagle", "eagle3"] = "auto"
+    num_speculative_tokens: int = Field(4, ge=1, le=16)
+    # n-gram lengths looked up in the request's own tokens (longest first).
+    prompt_lookup_min: int = Field(2, ge=1)
+    prompt_lookup_max: int = Field(4, ge=1)
+    auto_schedule: list[tuple[int, int, int]] = Field(default_factory=lambda: list(MEASURED_AUTO_SCHEDULE))
+    draft_model: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "SpeculationConfig":
+        if self.prompt_lookup_min > self.prompt_lookup_max:
+            raise ValueError(f"prompt_lookup_min ({self.prompt_lookup_min}) > prompt_lookup_max "
+                             f"({self.prompt_lookup_max})")
+        if self.mode in ("draft_model", "eagle", "eagle3") and not self.draft_model:
+            raise ValueError(f"speculation mode {self.mode!r} needs draft_model (a local checkpoint path)")
+        if self.mode == "auto":
+            previous_end = 0
+            for start, end, k in self.auto_schedule:
+                if start != previous_end + 1 or end < start or k < 0:
+                    raise ValueError("auto_schedule must be contiguous (first, last, k) ranges from batch size 1, "
+                                     f"k >= 0; got {self.auto_schedule}")
+                previous_end = end
+            if not self.auto_schedule:
+                raise ValueError("auto_schedule must not be empty")
+        return self
+
+
 class EngineConfig(StrictModel):
     """vLLM engine arguments (a subset with types, plus `extra_engine_args` passed through)."""
 
@@ -64,6 +105,7 @@ class EngineConfig(StrictModel):
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     # "mp" (processes on one node) or "ray" (workers placed in the replica's placement group, may span nodes).
     distributed_executor_backend: Literal["mp", "ray"] | None = None
+    speculation: SpeculationConfig = Field(default_factory=SpeculationConfig)
     extra_engine_args: dict[str, Any] = Field(default_factory=dict)
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 _LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 60)
 _GAP_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2, 5)
@@ -29,6 +30,8 @@ class IngressMetrics:
         self.engine_waiting = Gauge("serve_app_engine_waiting_requests", "Requests queued in the engine", registry=r)
         self.engine_running = Gauge("serve_app_engine_running_requests", "Requests running in the engine", registry=r)
         self.engine_healthy = Gauge("serve_app_engine_healthy", "1 when the engine answers its health check", registry=r)
+        self.speculation = SpeculationCollector()
+        r.register(self.speculation)
 
     def observe_timings(self, timings_ms: dict[str, float]) -> None:
         for key, value in timings_ms.items():
@@ -37,3 +40,34 @@ class IngressMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class SpeculationCollector:
+    """Speculative decoding per model, from the engine's running totals (read on scrape): verification steps that
+    carried drafts, draft tokens, accepted tokens; and the two ratios a reader wants, acceptance rate and tokens
+    per step (1 + accepted drafts per verification step) since start."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, tuple[int, int, int]] = {}
+
+    def update(self, model: str, stats: dict) -> None:
+        if "spec_drafts" in stats:
+            self.totals[model] = (int(stats["spec_drafts"]), int(stats["spec_draft_tokens"]),
+                                  int(stats["spec_accepted_tokens"]))
+
+    def collect(self):
+        families = [CounterMetricFamily("serve_app_spec_decode_drafts", "Engine steps that verified drafts", labels=["model"]),
+                    CounterMetricFamily("serve_app_spec_decode_draft_tokens", "Draft tokens proposed", labels=["model"]),
+                    CounterMetricFamily("serve_app_spec_decode_accepted_tokens", "Draft tokens accepted", labels=["model"]),
+                    GaugeMetricFamily("serve_app_spec_decode_acceptance_rate", "Accepted / proposed draft tokens since start",
+                                      labels=["model"]),
+                    GaugeMetricFamily("serve_app_spec_decode_tokens_per_step",
+                                      "Tokens per verification step (1 + accepted per draft) since start", labels=["model"])]
+        for model, (drafts, draft_tokens, accepted) in self.totals.items():
+            for family, value in zip(families, (drafts, draft_tokens, accepted)):
+                family.add_metric([model], value)
+            if draft_tokens:
+                families[3].add_metric([model], accepted / draft_tokens)
+            if drafts:
+                families[4].add_metric([model], 1 + accepted / drafts)
+        return families

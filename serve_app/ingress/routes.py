@@ -171,6 +171,7 @@ class Ingress:
             self._metrics.engine_running.set(stats["num_running"])
             self._metrics.engine_waiting.set(stats["num_waiting"])
             self._metrics.engine_healthy.set(stats["is_healthy"])
+            self._metrics.speculation.update(self._config.model.resolved_name(), stats)
         except Exception:
             self._metrics.engine_healthy.set(0)
         self._metrics.in_flight.set(self._admission.num_in_flight)

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from serve_app.config import AppConfig, EngineConfig
+from serve_app.server.speculation import speculative_config
 from serve_app.server.engine_dtype import choose_dtype, read_checkpoint_dtype, read_cpuinfo
 
 
@@ -25,7 +26,7 @@ def resolved_dtype(config: AppConfig, model_path: str) -> str:
 def engine_kwargs(config: AppConfig, model_path: str) -> dict[str, Any]:
     """Keyword arguments of vLLM's `AsyncEngineArgs` for one model replica."""
     engine = config.engine
-    return dict(
+    kwargs = dict(
         model=model_path,
         tokenizer=config.model.tokenizer,
         served_model_name=[config.model.resolved_name()],
@@ -43,8 +44,9 @@ def engine_kwargs(config: AppConfig, model_path: str) -> dict[str, Any]:
         # for sharding across nodes and is unsupported on CPU. Local processes otherwise.
         distributed_executor_backend=engine.distributed_executor_backend or ("mp" if engine.num_workers > 1 else None),
         disable_log_stats=False,
-        **engine.extra_engine_args,
+        speculative_config=speculative_config(engine.speculation),
     )
+    return kwargs | engine.extra_engine_args
 
 
 def frontend_kwargs(config: AppConfig) -> dict[str, Any]:

@@ -89,11 +89,20 @@ class ObservedEngine:
 
 
 class SchedulerLoad:
-    """Latest scheduler counts, written by the engine's stat-logger hook on every step."""
+    """Latest scheduler counts and speculation totals, written by the engine's stat-logger hook on every step."""
 
     def __init__(self) -> None:
         self.num_running = 0
         self.num_waiting = 0
+        # Speculative decoding since start: verification steps that carried drafts, draft tokens, accepted ones.
+        self.spec_drafts = 0
+        self.spec_draft_tokens = 0
+        self.spec_accepted_tokens = 0
+
+    def observe_speculation(self, stats: Any) -> None:
+        self.spec_drafts += stats.num_drafts
+        self.spec_draft_tokens += stats.num_draft_tokens
+        self.spec_accepted_tokens += stats.num_accepted_tokens
 
     def stat_logger_factory(self):
         """A vLLM stat-logger factory that feeds this object (vLLM calls it as factory(vllm_config, index))."""
@@ -109,6 +118,8 @@ class SchedulerLoad:
                 if scheduler_stats is not None:
                     load.num_running = scheduler_stats.num_running_reqs
                     load.num_waiting = scheduler_stats.num_waiting_reqs + scheduler_stats.num_skipped_waiting_reqs
+                    if scheduler_stats.spec_decoding_stats is not None:
+                        load.observe_speculation(scheduler_stats.spec_decoding_stats)
 
             def log_engine_initialized(self):
                 pass

@@ -172,6 +172,9 @@ class ModelServer:
             "num_unfinished": num_unfinished,
             "num_active_streams": self._num_active,
             "is_healthy": 0 if self._engine.errored else 1,
+            "spec_drafts": self._load.spec_drafts,
+            "spec_draft_tokens": self._load.spec_draft_tokens,
+            "spec_accepted_tokens": self._load.spec_accepted_tokens,
         }
 
     async def check_health(self) -> None:

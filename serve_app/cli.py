@@ -42,6 +42,14 @@ def _isolate_engine_cpus(config: AppConfig) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(args)
+    if config.auth.enabled:
+        from serve_app.ingress.auth import load_key_digests
+
+        try:
+            load_key_digests(config.auth)  # fail here, before Ray starts, not in every ingress replica
+        except ValueError as exc:
+            print(f"serve-app: {exc}", file=sys.stderr, flush=True)
+            return 2
     from serve_app.platform.models import resolve_model_path
 
     # Prepare (convert) the model once here rather than in every deployment at once.

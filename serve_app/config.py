@@ -235,6 +235,8 @@ class AppConfig(StrictModel):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     playground_enabled: bool = True
+    # FastAPI's API docs (/docs, /redoc, /openapi.json); the production configs under cluster/ turn them off.
+    api_docs_enabled: bool = True
 
 
 def load_config(path: str | Path) -> AppConfig:

@@ -43,7 +43,12 @@ def _rebuild(message, status_code, type, param, code, headers) -> ServeAppError:
 
 
 def error_body(message: str, *, type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+    return {"error": {"message": _encodable(message), "type": type, "param": _encodable(param), "code": code}}
+
+
+def _encodable(text: str | None) -> str | None:
+    """`text` with lone surrogates (JSON `\\ud800` escapes echoed from a body) escaped, so the error encodes as UTF-8."""
+    return text if text is None else str(text).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def find_serve_app_error(exc: BaseException) -> ServeAppError | None:

@@ -30,13 +30,31 @@ def parse_key_lines(lines: list[str]) -> set[str]:
 
 
 def load_key_digests(config: AuthConfig) -> set[str]:
+    """Digests of the keys in `auth.api_keys_file` and `$auth.api_keys_env`; with `auth.enabled`, none is an error.
+
+    The error names the settings, so a deployment without keys fails at start with one clear message (the CLI
+    checks this before starting Ray; under `serve run` or KubeRay the ingress constructor raises it).
+    """
     lines: list[str] = []
     if config.api_keys_file:
-        with open(os.path.expanduser(config.api_keys_file)) as f:
-            lines.extend(f.read().splitlines())
+        path = os.path.expanduser(config.api_keys_file)
+        try:
+            with open(path) as f:
+                lines.extend(f.read().splitlines())
+        except OSError as exc:
+            raise ValueError(f"auth.api_keys_file {config.api_keys_file!r} cannot be read: "
+                             f"{exc.strerror or type(exc).__name__}") from None
     env_value = os.environ.get(config.api_keys_env, "")
     lines.extend(env_value.split(","))
-    return parse_key_lines(lines)
+    digests = parse_key_lines(lines)
+    if config.enabled and not digests:
+        sources = f"the environment variable {config.api_keys_env} (auth.api_keys_env) is unset or empty"
+        if config.api_keys_file:
+            sources = f"auth.api_keys_file {config.api_keys_file!r} has no keys and {sources}"
+        raise ValueError(f"auth.enabled is true but no API keys are configured: {sources}. Set "
+                         f"{config.api_keys_env} to comma-separated keys on every node, or point "
+                         "auth.api_keys_file at a file with one key per line.")
+    return digests
 
 
 @dataclass
@@ -57,10 +75,7 @@ class ApiKeyAuth:
     def from_config(cls, config: AuthConfig) -> "ApiKeyAuth | None":
         if not config.enabled:
             return None
-        digests = load_key_digests(config)
-        if not digests:
-            raise ValueError("auth is enabled but no API keys are configured")
-        return cls(digests, config.requests_per_minute, config.tokens_per_minute)
+        return cls(load_key_digests(config), config.requests_per_minute, config.tokens_per_minute)
 
     def authenticate(self, authorization: str | None) -> str:
         """Return the caller's key digest, or raise a 401. Never logs or echoes the key."""

@@ -8,6 +8,7 @@ is a 400 naming it (vLLM would ignore it silently), and output lengths and `n` h
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,11 @@ from serve_app.api.errors import ServeAppError
 
 # Fields that bound how many tokens a request may generate, per endpoint.
 MAX_TOKENS_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+# Arrays and objects nested deeper than this are refused: real requests (tool schemas included) stay far below,
+# and deeper ones reach Python's recursion limit in the parser, in validators or later in the model server.
+MAX_JSON_DEPTH = 64
+# The seeds vLLM's request types accept (int64); with `n` > 1 vLLM seeds choice i with seed + i, which must fit too.
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -64,15 +70,42 @@ def decode_json_object(raw: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise ServeAppError(f"Request body is not valid UTF-8 (byte {exc.start}).", code="invalid_encoding")
     try:
-        data: Any = json.loads(text)
+        data: Any = json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
         raise ServeAppError(f"Request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}.",
                             code="invalid_json")
     except RecursionError:
-        raise ServeAppError("Request body is nested too deeply.", code="invalid_json")
+        raise nested_too_deeply() from None
+    except ValueError:  # an integer past Python's integer-string conversion limit
+        raise ServeAppError(f"Request body has an integer with more than {sys.get_int_max_str_digits()} digits.",
+                            code="invalid_json") from None
     if not isinstance(data, dict):
         raise ServeAppError("Request body must be a JSON object.", code="invalid_json")
+    # Only a body with more brackets than the limit can be nested past it: most bodies skip the walk.
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _deeper_than(data, MAX_JSON_DEPTH):
+        raise nested_too_deeply()
     return data
+
+
+def nested_too_deeply() -> ServeAppError:
+    return ServeAppError(f"Request body is nested too deeply: at most {MAX_JSON_DEPTH} levels of arrays and "
+                         "objects (nesting depth).", code="invalid_json")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ServeAppError(f"Request body is not valid JSON: {name} is not a JSON number.", code="invalid_json")
+
+
+def _deeper_than(data: Any, limit: int) -> bool:
+    """Whether arrays and objects nest more than `limit` levels (iterative: no recursion on hostile input)."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 def known_fields(request_type: type) -> set[str]:
@@ -93,6 +126,32 @@ def check_limits(data: dict[str, Any], limits: RequestLimits) -> None:
     n = data.get("n")
     if isinstance(n, int) and not isinstance(n, bool) and n > limits.max_n:
         raise ServeAppError(f"n must be at most {limits.max_n}, got {n}.", param="n", code="invalid_value")
+    seed = data.get("seed")
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        num_choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+        highest = SEED_MAX - (num_choices - 1)
+        if not SEED_MIN <= seed <= highest:
+            with_n = f" (with n={n}, choice i is seeded with seed + i)" if num_choices > 1 else ""
+            raise ServeAppError(f"seed must be between {SEED_MIN} and {highest}{with_n}.", param="seed",
+                                code="invalid_value")
+
+
+def check_model(data: dict[str, Any]) -> None:
+    """`model` is a name: a string of printable characters (no control characters or lone surrogates)."""
+    model = data.get("model")
+    if model is None:
+        return
+    if not isinstance(model, str):
+        raise ServeAppError(f"Invalid value for 'model': expected a string, got {_json_type(model)}.", param="model",
+                            code="invalid_value")
+    if not model.isprintable():
+        raise ServeAppError("Invalid value for 'model': it contains control or unprintable characters.",
+                            param="model", code="invalid_value")
+
+
+def _json_type(value: Any) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", list: "an array", dict: "an object"}
+    return names.get(type(value), type(value).__name__)
 
 
 def parse_request(raw: bytes, request_type: type, allowed_fields: set[str], limits: RequestLimits) -> Any:
@@ -101,6 +160,7 @@ def parse_request(raw: bytes, request_type: type, allowed_fields: set[str], limi
     unknown = sorted(set(data) - allowed_fields)
     if unknown:
         raise ServeAppError(f"Unsupported parameter: '{unknown[0]}'.", param=unknown[0], code="unsupported_parameter")
+    check_model(data)
     check_limits(data, limits)
     try:
         return request_type.model_validate(data)

@@ -15,8 +15,11 @@ import uuid
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve_app.ingress.admission import AdmissionController
 from serve_app.ingress.auth import ApiKeyAuth
@@ -38,6 +41,7 @@ from serve_app.ingress.request_checks import (
     parse_request,
     read_body,
     requested_max_tokens,
+    validation_error,
 )
 from serve_app.ingress.metrics import IngressMetrics
 from serve_app.api.openapi import json_body
@@ -47,7 +51,10 @@ from serve_app.server.response_stream import Frame
 logger = logging.getLogger("ray.serve")
 REQUEST_ID_HEADER = "x-request-id"
 
-app = FastAPI(title="serve_app", description="OpenAI-compatible LLM serving on Ray Serve", version="0.2.0")
+# The API docs are routes of the Ingress below (FastAPI's own would be fixed when this module is imported, before
+# the config is known), so `api_docs_enabled: false` turns them off.
+app = FastAPI(title="serve_app", description="OpenAI-compatible LLM serving on Ray Serve", version="0.2.0",
+              docs_url=None, redoc_url=None, openapi_url=None)
 
 
 def _request_id(request: Request) -> str:
@@ -71,6 +78,48 @@ async def add_request_id(request: Request, call_next):
             status_code=500, headers={REQUEST_ID_HEADER: request_id})
     response.headers.setdefault(REQUEST_ID_HEADER, request_id)
     return response
+
+
+def not_found(request: Request) -> JSONResponse:
+    return JSONResponse(error_body(f"Invalid URL ({request.method} {request.url.path[:200]}).",
+                                   type="invalid_request_error", code="not_found"), status_code=404)
+
+
+async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Router-level errors (no such path, a method the path does not take) in the OpenAI error format."""
+    if exc.status_code == 404:
+        return not_found(request)
+    if exc.status_code == 405:
+        message, code = f"Method {request.method} is not allowed for {request.url.path[:200]}.", "method_not_allowed"
+    else:
+        message, code = str(exc.detail), None
+    error_type = "server_error" if exc.status_code >= 500 else "invalid_request_error"
+    return JSONResponse(error_body(message, type=error_type, code=code), status_code=exc.status_code,
+                        headers=exc.headers)
+
+
+async def request_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's own parameter validation (a 422 `{"detail": ...}` by default) as an OpenAI-style 400."""
+    error = validation_error(exc) if exc.errors() else ServeAppError("Invalid request.", code="invalid_value")
+    return JSONResponse(error.to_body(), status_code=error.status_code)
+
+
+def install_error_handlers(fastapi_app: FastAPI) -> None:
+    fastapi_app.add_exception_handler(StarletteHTTPException, http_error)
+    fastapi_app.add_exception_handler(RequestValidationError, request_validation_error)
+
+
+install_error_handlers(app)
+
+
+def api_docs_page(request: Request) -> Response:
+    """The OpenAPI schema, Swagger UI or ReDoc page for `request`'s path, as FastAPI would serve them."""
+    root_path = request.scope.get("root_path", "").rstrip("/")
+    if request.url.path.endswith("/openapi.json"):
+        return JSONResponse(request.app.openapi())
+    if request.url.path.endswith("/docs"):
+        return get_swagger_ui_html(openapi_url=root_path + "/openapi.json", title=f"{request.app.title} - Swagger UI")
+    return get_redoc_html(openapi_url=root_path + "/openapi.json", title=f"{request.app.title} - ReDoc")
 
 
 def _error_response(error: ServeAppError, request_id: str) -> JSONResponse:
@@ -117,6 +166,8 @@ class Ingress:
     async def __init__(self, config: AppConfig, model_handle: Any = None):
         self._config = config
         self._model_name = config.model.resolved_name()
+        # First: auth enabled without keys fails here with one message naming the setting, before an engine starts.
+        self._auth = ApiKeyAuth.from_config(config.auth)
         self._server = None
         if model_handle is None:
             from serve_app.server.model_server import ModelServer
@@ -127,7 +178,6 @@ class Ingress:
         else:
             self._backend = HandleBackend(model_handle)
         self._admission = AdmissionController(config.admission.max_in_flight_requests, config.admission.retry_after_s)
-        self._auth = ApiKeyAuth.from_config(config.auth)
         self._metrics = IngressMetrics()
         self._limits = RequestLimits(max_tokens=config.admission.max_tokens_limit, max_n=config.admission.max_n)
         self._request_types = {name: e.request_type() for name, e in ENDPOINTS.items()}
@@ -207,6 +257,14 @@ class Ingress:
         from serve_app.playground import playground_html
 
         return HTMLResponse(playground_html())
+
+    @app.get("/openapi.json", include_in_schema=False)
+    @app.get("/docs", include_in_schema=False)
+    @app.get("/redoc", include_in_schema=False)
+    async def api_docs(self, request: Request) -> Response:
+        if not self._config.api_docs_enabled:
+            return not_found(request)
+        return api_docs_page(request)
 
     # ------------------------------------------------------------------ request path
 

@@ -129,3 +129,44 @@ def test_grafana_dashboard_has_a_panel_for_each_metric():
     assert len(ids) == len(set(ids))
     for p in dashboard["panels"]:
         assert {"x", "y", "w", "h"} <= set(p["gridPos"])
+
+
+def test_launcher_binds_the_dashboard_to_localhost():
+    launcher = load_yaml("ray-cluster.yaml")
+    commands = " ".join(launcher["head_start_ray_commands"] + launcher["worker_start_ray_commands"])
+    assert re.findall(r"--dashboard-host[= ](\S+)", commands) == ["127.0.0.1"]
+    assert "0.0.0.0" not in commands
+    assert "ray-client-server-port" not in commands
+
+
+def test_kuberay_dashboard_is_behind_ray_token_auth_and_the_client_port_is_not_declared():
+    # The operator reaches the dashboard through the head service to deploy serveConfigV2, so it cannot listen on
+    # 127.0.0.1 there: Ray's token authentication guards it instead.
+    cluster = load_yaml("kuberay-rayservice.yaml")["spec"]["rayClusterConfig"]
+    assert cluster["authOptions"] == {"mode": "token"}
+    head = cluster["headGroupSpec"]
+    assert head["rayStartParams"].get("dashboard-host") in ("127.0.0.1", "0.0.0.0")
+    groups = [head, *cluster["workerGroupSpecs"]]
+    ports = {p["containerPort"] for g in groups for c in g["template"]["spec"]["containers"] for p in c.get("ports", [])}
+    assert 10001 not in ports
+
+
+@pytest.mark.parametrize("name", [*SERVE_CONFIGS, "kuberay-rayservice.yaml"])
+def test_configs_with_auth_serve_no_playground_no_api_docs_and_guard_metrics(name):
+    serve_config = all_serve_configs()[name]
+    for app in serve_config["applications"]:
+        config = AppConfig.model_validate(app["args"])
+        if config.auth.enabled:
+            assert not config.playground_enabled
+            assert not config.api_docs_enabled
+            assert config.auth.metrics_require_auth
+        else:  # a config without auth is a local try-out: it listens on localhost only
+            assert serve_config["http_options"]["host"] == "127.0.0.1"
+
+
+def test_production_configs_turn_auth_on_and_local_defaults_keep_the_pages():
+    for name in ("serve-config.yaml", "kuberay-rayservice.yaml"):
+        for app in all_serve_configs()[name]["applications"]:
+            assert AppConfig.model_validate(app["args"]).auth.enabled
+    defaults = AppConfig()
+    assert defaults.playground_enabled and defaults.api_docs_enabled and not defaults.auth.enabled

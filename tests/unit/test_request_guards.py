@@ -1,11 +1,22 @@
 """Request checks, admission and API-key checks on plain data (the ingress wraps these)."""
 
+import json
+
 import pytest
 
+from serve_app.config import AuthConfig
 from serve_app.ingress.admission import AdmissionController
 from serve_app.ingress.auth import ApiKeyAuth, hash_key, parse_key_lines
 from serve_app.api.errors import ServeAppError
-from serve_app.ingress.request_checks import RequestLimits, known_fields, parse_request, requested_max_tokens
+from serve_app.ingress.request_checks import (
+    MAX_JSON_DEPTH,
+    SEED_MAX,
+    SEED_MIN,
+    RequestLimits,
+    known_fields,
+    parse_request,
+    requested_max_tokens,
+)
 from serve_app.server.openai_frontend import CHAT, COMPLETION, RESPONSES
 
 LIMITS = RequestLimits(max_tokens=100, max_n=4)
@@ -95,3 +106,133 @@ def test_per_key_request_and_token_limits():
     auth.admit("d", 90, now_s=61.0)  # a new minute
     with pytest.raises(ServeAppError):
         auth.admit("d", 20, now_s=62.0)
+
+
+# ---------------------------------------------------------------- hostile bodies: clean 400s, never a 500
+
+DEEP_LIST = b"[" * 100_000
+HUGE_INT = b"9" * 5000  # past Python's 4300-digit integer-string conversion limit
+
+
+def _chat(extra: bytes) -> bytes:
+    return b'{"model": "m", ' + HI + b", " + extra + b"}"
+
+
+def _encodable(error: ServeAppError) -> None:
+    body = error.to_body()
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    json.dumps(body, ensure_ascii=False).encode("utf-8")  # what JSONResponse does: must not raise
+
+
+@pytest.mark.parametrize("raw", [
+    DEEP_LIST,
+    b'{"model": "m", "messages": ' + DEEP_LIST + b"}",
+    _chat(b'"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": '
+          + b'{"a": ' * 500 + b"1" + b"}" * 500 + b"}}"),
+    _chat(b'"tools": ' + b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1)),
+])
+def test_deeply_nested_json_is_a_400_naming_the_nesting_depth(raw):
+    error = error_of(raw)
+    assert error.status_code == 400 and error.code == "invalid_json" and "nesting depth" in error.message
+    _encodable(error)
+
+
+def test_nesting_below_the_limit_still_parses():
+    schema = b'{"type": "object", "properties": {"a": ' * 10 + b'{"type": "string"}' + b"}}" * 10
+    request = parse(_chat(b'"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": '
+                          + schema + b"}}"))
+    assert request.response_format.type == "json_schema"
+
+
+@pytest.mark.parametrize("raw", [_chat(b'"max_tokens": ' + HUGE_INT), _chat(b'"seed": -' + HUGE_INT),
+                                 b'{"model": ' + HUGE_INT + b"}"])
+def test_integers_past_pythons_conversion_limit_are_a_400(raw):
+    error = error_of(raw)
+    assert error.status_code == 400 and error.code == "invalid_json" and "digits" in error.message
+    _encodable(error)
+
+
+@pytest.mark.parametrize("constant", [b"NaN", b"Infinity", b"-Infinity"])
+def test_non_json_number_constants_are_a_400(constant):
+    error = error_of(_chat(b'"temperature": ' + constant))
+    assert error.status_code == 400 and error.code == "invalid_json"
+
+
+@pytest.mark.parametrize("model", [b"5", b"true", b'["m"]', b'{"a": 1}', b"1.5"])
+def test_a_model_that_is_not_a_string_is_a_400_naming_model(model):
+    for endpoint, rest in ((CHAT, HI), (COMPLETION, b'"prompt": "x"'), (RESPONSES, b'"input": "x"')):
+        error = error_of(b'{"model": ' + model + b", " + rest + b"}", endpoint)
+        assert error.status_code == 400 and error.param == "model" and error.code == "invalid_value"
+
+
+@pytest.mark.parametrize("model", [rb'"\ud800"', rb'"a\u0000b"', rb'"m\u001b[31m"', rb'"\udfff\ud800"',
+                                   rb'"m\n"', rb'"\u2028"'])
+def test_odd_characters_in_model_are_a_400_naming_model(model):
+    error = error_of(b'{"model": ' + model + b", " + HI + b"}")
+    assert error.status_code == 400 and error.param == "model"
+    _encodable(error)
+
+
+def test_a_lone_surrogate_echoed_in_an_error_still_encodes():
+    error = error_of(_chat(rb'"\ud800x": 1'))  # an unknown field whose name is a lone surrogate
+    assert error.code == "unsupported_parameter"
+    _encodable(error)
+
+
+@pytest.mark.parametrize("seed, n", [(SEED_MAX + 1, None), (SEED_MIN - 1, None), (2**64, None), (SEED_MAX, 2),
+                                     (SEED_MAX - 2, 4)])
+def test_out_of_range_seeds_are_a_400_naming_seed(seed, n):
+    extra = f'"seed": {seed}' + (f', "n": {n}' if n else "")
+    error = error_of(_chat(extra.encode()))
+    assert error.status_code == 400 and error.param == "seed" and error.code == "invalid_value"
+    assert str(SEED_MIN) in error.message
+
+
+def test_seeds_at_the_ends_of_the_range_are_accepted():
+    assert parse(_chat(f'"seed": {SEED_MAX}'.encode())).seed == SEED_MAX
+    assert parse(_chat(f'"seed": {SEED_MIN}'.encode())).seed == SEED_MIN
+    assert parse(_chat(f'"seed": {SEED_MAX - 3}, "n": 4'.encode())).n == 4
+    assert parse(f'{{"model": "m", "prompt": "x", "seed": {SEED_MAX}}}'.encode(), COMPLETION).seed == SEED_MAX
+
+
+# ---------------------------------------------------------------- auth without keys fails at start, naming the setting
+
+def test_auth_without_keys_fails_naming_the_setting(monkeypatch):
+    monkeypatch.delenv("SERVE_APP_TEST_KEYS", raising=False)
+    with pytest.raises(ValueError) as info:
+        ApiKeyAuth.from_config(AuthConfig(enabled=True, api_keys_env="SERVE_APP_TEST_KEYS"))
+    assert "SERVE_APP_TEST_KEYS" in str(info.value) and "auth.api_keys_env" in str(info.value)
+    assert "auth.api_keys_file" in str(info.value)
+    monkeypatch.setenv("SERVE_APP_TEST_KEYS", " , ")
+    with pytest.raises(ValueError, match="SERVE_APP_TEST_KEYS"):
+        ApiKeyAuth.from_config(AuthConfig(enabled=True, api_keys_env="SERVE_APP_TEST_KEYS"))
+    monkeypatch.setenv("SERVE_APP_TEST_KEYS", "k1,k2")
+    assert ApiKeyAuth.from_config(AuthConfig(enabled=True, api_keys_env="SERVE_APP_TEST_KEYS")).digests == {
+        hash_key("k1"), hash_key("k2")}
+    assert ApiKeyAuth.from_config(AuthConfig(enabled=False, api_keys_env="SERVE_APP_TEST_NONE")) is None
+
+
+def test_auth_with_an_empty_or_missing_keys_file_fails_naming_it(monkeypatch, tmp_path):
+    monkeypatch.delenv("SERVE_APP_TEST_KEYS", raising=False)
+    empty = tmp_path / "keys"
+    empty.write_text("# no keys yet\n\n")
+    for path, words in ((empty, "has no keys"), (tmp_path / "missing", "cannot be read")):
+        with pytest.raises(ValueError) as info:
+            ApiKeyAuth.from_config(AuthConfig(enabled=True, api_keys_file=str(path), api_keys_env="SERVE_APP_TEST_KEYS"))
+        assert "auth.api_keys_file" in str(info.value) and str(path) in str(info.value) and words in str(info.value)
+
+
+def test_serve_refuses_auth_without_keys_before_starting_anything(monkeypatch, tmp_path, capsys):
+    from serve_app import cli
+    from serve_app.platform import models
+
+    def must_not_run(*_args, **_kwargs):
+        raise AssertionError("serve-app serve went on to prepare the model and start Ray")
+
+    monkeypatch.setattr(models, "resolve_model_path", must_not_run)
+    monkeypatch.delenv("SERVE_APP_TEST_KEYS", raising=False)
+    config = tmp_path / "app.yaml"
+    config.write_text("auth: {enabled: true, api_keys_env: SERVE_APP_TEST_KEYS}\n")
+    assert cli.main(["serve", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "SERVE_APP_TEST_KEYS" in err and "auth.api_keys_env" in err and err.count("\n") == 1

@@ -1,0 +1,148 @@
+"""Every answer of the ingress's FastAPI app, router and FastAPI layers included, is an OpenAI-style error.
+
+The real app and routes, without Ray or an engine: the Ingress is built with a model handle that must never be
+called (each request here is refused before it would reach a model), and Ray's lookup of the replica's instance
+is pointed at it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from ray import serve
+
+from serve_app.config import AppConfig
+from serve_app.ingress import routes
+from serve_app.ingress.request_checks import MAX_JSON_DEPTH, SEED_MAX
+from serve_app.ingress.routes import (
+    REQUEST_ID_HEADER,
+    add_request_id,
+    install_error_handlers,
+)
+
+CHAT = "/v1/chat/completions"
+HI = '"messages": [{"role": "user", "content": "hi"}]'
+
+
+class _UnreachableModel:
+    def options(self, **_kwargs):
+        return self
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the model server was reached ({name}) by a request that should have been refused")
+
+
+def _ingress_class() -> type:
+    user_class = routes.Ingress.__bases__[0]  # the class under Ray's @serve.ingress wrapper
+    assert "_serve" in vars(user_class)
+    return user_class
+
+
+@pytest.fixture
+def ingress_client(monkeypatch):
+    def make(**config) -> TestClient:
+        user_class = _ingress_class()
+        ingress = user_class.__new__(user_class)
+        asyncio.run(user_class.__init__(ingress, AppConfig.model_validate(config), model_handle=_UnreachableModel()))
+        monkeypatch.setattr(serve, "get_replica_context", lambda: SimpleNamespace(servable_object=ingress))
+        return TestClient(routes.app, raise_server_exceptions=False)
+
+    return make
+
+
+def _assert_openai_error(response, status: int, code: str | None = None, param: str | None = None) -> dict:
+    assert response.status_code == status, response.text[:300]
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.headers[REQUEST_ID_HEADER]
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"]
+    assert error["type"] == ("server_error" if status >= 500 else "invalid_request_error")
+    if code is not None:
+        assert error["code"] == code
+    if param is not None:
+        assert error["param"] == param
+    return error
+
+
+def test_unknown_paths_are_an_openai_404(ingress_client):
+    client = ingress_client()
+    for method, path in (("GET", "/v2/models"), ("POST", "/v1/chat"), ("GET", "/%ED%A0%80"), ("GET", "/" + "x" * 5000)):
+        error = _assert_openai_error(client.request(method, path), 404, code="not_found")
+        assert len(error["message"]) < 300
+
+
+def test_a_wrong_method_is_an_openai_405_with_allow(ingress_client):
+    client = ingress_client()
+    for method, path, allowed in (("GET", CHAT, "POST"), ("DELETE", "/health", "GET"), ("PUT", "/v1/models", "GET")):
+        response = client.request(method, path)
+        _assert_openai_error(response, 405, code="method_not_allowed")
+        assert response.headers["allow"] == allowed
+
+
+def test_api_docs_are_served_by_default_and_gone_when_disabled(ingress_client):
+    client = ingress_client()
+    schema = client.get("/openapi.json")
+    assert schema.status_code == 200 and CHAT in schema.json()["paths"]
+    assert not {"/docs", "/redoc", "/openapi.json"} & set(schema.json()["paths"])
+    for path in ("/docs", "/redoc"):
+        page = client.get(path)
+        assert page.status_code == 200 and "/openapi.json" in page.text
+
+    client = ingress_client(api_docs_enabled=False)
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        _assert_openai_error(client.get(path), 404, code="not_found")
+    assert client.get("/playground").status_code == 200  # a separate switch
+
+
+@pytest.mark.parametrize("body, code, param", [
+    ("[" * 100_000, "invalid_json", None),
+    ('{"model": "m", "messages": ' + "[" * 100_000 + "}", "invalid_json", None),
+    ('{"model": "m", ' + HI + ', "tools": ' + "[" * (MAX_JSON_DEPTH + 5) + "]" * (MAX_JSON_DEPTH + 5) + "}",
+     "invalid_json", None),
+    ('{"model": "m", ' + HI + ', "max_tokens": ' + "9" * 5000 + "}", "invalid_json", None),
+    ('{"model": ' + "1" * 5000 + ", " + HI + "}", "invalid_json", None),
+    ('{"model": "\\ud800", ' + HI + "}", "invalid_value", "model"),
+    ('{"model": "tiny\\u0000", ' + HI + "}", "invalid_value", "model"),
+    ('{"model": 7, ' + HI + "}", "invalid_value", "model"),
+    ('{"model": ["m"], ' + HI + "}", "invalid_value", "model"),
+    ('{"model": "m", ' + HI + ', "\\udfff": 1}', "unsupported_parameter", None),
+    ('{"model": "m", ' + HI + f', "seed": {SEED_MAX + 1}' + "}", "invalid_value", "seed"),
+    ('{"model": "m", ' + HI + f', "seed": {SEED_MAX}, "n": 2' + "}", "invalid_value", "seed"),
+    ('{"model": "m", ' + HI + ', "temperature": NaN}', "invalid_json", None),
+])
+def test_hostile_bodies_get_a_clean_400(ingress_client, body, code, param):
+    response = ingress_client().post(CHAT, content=body.encode(), headers={"content-type": "application/json"})
+    _assert_openai_error(response, 400, code=code, param=param)
+
+
+def test_fastapi_validation_errors_are_an_openai_400():
+    app = FastAPI()
+    app.middleware("http")(add_request_id)
+    install_error_handlers(app)
+
+    @app.get("/items/{item_id}")
+    async def item(item_id: int):
+        return {"id": item_id}
+
+    client = TestClient(app, raise_server_exceptions=False)
+    error = _assert_openai_error(client.get("/items/not-a-number"), 400, code="invalid_value")
+    assert "item_id" in error["param"]
+    assert client.get("/items/3").json() == {"id": 3}
+
+
+def test_auth_without_keys_stops_the_ingress_before_an_engine_starts(monkeypatch):
+    from serve_app.server import model_server
+
+    def must_not_start(*_args, **_kwargs):
+        raise AssertionError("the model server (its engine) started before the missing keys were noticed")
+
+    monkeypatch.setattr(model_server, "ModelServer", must_not_start)
+    monkeypatch.delenv("SERVE_APP_TEST_KEYS", raising=False)
+    config = AppConfig.model_validate({"auth": {"enabled": True, "api_keys_env": "SERVE_APP_TEST_KEYS"}})
+    user_class = _ingress_class()
+    with pytest.raises(ValueError, match="SERVE_APP_TEST_KEYS"):
+        asyncio.run(user_class.__init__(user_class.__new__(user_class), config))

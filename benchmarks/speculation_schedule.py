@@ -112,18 +112,20 @@ def write_tables(result: dict, out: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ks", default="0,4,8")
+    parser.add_argument("--ks", default="0,2,4,8")
     parser.add_argument("--batch-sizes", default="1,2,4,8,16,32")
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--floor", type=float, default=0.97)
     parser.add_argument("--out", type=Path, default=REPO / "results/speculation")
     parser.add_argument("--one-k", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--run-file", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--summarise-only", action="store_true", help="rewrite schedule.md from schedule.json")
     args = parser.parse_args()
     sizes = [int(x) for x in args.batch_sizes.split(",")]
     if args.one_k is not None:
-        print(json.dumps(measure_one_k(args.one_k, sizes, args.max_tokens, args.repeats)))
+        # To a file: vLLM logs to stdout.
+        args.run_file.write_text(json.dumps(measure_one_k(args.one_k, sizes, args.max_tokens, args.repeats), indent=1))
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     if args.summarise_only:
@@ -135,10 +137,9 @@ def main() -> int:
         saved = args.out / "runs" / f"k{k}.json"  # resumable: a k already measured is read back, not re-run
         if not saved.exists():
             # One process per k: a fresh engine, and its memory returned before the next.
-            done = subprocess.run([sys.executable, __file__, "--one-k", str(k), "--batch-sizes", args.batch_sizes,
-                                   "--max-tokens", str(args.max_tokens), "--repeats", str(args.repeats)],
-                                  stdout=subprocess.PIPE, text=True, check=True, timeout=3600)
-            saved.write_text(done.stdout.strip().splitlines()[-1])
+            subprocess.run([sys.executable, __file__, "--one-k", str(k), "--batch-sizes", args.batch_sizes,
+                            "--max-tokens", str(args.max_tokens), "--repeats", str(args.repeats), "--run-file",
+                            str(saved)], check=True, timeout=3600)
         runs.append(json.loads(saved.read_text()))
     result = {"machine": f"{cpu_model()}, {os.cpu_count()} CPUs", "max_tokens": args.max_tokens, "floor": args.floor,
               "command": "python benchmarks/speculation_schedule.py " + " ".join(sys.argv[1:]), "runs": runs}

@@ -44,7 +44,7 @@ class ModelConfig(StrictModel):
 
 # Measured by benchmarks/speculation_schedule.py (results/speculation/schedule.md): k draft tokens per request at
 # each running-batch size, 0 where verifying drafts costs more than it saves.
-MEASURED_AUTO_SCHEDULE: list[tuple[int, int, int]] = [(1, 4, 4), (5, 1 << 20, 0)]
+MEASURED_AUTO_SCHEDULE: list[tuple[int, int, int]] = [(1, 2, 8), (3, 4, 2), (5, 1 << 20, 0)]
 
 
 class SpeculationConfig(StrictModel):

@@ -150,7 +150,8 @@ def main() -> int:
                                capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
     meta = {"cpu": f"{os.cpu_count()}-core {cpu}", "date": time.strftime("%Y-%m-%d")}
-    rows: dict = {}
+    # Servers already measured in an earlier (interrupted) run are kept unless named again.
+    rows: dict = json.loads((args.out / "summary.json").read_text())["results"] if (args.out / "summary.json").exists() else {}
     for name in args.servers.split(","):
         rows[name] = measure(servers(model_dir)[name], loads, model_dir, args.out)
         write_summary(rows, loads, args.out, meta)

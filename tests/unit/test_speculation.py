@@ -75,6 +75,14 @@ def test_bad_speculation_configs_are_refused_at_load(bad):
         AppConfig.model_validate({"engine": {"speculation": bad}})
 
 
+def test_a_bare_yaml_off_means_off(tmp_path):
+    from serve_app.config import load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("engine: {speculation: {mode: off}}\n")  # YAML 1.1 reads `off` as false
+    assert load_config(path).engine.speculation.mode == "off"
+
+
 def test_extra_engine_args_can_still_override_the_speculative_config():
     config = AppConfig.model_validate({"engine": {"extra_engine_args": {"speculative_config": None}}})
     assert engine_kwargs(config, "/m")["speculative_config"] is None

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from loadtest.stats import percentile_of
 from serve_app.config import AppConfig
 
 APP_NAME = "autoscale_bench"
@@ -48,6 +49,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--downscale-delay-s", type=float, default=15.0)
     parser.add_argument("--p99-window-s", type=float, default=10.0)
     parser.add_argument("--out", default="results/autoscale_step_load")
+    parser.add_argument("--summarise-only", action="store_true",
+                        help="start nothing: recompute the summary and plot from <out>.json's saved requests")
     return parser.parse_args()
 
 
@@ -104,28 +107,34 @@ def replica_counts() -> tuple[int, int]:
 
 async def one_request(client: httpx.AsyncClient, url: str, model: str, max_tokens: int, t0: float,
                       records: list) -> None:
+    """Appends its record when it starts and fills it in as it goes: the sampler sees a request's TTFT as soon
+    as its first token arrives, not only once it has ended."""
     body = {"model": model, "prompt": PROMPT, "max_tokens": max_tokens, "ignore_eos": True, "stream": True}
     start = time.monotonic()
-    first_token_s, ok = None, False
+    record = {"start_s": start - t0, "ttft_ms": None, "first_token_at_s": None, "e2e_ms": None, "ok": False}
+    records.append(record)
     try:
         async with client.stream("POST", url, json=body) as response:
             if response.status_code == 200:
                 async for line in response.aiter_lines():
                     if line.startswith("data: ") and line != "data: [DONE]":
-                        if first_token_s is None:
+                        if record["first_token_at_s"] is None:
                             first_token_s = time.monotonic()
+                            record["ttft_ms"] = (first_token_s - start) * 1000.0
+                            record["first_token_at_s"] = first_token_s - t0
                         if '"finish_reason":"' in line.replace(" ", ""):
-                            ok = True
+                            record["ok"] = True
     except httpx.HTTPError:
         pass
-    end = time.monotonic()
-    records.append({
-        "start_s": start - t0,
-        "ttft_ms": None if first_token_s is None else (first_token_s - start) * 1000.0,
-        "first_token_at_s": None if first_token_s is None else first_token_s - t0,
-        "e2e_ms": (end - start) * 1000.0,
-        "ok": ok,
-    })
+    record["e2e_ms"] = (time.monotonic() - start) * 1000.0
+
+
+def window_ttft_p99(requests: list[dict], now_s: float, window_s: float) -> tuple[float | None, int]:
+    """(p99 TTFT, count) of the requests whose first token came in [now_s - window_s, now_s]: what the sampler
+    plots live, and what `--summarise-only` recomputes from the saved requests."""
+    recent = [r["ttft_ms"] for r in requests
+              if r["first_token_at_s"] is not None and now_s - window_s <= r["first_token_at_s"] <= now_s]
+    return percentile_of(recent, 99), len(recent)
 
 
 async def run_load(base_url: str, model: str, args: argparse.Namespace) -> dict:
@@ -140,11 +149,9 @@ async def run_load(base_url: str, model: str, args: argparse.Namespace) -> dict:
         while not done.is_set():
             now = time.monotonic() - t0
             running, up = await asyncio.to_thread(replica_counts)
-            recent = sorted(r["ttft_ms"] for r in records
-                            if r["first_token_at_s"] is not None and now - args.p99_window_s <= r["first_token_at_s"] <= now)
-            p99 = recent[min(len(recent) - 1, int(0.99 * len(recent)))] if recent else None
+            p99, num_in_window = window_ttft_p99(records, now, args.p99_window_s)
             timeline.append({"t_s": now, "rate_per_s": current_rate[0], "running_replicas": running,
-                             "target_replicas": up, "ttft_p99_ms": p99, "num_in_window": len(recent)})
+                             "target_replicas": up, "ttft_p99_ms": p99, "num_in_window": num_in_window})
             await asyncio.sleep(1.0)
 
     current_rate = [0.0]
@@ -195,6 +202,9 @@ def plot(result: dict, path: Path, ttft_target_ms: float) -> None:
 
 def main() -> None:
     args = parse_args()
+    if args.summarise_only:
+        summarise_only(Path(args.out))
+        return
     import ray
     from ray import serve
     from ray.cluster_utils import Cluster
@@ -224,13 +234,28 @@ def main() -> None:
         ray.shutdown()
         cluster.shutdown()
 
+    result["summary"] = summarise(result, args.ttft_p99_ms)
+    result["config"] = {**vars(args), "app_config": config.model_dump()}
+    write(result, Path(args.out))
+
+
+def write(result: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    plot(result, out.with_suffix(".png"), result["config"]["ttft_p99_ms"])
+    print(json.dumps(result["summary"], indent=1))
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
+
+
+def summarise(result: dict, ttft_target_ms: float) -> dict:
+    """The summary of a run from its saved requests and timeline (pure; percentiles from loadtest.stats)."""
     requests = result["requests"]
-    ttfts = sorted(r["ttft_ms"] for r in requests if r["ttft_ms"] is not None)
-    result["summary"] = {
+    ttfts = [r["ttft_ms"] for r in requests if r["ttft_ms"] is not None]
+    summary = {
         "num_requests": len(requests),
         "num_failed": sum(not r["ok"] for r in requests),
-        "ttft_p50_ms": ttfts[len(ttfts) // 2] if ttfts else None,
-        "ttft_p99_ms": ttfts[min(len(ttfts) - 1, int(0.99 * len(ttfts)))] if ttfts else None,
+        "ttft_p50_ms": percentile_of(ttfts, 50),
+        "ttft_p99_ms": percentile_of(ttfts, 99),
         "max_replicas_seen": max((p["target_replicas"] for p in result["timeline"]), default=0),
     }
     # After scale-up settles: requests that started in the last third of the highest-rate step.
@@ -238,18 +263,22 @@ def main() -> None:
     peak = max(range(len(steps)), key=lambda i: steps[i][0])
     peak_start = sum(d for _, d in steps[:peak])
     settled_from = peak_start + 2 * steps[peak][1] / 3
-    settled = sorted(r["ttft_ms"] for r in requests
-                     if r["ttft_ms"] is not None and settled_from <= r["start_s"] <= peak_start + steps[peak][1])
-    result["summary"]["settled_window_s"] = [settled_from, peak_start + steps[peak][1]]
-    result["summary"]["settled_ttft_p99_ms"] = settled[min(len(settled) - 1, int(0.99 * len(settled)))] if settled else None
-    result["summary"]["settled_under_target"] = bool(settled) and result["summary"]["settled_ttft_p99_ms"] <= args.ttft_p99_ms
-    result["config"] = {**vars(args), "app_config": config.model_dump()}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    plot(result, out.with_suffix(".png"), args.ttft_p99_ms)
-    print(json.dumps(result["summary"], indent=1))
-    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
+    settled = [r["ttft_ms"] for r in requests
+               if r["ttft_ms"] is not None and settled_from <= r["start_s"] <= peak_start + steps[peak][1]]
+    summary["settled_window_s"] = [settled_from, peak_start + steps[peak][1]]
+    summary["settled_ttft_p99_ms"] = percentile_of(settled, 99)
+    summary["settled_under_target"] = bool(settled) and summary["settled_ttft_p99_ms"] <= ttft_target_ms
+    return summary
+
+
+def summarise_only(out: Path) -> None:
+    """Recompute the timeline's windowed p99 and the summary from the saved requests, rewrite the JSON and plot."""
+    result = json.loads(out.with_suffix(".json").read_text())
+    window_s = result["config"]["p99_window_s"]
+    for point in result["timeline"]:
+        point["ttft_p99_ms"], point["num_in_window"] = window_ttft_p99(result["requests"], point["t_s"], window_s)
+    result["summary"] = summarise(result, result["config"]["ttft_p99_ms"])
+    write(result, out)
 
 
 if __name__ == "__main__":

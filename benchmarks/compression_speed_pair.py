@@ -16,10 +16,11 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
+
+from loadtest.stats import percentile_of  # the project's one percentile (p50 = the median)
 
 
 async def _run(args: argparse.Namespace) -> dict:
@@ -57,9 +58,9 @@ async def _run(args: argparse.Namespace) -> dict:
         "base": args.base, "model": args.model, "dtypes": {n: d for n, (_, d) in targets.items()},
         "cpu": cpu_summary(), "concurrency": args.concurrency, "max_tokens": args.max_tokens,
         "measured_at": time.strftime("%Y-%m-%d %H:%M"), "load_average_1m_at_end": os.getloadavg()[0],
-        "base_tok_s_median": statistics.median(r["output_tokens_per_s"] for r in rounds["base"]),
-        "compressed_tok_s_median": statistics.median(r["output_tokens_per_s"] for r in rounds["compressed"]),
-        "speedup_median": statistics.median(ratios), "speedup_per_round": ratios, "rounds": rounds,
+        "base_tok_s_median": percentile_of([r["output_tokens_per_s"] for r in rounds["base"]], 50),
+        "compressed_tok_s_median": percentile_of([r["output_tokens_per_s"] for r in rounds["compressed"]], 50),
+        "speedup_median": percentile_of(ratios, 50), "speedup_per_round": ratios, "rounds": rounds,
     }
 
 

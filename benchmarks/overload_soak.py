@@ -9,8 +9,14 @@
 
     .venv/bin/python benchmarks/overload_soak.py                      # 10-minute soak, ~15 minutes in all
     .venv/bin/python benchmarks/overload_soak.py --soak-s 60 --out /tmp/short
+    .venv/bin/python benchmarks/overload_soak.py --summarise-only     # starts nothing: tables from <out>.json
 
-Writes <out>.json and <out>.md (default results/overload_soak).
+Writes <out>.json and <out>.md (default results/overload_soak). The JSON keeps the raw samples (TTFTs, 429
+latencies, every process's memory series) under "samples", and every number in the tables is computed from
+them by `summarise` with loadtest.stats, so `--summarise-only` rebuilds the tables without a server. One
+definition throughout: TTFT is send to first text of a completed request in both the capacity and the overload
+phase, and every percentile is loadtest.stats' linear interpolation. Memory series are keyed by pid (Ray
+retitles its workers while they run a call), each labelled with the first name seen.
 """
 
 from __future__ import annotations
@@ -30,12 +36,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from loadtest.config import LoadTestConfig  # noqa: E402
 from loadtest.experiment import records_of, run_experiment  # noqa: E402
+from loadtest.records import RequestRecord  # noqa: E402
 from loadtest.resilience import (  # noqa: E402
     MemorySampler,
     admitted_ttfts_ms,
     outcome_counts,
     process_tree,
     rejection_latencies_ms,
+    series_from_raw,
+    series_growth,
 )
 from loadtest.stats import percentile_of  # noqa: E402
 from process_group import stop_process_group  # noqa: E402  (benchmarks/, beside this script)
@@ -75,7 +84,14 @@ def load(base_url: str, tokenizer: str, **overrides) -> dict:
     return run_experiment(config, progress=False)
 
 
+def after_warmup(records: list[RequestRecord], warmup_requests: int) -> list[RequestRecord]:
+    """The records a closed-loop run measures (loadtest's window without warmup_s / cooldown_s): all but the first
+    `warmup_requests` by arrival."""
+    return sorted(records, key=lambda r: r.scheduled_s if r.scheduled_s is not None else r.send_s)[warmup_requests:]
+
+
 def run(args: argparse.Namespace) -> dict:
+    """Measure, keeping the raw samples; `summarise` derives every reported number from them."""
     from serve_app.config import ModelConfig
     from serve_app.platform.models import resolve_model_path
 
@@ -88,44 +104,53 @@ def run(args: argparse.Namespace) -> dict:
             capacity = load(base_url, tokenizer, concurrency=args.capacity_users,
                             num_requests=3 * args.capacity_users, warmup_requests=args.capacity_users)
             capacity_rps = capacity["summary"]["request_throughput_rps"]
-            capacity_ttft_p99 = capacity["summary"]["latency_ms"]["ttft"]["p99"]["value"]
             overload_rate = args.overload_factor * capacity_rps
             overload = load(base_url, tokenizer, mode="open", rate_rps=overload_rate, duration_s=args.overload_s,
                             seed=1)
-            records = records_of(overload)
-            admitted_p99 = percentile_of(admitted_ttfts_ms(records), 99)
-            rejections = rejection_latencies_ms(records)
             with MemorySampler(lambda: process_tree(server.pid), interval_s=args.sample_s) as sampler:
                 soak = load(base_url, tokenizer, concurrency=max(1, args.capacity_users // 2), duration_s=args.soak_s)
-            memory = sampler.growth(warmup_fraction=0.2)
         finally:
             stop_process_group(server)
-    growths = [m["growth"] for m in memory.values() if m["growth"] is not None]
-    big = {name: m for name, m in memory.items() if m["last_mb"] >= 50}  # ignore tiny helper processes
-    soak_outcomes = outcome_counts(records_of(soak))
-    return {
+    records = records_of(overload)
+    return summarise({
         "measured_at": time.strftime("%Y-%m-%d %H:%M"),
         "machine": {"cpus": os.cpu_count(), "load_average_1m_at_end": os.getloadavg()[0]},
         "args": vars(args),
-        "capacity": {"users": args.capacity_users, "request_rate_rps": capacity_rps, "ttft_p99_ms": capacity_ttft_p99,
+        "capacity": {"users": args.capacity_users, "request_rate_rps": capacity_rps,
                      "output_tok_s": capacity["summary"]["output_throughput_tps"]},
-        "overload": {
-            "offered_rate_rps": overload_rate,
-            "outcomes": outcome_counts(records),
-            "admitted_ttft_p99_ms": admitted_p99,
-            "admitted_ttft_p99_ratio": admitted_p99 / capacity_ttft_p99 if admitted_p99 and capacity_ttft_p99 else None,
-            "rejection_latency_p50_ms": percentile_of(rejections, 50),
-            "rejection_latency_p99_ms": percentile_of(rejections, 99),
+        "overload": {"offered_rate_rps": overload_rate, "outcomes": outcome_counts(records)},
+        "soak": {"duration_s": args.soak_s, "outcomes": outcome_counts(records_of(soak)),
+                 "output_tok_s": soak["summary"]["output_throughput_tps"]},
+        "samples": {
+            "capacity_ttft_ms": admitted_ttfts_ms(after_warmup(records_of(capacity), args.capacity_users)),
+            "admitted_ttft_ms": admitted_ttfts_ms(records),
+            "rejection_latency_ms": rejection_latencies_ms(records),
+            "memory": sampler.raw(),
         },
-        "soak": {
-            "duration_s": args.soak_s,
-            "outcomes": soak_outcomes,
-            "output_tok_s": soak["summary"]["output_throughput_tps"],
-            "max_memory_growth": max(growths) if growths else None,
-            "memory": memory,
-            "memory_over_50mb": big,
-        },
-    }
+    })
+
+
+def summarise(result: dict, warmup_fraction: float = 0.2) -> dict:
+    """Fill in every derived number of `result` from its raw `samples` (pure; percentiles from loadtest.stats)."""
+    samples = result["samples"]
+    capacity_p99 = percentile_of(samples["capacity_ttft_ms"], 99)
+    admitted_p99 = percentile_of(samples["admitted_ttft_ms"], 99)
+    result["capacity"]["ttft_p99_ms"] = capacity_p99
+    result["overload"].update({
+        "admitted_ttft_p99_ms": admitted_p99,
+        "admitted_ttft_p99_ratio": admitted_p99 / capacity_p99 if admitted_p99 and capacity_p99 else None,
+        "rejection_latency_p50_ms": percentile_of(samples["rejection_latency_ms"], 50),
+        "rejection_latency_p99_ms": percentile_of(samples["rejection_latency_ms"], 99),
+    })
+    memory = {pid: series_growth(series, warmup_fraction)
+              for pid, series in series_from_raw(samples["memory"]).items() if series.rss_mb}
+    growths = [m["growth"] for m in memory.values() if m["growth"] is not None]
+    result["soak"].update({
+        "max_memory_growth": max(growths) if growths else None,
+        "memory": memory,
+        "memory_over_50mb": {pid: m for pid, m in memory.items() if m["last_mb"] >= 50},  # not tiny helpers
+    })
+    return result
 
 
 def targets(result: dict) -> list[tuple[str, str, bool]]:
@@ -157,12 +182,15 @@ def to_markdown(result: dict) -> str:
         f"| soak | {max(1, cap['users'] // 2)} users closed loop, {soak['duration_s']} s, {soak['output_tok_s']:.1f} tok/s "
         f"| {soak['outcomes']} | - |",
         "",
-        "| process (RSS >= 50 MB) | first MB | last MB | growth after warm-up |",
-        "|---|---|---|---|",
+        "Percentiles: loadtest.stats (linear interpolation) in every phase; TTFT: send to first text of a completed "
+        "request, in the capacity and the overload phase alike.",
+        "",
+        "| process (RSS >= 50 MB; first name seen) | pid | first MB | last MB | growth after warm-up |",
+        "|---|---|---|---|---|",
     ]
-    for name, m in sorted(soak["memory_over_50mb"].items()):
+    for pid, m in sorted(soak["memory_over_50mb"].items(), key=lambda item: (item[1]["name"], int(item[0]))):
         growth = f"{m['growth']:+.1%}" if m["growth"] is not None else "n/a"
-        lines.append(f"| {name} | {m['first_mb']:.0f} | {m['last_mb']:.0f} | {growth} |")
+        lines.append(f"| {m['name']} | {pid} | {m['first_mb']:.0f} | {m['last_mb']:.0f} | {growth} |")
     lines += ["", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {name} | {measured} | {'yes' if met else 'no'} |" for name, measured, met in targets(result)]
     return "\n".join(lines) + "\n"
@@ -177,9 +205,19 @@ def main() -> int:
     parser.add_argument("--soak-s", type=float, default=600.0)
     parser.add_argument("--sample-s", type=float, default=5.0)
     parser.add_argument("--out", default="results/overload_soak")
+    parser.add_argument("--summarise-only", action="store_true",
+                        help="start nothing: recompute <out>.json's numbers from its raw samples, rewrite <out>.md")
     args = parser.parse_args()
-    result = run(args)
     out = Path(args.out)
+    if args.summarise_only:
+        result = json.loads(out.with_suffix(".json").read_text())
+        if "samples" not in result:
+            print(f"{out.with_suffix('.json')} (measured {result.get('measured_at')}) holds summaries only, no raw "
+                  "samples: its tables cannot be recomputed; re-run the benchmark.", file=sys.stderr)
+            return 2
+        result = summarise(result)
+    else:
+        result = run(args)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2))
     out.with_suffix(".md").write_text(to_markdown(result))

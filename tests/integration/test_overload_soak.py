@@ -56,8 +56,8 @@ def test_overload_is_refused_fast_and_admitted_streams_complete(tiny_app_url):
     assert max(r["end_s"] for r in rejected) < min(r["end_s"] for r in admitted)
 
 
-def _main_app_processes() -> dict[str, int]:
-    processes: dict[str, int] = {}
+def _main_app_processes() -> dict[int, str]:
+    processes: dict[int, str] = {}
     for replica in replica_processes(MAIN_APP):
         processes.update(process_tree(replica.pid))
     return processes
@@ -71,9 +71,10 @@ def test_soak_memory_is_flat_and_every_request_completes(serve_app_url, served_m
         result = run_experiment(config, progress=False)
     counts = outcome_counts(records_of(result))
     assert counts["complete"] >= 8 and counts["complete"] == sum(counts.values()), counts
-    growth = sampler.growth(warmup_fraction=0.3)
-    assert any(name.startswith("VLLM::EngineCor") for name in growth), f"engine process not sampled: {list(growth)}"
-    sizable = {name: g for name, g in growth.items() if g["last_mb"] >= 50 and g["growth"] is not None}
+    growth = sampler.growth(warmup_fraction=0.3)  # pid -> {name (first seen), first_mb, last_mb, growth}
+    names = {pid: g["name"] for pid, g in growth.items()}
+    assert any(name.startswith("VLLM::EngineCor") for name in names.values()), f"engine process not sampled: {names}"
+    sizable = {pid: g for pid, g in growth.items() if g["last_mb"] >= 50 and g["growth"] is not None}
     assert sizable, growth
-    grown = {name: f"{g['growth']:+.1%}" for name, g in sizable.items() if g["growth"] >= 0.05}
+    grown = {f"{g['name']}[{pid}]": f"{g['growth']:+.1%}" for pid, g in sizable.items() if g["growth"] >= 0.05}
     assert not grown, f"memory still growing after warm-up: {grown}"

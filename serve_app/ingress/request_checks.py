@@ -136,6 +136,12 @@ def check_limits(data: dict[str, Any], limits: RequestLimits) -> None:
                                 code="invalid_value")
 
 
+def check_prompt_embeds(data: dict[str, Any]) -> None:
+    """An empty `prompt_embeds` (with no prompt) crashes vLLM 0.32's completion path with `echo` (a 500): refuse it."""
+    if "prompt_embeds" in data and data["prompt_embeds"] is not None and not data["prompt_embeds"]:
+        raise ServeAppError("prompt_embeds must not be empty.", param="prompt_embeds", code="invalid_value")
+
+
 def check_model(data: dict[str, Any]) -> None:
     """`model` is a name: a string of printable characters (no control characters or lone surrogates)."""
     model = data.get("model")
@@ -161,6 +167,7 @@ def parse_request(raw: bytes, request_type: type, allowed_fields: set[str], limi
     if unknown:
         raise ServeAppError(f"Unsupported parameter: '{unknown[0]}'.", param=unknown[0], code="unsupported_parameter")
     check_model(data)
+    check_prompt_embeds(data)
     check_limits(data, limits)
     try:
         return request_type.model_validate(data)

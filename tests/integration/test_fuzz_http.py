@@ -32,8 +32,8 @@ def _replica_ids() -> set[int]:
     return {p.pid for p in replica_processes(TINY_APP)}
 
 
-def _check(response) -> None:
-    assert response.status_code < 500, f"{response.status_code}: {response.text[:300]}"
+def _check(response, body=None) -> None:
+    assert response.status_code < 500, f"{response.status_code}: {response.text[:300]} for body {str(body)[:600]}"
     if response.status_code >= 400:
         error = response.json()["error"]
         assert isinstance(error["message"], str) and error["message"]
@@ -59,7 +59,7 @@ def test_fuzzed_requests_never_get_a_server_error(fuzz_url, path, method, mode):
             case.body["max_tokens"] = min(case.body.get("max_tokens") or 16, 16)  # keep valid cases short
             if case.body.get("max_completion_tokens") is not None:
                 case.body["max_completion_tokens"] = min(case.body["max_completion_tokens"], 16)
-        _check(case.call(base_url=fuzz_url, timeout=60))
+        _check(case.call(base_url=fuzz_url, timeout=60), case.body)
 
     run()
     assert _replica_ids() == before, "a replica died or restarted during fuzzing"

@@ -236,3 +236,11 @@ def test_serve_refuses_auth_without_keys_before_starting_anything(monkeypatch, t
     assert cli.main(["serve", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert "SERVE_APP_TEST_KEYS" in err and "auth.api_keys_env" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("embeds", ['""', "[]"])
+def test_an_empty_prompt_embeds_is_a_400_not_an_engine_crash(embeds):
+    # Found by the HTTP fuzzer: {"echo": true, "prompt_embeds": ""} without a prompt made vLLM 0.32 answer 500.
+    raw = b'{"model": "m", "echo": true, "max_tokens": 4, "prompt_embeds": ' + embeds.encode() + b"}"
+    error = error_of(raw, COMPLETION)
+    assert (error.status_code, error.param) == (400, "prompt_embeds")

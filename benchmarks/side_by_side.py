@@ -15,6 +15,7 @@ fast-path issue's targets).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -134,33 +135,41 @@ def run_vllm_bench(port: int, users: int, model_dir: str, out: Path) -> dict:
             "error_rate": 1.0 - data["completed"] / max(1, data.get("num_prompts", data["completed"]))}
 
 
-def measure(server: Server, loads: list[int], clients: list[str], model_dir: str, out: Path) -> dict:
-    folder = out / server.name
+@contextlib.contextmanager
+def running(server: Server, folder: Path):
+    """Start `server` (its config and log in `folder`), wait until it answers, and stop it afterwards."""
     folder.mkdir(parents=True, exist_ok=True)
     command = list(server.command)
     if server.yaml is not None:
         (folder / "config.yaml").write_text(server.yaml)
         command.append(str(folder / "config.yaml"))
-    log = open(folder / "server.log", "w")
-    process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                               env={**os.environ, **server.env})
+    with open(folder / "server.log", "w") as log:
+        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                   env={**os.environ, **server.env})
+        try:
+            wait_ready(server.client_port, 900, process)
+            yield
+        finally:
+            stop(server, process)
+
+
+def measure(server: Server, loads: list[int], clients: list[str], model_dir: str, out: Path) -> dict:
+    folder = out / server.name
     results: dict = {}
     try:
-        wait_ready(server.client_port, 900, process)
-        for users in loads:
-            for client in clients:
-                run = run_loadtest if client == "loadtest" else run_vllm_bench
-                try:
-                    results[f"{client}_c{users}"] = run(server.client_port, users, model_dir, folder / f"{client}_c{users}")
-                except Exception as exc:  # noqa: BLE001 - record and go on with the other points
-                    results[f"{client}_c{users}"] = {"error": f"{type(exc).__name__}: {str(exc)[-300:]}"}
-                print(server.name, client, users, results[f"{client}_c{users}"], flush=True)
+        with running(server, folder):
+            for users in loads:
+                for client in clients:
+                    run = run_loadtest if client == "loadtest" else run_vllm_bench
+                    try:
+                        results[f"{client}_c{users}"] = run(server.client_port, users, model_dir,
+                                                            folder / f"{client}_c{users}")
+                    except Exception as exc:  # noqa: BLE001 - record and go on with the other points
+                        results[f"{client}_c{users}"] = {"error": f"{type(exc).__name__}: {str(exc)[-300:]}"}
+                    print(server.name, client, users, results[f"{client}_c{users}"], flush=True)
     except Exception as exc:  # noqa: BLE001
         results["error"] = f"{type(exc).__name__}: {exc}"
         print(server.name, "failed:", exc, flush=True)
-    finally:
-        stop(server, process)
-        log.close()
     return results
 
 

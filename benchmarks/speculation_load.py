@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from side_by_side import NAME, PORT, REPO, VENV_PY, Server, stop, wait_ready  # benchmarks/, beside this script
+from side_by_side import NAME, PORT, REPO, VENV_PY, Server, running  # benchmarks/, beside this script
 
 ENGINE = "dtype: float32, max_model_len: 2048, max_num_seqs: 64, enforce_eager: true, cpu_kvcache_space_gib: 1"
 SETS = ("copy", "translate", "chat")
@@ -54,27 +54,16 @@ def run_cell(prompt_set: str, users: int, model_dir: str, out: Path) -> dict:
 
 def measure(server: Server, loads: list[int], model_dir: str, out: Path) -> dict:
     folder = out / server.name
-    folder.mkdir(parents=True, exist_ok=True)
-    command = list(server.command)
-    if server.yaml is not None:
-        (folder / "config.yaml").write_text(server.yaml)
-        command.append(str(folder / "config.yaml"))
     results: dict = {}
-    with open(folder / "server.log", "w") as log:
-        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                   env={**os.environ, **server.env})
-        try:
-            wait_ready(PORT, 900, process)
-            for prompt_set in SETS:
-                for users in loads:
-                    key = f"{prompt_set}_c{users}"
-                    try:
-                        results[key] = run_cell(prompt_set, users, model_dir, folder / key)
-                    except Exception as exc:  # noqa: BLE001 - record and go on
-                        results[key] = {"error": f"{type(exc).__name__}: {str(exc)[-300:]}"}
-                    print(server.name, key, results[key], flush=True)
-        finally:
-            stop(server, process)
+    with running(server, folder):
+        for prompt_set in SETS:
+            for users in loads:
+                key = f"{prompt_set}_c{users}"
+                try:
+                    results[key] = run_cell(prompt_set, users, model_dir, folder / key)
+                except Exception as exc:  # noqa: BLE001 - record and go on
+                    results[key] = {"error": f"{type(exc).__name__}: {str(exc)[-300:]}"}
+                print(server.name, key, results[key], flush=True)
     return results
 
 

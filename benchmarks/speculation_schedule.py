@@ -32,13 +32,13 @@ def measure_one_k(k: int, batch_sizes: list[int], max_tokens: int, repeats: int)
     from serve_app.config import AppConfig
     from serve_app.platform.models import resolve_model_path
     from serve_app.server.engine_args import engine_environment, resolved_dtype
+    from serve_app.server.speculation import speculative_config
 
     config = AppConfig()
     model_dir = resolve_model_path(config.model)
     os.environ.update(engine_environment(config.engine))
-    spec = None if k == 0 else {"method": "ngram", "num_speculative_tokens": k,
-                                "prompt_lookup_min": config.engine.speculation.prompt_lookup_min,
-                                "prompt_lookup_max": config.engine.speculation.prompt_lookup_max}
+    ngram = config.engine.speculation.model_copy(update={"mode": "ngram", "num_speculative_tokens": max(k, 1)})
+    spec = None if k == 0 else speculative_config(ngram)
     dtype = resolved_dtype(config, model_dir)
     llm = LLM(model_dir, dtype=dtype, max_model_len=config.engine.max_model_len, max_num_seqs=max(batch_sizes),
               enforce_eager=True, seed=0, speculative_config=spec, disable_log_stats=False)

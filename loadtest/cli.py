@@ -67,8 +67,13 @@ def _add_load_arguments(parser: argparse.ArgumentParser) -> None:
     work.add_argument("--ignore-eos", action="store_true", help="send ignore_eos=true for fixed output length")
     work.add_argument("--temperature", type=float)
     work.add_argument("--prompts-file", help="JSONL: {prompt} | {messages} | {turns}, optional max_tokens")
-    work.add_argument("--prompt-set", choices=["copy", "translate", "chat"],
-                      help="built-in chat prompts (loadtest/prompt_sets.py); needs --endpoint chat")
+    work.add_argument("--prompt-set", choices=["copy", "translate", "chat", "shared-prefix"],
+                      help="built-in chat prompts (loadtest/prompt_sets.py, loadtest/shared_prefix.py); "
+                           "needs --endpoint chat")
+    work.add_argument("--system-prompts", type=int, default=8,
+                      help="shared-prefix: distinct system prompts the conversations share")
+    work.add_argument("--system-prompt-tokens", type=int, default=1000,
+                      help="shared-prefix: length of each system prompt (about 4 characters per token)")
     work.add_argument("--tokenizer", help="local Hugging Face tokenizer dir for exact prompt lengths")
     work.add_argument("--turns", type=int, default=1, help="chat turns per conversation (endpoint chat)")
     work.add_argument("--extra-body", type=json.loads, default={}, help="JSON object merged into each request body")
@@ -100,7 +105,9 @@ def config_from_args(args: argparse.Namespace, **overrides) -> LoadTestConfig:
         cooldown_s=args.cooldown_s, seed=args.seed, workers=args.workers,
         input_tokens=args.input_tokens, input_tokens_range=args.input_tokens_range, max_tokens=args.max_tokens,
         output_tokens_range=args.output_tokens_range, ignore_eos=args.ignore_eos, temperature=args.temperature,
-        prompts_file=args.prompts_file, prompt_set=args.prompt_set, tokenizer=args.tokenizer, turns=args.turns, extra_body=args.extra_body,
+        prompts_file=args.prompts_file, prompt_set=args.prompt_set, system_prompts=args.system_prompts,
+        system_prompt_tokens=args.system_prompt_tokens, tokenizer=args.tokenizer, turns=args.turns,
+        extra_body=args.extra_body,
         slos={k: float(v) for k, v in args.slo}, confidence=args.confidence,
         max_loop_lag_p99_ms=args.max_loop_lag_p99_ms, max_client_cpu_fraction=args.max_client_cpu_fraction,
         save_text=args.save_text,

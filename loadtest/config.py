@@ -47,8 +47,11 @@ class LoadTestConfig(BaseModel):
     ignore_eos: bool = False
     temperature: float | None = None
     prompts_file: str | None = None
-    # A built-in chat prompt set (loadtest/prompt_sets.py: copy, translate, chat).
+    # A built-in chat prompt set (loadtest/prompt_sets.py: copy, translate, chat; loadtest/shared_prefix.py:
+    # shared-prefix, conversations of `turns` turns over `system_prompts` system prompts).
     prompt_set: str | None = None
+    system_prompts: int = Field(default=8, ge=1, le=10_000)
+    system_prompt_tokens: int = Field(default=1000, ge=1, le=1_000_000)
     tokenizer: str | None = None
     turns: int = Field(default=1, ge=1, le=64)
     prompt_pool_size: int = Field(default=256, ge=1, le=100_000)

@@ -138,6 +138,10 @@ def _jobs_from_jsonl(path: str, config: LoadTestConfig, rng: random.Random, limi
 def build_jobs(config: LoadTestConfig, factory: PromptFactory, num_jobs: int) -> list[Job]:
     """`num_jobs` jobs, deterministic from config.seed. JSONL items repeat if fewer."""
     rng = random.Random(config.seed)
+    if config.prompt_set == "shared-prefix":
+        from loadtest.shared_prefix import shared_prefix_jobs
+
+        return shared_prefix_jobs(config, num_jobs)
     if config.prompt_set:
         from loadtest.prompt_sets import prompt_set
 

@@ -1,7 +1,8 @@
 """Builder: a validated config in, a bound Ray Serve application out.
 
-    placement with_model (default):  HTTP proxy -> Ingress + ModelServer (vLLM engine + vLLM's OpenAI frontend)
-    placement separate:              HTTP proxy -> Ingress -> ModelServer
+    placement with_model (one model):  HTTP proxy -> Ingress + ModelServer (vLLM engine + vLLM's OpenAI frontend)
+    placement separate (several):      HTTP proxy -> Ingress (routes by `model`) -> ModelServer-<name>, one
+                                       deployment per model, each with its own replicas, scaling and router
 
 `build_app` is the `import_path` target of Serve config files (`serve run cluster/serve-config.yaml`).
 """
@@ -16,6 +17,7 @@ from ray.serve import Application
 from serve_app.autoscaling.hook import model_autoscaling_config, stage_autoscaling_config
 from serve_app.config import AppConfig, DeploymentScaling, config_from_args
 from serve_app.ingress.routes import IngressDeployment
+from serve_app.routing.ray_router import request_router_options
 from serve_app.server.engine_args import engine_environment
 from serve_app.server.model_server import ModelServerDeployment
 
@@ -55,7 +57,8 @@ def model_options(config: AppConfig) -> dict[str, Any]:
         # Engine start-up (weights, KV cache, optional compile) is slow on CPU.
         "health_check_period_s": 10,
         "health_check_timeout_s": 60,
-        "graceful_shutdown_timeout_s": 30,
+        # A replica being replaced (upgrade, downscale) lets its streams finish: they may run to the request timeout.
+        "graceful_shutdown_timeout_s": config.admission.request_timeout_s + 5,
         **_replica_count(scaling, model_autoscaling_config(scaling)),
     }
     num_workers = config.engine.num_workers
@@ -75,12 +78,25 @@ def model_options(config: AppConfig) -> dict[str, Any]:
 MODEL_SERVER = "ModelServer"
 
 
+def model_deployment_name(config: AppConfig, view: AppConfig) -> str:
+    """`ModelServer` for a one-model config; `ModelServer-<served name>` for each model of several."""
+    if len(config.model_views()) == 1:
+        return MODEL_SERVER
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in view.model.resolved_name())
+    return f"{MODEL_SERVER}-{safe}"
+
+
 def build_graph(config: AppConfig) -> Application:
-    if config.ingress_placement == "with_model":
+    views = config.model_views()
+    if config.placement == "with_model":
         # The ingress replica is the model server: it takes the model deployment's resources and scaling.
-        return IngressDeployment.options(name=MODEL_SERVER, **model_options(config)).bind(config)
-    model = serve.deployment(ModelServerDeployment, name=MODEL_SERVER).options(**model_options(config)).bind(config)
-    return IngressDeployment.options(**stage_options(config.ingress_deployment)).bind(config, model)
+        return IngressDeployment.options(name=MODEL_SERVER, **model_options(views[0])).bind(views[0])
+    models = {
+        view.model.resolved_name(): serve.deployment(ModelServerDeployment, name=model_deployment_name(config, view))
+        .options(**model_options(view), **request_router_options(view.model_deployment.prefix_routing)).bind(view)
+        for view in views
+    }
+    return IngressDeployment.options(**stage_options(config.ingress_deployment)).bind(config, models)
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:

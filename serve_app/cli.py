@@ -22,7 +22,8 @@ def _load(args: argparse.Namespace) -> AppConfig:
 def cmd_models_prepare(args: argparse.Namespace) -> int:
     from serve_app.platform.models import resolve_model_path
 
-    print(resolve_model_path(_load(args).model))
+    for view in _load(args).model_views():
+        print(resolve_model_path(view.model))
     return 0
 
 
@@ -30,9 +31,12 @@ def _isolate_engine_cpus(config: AppConfig) -> None:
     """CPU engines: pin Ray and the stages (started next) to the cores the engine does not compute on."""
     from serve_app.platform.cpu_isolation import pin_graph_process, plan_core_split
 
-    engine = config.engine
-    if not engine.isolate_cpus or config.model_deployment.num_gpus or not hasattr(os, "sched_setaffinity"):
+    views = config.model_views()
+    if (not all(view.engine.isolate_cpus for view in views) or any(view.model_deployment.num_gpus for view in views)
+            or not hasattr(os, "sched_setaffinity")):
         return
+    # Several CPU engines share the engine cores (the largest tensor-parallel size sets how many).
+    engine = max((view.engine for view in views), key=lambda e: e.num_workers)
     split = plan_core_split(sorted(os.sched_getaffinity(0)), engine.num_workers, engine.cpu_omp_threads_bind)
     if split is not None:
         pin_graph_process(split)
@@ -52,8 +56,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return 2
     from serve_app.platform.models import resolve_model_path
 
-    # Prepare (convert) the model once here rather than in every deployment at once.
-    print(f"Model: {config.model.resolved_name()} from {resolve_model_path(config.model)}", flush=True)
+    # Prepare (convert) the models once here rather than in every deployment at once.
+    for view in config.model_views():
+        print(f"Model: {view.model.resolved_name()} from {resolve_model_path(view.model)}", flush=True)
     from serve_app.platform.ray_env import ray_environment
 
     for key, value in ray_environment(config).items():
@@ -67,7 +72,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=args.verbose)
     serve.start(http_options={"host": args.host, "port": args.port})
     serve.run(build_graph(config), name="serve_app", route_prefix="/")
-    print(f"serve_app is serving '{config.model.resolved_name()}' on http://{args.host}:{args.port}/v1 "
+    names = ", ".join(f"'{name}'" for name in config.served_names())
+    print(f"serve_app is serving {names} on http://{args.host}:{args.port}/v1 "
           f"(playground: http://{args.host}:{args.port}/). Ctrl-C stops it.", flush=True)
     stop = {"now": False}
 

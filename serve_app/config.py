@@ -20,6 +20,14 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
 
 
+class AdapterConfig(StrictModel):
+    """A LoRA adapter served on top of its model: clients pass `name` as `model`."""
+
+    name: str = Field(min_length=1, max_length=200)
+    # A local PEFT adapter folder (adapter_config.json + adapter_model.safetensors).
+    path: str
+
+
 class ModelConfig(StrictModel):
     """Which model is served and under which name."""
 
@@ -31,6 +39,10 @@ class ModelConfig(StrictModel):
     cache_dir: str = "~/.cache/serve_app/models"
     # Optional tokenizer path when it differs from the model's.
     tokenizer: str | None = None
+    # LoRA adapters of this model, each loaded by a replica on its first request and kept in a bounded cache.
+    adapters: list[AdapterConfig] = Field(default_factory=list)
+    # Adapters one replica keeps loaded (least recently used ones are unloaded past it).
+    max_loaded_adapters: int = Field(4, ge=1)
 
     def resolved_name(self) -> str:
         if self.served_model_name:
@@ -109,6 +121,10 @@ class EngineConfig(StrictModel):
     # cores (see serve_app/platform/cpu_isolation.py). Ignored when the model deployment asks for GPUs.
     isolate_cpus: bool = True
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    # Largest LoRA rank among the model's adapters (used only when the model has adapters).
+    max_lora_rank: int = Field(16, ge=1)
+    # The engine keeps KV blocks of finished requests and reuses them for prompts with the same prefix.
+    enable_prefix_caching: bool = True
     # "mp" (processes on one node) or "ray" (workers placed in the replica's placement group, may span nodes).
     distributed_executor_backend: Literal["mp", "ray"] | None = None
     speculation: SpeculationConfig = Field(default_factory=SpeculationConfig)
@@ -185,9 +201,23 @@ class DeploymentScaling(StrictModel):
         return self
 
 
+class PrefixRoutingConfig(StrictModel):
+    """Prefix-cache-aware routing between a model's replicas (serve_app/routing/), placement `separate` only."""
+
+    enabled: bool = True
+    # The prompt text is hashed in blocks of this many characters (a chained hash: block i covers the prefix).
+    block_chars: int = Field(256, ge=16)
+    # A request goes to the replica holding its longest cached prefix unless that replica has more than this
+    # many requests in flight over the least loaded one; then power-of-two-choices on load.
+    max_load_gap: int = Field(4, ge=0)
+    # Prefix blocks remembered per router (oldest forgotten first).
+    max_tracked_blocks: int = Field(200_000, ge=1)
+
+
 class ModelDeploymentConfig(DeploymentScaling):
     latency_targets: LatencyTargets = Field(default_factory=LatencyTargets)
     num_cpus: float = Field(1.0, ge=0)
+    prefix_routing: PrefixRoutingConfig = Field(default_factory=PrefixRoutingConfig)
 
 
 class AdmissionConfig(StrictModel):
@@ -221,8 +251,25 @@ class LoggingConfig(StrictModel):
     level: str = "INFO"
 
 
+class ServedModel(StrictModel):
+    """One model of a several-model config (`models:`): its source and name, engine, frontend and deployment."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    frontend: FrontendConfig = Field(default_factory=FrontendConfig)
+    deployment: ModelDeploymentConfig = Field(default_factory=ModelDeploymentConfig)
+
+
+_PER_MODEL_KEYS = ("model", "engine", "frontend", "model_deployment")
+
+
 class AppConfig(StrictModel):
-    """Everything needed to build the serving graph."""
+    """Everything needed to build the serving graph.
+
+    One model: the top-level `model`, `engine`, `frontend` and `model_deployment` sections. Several models behind
+    one endpoint: a `models:` list of those sections instead (the first is the default for requests without a
+    `model`). `model_views()` gives every model as a one-model config, which is what each model server takes.
+    """
 
     model: ModelConfig = Field(default_factory=ModelConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
@@ -231,7 +278,8 @@ class AppConfig(StrictModel):
     # Where the HTTP ingress runs: `with_model` in each model server replica (a token crosses one Ray hop, the
     # fastest measured), or `separate`, its own autoscaled CPU deployment in front of the model servers (two hops;
     # a killed model replica then still ends open streams with an error event).
-    ingress_placement: Literal["with_model", "separate"] = "with_model"
+    # `auto` (default): `with_model` for one model, `separate` for several (the ingress then routes by `model`).
+    ingress_placement: Literal["auto", "with_model", "separate"] = "auto"
     ingress_deployment: DeploymentScaling = Field(default_factory=DeploymentScaling)
     # Ray Serve's throughput-optimized mode (serve_app/platform/ray_env.py). Ray reads it from the environment of
     # the processes that start Ray: `serve-app serve` sets it; on a cluster you start yourself, set
@@ -243,6 +291,55 @@ class AppConfig(StrictModel):
     playground_enabled: bool = True
     # FastAPI's API docs (/docs, /redoc, /openapi.json); the production configs under cluster/ turn them off.
     api_docs_enabled: bool = True
+    # Several models behind one endpoint (replaces the top-level model/engine/frontend/model_deployment).
+    models: list[ServedModel] | None = None
+
+    @model_validator(mode="after")
+    def _check_models(self) -> "AppConfig":
+        if self.models is not None:
+            if not self.models:
+                raise ValueError("models must list at least one model")
+            both = sorted(set(_PER_MODEL_KEYS) & self.model_fields_set)
+            if both:
+                raise ValueError(f"set either `models:` or the top-level {', '.join(both)} section, not both "
+                                 "(with `models:` each model has its own model/engine/frontend/deployment)")
+        names: list[str] = []
+        for view in self.model_views():
+            names.append(view.model.resolved_name())
+            names.extend(adapter.name for adapter in view.model.adapters)
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"served model and adapter names must be unique; repeated: {duplicates}")
+        if self.ingress_placement == "with_model" and self.models is not None and len(self.models) > 1:
+            raise ValueError("ingress_placement with_model serves one model; several models need `separate` "
+                             "(or `auto`), where the ingress routes each request by its `model`")
+        return self
+
+    @property
+    def placement(self) -> Literal["with_model", "separate"]:
+        """The resolved ingress placement."""
+        if self.ingress_placement != "auto":
+            return self.ingress_placement
+        return "separate" if self.models is not None and len(self.models) > 1 else "with_model"
+
+    def model_views(self) -> list["AppConfig"]:
+        """Each served model as a one-model config (shared sections: admission, auth, logging, ...)."""
+        if self.models is None:
+            return [self]
+        shared = self.model_dump(exclude={"models", *_PER_MODEL_KEYS})
+        return [AppConfig.model_validate({**shared, "model": entry.model.model_dump(),
+                                          "engine": entry.engine.model_dump(), "frontend": entry.frontend.model_dump(),
+                                          "model_deployment": entry.deployment.model_dump()})
+                for entry in self.models]
+
+    def served_names(self) -> dict[str, str]:
+        """Every name a client may pass as `model` (models and their adapters) -> the name of the model serving it."""
+        names: dict[str, str] = {}
+        for view in self.model_views():
+            base = view.model.resolved_name()
+            names[base] = base
+            names.update({adapter.name: base for adapter in view.model.adapters})
+        return names
 
 
 def load_config(path: str | Path) -> AppConfig:
@@ -258,7 +355,7 @@ def config_from_args(args: dict[str, Any]) -> AppConfig:
     path = args.pop("config_path", None)
     if path is None:
         return AppConfig.model_validate(args)
-    base = load_config(path).model_dump()
+    base = load_config(path).model_dump(exclude_unset=True)
     return AppConfig.model_validate(_deep_merge(base, args))
 
 

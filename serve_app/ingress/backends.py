@@ -13,7 +13,7 @@ from serve_app.server.model_server import ServerRequest
 
 
 class ModelBackend(Protocol):
-    def generate(self, request: ServerRequest) -> AsyncIterator[Any]: ...
+    def generate(self, request: ServerRequest, adapter: str | None = None) -> AsyncIterator[Any]: ...
 
     async def engine_stats(self) -> dict[str, float]: ...
 
@@ -26,8 +26,8 @@ class InProcessBackend:
     def __init__(self, server: Any):
         self.server = server
 
-    def generate(self, request: ServerRequest) -> AsyncIterator[Any]:
-        return self.server.generate(request)
+    def generate(self, request: ServerRequest, adapter: str | None = None) -> AsyncIterator[Any]:
+        return self.server.generate(request)  # the server loads `adapter` (named in the body) on first use
 
     async def engine_stats(self) -> dict[str, float]:
         return self.server.engine_stats()
@@ -44,8 +44,11 @@ class HandleBackend:
         self._handle = handle
         self._stream_handle = handle.options(stream=True)
 
-    def generate(self, request: ServerRequest) -> AsyncIterator[Any]:
-        return self._stream_handle.generate.remote(request)
+    def generate(self, request: ServerRequest, adapter: str | None = None) -> AsyncIterator[Any]:
+        if adapter is None:
+            return self._stream_handle.generate.remote(request)
+        # Ray's router prefers replicas that report this adapter loaded (serve.multiplexed in the model server).
+        return self._stream_handle.options(multiplexed_model_id=adapter).generate.remote(request)
 
     async def engine_stats(self) -> dict[str, float]:
         return await self._handle.engine_stats.remote()

@@ -13,30 +13,34 @@ class IngressMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("serve_app_requests", "HTTP requests by route and status", ["route", "status"], registry=r)
+        # `model` is the model serving the request ("" when refused before routing: bad body, bad key).
+        self.requests = Counter("serve_app_requests", "HTTP requests by model, route and status",
+                                ["model", "route", "status"], registry=r)
         self.rejected = Counter("serve_app_rejected_requests", "Requests refused before work, by reason", ["reason"], registry=r)
-        self.output_tokens = Counter("serve_app_output_tokens", "Generated tokens sent to clients", registry=r)
-        self.prompt_tokens = Counter("serve_app_prompt_tokens", "Prompt tokens of admitted requests", registry=r)
-        self.ttft = Histogram("serve_app_ttft_seconds", "Time to first token, from arrival at the ingress", buckets=_LATENCY_BUCKETS_S, registry=r)
-        self.inter_token = Histogram(
-            "serve_app_inter_token_latency_seconds", "Gap between successive streamed frames", buckets=_GAP_BUCKETS_S, registry=r
-        )
-        self.e2e = Histogram("serve_app_e2e_latency_seconds", "End-to-end request latency", buckets=_LATENCY_BUCKETS_S, registry=r)
+        self.output_tokens = Counter("serve_app_output_tokens", "Generated tokens sent to clients", ["model"], registry=r)
+        self.prompt_tokens = Counter("serve_app_prompt_tokens", "Prompt tokens of admitted requests", ["model"], registry=r)
+        self.ttft = Histogram("serve_app_ttft_seconds", "Time to first token, from arrival at the ingress", ["model"],
+                              buckets=_LATENCY_BUCKETS_S, registry=r)
+        self.inter_token = Histogram("serve_app_inter_token_latency_seconds", "Gap between successive streamed frames",
+                                     ["model"], buckets=_GAP_BUCKETS_S, registry=r)
+        self.e2e = Histogram("serve_app_e2e_latency_seconds", "End-to-end request latency", ["model"],
+                             buckets=_LATENCY_BUCKETS_S, registry=r)
         self.stage = Histogram(
-            "serve_app_stage_latency_seconds", "Per-stage latency (ingress, tokenize, queue, prefill, decode, stream)",
-            ["stage"], buckets=_LATENCY_BUCKETS_S, registry=r,
+            "serve_app_stage_latency_seconds", "Per-stage latency (ingress, handoff, queue, prefill, decode, ...)",
+            ["model", "stage"], buckets=_LATENCY_BUCKETS_S, registry=r,
         )
         self.in_flight = Gauge("serve_app_in_flight_requests", "Requests admitted and not finished (this ingress replica)", registry=r)
-        self.engine_waiting = Gauge("serve_app_engine_waiting_requests", "Requests queued in the engine", registry=r)
-        self.engine_running = Gauge("serve_app_engine_running_requests", "Requests running in the engine", registry=r)
-        self.engine_healthy = Gauge("serve_app_engine_healthy", "1 when the engine answers its health check", registry=r)
+        self.engine_waiting = Gauge("serve_app_engine_waiting_requests", "Requests queued in the engine", ["model"], registry=r)
+        self.engine_running = Gauge("serve_app_engine_running_requests", "Requests running in the engine", ["model"], registry=r)
+        self.engine_healthy = Gauge("serve_app_engine_healthy", "1 when the engine answers its health check", ["model"],
+                                    registry=r)
         self.speculation = SpeculationCollector()
         r.register(self.speculation)
 
-    def observe_timings(self, timings_ms: dict[str, float]) -> None:
+    def observe_timings(self, model: str, timings_ms: dict[str, float]) -> None:
         for key, value in timings_ms.items():
             if key.endswith("_ms") and key != "ttft_ms":
-                self.stage.labels(stage=key[:-3]).observe(value / 1000.0)
+                self.stage.labels(model=model, stage=key[:-3]).observe(value / 1000.0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -50,6 +50,7 @@ from serve_app.server.response_stream import Frame
 
 logger = logging.getLogger("ray.serve")
 REQUEST_ID_HEADER = "x-request-id"
+REPLICA_HEADER = "x-serve-app-replica"  # which model server replica answered (non-streamed responses)
 
 # The API docs are routes of the Ingress below (FastAPI's own would be fixed when this module is imported, before
 # the config is known), so `api_docs_enabled: false` turns them off.
@@ -161,22 +162,26 @@ class _Once:
 
 @serve.ingress(app)
 class Ingress:
-    """Routes and admission; `model_handle=None` runs the model server in this replica (placement `with_model`)."""
+    """Routes and admission. `model_handles` maps each served model to its model server deployment (placement
+    `separate`); None runs the one model's server in this replica (placement `with_model`)."""
 
-    async def __init__(self, config: AppConfig, model_handle: Any = None):
+    async def __init__(self, config: AppConfig, model_handles: dict[str, Any] | None = None):
         self._config = config
-        self._model_name = config.model.resolved_name()
+        views = config.model_views()
+        self._default_model = views[0].model.resolved_name()
+        self._served = config.served_names()  # client-facing name (model or adapter) -> the model serving it
+        self._parents = {view.model.resolved_name(): view for view in views}
         # First: auth enabled without keys fails here with one message naming the setting, before an engine starts.
         self._auth = ApiKeyAuth.from_config(config.auth)
         self._server = None
-        if model_handle is None:
+        if model_handles is None:
             from serve_app.server.model_server import ModelServer
 
-            self._server = ModelServer(config)
+            self._server = ModelServer(views[0])
             await self._server.start()
-            self._backend: ModelBackend = InProcessBackend(self._server)
+            self._backends: dict[str, ModelBackend] = {self._default_model: InProcessBackend(self._server)}
         else:
-            self._backend = HandleBackend(model_handle)
+            self._backends = {name: HandleBackend(handle) for name, handle in model_handles.items()}
         self._admission = AdmissionController(config.admission.max_in_flight_requests, config.admission.retry_after_s)
         self._metrics = IngressMetrics()
         self._limits = RequestLimits(max_tokens=config.admission.max_tokens_limit, max_n=config.admission.max_n)
@@ -195,19 +200,33 @@ class Ingress:
 
     # ------------------------------------------------------------------ public routes
 
+    async def _all_engine_stats(self, timeout_s: float) -> dict[str, dict[str, float] | None]:
+        """Each model's engine stats (None where its replicas did not answer in time)."""
+
+        async def one(backend: ModelBackend) -> dict[str, float] | None:
+            try:
+                return await asyncio.wait_for(backend.engine_stats(), timeout=timeout_s)
+            except Exception as exc:  # noqa: BLE001 - an unreachable model is reported, not raised
+                logger.warning("Engine stats failed: %s", type(exc).__name__)
+                return None
+
+        names = list(self._backends)
+        results = await asyncio.gather(*(one(self._backends[name]) for name in names))
+        return dict(zip(names, results))
+
     @app.get("/health")
     async def health(self) -> Response:
-        try:
-            stats = await asyncio.wait_for(self._backend.engine_stats(), timeout=5.0)
-            healthy = bool(stats.get("is_healthy"))
-        except Exception as exc:
-            logger.warning("Health check failed: %s", type(exc).__name__)
-            healthy = False
-        self._metrics.engine_healthy.set(1 if healthy else 0)
-        if healthy:
-            return JSONResponse({"status": "ok"})
-        return JSONResponse(error_body("The model engine is not available.", type="server_error",
-                                       code="engine_unavailable"), status_code=503)
+        stats = await self._all_engine_stats(timeout_s=5.0)
+        models = {name: "ok" if s and s.get("is_healthy") else "unavailable" for name, s in stats.items()}
+        for name, state in models.items():
+            self._metrics.engine_healthy.labels(model=name).set(1 if state == "ok" else 0)
+        if all(state == "ok" for state in models.values()):
+            return JSONResponse({"status": "ok", "models": models})
+        down = sorted(name for name, state in models.items() if state != "ok")
+        body = error_body(f"Model engine not available: {', '.join(down)}.", type="server_error",
+                          code="engine_unavailable")
+        body["models"] = models
+        return JSONResponse(body, status_code=503)
 
     @app.get("/metrics")
     async def metrics(self, request: Request) -> Response:
@@ -216,14 +235,14 @@ class Ingress:
                 self._auth.authenticate(request.headers.get("authorization"))
             except ServeAppError as error:
                 return _error_response(error, _request_id(request))
-        try:
-            stats = await asyncio.wait_for(self._backend.engine_stats(), timeout=15.0)
-            self._metrics.engine_running.set(stats["num_running"])
-            self._metrics.engine_waiting.set(stats["num_waiting"])
-            self._metrics.engine_healthy.set(stats["is_healthy"])
-            self._metrics.speculation.update(self._config.model.resolved_name(), stats)
-        except Exception:
-            self._metrics.engine_healthy.set(0)
+        for name, stats in (await self._all_engine_stats(timeout_s=15.0)).items():
+            if stats is None:
+                self._metrics.engine_healthy.labels(model=name).set(0)
+                continue
+            self._metrics.engine_running.labels(model=name).set(stats["num_running"])
+            self._metrics.engine_waiting.labels(model=name).set(stats["num_waiting"])
+            self._metrics.engine_healthy.labels(model=name).set(stats["is_healthy"])
+            self._metrics.speculation.update(name, stats)
         self._metrics.in_flight.set(self._admission.num_in_flight)
         return Response(self._metrics.render(), media_type="text/plain; version=0.0.4")
 
@@ -234,7 +253,9 @@ class Ingress:
             self._authenticate(request)
         except ServeAppError as error:
             return _error_response(error, request_id)
-        data = [{"id": self._model_name, "object": "model", "created": self._created_s, "owned_by": "serve_app"}]
+        data = [{"id": name, "object": "model", "created": self._created_s, "owned_by": "serve_app",
+                 "root": name, "parent": None if parent == name else parent}
+                for name, parent in self._served.items()]
         return JSONResponse({"object": "list", "data": data}, headers={REQUEST_ID_HEADER: request_id})
 
     @app.post(CHAT.route, openapi_extra=_request_schema(CHAT))
@@ -283,14 +304,14 @@ class Ingress:
             key_digest = self._authenticate(http_request)
             raw = await read_body(http_request, self._config.admission.max_body_bytes)
             body = parse_request(raw, self._request_types[endpoint.name], self._fields[endpoint.name], self._limits)
-            self._check_model(body.model)
+            model, adapter = self._route(body.model)
         except ServeAppError as error:
-            self._metrics.requests.labels(route=route, status=str(error.status_code)).inc()
+            self._metrics.requests.labels(model="", route=route, status=str(error.status_code)).inc()
             return _error_response(error, request_id)
 
         if not self._admission.try_acquire():
             self._metrics.rejected.labels(reason="overloaded").inc()
-            self._metrics.requests.labels(route=route, status="429").inc()
+            self._metrics.requests.labels(model=model, route=route, status="429").inc()
             return _error_response(self._admission.overloaded_error(), request_id)
         release = _Once(self._admission.release)
         try:
@@ -306,43 +327,50 @@ class Ingress:
             server_request = ServerRequest(endpoint=endpoint.name, body=body, request_id=request_id, wire=wire,
                                            arrival_time_s=arrival_s,
                                            timings_ms={"ingress_ms": (time.time() - arrival_s) * 1000.0})
-            frames = self._backend.generate(server_request)
+            backend = self._backends[model]
+            frames = backend.generate(server_request, adapter)
             # Pull the first item before answering, so an error before any output gets a real status code.
             try:
                 first = await asyncio.wait_for(frames.__anext__(), timeout=self._config.admission.request_timeout_s)
             except BaseException:
-                await self._backend.close_stream(frames)
+                await backend.close_stream(frames)
                 raise
             if isinstance(first, WholeResponse):
-                await self._backend.close_stream(frames)
-                return self._whole_response(first, route, arrival_s, request_id, http_request)
+                await backend.close_stream(frames)
+                return self._whole_response(first, model, route, arrival_s, request_id, http_request)
             release.hand_over()
             return StreamingResponse(
-                self._relay(first, frames, route, arrival_s, release, wire),
+                self._relay(first, frames, backend, model, route, arrival_s, release, wire),
                 media_type=MSGPACK_CONTENT_TYPE if wire == "msgpack" else SSE_CONTENT_TYPE,
                 headers={REQUEST_ID_HEADER: request_id, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
         except Exception as exc:
-            return self._failure_response(exc, route, request_id)
+            return self._failure_response(exc, model, route, request_id)
         finally:
             release.unless_handed_over()
 
-    def _whole_response(self, whole, route: str, arrival_s: float, request_id: str, http_request: Request) -> Response:
-        self._metrics.requests.labels(route=route, status=str(whole.status_code)).inc()
-        if whole.status_code == 200:
-            self._metrics.e2e.observe(time.time() - arrival_s)
-            usage = whole.body.get("usage") or {}
-            self._metrics.output_tokens.inc(usage.get("completion_tokens") or usage.get("output_tokens") or 0)
-            self._metrics.prompt_tokens.inc(usage.get("prompt_tokens") or usage.get("input_tokens") or 0)
-            if whole.body.get("timings"):
-                self._metrics.observe_timings(whole.body["timings"])
-        data, encoding = maybe_gzip(compact_json(whole.body).encode(), http_request.headers.get("accept-encoding"))
-        return Response(data, status_code=whole.status_code, media_type="application/json",
-                        headers={REQUEST_ID_HEADER: request_id, **encoding})
-
-    async def _relay(self, first: Frame, frames: AsyncIterator[Any], route: str, arrival_s: float,
-                     release: _Once, wire: WireFormat) -> AsyncIterator[Any]:
+    def _whole_response(self, whole, model: str, route: str, arrival_s: float, request_id: str,
+                        http_request: Request) -> Response:
         metrics = self._metrics
+        metrics.requests.labels(model=model, route=route, status=str(whole.status_code)).inc()
+        if whole.status_code == 200:
+            metrics.e2e.labels(model=model).observe(time.time() - arrival_s)
+            usage = whole.body.get("usage") or {}
+            metrics.output_tokens.labels(model=model).inc(usage.get("completion_tokens") or usage.get("output_tokens") or 0)
+            metrics.prompt_tokens.labels(model=model).inc(usage.get("prompt_tokens") or usage.get("input_tokens") or 0)
+            if whole.body.get("timings"):
+                metrics.observe_timings(model, whole.body["timings"])
+        data, encoding = maybe_gzip(compact_json(whole.body).encode(), http_request.headers.get("accept-encoding"))
+        headers = {REQUEST_ID_HEADER: request_id, **encoding}
+        if whole.replica:
+            headers[REPLICA_HEADER] = whole.replica
+        return Response(data, status_code=whole.status_code, media_type="application/json", headers=headers)
+
+    async def _relay(self, first: Frame, frames: AsyncIterator[Any], backend: ModelBackend, model: str, route: str,
+                     arrival_s: float, release: _Once, wire: WireFormat) -> AsyncIterator[Any]:
+        metrics = self._metrics
+        ttft, inter_token, output_tokens = (metrics.ttft.labels(model=model), metrics.inter_token.labels(model=model),
+                                            metrics.output_tokens.labels(model=model))
         deadline_s = arrival_s + self._config.admission.request_timeout_s
         status = "200"
         last_output_s = None
@@ -352,12 +380,12 @@ class Ingress:
                 now_s = time.time()
                 if frame.has_output:
                     if last_output_s is None:
-                        metrics.ttft.observe(now_s - arrival_s)
+                        ttft.observe(now_s - arrival_s)
                     else:
-                        metrics.inter_token.observe(now_s - last_output_s)
+                        inter_token.observe(now_s - last_output_s)
                     last_output_s = now_s
                 if frame.num_tokens:
-                    metrics.output_tokens.inc(frame.num_tokens)
+                    output_tokens.inc(frame.num_tokens)
                 if frame.error is not None:
                     status = "500"
                 yield frame.data
@@ -380,21 +408,26 @@ class Ingress:
             status = "499"  # client went away; closing `frames` aborts the request in the engine
             raise
         finally:
-            await self._backend.close_stream(frames)
-            metrics.e2e.observe(time.time() - arrival_s)
-            metrics.requests.labels(route=route, status=status).inc()
+            await backend.close_stream(frames)
+            metrics.e2e.labels(model=model).observe(time.time() - arrival_s)
+            metrics.requests.labels(model=model, route=route, status=status).inc()
             release()
 
     # ------------------------------------------------------------------ helpers
 
-    def _check_model(self, model: str | None) -> None:
-        if model is not None and model != self._model_name:
-            raise ServeAppError(
-                f"The model '{model}' does not exist. Available: '{self._model_name}'.",
-                status_code=404, param="model", code="model_not_found",
-            )
+    def _route(self, requested: str | None) -> tuple[str, str | None]:
+        """The model serving `requested` (None: the default model) and the adapter asked for, if any."""
+        if requested is None:
+            return self._default_model, None
+        model = self._served.get(requested)
+        if model is None:
+            names = list(self._served)
+            shown = ", ".join(f"'{name}'" for name in names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+            raise ServeAppError(f"The model '{requested[:200]}' does not exist. Available: {shown}.",
+                                status_code=404, param="model", code="model_not_found")
+        return model, (requested if requested != model else None)
 
-    def _failure_response(self, exc: Exception, route: str, request_id: str) -> Response:
+    def _failure_response(self, exc: Exception, model: str, route: str, request_id: str) -> Response:
         error = find_serve_app_error(exc)
         if error is None:
             if isinstance(exc, asyncio.TimeoutError):
@@ -403,7 +436,7 @@ class Ingress:
                 logger.warning("Request %s failed: %s: %s", request_id, type(exc).__name__, str(exc)[:200])
                 error = ServeAppError("The model is temporarily unavailable; retry the request.",
                                       status_code=503, type="server_error", code="unavailable")
-        self._metrics.requests.labels(route=route, status=str(error.status_code)).inc()
+        self._metrics.requests.labels(model=model, route=route, status=str(error.status_code)).inc()
         return _error_response(error, request_id)
 
 

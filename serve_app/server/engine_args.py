@@ -44,8 +44,15 @@ def engine_kwargs(config: AppConfig, model_path: str) -> dict[str, Any]:
         # for sharding across nodes and is unsupported on CPU. Local processes otherwise.
         distributed_executor_backend=engine.distributed_executor_backend or ("mp" if engine.num_workers > 1 else None),
         disable_log_stats=False,
+        enable_prefix_caching=engine.enable_prefix_caching,
         speculative_config=speculative_config(engine.speculation),
     )
+    adapters = config.model.adapters
+    if adapters:
+        # Adapters are loaded on first use (serve_app/server/adapters.py); the engine holds at most
+        # `max_loaded_adapters` of them and batches up to that many different ones in one step.
+        loaded = min(len(adapters), config.model.max_loaded_adapters)
+        kwargs.update(enable_lora=True, max_lora_rank=engine.max_lora_rank, max_loras=loaded, max_cpu_loras=loaded)
     return kwargs | engine.extra_engine_args
 
 

@@ -58,6 +58,16 @@ class WholeResponse:
 
     status_code: int
     body: dict[str, Any]
+    replica: str | None = None  # the model server replica that answered (the x-serve-app-replica header)
+
+
+def _replica_id() -> str | None:
+    try:
+        from ray import serve
+
+        return serve.get_replica_context().replica_id.unique_id
+    except Exception:  # noqa: BLE001 - outside a Serve replica
+        return None
 
 
 class ModelServer:
@@ -75,6 +85,7 @@ class ModelServer:
 
         self._config = config
         self.model_name = config.model.resolved_name()
+        self.replica_id = _replica_id()
         model_path = resolve_model_path(config.model)
         self._engine_args = AsyncEngineArgs(**engine_kwargs(config, model_path))
         self._frontend_args = FrontendArgs(**frontend_kwargs(config))
@@ -114,7 +125,7 @@ class ModelServer:
             if not hasattr(result, "__aiter__"):
                 body = dump(result)
                 body["timings"] = self._timings(request, stats, start_wall_s)  # serve_app extension
-                yield WholeResponse(200, body)
+                yield WholeResponse(200, body, replica=self.replica_id)
                 return
             async for frame in self._frames(result, request, stats, start_wall_s):
                 yield frame

@@ -148,11 +148,13 @@ def async_openai_client(serve_app_url):
     return AsyncOpenAI(base_url=f"{serve_app_url}/v1", api_key="unused", max_retries=0, timeout=120)
 
 
-def read_gauge(base_url: str, name: str) -> float:
+def read_gauge(base_url: str, name: str, model: str | None = None) -> float:
+    """A gauge's value from /metrics, summed over its series (only `model`'s when given)."""
     text = httpx.get(f"{base_url}/metrics", timeout=10).text
-    match = re.search(rf"^{name} ([0-9.e+-]+)$", text, re.MULTILINE)
-    assert match, f"{name} not in /metrics"
-    return float(match.group(1))
+    values = [float(value) for labels, value in re.findall(rf"^{name}(\{{[^}}]*\}})? ([0-9.e+-]+)$", text, re.MULTILINE)
+              if model is None or f'model="{model}"' in labels]
+    assert values, f"{name} not in /metrics"
+    return sum(values)
 
 
 @pytest.fixture

@@ -47,7 +47,9 @@ def ingress_client(monkeypatch):
     def make(**config) -> TestClient:
         user_class = _ingress_class()
         ingress = user_class.__new__(user_class)
-        asyncio.run(user_class.__init__(ingress, AppConfig.model_validate(config), model_handle=_UnreachableModel()))
+        app_config = AppConfig.model_validate(config)
+        handles = {view.model.resolved_name(): _UnreachableModel() for view in app_config.model_views()}
+        asyncio.run(user_class.__init__(ingress, app_config, model_handles=handles))
         monkeypatch.setattr(serve, "get_replica_context", lambda: SimpleNamespace(servable_object=ingress))
         return TestClient(routes.app, raise_server_exceptions=False)
 

@@ -121,8 +121,8 @@ class EngineConfig(StrictModel):
     # cores (see serve_app/platform/cpu_isolation.py). Ignored when the model deployment asks for GPUs.
     isolate_cpus: bool = True
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
-    # Largest LoRA rank among the model's adapters (used only when the model has adapters).
-    max_lora_rank: int = Field(16, ge=1)
+    # Largest LoRA rank among the model's adapters (used only when the model has adapters); a size vLLM supports.
+    max_lora_rank: Literal[1, 8, 16, 32, 64, 128, 256, 320, 512] = 16
     # The engine keeps KV blocks of finished requests and reuses them for prompts with the same prefix.
     enable_prefix_caching: bool = True
     # "mp" (processes on one node) or "ray" (workers placed in the replica's placement group, may span nodes).

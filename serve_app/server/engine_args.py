@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from serve_app.config import AppConfig, EngineConfig
+from serve_app.server.lora_cpu_fix import WORKER_EXTENSION as LORA_CPU_FIX_EXTENSION
 from serve_app.server.speculation import speculative_config
 from serve_app.server.engine_dtype import choose_dtype, read_checkpoint_dtype, read_cpuinfo
 
@@ -53,6 +54,9 @@ def engine_kwargs(config: AppConfig, model_path: str) -> dict[str, Any]:
         # `max_loaded_adapters` of them and batches up to that many different ones in one step.
         loaded = min(len(adapters), config.model.max_loaded_adapters)
         kwargs.update(enable_lora=True, max_lora_rank=engine.max_lora_rank, max_loras=loaded, max_cpu_loras=loaded)
+        if not config.model_deployment.num_gpus:
+            # vLLM 0.32's CPU LoRA ops apply an adapter to requests without one in the same step (lora_cpu_fix.py).
+            kwargs["worker_extension_cls"] = LORA_CPU_FIX_EXTENSION
     return kwargs | engine.extra_engine_args
 
 

@@ -98,6 +98,9 @@ class SchedulerLoad:
         self.spec_drafts = 0
         self.spec_draft_tokens = 0
         self.spec_accepted_tokens = 0
+        # Prefix caching since start: prompt tokens looked up in the cache and tokens found there.
+        self.prefix_cache_queries = 0
+        self.prefix_cache_hits = 0
 
     def observe_speculation(self, stats: Any) -> None:
         self.spec_drafts += stats.num_drafts
@@ -120,6 +123,10 @@ class SchedulerLoad:
                     load.num_waiting = scheduler_stats.num_waiting_reqs + scheduler_stats.num_skipped_waiting_reqs
                     if scheduler_stats.spec_decoding_stats is not None:
                         load.observe_speculation(scheduler_stats.spec_decoding_stats)
+                    prefix = scheduler_stats.prefix_cache_stats
+                    if prefix is not None:
+                        load.prefix_cache_queries += prefix.queries
+                        load.prefix_cache_hits += prefix.hits
 
             def log_engine_initialized(self):
                 pass

@@ -23,9 +23,12 @@ from typing import Any, AsyncIterator
 from serve_app.autoscaling.window import ReplicaLatencyStats
 from serve_app.config import AppConfig
 from serve_app.platform.cpu_isolation import engine_cores_from_env, engine_spawn_affinity
+from serve_app.api.errors import ServeAppError
 from serve_app.api.framing import WireFormat, done_marker, final_error_events
 from serve_app.platform.models import resolve_model_path
 from serve_app.server.engine_args import engine_environment, engine_kwargs, frontend_kwargs
+from serve_app.server.adapters import AdapterCache
+from serve_app.server.engine_guard import ENGINE_GUARD_ENV
 from serve_app.server.engine_observer import ObservedEngine, RequestStats, SchedulerLoad, current_request_stats
 from serve_app.server.openai_frontend import (
     ENDPOINTS,
@@ -90,10 +93,13 @@ class ModelServer:
         self._engine_args = AsyncEngineArgs(**engine_kwargs(config, model_path))
         self._frontend_args = FrontendArgs(**frontend_kwargs(config))
         self._load = SchedulerLoad()
+        # The engine process (and its workers) die with this replica, however it stops (engine_guard.py).
+        os.environ[ENGINE_GUARD_ENV] = str(os.getpid())
         with engine_spawn_affinity(engine_cpus):  # the engine process inherits its compute cores
             self._engine = AsyncLLM.from_engine_args(self._engine_args, stat_loggers=[self._load.stat_logger_factory()])
         self._observed_engine = ObservedEngine(self._engine)
         self._state: Any = None
+        self._adapters = AdapterCache(config.model.adapters, config.model.max_loaded_adapters)
         self._latency = ReplicaLatencyStats(window_s=config.model_deployment.latency_targets.window_s)
         self._num_active = 0
         self.max_model_len = self._engine.model_config.max_model_len
@@ -102,6 +108,7 @@ class ModelServer:
 
     async def start(self) -> None:
         self._state = await build_serving_state(self._observed_engine, self._engine_args, self._frontend_args)
+        self._adapters.bind(self._state)
 
     async def generate(self, request: ServerRequest) -> AsyncIterator[Frame | WholeResponse]:
         endpoint = ENDPOINTS[request.endpoint]
@@ -111,7 +118,12 @@ class ModelServer:
         token = current_request_stats.set(stats)
         try:
             try:
+                if getattr(request.body, "model", None) in self._adapters:
+                    await self._adapters.ensure_loaded(request.body.model)
                 result = await endpoint.call(self._state, request.body)
+            except ServeAppError as error:
+                yield WholeResponse(error.status_code, error.to_body())
+                return
             except Exception as exc:  # vLLM raises request errors (bad values, too long) as exceptions
                 status, body = openai_error(error_from_exception(exc))
                 yield WholeResponse(status, body)
@@ -186,6 +198,9 @@ class ModelServer:
             "spec_drafts": self._load.spec_drafts,
             "spec_draft_tokens": self._load.spec_draft_tokens,
             "spec_accepted_tokens": self._load.spec_accepted_tokens,
+            "prefix_cache_queries": self._load.prefix_cache_queries,
+            "prefix_cache_hits": self._load.prefix_cache_hits,
+            "replica": self.replica_id or "",
         }
 
     async def check_health(self) -> None:

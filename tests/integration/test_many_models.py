@@ -7,6 +7,7 @@ peft. The ingress routes by `model`; the tiny model's replicas sit behind the pr
 from __future__ import annotations
 
 import re
+import time
 from collections import defaultdict
 
 import httpx
@@ -125,8 +126,26 @@ def test_health_and_metrics_cover_every_model(multi_url):
     health = httpx.get(f"{multi_url}/health", timeout=30)
     assert health.status_code == 200
     assert health.json()["models"] == {DEFAULT_NAME: "ok", TINY_NAME: "ok"}
+    # From the Serve controller: every replica of each model, not just the one that answered.
+    assert health.json()["replicas"] == {DEFAULT_NAME: {"running": 1, "total": 1}, TINY_NAME: {"running": 2, "total": 2}}
     text = httpx.get(f"{multi_url}/metrics", timeout=30).text
     for name in (DEFAULT_NAME, TINY_NAME):
         assert re.search(rf'^serve_app_requests_total{{model="{name}",route="[^"]*/v1/chat/completions",status="200"}} '
                          r'[1-9]', text, re.MULTILINE), f"no 200s counted for {name}"
         assert read_gauge(multi_url, "serve_app_engine_healthy", model=name) == 1
+
+
+def test_every_replica_reports_its_engine_through_ray_metrics(multi_url, serve_instance):
+    """Ray's metrics port has one series per model server replica (two for the tiny model), tagged by replica."""
+    url = f"http://127.0.0.1:{serve_instance['metrics_port']}/metrics"
+    pattern = re.compile(r'^ray_serve_app_replica_engine_healthy\{([^}]*)\} ([0-9.]+)$', re.MULTILINE)
+    deadline = time.monotonic() + 60
+    while True:
+        series = [labels for labels, value in pattern.findall(httpx.get(url, timeout=10).text)
+                  if "serve_app_many_models" in labels and float(value) == 1]
+        replicas = {name: {re.search(r'replica="([^"]+)"', s).group(1) for s in series if f'model="{name}"' in s}
+                    for name in (DEFAULT_NAME, TINY_NAME)}
+        if (len(replicas[DEFAULT_NAME]), len(replicas[TINY_NAME])) == (1, 2) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert (len(replicas[DEFAULT_NAME]), len(replicas[TINY_NAME])) == (1, 2), replicas

@@ -29,6 +29,8 @@ HI = '"messages": [{"role": "user", "content": "hi"}]'
 
 
 class _UnreachableModel:
+    deployment_name = "ModelServer"  # read at start-up, as a Ray handle's
+
     def options(self, **_kwargs):
         return self
 

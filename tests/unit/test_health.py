@@ -1,0 +1,20 @@
+"""`/health`'s decision per model: the controller's replica states together with an engine's answer."""
+
+import pytest
+
+from serve_app.ingress.health import DEGRADED, OK, UNAVAILABLE, model_health
+
+HEALTHY_ENGINE = {"is_healthy": 1}
+
+
+@pytest.mark.parametrize("states, status, engine, expected", [
+    ({"RUNNING": 2}, "HEALTHY", HEALTHY_ENGINE, OK),
+    ({"RUNNING": 1, "STARTING": 1}, "UPSCALING", HEALTHY_ENGINE, DEGRADED),  # a replica still starting
+    ({"RUNNING": 2}, "UNHEALTHY", HEALTHY_ENGINE, DEGRADED),  # Serve replacing one that failed its check
+    ({"RUNNING": 0, "STARTING": 2}, "UPDATING", HEALTHY_ENGINE, UNAVAILABLE),
+    ({"RUNNING": 2}, "HEALTHY", {"is_healthy": 0}, UNAVAILABLE),  # the replica that answered has a dead engine
+    ({"RUNNING": 2}, "HEALTHY", None, UNAVAILABLE),  # no replica answered in time
+    (None, None, HEALTHY_ENGINE, OK),  # controller unreachable: the engine's answer decides
+])
+def test_model_health(states, status, engine, expected):
+    assert model_health(states, status, engine) == expected

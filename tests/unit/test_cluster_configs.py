@@ -23,7 +23,7 @@ CLUSTER = ROOT / "cluster"
 # rayproject/ray images run as user `ray`: the image is built and the pods run with this HOME.
 IMAGE_HOME = "/home/ray"
 PREPARED_SOURCES = (DEFAULT_MODEL_SOURCE, TINY_MODEL_SOURCE)  # built by `serve-app models prepare` into cache_dir
-SERVE_CONFIGS = ["serve-config.yaml", "serve-config-cpu.yaml"]
+SERVE_CONFIGS = ["serve-config.yaml", "serve-config-cpu.yaml", "serve-config-multi-model.yaml"]
 IMPORT_PATH = "serve_app.app:build_app"
 METRICS = [
     "serve_app_requests_total",
@@ -120,6 +120,26 @@ def test_cluster_capacity_covers_max_replicas():
         limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
         kube_gpus += group["maxReplicas"] * int(limits.get("nvidia.com/gpu", 0))
     assert kube_gpus >= gpus_needed
+
+
+def test_multi_model_config_serves_models_and_adapters_each_on_its_own_gpu_deployment():
+    from serve_app.app import build_graph
+
+    config = AppConfig.model_validate(load_yaml("serve-config-multi-model.yaml")["applications"][0]["args"])
+    views = config.model_views()
+    assert len(views) >= 2 and config.placement == "separate"
+    assert any(view.model.adapters for view in views)
+    for view in views:
+        assert view.model_deployment.num_gpus >= 1 and view.model_deployment.num_replicas == "auto"
+    models = build_graph(config)._bound_deployment.init_args[1]
+    assert sorted(models) == sorted(view.model.resolved_name() for view in views)
+    for model in models.values():
+        options = model._bound_deployment._deployment_config
+        assert options.request_router_config.request_router_class.endswith("PrefixAffinityRouter")
+    # The launcher's GPU nodes hold every model at its max_replicas.
+    gpus_needed = sum(v.model_deployment.max_replicas * v.engine.num_workers * v.model_deployment.num_gpus for v in views)
+    node_types = load_yaml("ray-cluster.yaml")["available_node_types"]
+    assert sum(t["max_workers"] * t["resources"].get("GPU", 0) for t in node_types.values()) >= gpus_needed
 
 
 def test_rayservice_ray_version_matches_installed_ray():

@@ -1,0 +1,166 @@
+"""Prefix-cache-aware routing vs Ray Serve's default router (power of two choices), through HTTP.
+
+Two replicas of the default model (float32, speculation off so that only routing differs) behind serve_app's
+ingress (placement separate), one server at a time. Workload: loadtest's `shared-prefix` multi-turn chat, N long
+system prompts shared by many conversations, short user turns, each turn carrying the conversation so far. With
+more prompt tokens than one replica's KV cache holds but fewer than two hold, the router decides the hit rate.
+Each replica's prefix-cache hits and queries come from Ray's metrics port (serve_app_replica_prefix_cache_*).
+
+    .venv/bin/python benchmarks/prefix_routing.py                    # ~15 min on 2 cores
+    .venv/bin/python benchmarks/prefix_routing.py --summarise-only
+
+Writes results/prefix_routing/<router>/result.json, summary.{json,md} and summary.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import time
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+
+from side_by_side import NAME, PORT, REPO, VENV_PY, Server, running  # benchmarks/, beside this script
+
+RAY_METRICS_PORT = 18093
+ROUTERS = ("prefix_affinity", "power_of_two")
+
+
+def server(router: str) -> Server:
+    engine = ("{dtype: float32, max_model_len: 4096, max_num_seqs: 16, enforce_eager: true, cpu_kvcache_space_gib: 1, "
+              "speculation: {mode: 'off'}}")
+    yaml = (f"models:\n  - model: {{source: default}}\n    engine: {engine}\n"
+            f"    deployment: {{num_replicas: 2, num_cpus: 1, prefix_routing: {{enabled: {str(router == 'prefix_affinity').lower()}}}}}\n"
+            "ingress_placement: separate\nadmission: {request_timeout_s: 600}\n")
+    command = [str(REPO / ".venv/bin/serve-app"), "serve", "--port", str(PORT), "--ray-metrics-port",
+               str(RAY_METRICS_PORT), "--config"]
+    return Server(router, command, yaml=yaml)
+
+
+def replica_prefix_cache() -> dict[str, dict[str, float]]:
+    """Per replica: prefix-cache queries and hits (prompt tokens) since it started, from Ray's metrics port."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{RAY_METRICS_PORT}/metrics", timeout=10).read().decode()
+    found: dict[str, dict[str, float]] = defaultdict(dict)
+    for kind, labels, value in re.findall(r'^ray_serve_app_replica_prefix_cache_(queries|hits)_total\{([^}]*)\} (\S+)$',
+                                          text, re.MULTILINE):
+        replica = re.search(r'replica="([^"]+)"', labels)
+        if replica:
+            found[replica.group(1)][kind] = float(value)
+    return dict(found)
+
+
+def run(router: str, args: argparse.Namespace, model_dir: str, out: Path) -> dict:
+    folder = out / router
+    command = [str(VENV_PY), "-m", "loadtest.cli", "run", "--base-url", f"http://127.0.0.1:{PORT}", "--endpoint", "chat",
+               "--model", NAME, "--prompt-set", "shared-prefix", "--system-prompts", str(args.system_prompts),
+               "--system-prompt-tokens", str(args.system_prompt_tokens), "--turns", str(args.turns),
+               "--temperature", "0", "--max-tokens", str(args.max_tokens), "--concurrency", str(args.users),
+               "--num-requests", str(args.conversations), "--tokenizer", model_dir, "--no-progress", "--no-plots",
+               "--allow-invalid", "--out", str(folder / "loadtest")]
+    with running(server(router), folder):
+        subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=3600, check=True)
+        time.sleep(15)  # Ray exports replica metrics every few seconds
+        caches = replica_prefix_cache()
+    summary = json.loads((folder / "loadtest" / "result.json").read_text())["summary"]
+    latency = summary["latency_ms"]
+    result = {"ttft_p50_ms": latency["ttft"]["p50"]["value"], "ttft_p99_ms": latency["ttft"]["p99"]["value"],
+              "tpot_p50_ms": latency["tpot"]["p50"]["value"], "output_tok_s": summary["output_throughput_tps"],
+              "requests_per_s": summary.get("request_throughput_rps"), "error_rate": summary["error_rate"],
+              "num_requests": summary.get("num_requests"),
+              "replicas": {replica: {**c, "hit_rate": c.get("hits", 0) / c["queries"] if c.get("queries") else None}
+                           for replica, c in caches.items()}}
+    (folder / "result.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def write_summary(rows: dict, out: Path, meta: dict) -> None:
+    (out / "summary.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
+    lines = ["# Prefix-cache-aware routing vs Ray Serve's default router", "",
+             f"{meta['cpu']}, {meta['date']}; two replicas of the default model (float32, speculation off); "
+             f"{meta['workload']}; command: `.venv/bin/python benchmarks/prefix_routing.py`.", "",
+             "| router | TTFT p50 ms | TTFT p99 ms | TPOT p50 ms | output tok/s | errors | prefix-cache hit rate per replica |",
+             "|---|---|---|---|---|---|---|"]
+    for router in ROUTERS:
+        r = rows.get(router)
+        if not r or "error" in r:
+            lines.append(f"| {router} | failed: {(r or {}).get('error', 'not run')} ||||||")
+            continue
+        hits = ", ".join(f"{c['hit_rate']:.0%}" if c.get("hit_rate") is not None else "n/a"
+                         for c in r["replicas"].values())
+        lines.append(f"| {router} | {r['ttft_p50_ms']:.0f} | {r['ttft_p99_ms']:.0f} | {r['tpot_p50_ms']:.1f} | "
+                     f"{r['output_tok_s']:.1f} | {r['error_rate']:.0%} | {hits} |")
+    a, b = rows.get("prefix_affinity") or {}, rows.get("power_of_two") or {}
+    if "ttft_p50_ms" in a and "ttft_p50_ms" in b:
+        ratio, throughput = a["ttft_p50_ms"] / b["ttft_p50_ms"], a["output_tok_s"] / b["output_tok_s"]
+        met = ratio <= 0.5 and throughput >= 0.97
+        lines += ["", f"TTFT p50 prefix-affinity / default: **{ratio:.2f}x** (target <= 0.5x); output throughput "
+                      f"**{throughput:.2f}x** (target >= 1x, 3% noise allowed): {'met' if met else 'NOT met'}."]
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        names = [n for n in ROUTERS if "ttft_p50_ms" in (rows.get(n) or {})]
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+        for ax, metric, title in ((axes[0], ("ttft_p50_ms", "ttft_p99_ms"), "TTFT (ms)"),
+                                  (axes[1], ("output_tok_s",), "output tokens/s")):
+            width = 0.8 / len(metric)
+            for i, m in enumerate(metric):
+                ax.bar([x + i * width for x in range(len(names))], [rows[n][m] for n in names], width, label=m)
+            ax.set_xticks([x + width * (len(metric) - 1) / 2 for x in range(len(names))], names)
+            ax.set_title(title)
+            if len(metric) > 1:
+                ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "summary.png", dpi=110)
+    except Exception as exc:  # noqa: BLE001 - the table is the result; the plot is a convenience
+        print("plot skipped:", exc)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(REPO / "results" / "prefix_routing"))
+    parser.add_argument("--routers", default=",".join(ROUTERS))
+    parser.add_argument("--system-prompts", type=int, default=32)
+    parser.add_argument("--system-prompt-tokens", type=int, default=1000)
+    parser.add_argument("--turns", type=int, default=3)
+    parser.add_argument("--conversations", type=int, default=64)
+    parser.add_argument("--users", type=int, default=4)
+    parser.add_argument("--max-tokens", type=int, default=24)
+    parser.add_argument("--summarise-only", action="store_true")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
+    meta = {"cpu": f"{os.cpu_count()}-core {cpu}", "date": time.strftime("%Y-%m-%d"),
+            "workload": f"{args.conversations} conversations x {args.turns} turns over {args.system_prompts} system "
+                        f"prompts of ~{args.system_prompt_tokens} tokens, {args.users} users, <= {args.max_tokens} "
+                        "output tokens per turn, greedy"}
+    rows = {}
+    for router in ROUTERS:
+        path = out / router / "result.json"
+        if path.exists():
+            rows[router] = json.loads(path.read_text())
+    if not args.summarise_only:
+        from serve_app.config import AppConfig
+        from serve_app.platform.models import resolve_model_path
+
+        model_dir = resolve_model_path(AppConfig().model)
+        for router in args.routers.split(","):
+            try:
+                rows[router] = run(router, args, model_dir, out)
+            except Exception as exc:  # noqa: BLE001 - record and go on
+                rows[router] = {"error": f"{type(exc).__name__}: {str(exc)[-300:]}"}
+            print(router, rows[router], flush=True)
+    write_summary(rows, out, meta)
+
+
+if __name__ == "__main__":
+    main()

@@ -14,6 +14,7 @@ from pathlib import Path
 from loadtest.config import LoadTestConfig
 from loadtest.experiment import load_result, records_of, run_experiment, save_result
 from loadtest.report import compare_table, console_report, evaluate_gates, markdown_report, parse_gate
+from loadtest.tenant_spec import TenantLoad, parse_tenants
 from loadtest.workload import PromptFactory
 
 EXIT_GATE_FAILED = 1
@@ -25,6 +26,13 @@ def _key_value(text: str) -> tuple[str, str]:
     if not sep:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     return key.strip(), value.strip()
+
+
+def _tenants(text: str) -> list[TenantLoad]:
+    try:
+        return parse_tenants(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _gate(text: str) -> str:
@@ -58,6 +66,12 @@ def _add_load_arguments(parser: argparse.ArgumentParser) -> None:
     load.add_argument("--cooldown-s", type=float, default=0.0, help="requests starting in the last S seconds are not measured")
     load.add_argument("--seed", type=int, default=0)
     load.add_argument("--workers", type=int, default=1, help="client processes; raw samples are merged")
+    load.add_argument("--tenants", type=_tenants, default=[], metavar="SPEC",
+                      help="several tenants at once, each a closed loop of its own users, e.g. "
+                           "'A:key=sk-a:concurrency=32,B:key=sk-b:concurrency=1' or "
+                           "'A:header=x-tenant-id:value=A:concurrency=8,B:header=x-tenant-id' "
+                           "(fields: concurrency, key, key_env, header, value, priority, requests; "
+                           "see loadtest/tenant_spec.py)")
 
     work = parser.add_argument_group("workload")
     work.add_argument("--input-tokens", type=int, default=128)
@@ -81,6 +95,8 @@ def _add_load_arguments(parser: argparse.ArgumentParser) -> None:
     stats = parser.add_argument_group("statistics and output")
     stats.add_argument("--slo", type=_key_value, action="append", default=[], metavar="METRIC_ms=LIMIT",
                        help="goodput SLO, e.g. ttft_ms=500 tpot_ms=50 e2e_ms=5000")
+    stats.add_argument("--slo-ttft-ms", type=float, default=2000.0, help="per-tenant goodput: TTFT limit")
+    stats.add_argument("--slo-tpot-ms", type=float, default=200.0, help="per-tenant goodput: TPOT limit")
     stats.add_argument("--confidence", type=float, default=0.95)
     stats.add_argument("--max-loop-lag-p99-ms", type=float, default=10.0)
     stats.add_argument("--max-client-cpu-fraction", type=float, default=0.85)
@@ -108,6 +124,7 @@ def config_from_args(args: argparse.Namespace, **overrides) -> LoadTestConfig:
         prompts_file=args.prompts_file, prompt_set=args.prompt_set, system_prompts=args.system_prompts,
         system_prompt_tokens=args.system_prompt_tokens, tokenizer=args.tokenizer, turns=args.turns,
         extra_body=args.extra_body,
+        tenants=args.tenants, slo_ttft_ms=args.slo_ttft_ms, slo_tpot_ms=args.slo_tpot_ms,
         slos={k: float(v) for k, v in args.slo}, confidence=args.confidence,
         max_loop_lag_p99_ms=args.max_loop_lag_p99_ms, max_client_cpu_fraction=args.max_client_cpu_fraction,
         save_text=args.save_text,

@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from loadtest.tenant_spec import TenantLoad
+
 SLO_METRICS = ("ttft_ms", "tpot_ms", "e2e_ms", "ttft_from_arrival_ms", "e2e_from_arrival_ms")
 
 
@@ -38,6 +40,9 @@ class LoadTestConfig(BaseModel):
     drain_timeout_s: float | None = Field(default=None, gt=0)
     seed: int = 0
     workers: int = Field(default=1, ge=1, le=64)
+    # Several tenants at once (loadtest/tenant_spec.py), each a closed loop of its own users; `concurrency`
+    # is then their total.
+    tenants: list[TenantLoad] = Field(default_factory=list)
 
     # Workload.
     input_tokens: int = Field(default=128, ge=1)
@@ -63,11 +68,22 @@ class LoadTestConfig(BaseModel):
     max_loop_lag_p99_ms: float = Field(default=10.0, gt=0)
     max_client_cpu_fraction: float = Field(default=0.85, gt=0)
     save_text: bool = False
+    # Per-tenant goodput: a request is good when TTFT <= slo_ttft_ms and TPOT <= slo_tpot_ms.
+    slo_ttft_ms: float = Field(default=2000.0, gt=0)
+    slo_tpot_ms: float = Field(default=200.0, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> "LoadTestConfig":
-        if self.num_requests is None and self.duration_s is None:
+        every_tenant_counted = bool(self.tenants) and all(t.num_requests is not None for t in self.tenants)
+        if self.num_requests is None and self.duration_s is None and not every_tenant_counted:
             raise ValueError("give num_requests, duration_s or both")
+        if self.tenants:
+            if self.mode != "closed":
+                raise ValueError("tenants run closed loops (each its own concurrency); drop rate_rps")
+            names = [t.name for t in self.tenants]
+            if len(set(names)) != len(names):
+                raise ValueError(f"tenant names must be unique: {names}")
+            self.concurrency = sum(t.concurrency for t in self.tenants)
         if self.mode == "open" and self.rate_rps is None:
             raise ValueError("open loop needs rate_rps")
         if self.prompt_set is not None and (self.endpoint != "chat" or self.prompts_file):

@@ -13,6 +13,7 @@ from loadtest.progress import ProgressPrinter
 from loadtest.records import RequestRecord
 from loadtest.runner import resolve_model, run_load
 from loadtest.server_metrics import scrape_speculation, speculation_delta
+from loadtest.tenants import summarize_tenants
 from loadtest.workload import PromptFactory, build_jobs
 
 RESULT_SCHEMA = "serve_app.loadtest.result/1"
@@ -53,6 +54,8 @@ def run_experiment(config: LoadTestConfig, *, progress: bool = True, factory: Pr
     summary = summarize_run(records, config)
     summary.setdefault("tokens", {})["client_count_method"] = count_method
     summary["speculation"] = speculation
+    if config.tenants:
+        summary["tenants"] = summarize_tenants(records, config)
     loop_lag = [lag for result in worker_results for lag in result.loop_lag_ms]
     cpu_fractions = [result.cpu_s / result.wall_s if result.wall_s > 0 else 0.0 for result in worker_results]
     validity = assess_validity(loop_lag, cpu_fractions, summary, config)

@@ -231,6 +231,10 @@ def flat_metrics(summary: dict) -> dict[str, float]:
     tokens = summary.get("tokens") or {}
     for name in ("output_tokens", "tokens_per_event"):
         add_distribution(name, tokens.get(name) or {}, "")
+    if summary.get("tenants"):
+        from loadtest.tenants import flat_tenant_metrics  # imports this module
+
+        flat.update(flat_tenant_metrics(summary))
     return {k: v for k, v in flat.items() if v is not None and not (isinstance(v, float) and math.isnan(v))}
 
 

@@ -41,6 +41,8 @@ class RequestRecord:
     finish_reason: str | None = None
     timings_ms: dict[str, float] | None = None
     output_text: str | None = None
+    # Multi-tenant runs: the tenant (loadtest/tenant_spec.py) that sent the request.
+    tenant: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -5,6 +5,7 @@ import re
 
 from loadtest.metrics import flat_metrics
 from loadtest.stats import DEFAULT_PERCENTILES, percentile_key
+from loadtest.tenants import tenant_table
 
 _LATENCY_ROWS = (
     ("ttft", "TTFT"),
@@ -66,8 +67,11 @@ def latency_table(summary: dict, open_loop: bool) -> list[str]:
 
 def headline_lines(result: dict) -> list[str]:
     summary, config, validity = result["summary"], result["config"], result["validity"]
+    tenants = config.get("tenants") or []
+    tenant_users = ", ".join(f"{t['name']} x{t['concurrency']}" for t in tenants)
+    users = f"{config['concurrency']} users" + (f" (tenants {tenant_users})" if tenants else "")
     load = (
-        f"closed loop, {config['concurrency']} users"
+        f"closed loop, {users}"
         if config["mode"] == "closed"
         else f"open loop, {config['rate_rps']} req/s, burstiness {config['burstiness'] or 'constant'}"
     )
@@ -111,8 +115,14 @@ def headline_lines(result: dict) -> list[str]:
     return lines
 
 
+def _tenant_section(summary: dict) -> list[str]:
+    table = tenant_table(summary)
+    return ["", "Per tenant:", ""] + table if table else []
+
+
 def console_report(result: dict) -> str:
-    return "\n".join(headline_lines(result) + [""] + latency_table(result["summary"], result["config"]["mode"] == "open"))
+    return "\n".join(headline_lines(result) + [""] + latency_table(result["summary"], result["config"]["mode"] == "open")
+                     + _tenant_section(result["summary"]))
 
 
 def markdown_report(result: dict, plot_files: list[str] | None = None) -> str:
@@ -121,6 +131,9 @@ def markdown_report(result: dict, plot_files: list[str] | None = None) -> str:
     lines += ["", "## Latency (ms), percentiles with 95% order-statistic confidence intervals", ""]
     lines += latency_table(result["summary"], result["config"]["mode"] == "open")
     lines += ["", "`?` marks a bound the sample is too small to give.", ""]
+    table = tenant_table(result["summary"])
+    if table:
+        lines += ["## Per tenant", ""] + table + [""]
     if plot_files:
         lines += ["## Plots", ""] + [f"![{name}]({name})" for name in plot_files] + [""]
     lines += ["## Configuration", "", "```json"]

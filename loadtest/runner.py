@@ -45,6 +45,9 @@ class WorkerPlan:
     num_jobs_quota: int | None = None
     job_index_start: int = 0
     job_index_step: int = 1
+    # Multi-tenant closed loop: each tenant's user start offsets and own quota (None: shares num_jobs_quota).
+    tenant_user_offsets_s: dict[str, list[float]] = field(default_factory=dict)
+    tenant_quotas: dict[str, int | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -89,11 +92,15 @@ class _Worker:
         self.headers = dict(plan.config.headers)
         if plan.config.api_key:
             self.headers["Authorization"] = f"Bearer {plan.config.api_key}"
+        self.tenant_headers = {t.name: t.request_headers(self.headers) for t in plan.config.tenants}
         self.next_request_id = plan.worker_id * 10_000_000
+        self.num_jobs_started = 0
         self.slots = asyncio.Semaphore(plan.config.max_inflight) if plan.config.max_inflight else None
 
-    async def run_job(self, session: aiohttp.ClientSession, job_index: int, scheduled_s: float | None) -> None:
+    async def run_job(self, session: aiohttp.ClientSession, job_index: int, scheduled_s: float | None,
+                      tenant: str | None = None) -> None:
         job = self.plan.jobs[job_index % len(self.plan.jobs)]
+        headers = self.headers if tenant is None else self.tenant_headers[tenant]
         messages = [dict(m) for m in job.history]
         for turn_index, turn in enumerate(job.turns):
             messages.append({"role": "user", "content": turn.text})
@@ -116,34 +123,49 @@ class _Worker:
                 send_s=self.clock(),
                 max_tokens=turn.max_tokens,
                 expected_input_tokens=turn.expected_input_tokens,
+                tenant=tenant,
             )
             self.next_request_id += 1
             self.records.append(record)
             self.counters.on_start()
             if self.slots is not None:
                 async with self.slots:
-                    text = await self._send(session, body, record)
+                    text = await self._send(session, body, record, headers)
             else:
-                text = await self._send(session, body, record)
+                text = await self._send(session, body, record, headers)
             record.output_text = text
             self.counters.on_done(record.ok)
             if not record.ok:
                 return
             messages.append({"role": "assistant", "content": text})
 
-    async def _send(self, session: aiohttp.ClientSession, body: dict, record: RequestRecord) -> str:
+    async def _send(self, session: aiohttp.ClientSession, body: dict, record: RequestRecord,
+                    headers: dict[str, str]) -> str:
         return await stream_request(
-            session, self.url, body, record, self.clock, self.headers, self.config.request_timeout_s
+            session, self.url, body, record, self.clock, headers, self.config.request_timeout_s
         )
 
-    async def closed_user(self, session: aiohttp.ClientSession, offset_s: float, quota: list[int]) -> None:
+    async def closed_user(self, session: aiohttp.ClientSession, offset_s: float, quota: list[int],
+                          tenant: str | None = None) -> None:
         await self.clock.sleep_until(offset_s)
         duration_s = self.config.duration_s
         while quota[0] > 0 and (duration_s is None or self.clock() < duration_s):
             quota[0] -= 1
-            job_index = self.plan.job_index_start + quota[1] * self.plan.job_index_step
-            quota[1] += 1
-            await self.run_job(session, job_index, scheduled_s=None)
+            job_index = self.plan.job_index_start + self.num_jobs_started * self.plan.job_index_step
+            self.num_jobs_started += 1
+            await self.run_job(session, job_index, scheduled_s=None, tenant=tenant)
+
+    def closed_users(self, session: aiohttp.ClientSession) -> list[asyncio.Task]:
+        """One task per user; with tenants, each tenant's users spend its own quota or the shared one."""
+        shared = [self.plan.num_jobs_quota if self.plan.num_jobs_quota is not None else 10**12]
+        if not self.config.tenants:
+            return [asyncio.create_task(self.closed_user(session, t, shared)) for t in self.plan.user_offsets_s]
+        tasks = []
+        for name, offsets in self.plan.tenant_user_offsets_s.items():
+            own = self.plan.tenant_quotas.get(name)
+            quota = shared if own is None else [own]
+            tasks += [asyncio.create_task(self.closed_user(session, t, quota, name)) for t in offsets]
+        return tasks
 
     async def run(self) -> WorkerResult:
         stop = asyncio.Event()
@@ -156,8 +178,7 @@ class _Worker:
         tasks: list[asyncio.Task] = []
         async with aiohttp.ClientSession(connector=connector) as session:
             if self.config.mode == "closed":
-                quota = [self.plan.num_jobs_quota if self.plan.num_jobs_quota is not None else 10**12, 0]
-                tasks = [asyncio.create_task(self.closed_user(session, t, quota)) for t in self.plan.user_offsets_s]
+                tasks = self.closed_users(session)
             else:
                 for scheduled_s, job_index in self.plan.arrivals:
                     await self.clock.sleep_until(scheduled_s)
@@ -211,20 +232,30 @@ def make_plans(config: LoadTestConfig, model: str, jobs: list[Job], start_at_uni
             plans.append(WorkerPlan(config, model, w, jobs, start_at_unix, arrivals=mine))
         return plans
     offsets = closed_loop_start_offsets_s(config.concurrency, config.ramp_up_s)
+    tenant_offsets = {t.name: closed_loop_start_offsets_s(t.concurrency, config.ramp_up_s) for t in config.tenants}
     for w in range(num_workers):
-        quota = None
-        if config.num_requests is not None:
-            quota = config.num_requests // num_workers + (1 if w < config.num_requests % num_workers else 0)
         plans.append(
             WorkerPlan(
                 config, model, w, jobs, start_at_unix,
                 user_offsets_s=offsets[w::num_workers],
-                num_jobs_quota=quota,
+                num_jobs_quota=_share(config.num_requests, w, num_workers),
                 job_index_start=w,
                 job_index_step=num_workers,
+                tenant_user_offsets_s={name: o[w::num_workers] for name, o in tenant_offsets.items()},
+                # A tenant's own quota goes to the workers that run its users.
+                tenant_quotas={t.name: None if t.num_requests is None else
+                               _share(t.num_requests, w, min(num_workers, t.concurrency)) if w < t.concurrency
+                               else 0 for t in config.tenants},
             )
         )
     return plans
+
+
+def _share(total: int | None, worker: int, num_workers: int) -> int | None:
+    """Worker `worker`'s part of `total` requests (None: unbounded)."""
+    if total is None:
+        return None
+    return total // num_workers + (1 if worker < total % num_workers else 0)
 
 
 def _worker_process_main(plan: WorkerPlan, shared_counts, results: multiprocessing.Queue) -> None:
@@ -238,6 +269,8 @@ async def resolve_model(config: LoadTestConfig) -> str:
     headers = dict(config.headers)
     if config.api_key:
         headers["Authorization"] = f"Bearer {config.api_key}"
+    elif config.tenants:
+        headers = config.tenants[0].request_headers(headers)
     async with aiohttp.ClientSession() as session:
         return await fetch_first_model(session, config.api_base, headers)
 

@@ -2,7 +2,7 @@
 
 Runs in its own process (spawned), so the client under test shares neither
 its event loop nor its GIL and the scripted delays are what the client sees.
-GET /_test/state returns the request count and the request bodies received.
+GET /_test/state returns the request count, the request bodies and the tenant headers received.
 """
 
 import asyncio
@@ -30,8 +30,13 @@ class FakeScript:
     fail_every_n: int = 0
     timings_ms: dict | None = None
     include_usage: bool = True
+    # Per tenant, by "header=value" (e.g. "x-tenant-id=B", "authorization=Bearer sk-b"): overrides of
+    # "ttft_s", or "status" (answered with that HTTP status, e.g. 429, and a Retry-After).
+    per_tenant: dict = field(default_factory=dict)
     num_requests_seen: int = 0
     bodies: list = field(default_factory=list)
+    # (authorization, x-tenant-id, x-priority) of each request.
+    tenant_headers: list = field(default_factory=list)
 
 
 def _event(payload) -> bytes:
@@ -57,6 +62,13 @@ def make_app(script: FakeScript) -> web.Application:
         number = script.num_requests_seen
         body = await request.json()
         script.bodies.append(body)
+        seen = [request.headers.get(name) for name in ("authorization", "x-tenant-id", "x-priority")]
+        script.tenant_headers.append(seen)
+        overrides = next((o for key, o in script.per_tenant.items()
+                          if request.headers.get(key.partition("=")[0]) == key.partition("=")[2]), {})
+        if "status" in overrides:
+            return web.json_response({"error": {"message": "rate limited", "code": overrides["status"]}},
+                                     status=overrides["status"], headers={"Retry-After": "1"})
         if script.fail_every_n and number % script.fail_every_n == 0:
             return web.json_response({"error": {"message": "overloaded", "code": 503}}, status=503)
         if number == 1 and script.first_request_stall_s:
@@ -68,7 +80,7 @@ def make_app(script: FakeScript) -> web.Application:
             await response.write(_event({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}))
         if script.keepalive_comments:
             await response.write(b": keep-alive\n\n")
-        await asyncio.sleep(script.ttft_s)
+        await asyncio.sleep(overrides.get("ttft_s", script.ttft_s))
         num_events = script.num_tokens // script.tokens_per_event
         pending = b""
         for i in range(num_events):
@@ -98,7 +110,8 @@ def make_app(script: FakeScript) -> web.Application:
         return response
 
     async def state(request: web.Request) -> web.Response:
-        return web.json_response({"num_requests_seen": script.num_requests_seen, "bodies": script.bodies})
+        return web.json_response({"num_requests_seen": script.num_requests_seen, "bodies": script.bodies,
+                                  "tenant_headers": script.tenant_headers})
 
     app = web.Application()
     app.router.add_get("/_test/state", state)

@@ -1,0 +1,305 @@
+"""Weighted fair order of waiting requests across tenants, by tokens, and an asyncio gate that admits in it.
+
+`FairQueue` is start-time fair queuing (SFQ, Goyal et al. 1996) with one tag per tenant rather than per request:
+
+- Each tenant has a finish tag F (virtual time at which the work it was given so far is paid for). The queue's
+  virtual time V is the start tag of the last request served (never decreasing).
+- When a tenant gets its first waiting request, its head tag is S = max(V, F): a tenant that was idle starts at
+  the current virtual time, so idleness banks no credit; a tenant that was served more than its share recently
+  (F > V) waits until the others catch up.
+- `pop` serves the tenant with the smallest head tag (ties: the earlier request), takes its request with the
+  smallest (priority, arrival), and charges it: F = S + cost_tokens / weight, and the tenant's next head tag is F.
+
+Cost is charged when a request is served, so the order inside a tenant (priority, then arrival) can change as
+requests arrive without touching the tenant's place among the others. A request of a tenant below its share has
+a tag of at most V, and a tenant over it has a tag above V, so the former is never queued behind the latter.
+Over a saturated period each backlogged tenant gets tokens in proportion to its weight (within one request's
+cost). `charge` counts a request admitted without waiting, so the share is measured over all admitted work.
+
+`FairGate` holds `capacity` slots (requests sent on to the engines) and hands a freed slot to the next waiter in
+fair order. Pure asyncio, one event loop, no locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Self
+
+
+def request_cost_tokens(prompt_tokens: int, max_tokens: int, mean_output_tokens: float | None = None) -> int:
+    """A request's cost in the fair queue: prompt + expected output tokens (the measured mean output length
+    when known, capped by `max_tokens`; else `max_tokens`). At least 1."""
+    expected_output = max_tokens if mean_output_tokens is None else min(max_tokens, round(mean_output_tokens))
+    return max(1, prompt_tokens + max(0, expected_output))
+
+
+@dataclass
+class _Item:
+    tenant: str
+    cost_tokens: int
+    priority: int
+    seq: int
+
+
+@dataclass
+class _Tenant:
+    weight: float
+    finish_tag: float
+    # Start tag of the tenant's next request while it has requests waiting; None when it has none.
+    head_tag: float | None = None
+    # Heap of (priority, seq, item_id); entries of removed items are skipped when they surface.
+    heap: list = field(default_factory=list)
+    num_items: int = 0
+    queued_tokens: int = 0
+    # Waiting tokens per priority, for `tokens_ahead`.
+    tokens_by_priority: dict[int, int] = field(default_factory=dict)
+    # Bumped whenever the head tag changes, so stale entries in the queue's head heap are skipped.
+    version: int = 0
+
+
+class FairQueue:
+    """Waiting requests of all tenants in weighted fair order by tokens (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.virtual_time = 0.0
+        self._tenants: dict[str, _Tenant] = {}
+        self._items: dict[Hashable, _Item] = {}
+        # (head tag, seq of the head request, tenant, tenant version): the tenants with waiting requests.
+        self._heads: list[tuple[float, int, str, int]] = []
+        self._seqs = itertools.count()
+        self._num_queued_tokens = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, item_id: Hashable) -> bool:
+        return item_id in self._items
+
+    def push(self, item_id: Hashable, tenant: str, cost_tokens: int, weight: float = 1.0, priority: int = 0) -> None:
+        """Queue a request; `weight` (> 0) is the tenant's current weight, `priority` orders it within the tenant."""
+        if item_id in self._items:
+            raise KeyError(f"item {item_id!r} is already queued")
+        if weight <= 0:
+            raise ValueError(f"weight must be > 0, got {weight}")
+        cost_tokens = max(1, int(cost_tokens))
+        state = self._tenant(tenant, weight)
+        seq = next(self._seqs)
+        self._items[item_id] = _Item(tenant, cost_tokens, priority, seq)
+        heapq.heappush(state.heap, (priority, seq, item_id))
+        state.num_items += 1
+        state.queued_tokens += cost_tokens
+        state.tokens_by_priority[priority] = state.tokens_by_priority.get(priority, 0) + cost_tokens
+        self._num_queued_tokens += cost_tokens
+        if state.head_tag is None:
+            state.head_tag = max(self.virtual_time, state.finish_tag)
+            self._push_head(tenant, state, seq)
+
+    def pop(self) -> Hashable | None:
+        """The next request in fair order (removed from the queue), or None when none waits."""
+        while self._heads:
+            tag, _, name, version = heapq.heappop(self._heads)
+            state = self._tenants.get(name)
+            if state is None or state.version != version or state.head_tag is None:
+                continue
+            item_id, item = self._pop_tenant_head(state)
+            self.virtual_time = max(self.virtual_time, tag)
+            state.finish_tag = tag + item.cost_tokens / state.weight
+            if state.num_items:
+                state.head_tag = state.finish_tag
+                self._push_head(name, state, state.heap[0][1])
+            else:
+                self._idle(name, state)
+            return item_id
+        return None
+
+    def remove(self, item_id: Hashable) -> bool:
+        """Drop a waiting request (its client went away); it is not charged. False when it was not queued."""
+        item = self._items.pop(item_id, None)
+        if item is None:
+            return False
+        state = self._tenants[item.tenant]
+        self._forget(state, item)
+        if not state.num_items:
+            self._idle(item.tenant, state)
+        return True
+
+    def charge(self, tenant: str, cost_tokens: int, weight: float = 1.0) -> None:
+        """Count a request admitted without queuing (as if pushed and popped at once). Only for a tenant with
+        nothing waiting: a waiting tenant is charged when its requests are popped."""
+        state = self._tenant(tenant, weight)
+        if state.num_items:
+            raise ValueError(f"tenant {tenant!r} has requests waiting; they are charged when popped")
+        start_tag = max(self.virtual_time, state.finish_tag)
+        self.virtual_time = start_tag
+        state.finish_tag = start_tag + max(1, int(cost_tokens)) / weight
+
+    def queued_tokens(self) -> int:
+        """Tokens (cost) of all waiting requests."""
+        return self._num_queued_tokens
+
+    def queued_tokens_by_tenant(self) -> dict[str, int]:
+        return {name: state.queued_tokens for name, state in self._tenants.items() if state.num_items}
+
+    def tokens_ahead(self, tenant: str, weight: float = 1.0, priority: int = 0) -> int:
+        """Estimated waiting tokens served before a request of `tenant` queued now with `priority`.
+
+        Its own tenant's waiting tokens of priority <= `priority`, plus, of each other waiting tenant, the
+        tokens whose start tags fall before the new request's tag (a continuous estimate: the tenant's tag
+        advances by cost / weight per request). A quiet tenant sees little ahead even behind a flood.
+        """
+        state = self._tenants.get(tenant)
+        own_ahead = 0
+        if state is not None and state.num_items:
+            own_ahead = sum(tokens for p, tokens in state.tokens_by_priority.items() if p <= priority)
+            own_tag = state.head_tag + own_ahead / state.weight
+        else:
+            own_tag = max(self.virtual_time, state.finish_tag if state is not None else 0.0)
+        ahead = own_ahead
+        for name, other in self._tenants.items():
+            if name == tenant or not other.num_items or other.head_tag >= own_tag:
+                continue
+            ahead += min(other.queued_tokens, round((own_tag - other.head_tag) * other.weight))
+        return ahead
+
+    def _tenant(self, name: str, weight: float) -> _Tenant:
+        state = self._tenants.get(name)
+        if state is None:
+            state = self._tenants[name] = _Tenant(weight=weight, finish_tag=self.virtual_time)
+        else:
+            state.weight = weight
+        return state
+
+    def _push_head(self, name: str, state: _Tenant, seq: int) -> None:
+        state.version += 1
+        heapq.heappush(self._heads, (state.head_tag, seq, name, state.version))
+
+    def _pop_tenant_head(self, state: _Tenant) -> tuple[Hashable, _Item]:
+        while True:
+            _, seq, item_id = heapq.heappop(state.heap)
+            item = self._items.get(item_id)
+            if item is not None and item.seq == seq:
+                del self._items[item_id]
+                self._forget(state, item)
+                return item_id, item
+
+    def _forget(self, state: _Tenant, item: _Item) -> None:
+        state.num_items -= 1
+        state.queued_tokens -= item.cost_tokens
+        left = state.tokens_by_priority[item.priority] - item.cost_tokens
+        if left:
+            state.tokens_by_priority[item.priority] = left
+        else:
+            del state.tokens_by_priority[item.priority]
+        self._num_queued_tokens -= item.cost_tokens
+
+    def _idle(self, name: str, state: _Tenant) -> None:
+        state.head_tag = None
+        state.version += 1
+        state.heap.clear()
+        # A tenant whose finish tag is behind virtual time would restart at V anyway: forget it (bounded memory).
+        if state.finish_tag <= self.virtual_time:
+            del self._tenants[name]
+
+
+class QueueTimeout(TimeoutError):
+    """A request waited `timeout_s` for its fair turn without getting a slot."""
+
+
+class FairGate:
+    """`capacity` slots handed out in weighted fair order; `async with gate.slot(...)` holds one.
+
+    Fast path: with a slot free and nobody waiting, entering takes the slot without suspending. Otherwise the
+    request waits in a `FairQueue`; each freed slot goes to the queue's next request. A waiter that is cancelled
+    or times out leaves the queue (a slot granted to it in the same instant is passed on), so slots never leak.
+    """
+
+    def __init__(self, capacity: int):
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self.num_in_use = 0
+        self.queue = FairQueue()
+        self._waiters: dict[int, asyncio.Future] = {}
+        self._ids = itertools.count()
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.queue)
+
+    def slot(self, tenant: str, cost_tokens: int, weight: float = 1.0, priority: int = 0,
+             timeout_s: float | None = None) -> _Slot:
+        """An async context manager holding one slot; raises `QueueTimeout` after `timeout_s` of waiting."""
+        return _Slot(self, tenant, cost_tokens, weight, priority, timeout_s)
+
+    def try_acquire(self, tenant: str, cost_tokens: int, weight: float = 1.0) -> bool:
+        """Take a slot now if one is free and nobody waits (charged to the tenant's share); never waits."""
+        if self.num_in_use >= self.capacity or self.queue:
+            return False
+        self.queue.charge(tenant, cost_tokens, weight)
+        self.num_in_use += 1
+        return True
+
+    async def acquire(self, tenant: str, cost_tokens: int, weight: float = 1.0, priority: int = 0,
+                      timeout_s: float | None = None) -> None:
+        """Wait for a slot and this request's fair turn. Pair with `release`."""
+        if self.try_acquire(tenant, cost_tokens, weight):
+            return
+        item_id = next(self._ids)
+        granted = asyncio.get_running_loop().create_future()
+        self._waiters[item_id] = granted
+        self.queue.push(item_id, tenant, cost_tokens, weight, priority)
+        self._dispatch()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await granted
+        except BaseException as exc:
+            if granted.done() and not granted.cancelled():
+                self.release()
+            else:
+                granted.cancel()
+                self._waiters.pop(item_id, None)
+                self.queue.remove(item_id)
+                self._dispatch()
+            if isinstance(exc, TimeoutError):
+                raise QueueTimeout(f"no slot within {timeout_s} s") from None
+            raise
+
+    def release(self) -> None:
+        """Free a slot; the next waiter in fair order gets it."""
+        if self.num_in_use <= 0:
+            raise RuntimeError("release without a held slot")
+        self.num_in_use -= 1
+        self._dispatch()
+
+    def set_capacity(self, capacity: int) -> None:
+        """Change the number of slots (e.g. when the model's replicas scale); waiters get new slots at once."""
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        while self.num_in_use < self.capacity and self.queue:
+            granted = self._waiters.pop(self.queue.pop())
+            if not granted.done():
+                granted.set_result(None)
+                self.num_in_use += 1
+
+
+class _Slot:
+    __slots__ = ("_args", "_gate")
+
+    def __init__(self, gate: FairGate, *args) -> None:
+        self._gate = gate
+        self._args = args
+
+    async def __aenter__(self) -> Self:
+        await self._gate.acquire(*self._args)
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        self._gate.release()

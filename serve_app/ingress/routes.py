@@ -140,6 +140,13 @@ def _request_schema(endpoint: Endpoint) -> dict[str, Any]:
         return {}
 
 
+def _own_app() -> str:
+    try:
+        return serve.get_replica_context().app_name
+    except Exception:  # noqa: BLE001 - outside a replica (unit tests)
+        return "local"
+
+
 def _own_deployment() -> str:
     try:
         return serve.get_replica_context().deployment
@@ -195,6 +202,12 @@ class Ingress:
                              if model_handles is not None else {self._default_model: _own_deployment()})
         self._replicas = DeploymentReplicas()
         self._admission = AdmissionController(config.admission.max_in_flight_requests, config.admission.retry_after_s)
+        self._tenants = None
+        if config.tenancy.enabled:
+            from serve_app.ingress.tenant_admission import TenantAdmission
+
+            self._tenants = TenantAdmission(config, _own_app())
+        self._priority_scheduling = config.tenancy.enabled
         self._metrics = IngressMetrics()
         self._limits = RequestLimits(max_tokens=config.admission.max_tokens_limit, max_n=config.admission.max_n)
         self._request_types = {name: e.request_type() for name, e in ENDPOINTS.items()}
@@ -330,10 +343,27 @@ class Ingress:
             self._metrics.requests.labels(model=model, route=route, status="429").inc()
             return _error_response(self._admission.overloaded_error(), request_id)
         release = _Once(self._admission.release)
+        deadline_s = arrival_s + self._config.admission.request_timeout_s  # one deadline for every stage
+        done = None
         try:
-            if self._auth is not None:
-                # Prompt tokens are counted by the model server; here the body's size stands in for them.
-                self._auth.admit(key_digest, len(raw) // 4 + requested_max_tokens(body))
+            # Prompt tokens are counted by the model server; here the body's size stands in for them.
+            prompt_tokens = len(raw) // 4
+            if self._tenants is not None:
+                tenant = self._tenants.tenant_of(key_digest, http_request.headers)
+                try:
+                    admitted = await self._tenants.admit(model, tenant, http_request.headers, prompt_tokens,
+                                                         requested_max_tokens(body), deadline_s)
+                except ServeAppError as error:
+                    self._metrics.tenant_admissions.labels(tenant=tenant.name, outcome=error.code or "refused").inc()
+                    raise
+                self._metrics.tenant_admissions.labels(tenant=tenant.name, outcome="admitted").inc()
+                release = _Once(lambda: (admitted.release(), self._admission.release()))
+                if self._priority_scheduling and hasattr(body, "priority"):
+                    body.priority = admitted.priority  # vLLM's priority scheduling orders the engine's queue
+                done = lambda ttft_s, n, decode_s: self._tenants.observe(model, admitted, prompt_tokens, ttft_s, n,
+                                                                         decode_s)
+            elif self._auth is not None:
+                self._auth.admit(key_digest, prompt_tokens + requested_max_tokens(body))
             if hasattr(body, "request_id"):
                 body.request_id = request_id  # vLLM's ids (and the engine's) then carry the client's request id
             if self._config.logging.log_prompts:
@@ -347,16 +377,16 @@ class Ingress:
             frames = backend.generate(server_request, adapter)
             # Pull the first item before answering, so an error before any output gets a real status code.
             try:
-                first = await asyncio.wait_for(frames.__anext__(), timeout=self._config.admission.request_timeout_s)
+                first = await asyncio.wait_for(frames.__anext__(), timeout=max(0.001, deadline_s - time.time()))
             except BaseException:
                 await backend.close_stream(frames)
                 raise
             if isinstance(first, WholeResponse):
                 await backend.close_stream(frames)
-                return self._whole_response(first, model, route, arrival_s, request_id, http_request)
+                return self._whole_response(first, model, route, arrival_s, request_id, http_request, done)
             release.hand_over()
             return StreamingResponse(
-                self._relay(first, frames, backend, model, route, arrival_s, release, wire),
+                self._relay(first, frames, backend, model, route, arrival_s, deadline_s, release, wire, done),
                 media_type=MSGPACK_CONTENT_TYPE if wire == "msgpack" else SSE_CONTENT_TYPE,
                 headers={REQUEST_ID_HEADER: request_id, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
@@ -366,7 +396,7 @@ class Ingress:
             release.unless_handed_over()
 
     def _whole_response(self, whole, model: str, route: str, arrival_s: float, request_id: str,
-                        http_request: Request) -> Response:
+                        http_request: Request, done=None) -> Response:
         metrics = self._metrics
         metrics.requests.labels(model=model, route=route, status=str(whole.status_code)).inc()
         if whole.status_code == 200:
@@ -374,8 +404,11 @@ class Ingress:
             usage = whole.body.get("usage") or {}
             metrics.output_tokens.labels(model=model).inc(usage.get("completion_tokens") or usage.get("output_tokens") or 0)
             metrics.prompt_tokens.labels(model=model).inc(usage.get("prompt_tokens") or usage.get("input_tokens") or 0)
-            if whole.body.get("timings"):
-                metrics.observe_timings(model, whole.body["timings"])
+            timings = whole.body.get("timings") or {}
+            if timings:
+                metrics.observe_timings(model, timings)
+            if done is not None and "ttft_ms" in timings:
+                done(timings["ttft_ms"] / 1000.0, usage.get("completion_tokens") or 0, timings.get("decode_ms", 0) / 1000.0)
         data, encoding = maybe_gzip(compact_json(whole.body).encode(), http_request.headers.get("accept-encoding"))
         headers = {REQUEST_ID_HEADER: request_id, **encoding}
         if whole.replica:
@@ -383,24 +416,27 @@ class Ingress:
         return Response(data, status_code=whole.status_code, media_type="application/json", headers=headers)
 
     async def _relay(self, first: Frame, frames: AsyncIterator[Any], backend: ModelBackend, model: str, route: str,
-                     arrival_s: float, release: _Once, wire: WireFormat) -> AsyncIterator[Any]:
+                     arrival_s: float, deadline_s: float, release: _Once, wire: WireFormat,
+                     done=None) -> AsyncIterator[Any]:
         metrics = self._metrics
         ttft, inter_token, output_tokens = (metrics.ttft.labels(model=model), metrics.inter_token.labels(model=model),
                                             metrics.output_tokens.labels(model=model))
-        deadline_s = arrival_s + self._config.admission.request_timeout_s
         status = "200"
-        last_output_s = None
+        first_output_s = last_output_s = None
+        num_tokens = 0
         frame = first
         try:
             while True:
                 now_s = time.time()
                 if frame.has_output:
                     if last_output_s is None:
+                        first_output_s = now_s
                         ttft.observe(now_s - arrival_s)
                     else:
                         inter_token.observe(now_s - last_output_s)
                     last_output_s = now_s
                 if frame.num_tokens:
+                    num_tokens += frame.num_tokens
                     output_tokens.inc(frame.num_tokens)
                 if frame.error is not None:
                     status = "500"
@@ -428,6 +464,8 @@ class Ingress:
             metrics.e2e.labels(model=model).observe(time.time() - arrival_s)
             metrics.requests.labels(model=model, route=route, status=status).inc()
             release()
+            if done is not None and first_output_s is not None and status == "200":
+                done(first_output_s - arrival_s, num_tokens, last_output_s - first_output_s)
 
     # ------------------------------------------------------------------ helpers
 

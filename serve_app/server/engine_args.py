@@ -46,6 +46,8 @@ def engine_kwargs(config: AppConfig, model_path: str) -> dict[str, Any]:
         distributed_executor_backend=engine.distributed_executor_backend or ("mp" if engine.num_workers > 1 else None),
         disable_log_stats=False,
         enable_prefix_caching=engine.enable_prefix_caching,
+        # Tenancy sends each request's priority (serve_app/ingress/tenant_admission.py); lower runs sooner.
+        scheduling_policy="priority" if config.tenancy.enabled else "fcfs",
         speculative_config=speculative_config(engine.speculation),
     )
     adapters = config.model.adapters

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from serve_app.config import StrictModel
+from serve_app.config_base import StrictModel
 
 DIGEST_PREFIX = "sha256:"
 _DIGEST_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -111,6 +111,13 @@ class TenancyConfig(StrictModel):
     limits_retry_s: float = Field(5.0, gt=0)
     # A request waits at most this long for its fair turn at a saturated ingress before a 429.
     max_queue_wait_s: float = Field(30.0, gt=0)
+    # Requests per model this ingress replica lets into the engines at once; None: the model's max_num_seqs x
+    # its replicas / the ingress replicas (with_model placement: exactly the replica's own engine's max_num_seqs).
+    engine_slots: int | None = Field(None, ge=1)
+    # Slots kept for tenants under their share beside others (a flooding tenant alone never fills them), so a
+    # quiet tenant starts at once instead of waiting for a flood request to end. Costs that many slots of a
+    # single tenant's throughput.
+    reserved_slots: int = Field(1, ge=0)
     # Tenants made for keys that `tenants` does not list, by digest (bounded by the number of issued keys).
     _key_tenants: dict[str, TenantConfig] = PrivateAttr(default_factory=dict)
 

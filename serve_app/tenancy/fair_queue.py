@@ -116,6 +116,17 @@ class FairQueue:
             return item_id
         return None
 
+    def peek_tenant(self) -> str | None:
+        """The tenant whose request `pop` would return next (nothing is removed), or None when none waits."""
+        while self._heads:
+            _, _, name, version = self._heads[0]
+            state = self._tenants.get(name)
+            if state is None or state.version != version or state.head_tag is None:
+                heapq.heappop(self._heads)
+                continue
+            return name
+        return None
+
     def remove(self, item_id: Hashable) -> bool:
         """Drop a waiting request (its client went away); it is not charged. False when it was not queued."""
         item = self._items.pop(item_id, None)
@@ -215,42 +226,76 @@ class FairGate:
     Fast path: with a slot free and nobody waiting, entering takes the slot without suspending. Otherwise the
     request waits in a `FairQueue`; each freed slot goes to the queue's next request. A waiter that is cancelled
     or times out leaves the queue (a slot granted to it in the same instant is passed on), so slots never leak.
+
+    `reserved` of the slots are kept for tenants holding fewer slots than their weighted share of `capacity`
+    among the tenants now holding or waiting, beside at least one other: a tenant that floods the gate alone fills
+    `capacity - reserved` slots, and a quiet tenant's request that arrives then starts at once instead of waiting
+    for a flood request to finish. The price: one tenant alone never uses the reserved slots.
     """
 
-    def __init__(self, capacity: int):
+    def __init__(self, capacity: int, reserved: int = 0):
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
+        if not 0 <= reserved < capacity:
+            raise ValueError(f"reserved must be in [0, capacity), got {reserved}")
         self.capacity = capacity
+        self.reserved = reserved
         self.num_in_use = 0
         self.queue = FairQueue()
         self._waiters: dict[int, asyncio.Future] = {}
         self._ids = itertools.count()
+        self._held: dict[str, int] = {}
+        self._weights: dict[str, float] = {}
 
     @property
     def num_waiting(self) -> int:
         return len(self.queue)
+
+    def held_by(self, tenant: str) -> int:
+        return self._held.get(tenant, 0)
 
     def slot(self, tenant: str, cost_tokens: int, weight: float = 1.0, priority: int = 0,
              timeout_s: float | None = None) -> _Slot:
         """An async context manager holding one slot; raises `QueueTimeout` after `timeout_s` of waiting."""
         return _Slot(self, tenant, cost_tokens, weight, priority, timeout_s)
 
+    def under_share(self, tenant: str, weight: float = 1.0) -> bool:
+        """Does `tenant` hold fewer slots than its weighted share among the tenants holding or waiting?"""
+        active = {name: self._weights.get(name, 1.0) for name, held in self._held.items() if held}
+        active.update({name: self._weights.get(name, 1.0) for name in self.queue.queued_tokens_by_tenant()})
+        active[tenant] = weight
+        return self._held.get(tenant, 0) < self.capacity * weight / sum(active.values())
+
+    def _others_active(self, tenant: str) -> bool:
+        return (any(held and name != tenant for name, held in self._held.items())
+                or any(name != tenant for name in self.queue.queued_tokens_by_tenant()))
+
+    def _may_take(self, tenant: str, weight: float) -> bool:
+        """A shared slot, or a reserved one for a tenant under its share beside others (a tenant alone keeps the
+        reserve free for whoever comes next)."""
+        free = self.capacity - self.num_in_use
+        if free > self.reserved:
+            return True
+        return free > 0 and self._others_active(tenant) and self.under_share(tenant, weight)
+
     def try_acquire(self, tenant: str, cost_tokens: int, weight: float = 1.0) -> bool:
-        """Take a slot now if one is free and nobody waits (charged to the tenant's share); never waits."""
-        if self.num_in_use >= self.capacity or self.queue:
+        """Take a slot now if one is free for this tenant and nobody waits (charged to the tenant's share)."""
+        if self.queue or not self._may_take(tenant, weight):
             return False
+        self._weights[tenant] = weight
         self.queue.charge(tenant, cost_tokens, weight)
-        self.num_in_use += 1
+        self._take(tenant)
         return True
 
     async def acquire(self, tenant: str, cost_tokens: int, weight: float = 1.0, priority: int = 0,
                       timeout_s: float | None = None) -> None:
-        """Wait for a slot and this request's fair turn. Pair with `release`."""
+        """Wait for a slot and this request's fair turn. Pair with `release(tenant)`."""
         if self.try_acquire(tenant, cost_tokens, weight):
             return
         item_id = next(self._ids)
         granted = asyncio.get_running_loop().create_future()
         self._waiters[item_id] = granted
+        self._weights[tenant] = weight
         self.queue.push(item_id, tenant, cost_tokens, weight, priority)
         self._dispatch()
         try:
@@ -258,7 +303,7 @@ class FairGate:
                 await granted
         except BaseException as exc:
             if granted.done() and not granted.cancelled():
-                self.release()
+                self.release(tenant)
             else:
                 granted.cancel()
                 self._waiters.pop(item_id, None)
@@ -268,26 +313,37 @@ class FairGate:
                 raise QueueTimeout(f"no slot within {timeout_s} s") from None
             raise
 
-    def release(self) -> None:
-        """Free a slot; the next waiter in fair order gets it."""
+    def release(self, tenant: str | None = None) -> None:
+        """Free a slot (held by `tenant`; None only for a gate without `reserved`); the next waiter gets it."""
         if self.num_in_use <= 0:
             raise RuntimeError("release without a held slot")
         self.num_in_use -= 1
+        if tenant is not None and self._held.get(tenant):
+            self._held[tenant] -= 1
+            if not self._held[tenant]:
+                del self._held[tenant]
         self._dispatch()
 
     def set_capacity(self, capacity: int) -> None:
         """Change the number of slots (e.g. when the model's replicas scale); waiters get new slots at once."""
-        if capacity < 1:
-            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        if capacity < 1 or capacity <= self.reserved:
+            raise ValueError(f"capacity must be >= 1 and above reserved ({self.reserved}), got {capacity}")
         self.capacity = capacity
         self._dispatch()
 
+    def _take(self, tenant: str) -> None:
+        self.num_in_use += 1
+        self._held[tenant] = self._held.get(tenant, 0) + 1
+
     def _dispatch(self) -> None:
-        while self.num_in_use < self.capacity and self.queue:
+        while self.queue:
+            tenant = self.queue.peek_tenant()
+            if tenant is None or not self._may_take(tenant, self._weights.get(tenant, 1.0)):
+                break
             granted = self._waiters.pop(self.queue.pop())
             if not granted.done():
                 granted.set_result(None)
-                self.num_in_use += 1
+                self._take(tenant)
 
 
 class _Slot:
@@ -302,4 +358,4 @@ class _Slot:
         return self
 
     async def __aexit__(self, *exc_info) -> None:
-        self._gate.release()
+        self._gate.release(self._args[0])

@@ -204,3 +204,30 @@ def test_no_slot_leaks_under_random_cancellation(capacity, operations):
         assert gate.num_in_use == 0 and gate.num_waiting == 0 and not gate._waiters
 
     asyncio.run(scenario())
+
+
+async def test_reserved_slots_let_a_quiet_tenant_start_at_once_beside_a_flood():
+    gate = FairGate(8, reserved=1)
+    release = asyncio.Event()
+    started: list[str] = []
+
+    async def request(tenant: str) -> None:
+        async with gate.slot(tenant, 200):
+            started.append(tenant)
+            await release.wait()
+
+    flood = [asyncio.create_task(request("flood")) for _ in range(32)]
+    await settle()
+    # The flood alone is over its share once it holds capacity - reserved slots.
+    assert gate.held_by("flood") == 7 and gate.num_waiting == 25
+    quiet = asyncio.create_task(request("quiet"))
+    await settle()
+    assert started[-1] == "quiet" and gate.held_by("quiet") == 1 and gate.num_in_use == 8
+    release.set()
+    await asyncio.gather(*flood, quiet)
+    assert gate.num_in_use == 0 and gate.held_by("flood") == 0
+
+
+def test_reserved_must_leave_a_shared_slot():
+    with pytest.raises(ValueError):
+        FairGate(2, reserved=2)

@@ -1,0 +1,152 @@
+"""Multi-tenant admission at the ingress (`tenancy.enabled`): whose request it is, its cluster-wide limits, its
+fair turn for an engine slot, and whether it can still meet its TTFT target.
+
+Per request, in order (each refusal is immediate, in the OpenAI error format):
+1. tenant: the API key's tenant (auth on) or the `tenant_header`'s (auth off); priority from the key's settings
+   or the priority header where the tenant allows it (400 otherwise);
+2. limits: tokens and requests per minute across all ingress replicas (serve_app/tenancy/limits.py): 429 with
+   Retry-After, or 503 while the limiter is unreachable with `limits_failure_mode: fail_closed`;
+3. deadline: with a TTFT target (tenant's or the request's header), the TTFT predicted from the work queued
+   ahead in fair order and the measured rates (serve_app/tenancy/ttft_predictor.py); a request that would miss
+   it is refused now with 429 and a Retry-After of when that work will have drained;
+4. fair slot: at most `engine_slots` requests per model run in the engines from this ingress replica; the rest
+   wait in weighted fair order by tokens (serve_app/tenancy/fair_queue.py), `reserved_slots` kept for tenants
+   under their share, at most `max_queue_wait_s` (then 429). The engine's own queue stays empty, so vLLM's
+   first-come-first-served order never decides who waits.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from serve_app.api.errors import ServeAppError
+from serve_app.config import AppConfig
+from serve_app.tenancy.config import PriorityNotAllowed, TenancyConfig, TenantConfig
+from serve_app.tenancy.fair_queue import FairGate, QueueTimeout, request_cost_tokens
+from serve_app.tenancy.limits import ClusterLimiter, LocalLedgerBackend
+from serve_app.tenancy.ttft_predictor import (
+    EngineRates,
+    PredictionErrors,
+    RateEstimator,
+    predict_ttft_s,
+    retry_after_s,
+    would_miss_slo,
+)
+
+# Until measured: rates of a small model on a CPU (the estimator replaces them after a few requests).
+PRIOR_RATES = EngineRates(prefill_tokens_per_s=2000.0, decode_step_base_s=0.02, decode_step_per_seq_s=0.004)
+
+
+def engine_slots(view: AppConfig, num_ingress_replicas: int = 1) -> int:
+    """Requests of one model this ingress replica lets into the engines at once."""
+    if view.tenancy.engine_slots is not None:
+        return view.tenancy.engine_slots
+    deployment = view.model_deployment
+    replicas = deployment.num_replicas if isinstance(deployment.num_replicas, int) else max(1, deployment.min_replicas)
+    return max(1, view.engine.max_num_seqs * replicas // max(1, num_ingress_replicas))
+
+
+@dataclass
+class Admitted:
+    tenant: TenantConfig
+    priority: int
+    release: Callable[[], None]
+    waited_s: float
+    predicted_ttft_s: float | None
+
+
+class TenantAdmission:
+    def __init__(self, config: AppConfig, app_name: str):
+        self.tenancy: TenancyConfig = config.tenancy
+        if self.tenancy.limits_backend == "cluster":
+            from serve_app.tenancy.limiter_actor import RayLimiterBackend
+
+            backend = RayLimiterBackend(app_name)
+        else:
+            backend = LocalLedgerBackend()
+        self._limiter = ClusterLimiter.from_config(self.tenancy, backend)
+        ingress_replicas = config.ingress_deployment.num_replicas if config.placement == "separate" else 1
+        ingress_replicas = ingress_replicas if isinstance(ingress_replicas, int) else config.ingress_deployment.min_replicas
+        self._gates: dict[str, FairGate] = {}
+        self._rates: dict[str, RateEstimator] = {}
+        for view in config.model_views():
+            slots = engine_slots(view, ingress_replicas)
+            reserved = min(self.tenancy.reserved_slots, slots - 1)
+            self._gates[view.model.resolved_name()] = FairGate(slots, reserved=reserved)
+            self._rates[view.model.resolved_name()] = RateEstimator(PRIOR_RATES)
+        self.prediction_errors = PredictionErrors()
+
+    def tenant_of(self, key_digest: str | None, headers) -> TenantConfig:
+        header = None if key_digest is not None else headers.get(self.tenancy.tenant_header)
+        return self.tenancy.tenant_for(key_digest, header)
+
+    async def admit(self, model: str, tenant: TenantConfig, headers, prompt_tokens: int, max_tokens: int,
+                    deadline_s: float) -> Admitted:
+        try:
+            priority = tenant.priority_for(headers.get(self.tenancy.priority_header))
+        except PriorityNotAllowed as exc:
+            raise ServeAppError(str(exc), status_code=400, param=self.tenancy.priority_header,
+                                code="invalid_priority") from None
+        try:
+            slo_s = tenant.ttft_slo_s_for(headers.get(self.tenancy.ttft_slo_header))
+        except ValueError as exc:
+            raise ServeAppError(str(exc), status_code=400, param=self.tenancy.ttft_slo_header,
+                                code="invalid_value") from None
+        num_tokens = prompt_tokens + max_tokens
+        decision = await self._limiter.check_and_count(tenant, num_tokens)
+        if not decision.allowed:
+            unavailable = decision.reason == "limiter_unavailable"
+            raise ServeAppError(
+                "Rate limits cannot be checked right now; retry shortly." if unavailable else
+                f"Rate limit reached for tenant '{tenant.name}' ({decision.reason.replace('_', ' ')}).",
+                status_code=503 if unavailable else 429, type="server_error" if unavailable else "rate_limit_error",
+                code="limiter_unavailable" if unavailable else "rate_limit_exceeded",
+                headers={"Retry-After": str(max(1, decision.retry_after_s))})
+        gate, rates = self._gates[model], self._rates[model].rates()
+        cost = request_cost_tokens(prompt_tokens, max_tokens)
+        predicted_s = None
+        if slo_s is not None:
+            ahead = gate.queue.tokens_ahead(tenant.name, tenant.weight, priority) if gate.num_waiting else 0
+            full = gate.num_in_use >= gate.capacity
+            predicted_s = predict_ttft_s(0, gate.num_in_use, prompt_tokens, rates,
+                                         queued_decode_tokens_ahead=ahead + (max_tokens if full else 0))
+            if would_miss_slo(predicted_s, slo_s):
+                self._limiter.refund(tenant, num_tokens)
+                wait_s = retry_after_s(0, rates, queued_decode_tokens_ahead=gate.queue.queued_tokens(),
+                                       running_decode_seqs=gate.num_in_use)
+                raise ServeAppError(
+                    f"The request would miss its time-to-first-token target ({slo_s * 1000:.0f} ms; predicted "
+                    f"{predicted_s * 1000:.0f} ms behind the queued work).", status_code=429,
+                    type="rate_limit_error", code="deadline_unmeetable", headers={"Retry-After": str(wait_s)})
+        start_s = time.monotonic()
+        timeout_s = max(0.001, min(self.tenancy.max_queue_wait_s, deadline_s - time.time()))
+        try:
+            await gate.acquire(tenant.name, cost, tenant.weight, priority, timeout_s=timeout_s)
+        except QueueTimeout:
+            self._limiter.refund(tenant, num_tokens)
+            raise ServeAppError(f"No engine slot within {timeout_s:.0f} s; the model is saturated.", status_code=429,
+                                type="rate_limit_error", code="queue_timeout",
+                                headers={"Retry-After": str(retry_after_s(0, rates, queued_decode_tokens_ahead=
+                                                                          gate.queue.queued_tokens(),
+                                                                          running_decode_seqs=gate.num_in_use))})
+        except BaseException:
+            self._limiter.refund(tenant, num_tokens)
+            raise
+        return Admitted(tenant, priority, lambda: gate.release(tenant.name), time.monotonic() - start_s, predicted_s)
+
+    def observe(self, model: str, admitted: Admitted, prompt_tokens: int, ttft_s: float | None, num_tokens: int,
+                decode_s: float | None) -> None:
+        """Feed the rate estimator (and the prediction error report) from a finished request."""
+        rates = self._rates[model]
+        if ttft_s is not None:
+            rates.observe_prefill(prompt_tokens, 0.0, max(0.0, ttft_s - admitted.waited_s) * 1000.0)
+            if admitted.predicted_ttft_s is not None:
+                self.prediction_errors.record(admitted.predicted_ttft_s, ttft_s)
+        if decode_s is not None and num_tokens > 1:
+            rates.observe_decode(num_tokens - 1, decode_s * 1000.0, max(1, self._gates[model].num_in_use))
+
+    def queue_stats(self) -> dict[str, dict[str, int]]:
+        return {model: {"in_use": g.num_in_use, "waiting": g.num_waiting, "capacity": g.capacity}
+                for model, g in self._gates.items()}

@@ -119,6 +119,10 @@ class EngineConfig(StrictModel):
     # vLLM CPU backend only: `serve-app serve` keeps Ray and the graph's stages off the engine's compute
     # cores (see serve_app/platform/cpu_isolation.py). Ignored when the model deployment asks for GPUs.
     isolate_cpus: bool = True
+    # vLLM CPU backend only: the cores the engine computes on (its threads are bound there; the replica may
+    # start it there even when the replica itself is pinned elsewhere). `serve-app serve` sets it from its core
+    # split; under `serve run` or KubeRay set it yourself (and pin Ray elsewhere, e.g. with taskset) or leave it.
+    engine_cpus: list[int] | None = None
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     # Largest LoRA rank among the model's adapters (used only when the model has adapters); a size vLLM supports.
     max_lora_rank: Literal[1, 8, 16, 32, 64, 128, 256, 320, 512] = 16

@@ -7,11 +7,13 @@ scheduler they land on the compute cores too and preempt the engine mid-step, wh
 token. `serve-app serve` therefore splits the cores once, before Ray starts:
 
 - the graph's cores: the launching process (and so every Ray process it starts) is pinned to them;
-- the engine's cores: the model replica widens its own affinity only while it spawns the engine
-  process, and tells vLLM to bind its compute threads there (`VLLM_CPU_OMP_THREADS_BIND`).
+- the engine's cores: written into the config (`engine.engine_cpus`), which every model replica gets; the
+  replica widens its own affinity only while it spawns the engine process, and tells vLLM to bind its
+  compute threads there (`VLLM_CPU_OMP_THREADS_BIND`).
 
-`plan_core_split` is the pure decision; `pin_graph_process` and `engine_cores_from_env` are the I/O.
-On a Ray cluster started by other means, pin with `taskset` (see README) or leave it off.
+`plan_core_split` is the pure decision; `pin_graph_process` and `engine_spawn_affinity` are the I/O.
+Under `serve run` or KubeRay nothing pins Ray: set `engine.engine_cpus` and pin the Ray processes to the
+other cores with `taskset` (see README), or leave it off.
 """
 
 from __future__ import annotations
@@ -20,8 +22,6 @@ import contextlib
 import os
 from dataclasses import dataclass
 from typing import Iterator
-
-ENGINE_CPUS_ENV = "SERVE_APP_ENGINE_CPUS"
 
 
 @dataclass(frozen=True)
@@ -70,13 +70,7 @@ def plan_core_split(allowed: list[int], num_workers: int, omp_threads_bind: str 
 
 def pin_graph_process(split: CoreSplit) -> None:
     """Pin this process (and every process it starts later, Ray included) to the graph's cores."""
-    os.environ[ENGINE_CPUS_ENV] = ",".join(str(cpu) for cpu in split.engine)
     os.sched_setaffinity(0, split.graph)
-
-
-def engine_cores_from_env() -> list[int] | None:
-    value = os.environ.get(ENGINE_CPUS_ENV)
-    return parse_cpu_list(value) if value else None
 
 
 @contextlib.contextmanager

@@ -16,6 +16,8 @@ def engine_environment(engine: EngineConfig) -> dict[str, str]:
     env = {"VLLM_CPU_KVCACHE_SPACE": f"{engine.cpu_kvcache_space_gib:g}"}
     if engine.cpu_omp_threads_bind:
         env["VLLM_CPU_OMP_THREADS_BIND"] = engine.cpu_omp_threads_bind
+    elif engine.engine_cpus:
+        env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, engine.engine_cpus))
     return env
 
 

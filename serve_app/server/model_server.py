@@ -22,7 +22,7 @@ from typing import Any, AsyncIterator
 
 from serve_app.autoscaling.window import ReplicaLatencyStats
 from serve_app.config import AppConfig
-from serve_app.platform.cpu_isolation import engine_cores_from_env, engine_spawn_affinity
+from serve_app.platform.cpu_isolation import engine_spawn_affinity
 from serve_app.api.errors import ServeAppError
 from serve_app.api.framing import WireFormat, done_marker, final_error_events
 from serve_app.platform.models import resolve_model_path
@@ -80,9 +80,7 @@ class ModelServer:
     def __init__(self, config: AppConfig):
         for key, value in engine_environment(config.engine).items():
             os.environ.setdefault(key, value)
-        engine_cpus = engine_cores_from_env()
-        if engine_cpus:
-            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, engine_cpus)))
+        engine_cpus = config.engine.engine_cpus
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.entrypoints.launchers.cli_args import FrontendArgs
         from vllm.v1.engine.async_llm import AsyncLLM

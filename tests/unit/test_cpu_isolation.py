@@ -34,3 +34,24 @@ def test_no_split_when_there_is_nothing_sensible_to_split(allowed, workers, bind
 
 def test_vllm_auto_binding_is_the_default_split():
     assert plan_core_split([0, 1], 1, "auto") == plan_core_split([0, 1], 1, None)
+
+
+def test_engine_cores_reach_every_model_replica_through_the_config(monkeypatch):
+    """serve-app serve's split is written into the config each model server gets (no environment variable), so
+    the engine binds its threads there the same under serve-app serve, serve run or KubeRay."""
+    from serve_app import cli
+    from serve_app.config import AppConfig
+    from serve_app.server.engine_args import engine_environment
+
+    pinned = []
+    monkeypatch.setattr(cli.os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3})
+    monkeypatch.setattr("serve_app.platform.cpu_isolation.os.sched_setaffinity", lambda _pid, cpus: pinned.append(cpus))
+    config = AppConfig.model_validate({"models": [{"model": {"source": "tiny"}}, {"model": {"source": "default"}}]})
+    cli._isolate_engine_cpus(config)
+    assert pinned == [(3,)]
+    for view in config.model_views():
+        assert view.engine.engine_cpus == [0, 1, 2]
+        assert engine_environment(view.engine)["VLLM_CPU_OMP_THREADS_BIND"] == "0,1,2"
+    # An explicit binding wins over the split.
+    explicit = AppConfig.model_validate({"engine": {"engine_cpus": [0, 1], "cpu_omp_threads_bind": "0|1"}})
+    assert engine_environment(explicit.engine)["VLLM_CPU_OMP_THREADS_BIND"] == "0|1"

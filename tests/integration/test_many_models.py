@@ -17,6 +17,7 @@ from serve_app.config import AppConfig
 from serve_app.ingress.routes import REPLICA_HEADER
 from serve_app.platform.adapters import prepare_test_adapter
 from serve_app.platform.models import resolve_model_path
+from tests.browser.support import browser, open_page, requires_browser  # noqa: F401  (browser: shared fixture)
 from tests.integration.conftest import read_gauge
 from tests.support_lora import greedy_token_ids
 
@@ -149,3 +150,28 @@ def test_every_replica_reports_its_engine_through_ray_metrics(multi_url, serve_i
             break
         time.sleep(2)
     assert (len(replicas[DEFAULT_NAME]), len(replicas[TINY_NAME])) == (1, 2), replicas
+
+
+@requires_browser
+def test_the_playground_model_picker_lists_every_model_and_answers_with_the_chosen_one(browser, multi_url):
+    from playwright.sync_api import expect
+
+    def served_by_tiny() -> float:
+        text = httpx.get(f"{multi_url}/metrics", timeout=30).text
+        return sum(float(v) for v in re.findall(rf'^serve_app_requests_total{{model="{TINY_NAME}",[^}}]*status="200"}} (\S+)$',
+                                                 text, re.MULTILINE))
+
+    with open_page(browser) as page:
+        page.goto(f"{multi_url}/playground")
+        picker = page.locator("#model")
+        expect(picker).to_have_attribute("data-loaded", "3", timeout=30_000)
+        options = picker.locator("option").all_inner_texts()
+        assert {DEFAULT_NAME, TINY_NAME, ADAPTER_NAME} <= {o.strip() for o in options}, options
+        before = served_by_tiny()
+        picker.select_option(ADAPTER_NAME)
+        page.fill("#max-tokens", "8")
+        page.fill("#prompt", "Hello")
+        page.click("#send")
+        answer = page.locator('[data-testid="assistant-message"]').last
+        expect(answer).to_have_attribute("data-state", "done", timeout=120_000)
+    assert served_by_tiny() == before + 1  # the adapter's request went to the tiny model's replicas

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
-import time
 from pathlib import Path
 
-from side_by_side import NAME, PORT, REPO, VENV_PY, Server, running  # benchmarks/, beside this script
+from side_by_side import NAME, PORT, REPO, VENV_PY, Server, machine, running  # benchmarks/, beside this script
 
 MAX_NUM_SEQS = 8
 ENGINE = (f"{{dtype: float32, max_model_len: 2048, max_num_seqs: {MAX_NUM_SEQS}, enforce_eager: true, "
@@ -91,8 +89,7 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
-    meta = {"cpu": f"{os.cpu_count()}-core {cpu}", "date": time.strftime("%Y-%m-%d"),
+    meta = {**machine(),
             "workload": f"completions, 128 prompt tokens, {args.max_tokens} output tokens (ignore_eos), greedy; B sends "
                         f"{args.b_requests} requests one at a time"}
     rows = {}

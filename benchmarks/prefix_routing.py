@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import subprocess
 import time
@@ -24,7 +23,7 @@ import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
-from side_by_side import NAME, PORT, REPO, VENV_PY, Server, running  # benchmarks/, beside this script
+from side_by_side import NAME, PORT, REPO, VENV_PY, Server, machine, running  # benchmarks/, beside this script
 
 RAY_METRICS_PORT = 18093
 ROUTERS = ("prefix_affinity", "power_of_two")
@@ -138,8 +137,7 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
-    meta = {"cpu": f"{os.cpu_count()}-core {cpu}", "date": time.strftime("%Y-%m-%d"),
+    meta = {**machine(),
             "workload": f"{args.conversations} conversations x {args.turns} turns over {args.system_prompts} system "
                         f"prompts of ~{args.system_prompt_tokens} tokens, {args.users} users, <= {args.max_tokens} "
                         "output tokens per turn, greedy"}

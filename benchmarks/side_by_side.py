@@ -92,6 +92,12 @@ def wait_ready(port: int, timeout_s: float, process: subprocess.Popen) -> None:
     raise TimeoutError(f"no answer on port {port} within {timeout_s} s")
 
 
+def machine() -> dict[str, str]:
+    """What every benchmark's summary names: the machine (cores and CPU model) and the date."""
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
+    return {"cpu": f"{os.cpu_count()}-core {cpu}", "date": time.strftime("%Y-%m-%d")}
+
+
 def stop(server: Server, process: subprocess.Popen) -> None:
     stop_process_group(process)
     if server.uses_ray:
@@ -263,9 +269,7 @@ def main() -> int:
             rows[name] = {"error": "no .venv-rayllm: run benchmarks/install_ray_serve_llm.sh"}
             continue
         rows[name] = measure(server, loads, clients, model_dir, args.out)
-        cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
-        write_summary(rows, loads, clients, args.out, {"cpu": f"{os.cpu_count()}-core {cpu}",
-                                                        "date": time.strftime("%Y-%m-%d")})
+        write_summary(rows, loads, clients, args.out, machine())
     print((args.out / "summary.md").read_text())
     return 0
 

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from side_by_side import NAME, PORT, REPO, VENV_PY, Server, running  # benchmarks/, beside this script
+from side_by_side import NAME, PORT, REPO, VENV_PY, Server, machine, running  # benchmarks/, beside this script
 
 ENGINE = "dtype: float32, max_model_len: 2048, max_num_seqs: 64, enforce_eager: true, cpu_kvcache_space_gib: 1"
 SETS = ("copy", "translate", "chat")
@@ -137,8 +135,7 @@ def main() -> int:
         return 0
     model_dir = subprocess.run([str(REPO / ".venv/bin/serve-app"), "models", "prepare", "--model", "default"],
                                capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
-    meta = {"cpu": f"{os.cpu_count()}-core {cpu}", "date": time.strftime("%Y-%m-%d")}
+    meta = machine()
     # Servers already measured in an earlier (interrupted) run are kept unless named again.
     rows: dict = json.loads((args.out / "summary.json").read_text())["results"] if (args.out / "summary.json").exists() else {}
     for name in args.servers.split(","):

@@ -25,8 +25,9 @@ ENGINE = (f"{{dtype: float32, max_model_len: 2048, max_num_seqs: {MAX_NUM_SEQS},
           "cpu_kvcache_space_gib: 1, speculation: {mode: 'off'}}")
 SERVERS = ("serve_app_fair", "serve_app_fcfs")
 RUNS = {"B_alone": "B:header=x-tenant-id:concurrency=1:requests={b}",
-        "A32_B1": "A:header=x-tenant-id:concurrency=" + str(4 * MAX_NUM_SEQS) + ",B:header=x-tenant-id:concurrency=1"
-                  ":requests={b}"}
+        # A keeps its streams open for the whole run (--duration-s bounds it); B sends its requests meanwhile.
+        "A32_B1": "A:header=x-tenant-id:concurrency=" + str(4 * MAX_NUM_SEQS) + ":requests=100000,"
+                  "B:header=x-tenant-id:concurrency=1:requests={b}"}
 
 
 def server(name: str) -> Server:
@@ -84,7 +85,7 @@ def main() -> None:
     parser.add_argument("--servers", default=",".join(SERVERS))
     parser.add_argument("--b-requests", type=int, default=20)
     parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--duration-s", type=int, default=150)
+    parser.add_argument("--duration-s", type=int, default=100)
     parser.add_argument("--summarise-only", action="store_true")
     args = parser.parse_args()
     out = Path(args.out)

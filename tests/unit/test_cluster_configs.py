@@ -30,11 +30,13 @@ METRICS = [
     "serve_app_ttft_seconds",
     "serve_app_inter_token_latency_seconds",
     "serve_app_e2e_latency_seconds",
-    "serve_app_engine_waiting_requests",
-    "serve_app_engine_running_requests",
+    # Engine gauges per model replica (Ray Serve's metrics API), not one sampled replica through the ingress.
+    "ray_serve_app_replica_engine_waiting_requests",
     "serve_app_output_tokens_total",
     "serve_app_rejected_requests_total",
     "serve_app_stage_latency_seconds",
+    "ray_serve_app_replica_engine_running_requests",
+    "ray_serve_app_replica_prefix_cache_hits_total",
     "ray_serve_deployment_replica_healthy",
     "ray_serve_autoscaling_target_replicas",
 ]

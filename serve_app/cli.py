@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import sys
 import time
+import traceback
+from typing import NoReturn
 
 from serve_app.config import AppConfig, load_config
 
@@ -40,8 +43,15 @@ def _isolate_engine_cpus(config: AppConfig) -> None:
     split = plan_core_split(sorted(os.sched_getaffinity(0)), engine.num_workers, engine.cpu_omp_threads_bind)
     if split is not None:
         pin_graph_process(split)
+        # The engines learn their cores from the config every model replica gets (no environment variable).
+        for engine in [config.engine, *(entry.engine for entry in config.models or [])]:
+            engine.engine_cpus = list(split.engine)
         print(f"CPU isolation: engine computes on cores {list(split.engine)}, Ray and the stages run on "
               f"{list(split.graph)} (engine.isolate_cpus: false turns this off)", flush=True)
+
+
+# How long `serve-app serve` waits after Ctrl-C / SIGTERM for serve_app to stop before it kills what it started.
+STOP_TIMEOUT_S = 60.0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -54,6 +64,92 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"serve-app: {exc}", file=sys.stderr, flush=True)
             return 2
+    if not sys.platform.startswith("linux"):
+        return _serve(args, config)
+    # Serve from a child in a session of its own: Ctrl-C (SIGINT to the terminal's process group) and a script's
+    # SIGTERM to this process group reach only this process, which passes them on once. Ray's daemons never get
+    # them (they used to, and died in disorder while Serve was stopping, leaving vLLM engines behind).
+    parent = os.getpid()
+    child = os.fork()
+    if child == 0:
+        _serve_in_own_session(args, config, parent)  # never returns
+    return _supervise(child)
+
+
+def _serve_in_own_session(args: argparse.Namespace, config: AppConfig, parent: int) -> NoReturn:
+    """The forked child: serve, then exit with its status (never return into the parent's code)."""
+    from serve_app.server.engine_guard import set_parent_death_signal
+
+    code = 1
+    try:
+        os.setsid()
+        set_parent_death_signal(signal.SIGTERM)  # the parent is gone (even SIGKILLed): stop as on SIGTERM
+        if os.getppid() == parent:
+            code = _serve(args, config)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # noqa: BLE001 - reported here as it would have been without the fork
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _supervise(child: int) -> int:
+    """Wait for the serving child and return its exit status. The first SIGINT/SIGTERM is passed on to it; if it
+    has not exited STOP_TIMEOUT_S later (or at a second signal), it is killed. Anything it leaves behind in its
+    session is killed once it exits: Ray's processes, and with them (engine_guard.py) the vLLM engines."""
+    deadline = None
+
+    def _forward(signum, _frame):
+        nonlocal deadline
+        if deadline is None:
+            os.kill(child, signum)
+            deadline = time.monotonic() + STOP_TIMEOUT_S
+        else:
+            deadline = time.monotonic()  # asked again: stop waiting
+
+    signal.signal(signal.SIGINT, _forward)
+    signal.signal(signal.SIGTERM, _forward)
+    # Not reaped yet (WNOWAIT): its pid, the id of its session, cannot be reused until _kill_session is done.
+    while os.waitid(os.P_PID, child, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+        if deadline is not None and time.monotonic() >= deadline:
+            print(f"serve_app did not stop within {STOP_TIMEOUT_S:g} s: killing it and the Ray processes it started",
+                  file=sys.stderr, flush=True)
+            break
+        time.sleep(0.2)
+    _kill_session(child)
+    _, status = os.waitpid(child, 0)
+    code = os.waitstatus_to_exitcode(status)
+    return code if code >= 0 else 128 - code  # killed by signal N: 128 + N, as a shell reports it
+
+
+def _kill_session(session: int) -> None:
+    """SIGKILL every process in a session (Ray starts its workers in process groups of their own)."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if os.getsid(int(entry)) == session:
+                    os.kill(int(entry), signal.SIGKILL)
+
+
+class _StopRequested(Exception):
+    """SIGINT or SIGTERM reached the serving process."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stop(signum, _frame):
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)  # once: nothing interrupts the shutdown that follows
+    raise _StopRequested(signum)
+
+
+def _serve(args: argparse.Namespace, config: AppConfig) -> int:
+    """Start Ray and the graph, serve until SIGINT/SIGTERM, then shut Serve and Ray down."""
     from serve_app.platform.models import resolve_model_path
 
     # Prepare (convert) the models once here rather than in every deployment at once.
@@ -69,27 +165,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from serve_app.app import build_graph
 
     _isolate_engine_cpus(config)
-    ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=args.verbose)
-    serve.start(http_options={"host": args.host, "port": args.port})
-    serve.run(build_graph(config), name="serve_app", route_prefix="/")
-    names = ", ".join(f"'{name}'" for name in config.served_names())
-    print(f"serve_app is serving {names} on http://{args.host}:{args.port}/v1 "
-          f"(playground: http://{args.host}:{args.port}/). Ctrl-C stops it.", flush=True)
-    stop = {"now": False}
-
-    def _stop(*_):
-        stop["now"] = True
-
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
+    ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=args.verbose,
+             **({"_metrics_export_port": args.ray_metrics_port} if args.ray_metrics_port else {}))
+    # After ray.init, which sets a SIGTERM handler of its own (exit without stopping Serve).
+    signal.signal(signal.SIGINT, _raise_stop)
+    signal.signal(signal.SIGTERM, _raise_stop)
+    serving = False
     try:
-        while not stop["now"]:
-            time.sleep(0.5)
+        serve.start(http_options={"host": args.host, "port": args.port})
+        serve.run(build_graph(config), name="serve_app", route_prefix="/")
+        names = ", ".join(f"'{name}'" for name in config.served_names())
+        print(f"serve_app is serving {names} on http://{args.host}:{args.port}/v1 "
+              f"(playground: http://{args.host}:{args.port}/). Ctrl-C stops it.", flush=True)
+        serving = True
+        while True:
+            time.sleep(3600)  # until SIGINT or SIGTERM
+    except _StopRequested as stop:
+        return 0 if serving else 128 + stop.signum  # stopped before it served: as if killed by that signal
     finally:
         print("Stopping serve_app...", flush=True)
         serve.shutdown()
         ray.shutdown()
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve_p.add_argument("--num-cpus", type=int, default=max(8, 4 * (os.cpu_count() or 2)),
                          help="logical CPUs Ray may hand out (deployments take fractions)")
     serve_p.add_argument("--verbose", action="store_true", help="show replica logs in this terminal")
+    serve_p.add_argument("--ray-metrics-port", type=int, default=None,
+                         help="port of Ray's Prometheus metrics endpoint (every replica's engine gauges)")
     serve_p.set_defaults(func=cmd_serve)
 
     models_p = sub.add_parser("models", help="model checkpoints")

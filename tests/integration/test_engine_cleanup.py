@@ -1,0 +1,275 @@
+"""No vLLM engine process outlives its model replica, however `serve-app serve` is stopped.
+
+Each test starts `serve-app serve --model tiny` the way a shell runs scripts/serve.sh (a process group of its
+own), notes the vLLM engine processes under it (`VLLM::EngineCore`, `VLLM::Worker`) once it serves, stops it one
+way and then looks for engines left behind:
+(a) SIGTERM to its process group (what scripts do), (b) SIGINT to its process group (Ctrl-C in a terminal),
+(c) `ray stop --force`, limited to this server's processes (see `ray_stop_force`),
+(d) SIGKILL of the model replica: its engine goes with it while Serve replaces the replica, then a normal stop.
+
+Each test starts and stops a Ray cluster of its own, so they run before the session's shared app.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.own_ray_cluster]
+
+SERVE_APP = str(Path(sys.executable).parent / "serve-app")
+READY_TIMEOUT_S = 180  # the tiny model serves 25-40 s after start on an idle 2-core machine
+# A stop lets Serve drain the replica first: with direct ingress (ray_serve_throughput_optimized) it stays open
+# RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S (30 s), and serve.shutdown() gives up waiting after 30 s.
+ENGINES_GONE_AFTER_STOP_S = 60
+ENGINES_GONE_AFTER_KILL_S = 30
+# An engine process dies with the process that started it (the kernel kills it as its parent exits: engine_guard.py);
+# the slack covers tearing down gigabytes on a busy machine, not an engine noticing on its own much later (or never).
+OUTLIVED_PARENT_S = 5.0
+EXIT_TIMEOUT_S = 90  # `serve-app serve` kills what it started 60 s after a stop signal (cli.STOP_TIMEOUT_S)
+MODEL_REPLICA = "ray::ServeReplica:serve_app:ModelServer"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def alive(process: psutil.Process) -> bool:
+    """Running and not a zombie (an exited process nobody has reaped holds no memory)."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def wait_gone(processes: list[psutil.Process], timeout_s: float) -> tuple[list[psutil.Process], float]:
+    """(the processes still alive after timeout_s, seconds until the last one went)."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        if not any(alive(p) for p in processes):
+            break
+        time.sleep(0.5)
+    return [p for p in processes if alive(p)], time.monotonic() - start
+
+
+def describe(processes: list[psutil.Process]) -> list[str]:
+    described = []
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            described.append(f"{process.pid} {process.name()} (ppid {process.ppid()}, "
+                             f"{process.memory_info().rss >> 20} MiB)")
+    return described
+
+
+class Server:
+    """`serve-app serve --model tiny` in a process group of its own, and every process seen under it."""
+
+    def __init__(self, log_path: Path):
+        self.port = free_port()
+        self.log_path = log_path
+        env = {**os.environ, "RAY_memory_monitor_refresh_ms": "0"}  # other jobs' memory must not kill replicas
+        env.pop("RAY_ADDRESS", None)
+        with open(log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [SERVE_APP, "serve", "--model", "tiny", "--port", str(self.port)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, process_group=0)
+        # Remembered by pid: once their parent dies, Ray's processes are no longer descendants of the server.
+        self.seen: dict[int, psutil.Process] = {}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_tail(self, num_lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-num_lines:])
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/health", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def wait_serving(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Until /health is 200 and a completion comes back."""
+        deadline = time.monotonic() + timeout_s
+        while not self.healthy():
+            if self.process.poll() is not None:
+                pytest.fail(f"serve-app serve exited ({self.process.returncode}) before serving:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"serve-app serve not healthy within {timeout_s} s:\n{self.log_tail()}")
+            time.sleep(1)
+        response = httpx.post(f"{self.url}/v1/completions", timeout=60,
+                              json={"model": "tiny-llama", "prompt": "Hello", "max_tokens": 4})
+        assert response.status_code == 200, response.text
+        self.processes()
+
+    def processes(self) -> list[psutil.Process]:
+        """Every live process seen under the server so far (looks again while the server still runs)."""
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for process in psutil.Process(self.process.pid).children(recursive=True):
+                self.seen.setdefault(process.pid, process)
+        return [p for p in self.seen.values() if alive(p)]
+
+    def engines(self) -> list[psutil.Process]:
+        found = []
+        for process in self.processes():
+            with contextlib.suppress(psutil.Error):
+                if process.name().startswith("VLLM"):
+                    found.append(process)
+        return found
+
+    def signal_group(self, signum: int) -> None:
+        os.killpg(self.process.pid, signum)
+
+    def kill_everything(self) -> None:
+        """SIGKILL the server's process group, everything seen under it, and the sessions those ran in."""
+        seen = self.processes()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        sessions = set()
+        for process in seen:
+            with contextlib.suppress(psutil.Error, OSError):
+                sessions.add(os.getsid(process.pid))
+                process.kill()
+        sessions.discard(os.getsid(0))  # this test's own session (the server's group was started in it)
+        for process in psutil.process_iter():
+            with contextlib.suppress(psutil.Error, OSError):
+                if os.getsid(process.pid) in sessions:
+                    process.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def server(tmp_path):
+    started = Server(tmp_path / "serve.log")
+    try:
+        yield started
+    finally:
+        started.kill_everything()
+
+
+@dataclass(frozen=True)
+class Engine:
+    """A vLLM process and the one that started it (the replica for the engine core, the core for a worker)."""
+
+    process: psutil.Process
+    parent: psutil.Process
+
+    def __str__(self) -> str:
+        return f"{self.process.pid} {self.name} (parent {self.parent.pid})"
+
+    @property
+    def name(self) -> str:
+        with contextlib.suppress(psutil.Error):
+            return self.process.name()
+        return "?"
+
+
+def running_engines(server: Server) -> list[Engine]:
+    server.wait_serving()
+    engines = []
+    for process in server.engines():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            engines.append(Engine(process, process.parent()))
+    assert any(engine.name.startswith("VLLM::EngineCor") for engine in engines), \
+        f"no vLLM engine process under serve-app serve: {describe(server.processes())}"
+    return engines
+
+
+def assert_engines_gone(engines: list[Engine], after: str, server: Server, timeout_s: float) -> None:
+    """Every engine process is gone within timeout_s, and none outlived the process that started it by more than
+    OUTLIVED_PARENT_S."""
+    parent_gone_s: dict[int, float] = {}
+    gone_s: dict[int, float] = {}
+    start = time.monotonic()
+    while len(gone_s) < len(engines) and time.monotonic() - start < timeout_s:
+        now_s = time.monotonic() - start
+        for engine in engines:
+            if engine.process.pid not in parent_gone_s and not alive(engine.parent):
+                parent_gone_s[engine.process.pid] = now_s
+            if engine.process.pid not in gone_s and not alive(engine.process):
+                gone_s[engine.process.pid] = now_s
+        time.sleep(0.2)
+    left = [engine for engine in engines if engine.process.pid not in gone_s]
+    assert not left, (f"vLLM engine processes still running {timeout_s} s after {after}: "
+                      f"{describe([engine.process for engine in left])}\n{server.log_tail()}")
+    report = []
+    for engine in engines:
+        pid = engine.process.pid
+        outlived_s = gone_s[pid] - parent_gone_s.get(pid, gone_s[pid])
+        report.append(f"{engine}: gone {gone_s[pid]:.1f} s after {after}, {outlived_s:.1f} s after its parent")
+        assert outlived_s <= OUTLIVED_PARENT_S, f"{engine} outlived its parent by {outlived_s:.1f} s"
+    print("\n".join(report))
+
+
+def assert_server_exits(server: Server, after: str) -> int:
+    start = time.monotonic()
+    try:
+        code = server.process.wait(timeout=EXIT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"serve-app serve still running {EXIT_TIMEOUT_S} s after {after}:\n{server.log_tail()}")
+    print(f"serve-app serve exited with {code} {time.monotonic() - start:.1f} s after {after}")
+    left, _ = wait_gone(list(server.seen.values()), 10)
+    assert not left, f"processes serve-app serve started outlived it: {describe(left)}"
+    return code
+
+
+def ray_stop_force(server: Server) -> None:
+    """`ray stop --force`, limited to this server's processes: SIGKILL to each process matching Ray's own list
+    (ray.autoscaler._private.constants.RAY_PROCESSES), the raylet first and the GCS last as `ray stop` does.
+
+    The real command kills every Ray process on the machine (another job's, a developer's other clusters);
+    nothing that the engines see differs.
+    """
+    from ray.autoscaler._private.constants import RAY_PROCESSES
+
+    processes = server.processes()
+    for bucket in (RAY_PROCESSES[:1], RAY_PROCESSES[1:-1], RAY_PROCESSES[-1:]):
+        for keyword, by_name in bucket:
+            for process in processes:
+                with contextlib.suppress(psutil.Error):
+                    corpus = process.name() if by_name else subprocess.list2cmdline(process.cmdline())
+                    if keyword in corpus:
+                        process.kill()
+
+
+@pytest.mark.parametrize("stop", ["sigterm", "sigint"])
+def test_stopping_the_process_group_leaves_no_engine(server, stop):
+    engines = running_engines(server)
+    server.signal_group(signal.SIGTERM if stop == "sigterm" else signal.SIGINT)
+    assert_engines_gone(engines, f"{stop.upper()} to the process group", server, ENGINES_GONE_AFTER_STOP_S)
+    assert assert_server_exits(server, stop.upper()) == 0
+    assert "Stopping serve_app..." in server.log_path.read_text(errors="replace")
+
+
+def test_ray_stop_force_leaves_no_engine(server):
+    engines = running_engines(server)
+    ray_stop_force(server)
+    assert_engines_gone(engines, "ray stop --force", server, ENGINES_GONE_AFTER_KILL_S)
+
+
+def test_killed_model_replica_takes_its_engine_and_serve_replaces_it(server):
+    engines = running_engines(server)
+    replicas = [p for p in server.processes() if " ".join(p.cmdline()).startswith(MODEL_REPLICA)]
+    assert len(replicas) == 1, describe(server.processes())
+    replicas[0].kill()
+    assert_engines_gone(engines, "SIGKILL of the model replica", server, ENGINES_GONE_AFTER_KILL_S)
+    replacement = running_engines(server)
+    assert not {e.process.pid for e in replacement} & {e.process.pid for e in engines}
+    server.signal_group(signal.SIGTERM)
+    assert_engines_gone(replacement, "SIGTERM to the process group", server, ENGINES_GONE_AFTER_STOP_S)
+    assert assert_server_exits(server, "SIGTERM") == 0

@@ -45,6 +45,7 @@ from serve_app.ingress.request_checks import (
     validation_error,
 )
 from serve_app.ingress.metrics import IngressMetrics
+from serve_app.platform.ray_env import replica_context
 from serve_app.api.openapi import json_body
 from serve_app.server.openai_frontend import CHAT, COMPLETION, ENDPOINTS, RESPONSES, Endpoint
 from serve_app.server.response_stream import Frame
@@ -140,20 +141,6 @@ def _request_schema(endpoint: Endpoint) -> dict[str, Any]:
         return {}
 
 
-def _own_app() -> str:
-    try:
-        return serve.get_replica_context().app_name
-    except Exception:  # noqa: BLE001 - outside a replica (unit tests)
-        return "local"
-
-
-def _own_deployment() -> str:
-    try:
-        return serve.get_replica_context().deployment
-    except Exception:  # noqa: BLE001 - outside a replica (unit tests)
-        return ""
-
-
 class _Once:
     """Calls `fn` once: at hand-over to a stream, the stream's end releases; otherwise the request's end does."""
 
@@ -185,7 +172,6 @@ class Ingress:
         views = config.model_views()
         self._default_model = views[0].model.resolved_name()
         self._served = config.served_names()  # client-facing name (model or adapter) -> the model serving it
-        self._parents = {view.model.resolved_name(): view for view in views}
         # First: auth enabled without keys fails here with one message naming the setting, before an engine starts.
         self._auth = ApiKeyAuth.from_config(config.auth)
         self._server = None
@@ -198,16 +184,16 @@ class Ingress:
         else:
             self._backends = {name: HandleBackend(handle) for name, handle in model_handles.items()}
         # The Serve deployment holding each model's replicas (this one with placement with_model).
+        context = replica_context()
         self._deployments = ({name: handle.deployment_name for name, handle in model_handles.items()}
-                             if model_handles is not None else {self._default_model: _own_deployment()})
+                             if model_handles is not None else {self._default_model: context.deployment if context else ""})
         self._replicas = DeploymentReplicas()
         self._admission = AdmissionController(config.admission.max_in_flight_requests, config.admission.retry_after_s)
         self._tenants = None
         if config.tenancy.enabled:
             from serve_app.ingress.tenant_admission import TenantAdmission
 
-            self._tenants = TenantAdmission(config, _own_app())
-        self._priority_scheduling = config.tenancy.enabled
+            self._tenants = TenantAdmission(config, context.app_name if context else "local")
         self._metrics = IngressMetrics()
         self._limits = RequestLimits(max_tokens=config.admission.max_tokens_limit, max_n=config.admission.max_n)
         self._request_types = {name: e.request_type() for name, e in ENDPOINTS.items()}
@@ -245,7 +231,7 @@ class Ingress:
         models, counts = {}, {}
         for name, engine in stats.items():
             states, status = (replicas or {}).get(self._deployments[name], (None, None))
-            models[name] = model_health(states if replicas else None, status, engine)
+            models[name] = model_health(states, status, engine)
             if states is not None:
                 counts[name] = {"running": states.get("RUNNING", 0), "total": sum(states.values())}
             self._metrics.engine_healthy.labels(model=name).set(0 if models[name] == UNAVAILABLE else 1)
@@ -358,8 +344,8 @@ class Ingress:
                     raise
                 self._metrics.tenant_admissions.labels(tenant=tenant.name, outcome="admitted").inc()
                 release = _Once(lambda: (admitted.release(), self._admission.release()))
-                if self._priority_scheduling and hasattr(body, "priority"):
-                    body.priority = admitted.priority  # vLLM's priority scheduling orders the engine's queue
+                if hasattr(body, "priority"):
+                    body.priority = admitted.priority  # tenancy turns on vLLM's priority scheduling (engine_args)
                 done = lambda ttft_s, n, decode_s: self._tenants.observe(model, admitted, prompt_tokens, ttft_s, n,
                                                                          decode_s)
             elif self._auth is not None:

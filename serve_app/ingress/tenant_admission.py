@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from serve_app.api.errors import ServeAppError
-from serve_app.config import AppConfig
+from serve_app.config import AppConfig, DeploymentScaling
 from serve_app.tenancy.config import PriorityNotAllowed, TenancyConfig, TenantConfig
 from serve_app.tenancy.fair_queue import FairGate, QueueTimeout, request_cost_tokens
 from serve_app.tenancy.limits import ClusterLimiter, LocalLedgerBackend
@@ -39,13 +39,22 @@ from serve_app.tenancy.ttft_predictor import (
 PRIOR_RATES = EngineRates(prefill_tokens_per_s=2000.0, decode_step_base_s=0.02, decode_step_per_seq_s=0.004)
 
 
+def _planned_replicas(scaling: DeploymentScaling) -> int:
+    """A deployment's fixed replica count, or its autoscaling minimum (at least 1)."""
+    return scaling.num_replicas if isinstance(scaling.num_replicas, int) else max(1, scaling.min_replicas)
+
+
 def engine_slots(view: AppConfig, num_ingress_replicas: int = 1) -> int:
     """Requests of one model this ingress replica lets into the engines at once."""
     if view.tenancy.engine_slots is not None:
         return view.tenancy.engine_slots
-    deployment = view.model_deployment
-    replicas = deployment.num_replicas if isinstance(deployment.num_replicas, int) else max(1, deployment.min_replicas)
-    return max(1, view.engine.max_num_seqs * replicas // max(1, num_ingress_replicas))
+    return max(1, view.engine.max_num_seqs * _planned_replicas(view.model_deployment) // max(1, num_ingress_replicas))
+
+
+def _drain_retry_after_s(gate: FairGate, rates: EngineRates) -> int:
+    """Retry-After of a refusal: when the work now waiting at `gate` will have drained."""
+    return retry_after_s(0, rates, queued_decode_tokens_ahead=gate.queue.queued_tokens(),
+                         running_decode_seqs=gate.num_in_use)
 
 
 @dataclass
@@ -67,8 +76,7 @@ class TenantAdmission:
         else:
             backend = LocalLedgerBackend()
         self._limiter = ClusterLimiter.from_config(self.tenancy, backend)
-        ingress_replicas = config.ingress_deployment.num_replicas if config.placement == "separate" else 1
-        ingress_replicas = ingress_replicas if isinstance(ingress_replicas, int) else config.ingress_deployment.min_replicas
+        ingress_replicas = _planned_replicas(config.ingress_deployment) if config.placement == "separate" else 1
         self._gates: dict[str, FairGate] = {}
         self._rates: dict[str, RateEstimator] = {}
         for view in config.model_views():
@@ -114,25 +122,21 @@ class TenantAdmission:
                                          queued_decode_tokens_ahead=ahead + (max_tokens if full else 0))
             if would_miss_slo(predicted_s, slo_s):
                 self._limiter.refund(tenant, num_tokens)
-                wait_s = retry_after_s(0, rates, queued_decode_tokens_ahead=gate.queue.queued_tokens(),
-                                       running_decode_seqs=gate.num_in_use)
                 raise ServeAppError(
                     f"The request would miss its time-to-first-token target ({slo_s * 1000:.0f} ms; predicted "
                     f"{predicted_s * 1000:.0f} ms behind the queued work).", status_code=429,
-                    type="rate_limit_error", code="deadline_unmeetable", headers={"Retry-After": str(wait_s)})
+                    type="rate_limit_error", code="deadline_unmeetable",
+                    headers={"Retry-After": str(_drain_retry_after_s(gate, rates))})
         start_s = time.monotonic()
         timeout_s = max(0.001, min(self.tenancy.max_queue_wait_s, deadline_s - time.time()))
         try:
             await gate.acquire(tenant.name, cost, tenant.weight, priority, timeout_s=timeout_s)
-        except QueueTimeout:
+        except BaseException as exc:  # not admitted (timed out, or the client went away): not counted either
             self._limiter.refund(tenant, num_tokens)
-            raise ServeAppError(f"No engine slot within {timeout_s:.0f} s; the model is saturated.", status_code=429,
-                                type="rate_limit_error", code="queue_timeout",
-                                headers={"Retry-After": str(retry_after_s(0, rates, queued_decode_tokens_ahead=
-                                                                          gate.queue.queued_tokens(),
-                                                                          running_decode_seqs=gate.num_in_use))})
-        except BaseException:
-            self._limiter.refund(tenant, num_tokens)
+            if isinstance(exc, QueueTimeout):
+                raise ServeAppError(f"No engine slot within {timeout_s:.0f} s; the model is saturated.",
+                                    status_code=429, type="rate_limit_error", code="queue_timeout",
+                                    headers={"Retry-After": str(_drain_retry_after_s(gate, rates))}) from None
             raise
         return Admitted(tenant, priority, lambda: gate.release(tenant.name), time.monotonic() - start_s, predicted_s)
 

@@ -11,6 +11,16 @@ from __future__ import annotations
 from serve_app.config import AppConfig
 
 
+def replica_context():
+    """Ray Serve's context of the replica this code runs in (app, deployment, replica id); None outside one."""
+    try:
+        from ray import serve
+
+        return serve.get_replica_context()
+    except Exception:  # noqa: BLE001 - offline use, unit tests
+        return None
+
+
 def ray_environment(config: AppConfig) -> dict[str, str]:
     """Variables to set before Ray starts (the CLI and the test suite set them; a cluster sets them itself)."""
     return {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"} if config.ray_serve_throughput_optimized else {}

@@ -26,6 +26,7 @@ from serve_app.platform.cpu_isolation import engine_spawn_affinity
 from serve_app.api.errors import ServeAppError
 from serve_app.api.framing import WireFormat, done_marker, final_error_events
 from serve_app.platform.models import resolve_model_path
+from serve_app.platform.ray_env import replica_context
 from serve_app.server.engine_args import engine_environment, engine_kwargs, frontend_kwargs
 from serve_app.server.adapters import AdapterCache
 from serve_app.server.replica_metrics import ReplicaEngineMetrics
@@ -65,15 +66,6 @@ class WholeResponse:
     replica: str | None = None  # the model server replica that answered (the x-serve-app-replica header)
 
 
-def _replica_id() -> str | None:
-    try:
-        from ray import serve
-
-        return serve.get_replica_context().replica_id.unique_id
-    except Exception:  # noqa: BLE001 - outside a Serve replica
-        return None
-
-
 class ModelServer:
     """vLLM engine + vLLM's OpenAI serving layer. Call `await start()` once before `generate`."""
 
@@ -87,7 +79,8 @@ class ModelServer:
 
         self._config = config
         self.model_name = config.model.resolved_name()
-        self.replica_id = _replica_id()
+        context = replica_context()
+        self.replica_id = context.replica_id.unique_id if context is not None else None
         model_path = resolve_model_path(config.model)
         self._engine_args = AsyncEngineArgs(**engine_kwargs(config, model_path))
         self._frontend_args = FrontendArgs(**frontend_kwargs(config))
@@ -202,7 +195,6 @@ class ModelServer:
             "spec_accepted_tokens": self._load.spec_accepted_tokens,
             "prefix_cache_queries": self._load.prefix_cache_queries,
             "prefix_cache_hits": self._load.prefix_cache_hits,
-            "replica": self.replica_id or "",
         }
 
     async def check_health(self) -> None:

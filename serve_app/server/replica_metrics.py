@@ -15,6 +15,8 @@ import contextlib
 import logging
 from typing import Callable
 
+from serve_app.platform.ray_env import replica_context
+
 logger = logging.getLogger("ray.serve")
 
 _GAUGES = {
@@ -56,13 +58,9 @@ class ReplicaEngineMetrics:
     @classmethod
     def start(cls, model: str, read_stats: Callable[[], dict[str, float]], interval_s: float) -> asyncio.Task | None:
         """Report in the background (None outside a Serve replica, where there is nothing to tag)."""
-        try:
-            from ray import serve
-
-            serve.get_replica_context()
-            reporter = cls(model)
-        except Exception:  # noqa: BLE001 - offline use of the model server
+        if replica_context() is None:
             return None
+        reporter = cls(model)
 
         async def loop() -> None:
             while True:

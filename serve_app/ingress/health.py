@@ -1,7 +1,8 @@
 """`/health` over every model and every replica: what Ray Serve knows of each model deployment's replicas (from
 the controller) together with an engine answering through that deployment.
 
-`model_health` is the pure decision; `deployment_replicas` reads the controller (cached briefly, it is an RPC).
+`model_health` and `no_replica_up` are the pure decisions; `DeploymentReplicas` reads the controller (cached
+briefly, it is an RPC; `peek` never waits for it, for the request path).
 """
 
 from __future__ import annotations
@@ -30,6 +31,23 @@ def model_health(replica_states: dict[str, int] | None, deployment_status: str |
     return OK
 
 
+# Deployment states in which a model with no running replica will not get one without an operator.
+FAILED_STATES = ("UNHEALTHY", "DEPLOY_FAILED")
+
+
+def no_replica_up(replica_states: dict[str, int] | None, deployment_status: str | None,
+                  scales_from_zero: bool) -> bool:
+    """True when a request for the model should get 503 now rather than wait: the controller reports no RUNNING
+    replica (all starting, being replaced, or failed). A deployment that scales from zero (`min_replicas: 0`)
+    makes its requests wait for the cold start instead, unless it has failed. Without the controller's view
+    (None), requests go on (the handle's own wait and the request deadline still bound them)."""
+    if replica_states is None or replica_states.get("RUNNING", 0) > 0:
+        return False
+    if scales_from_zero:
+        return deployment_status in FAILED_STATES
+    return True
+
+
 class DeploymentReplicas:
     """Replica states of this application's deployments, from the Serve controller, at most every `ttl_s`."""
 
@@ -37,6 +55,7 @@ class DeploymentReplicas:
         self._ttl_s = ttl_s
         self._read_at = 0.0
         self._view: dict[str, tuple[dict[str, int], str]] | None = None
+        self._refresh: asyncio.Task | None = None
 
     async def get(self) -> dict[str, tuple[dict[str, int], str]] | None:
         if time.monotonic() - self._read_at > self._ttl_s:
@@ -45,6 +64,12 @@ class DeploymentReplicas:
                 self._view = await asyncio.wait_for(asyncio.to_thread(_read_status), timeout=5.0)
             except Exception:  # noqa: BLE001 - the controller's view is a refinement; the engines still answer
                 self._view = None
+        return self._view
+
+    def peek(self) -> dict[str, tuple[dict[str, int], str]] | None:
+        """The last view at once; a stale one is refreshed in the background for the next caller."""
+        if time.monotonic() - self._read_at > self._ttl_s and (self._refresh is None or self._refresh.done()):
+            self._refresh = asyncio.get_running_loop().create_task(self.get())
         return self._view
 
 

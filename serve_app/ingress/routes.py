@@ -34,7 +34,7 @@ from serve_app.api.framing import (
     final_error_events,
     maybe_gzip,
 )
-from serve_app.ingress.health import DEGRADED, OK, UNAVAILABLE, DeploymentReplicas, model_health
+from serve_app.ingress.health import DEGRADED, OK, UNAVAILABLE, DeploymentReplicas, model_health, no_replica_up
 from serve_app.ingress.backends import HandleBackend, InProcessBackend, ModelBackend
 from serve_app.ingress.request_checks import (
     RequestLimits,
@@ -53,6 +53,8 @@ from serve_app.server.response_stream import Frame
 logger = logging.getLogger("ray.serve")
 REQUEST_ID_HEADER = "x-request-id"
 REPLICA_HEADER = "x-serve-app-replica"  # which model server replica answered (non-streamed responses)
+# Retry-After of a 503 while a model has no running replica: about a replacement replica's start on CPU.
+UNAVAILABLE_RETRY_AFTER_S = 10
 
 # The API docs are routes of the Ingress below (FastAPI's own would be fixed when this module is imported, before
 # the config is known), so `api_docs_enabled: false` turns them off.
@@ -188,6 +190,9 @@ class Ingress:
         self._deployments = ({name: handle.deployment_name for name, handle in model_handles.items()}
                              if model_handles is not None else {self._default_model: context.deployment if context else ""})
         self._replicas = DeploymentReplicas()
+        # Placement separate: models whose deployment scales from zero (their requests wait for a cold start).
+        self._scales_from_zero = {view.model.resolved_name(): view.model_deployment.min_replicas == 0
+                                  for view in views} if model_handles is not None else {}
         self._admission = AdmissionController(config.admission.max_in_flight_requests, config.admission.retry_after_s)
         self._tenants = None
         if config.tenancy.enabled:
@@ -320,6 +325,7 @@ class Ingress:
             raw = await read_body(http_request, self._config.admission.max_body_bytes)
             body = parse_request(raw, self._request_types[endpoint.name], self._fields[endpoint.name], self._limits)
             model, adapter = self._route(body.model)
+            self._check_replica_up(model)
         except ServeAppError as error:
             self._metrics.requests.labels(model="", route=route, status=str(error.status_code)).inc()
             return _error_response(error, request_id)
@@ -356,9 +362,12 @@ class Ingress:
                 logger.info("request %s body=%s", request_id, raw[:2000])
             stream = bool(getattr(body, "stream", False))
             wire = choose_wire_format(http_request.headers.get("accept")) if stream else "sse"
+            timings_ms = {"ingress_ms": (time.time() - arrival_s) * 1000.0}
+            if self._tenants is not None and admitted.predicted_ttft_s is not None:
+                # From arrival, like the reported ttft_ms, so a client can judge the deadline admission's predictor.
+                timings_ms["predicted_ttft_ms"] = (admitted.admitted_at_s - arrival_s + admitted.predicted_ttft_s) * 1000.0
             server_request = ServerRequest(endpoint=endpoint.name, body=body, request_id=request_id, wire=wire,
-                                           arrival_time_s=arrival_s,
-                                           timings_ms={"ingress_ms": (time.time() - arrival_s) * 1000.0})
+                                           arrival_time_s=arrival_s, timings_ms=timings_ms)
             backend = self._backends[model]
             frames = backend.generate(server_request, adapter)
             # Pull the first item before answering, so an error before any output gets a real status code.
@@ -467,6 +476,17 @@ class Ingress:
                                 status_code=404, param="model", code="model_not_found")
         return model, (requested if requested != model else None)
 
+    def _check_replica_up(self, model: str) -> None:
+        """Placement separate: 503 with Retry-After at once when the controller reports no running replica of
+        `model` (with_model: this replica is one). Reads the controller's view cached by `DeploymentReplicas`."""
+        if model not in self._scales_from_zero:
+            return
+        states, status = (self._replicas.peek() or {}).get(self._deployments[model], (None, None))
+        if no_replica_up(states, status, self._scales_from_zero[model]):
+            raise ServeAppError(f"No replica of model '{model}' is running right now; retry shortly.",
+                                status_code=503, type="server_error", code="model_unavailable",
+                                headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)})
+
     def _failure_response(self, exc: Exception, model: str, route: str, request_id: str) -> Response:
         error = find_serve_app_error(exc)
         if error is None:
@@ -475,7 +495,8 @@ class Ingress:
             else:
                 logger.warning("Request %s failed: %s: %s", request_id, type(exc).__name__, str(exc)[:200])
                 error = ServeAppError("The model is temporarily unavailable; retry the request.",
-                                      status_code=503, type="server_error", code="unavailable")
+                                      status_code=503, type="server_error", code="unavailable",
+                                      headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)})
         self._metrics.requests.labels(model=model, route=route, status=str(error.status_code)).inc()
         return _error_response(error, request_id)
 

@@ -28,7 +28,6 @@ from serve_app.tenancy.fair_queue import FairGate, QueueTimeout, request_cost_to
 from serve_app.tenancy.limits import ClusterLimiter, LocalLedgerBackend
 from serve_app.tenancy.ttft_predictor import (
     EngineRates,
-    PredictionErrors,
     RateEstimator,
     predict_ttft_s,
     retry_after_s,
@@ -63,7 +62,8 @@ class Admitted:
     priority: int
     release: Callable[[], None]
     waited_s: float
-    predicted_ttft_s: float | None
+    predicted_ttft_s: float | None  # from `admitted_at_s`; None without a TTFT target
+    admitted_at_s: float  # time.time() when admission began (the prediction's origin)
 
 
 class TenantAdmission:
@@ -84,7 +84,6 @@ class TenantAdmission:
             reserved = min(self.tenancy.reserved_slots, slots - 1)
             self._gates[view.model.resolved_name()] = FairGate(slots, reserved=reserved)
             self._rates[view.model.resolved_name()] = RateEstimator(PRIOR_RATES)
-        self.prediction_errors = PredictionErrors()
 
     def tenant_of(self, key_digest: str | None, headers) -> TenantConfig:
         header = None if key_digest is not None else headers.get(self.tenancy.tenant_header)
@@ -112,6 +111,7 @@ class TenantAdmission:
                 status_code=503 if unavailable else 429, type="server_error" if unavailable else "rate_limit_error",
                 code="limiter_unavailable" if unavailable else "rate_limit_exceeded",
                 headers={"Retry-After": str(max(1, decision.retry_after_s))})
+        admitted_at_s = time.time()
         gate, rates = self._gates[model], self._rates[model].rates()
         cost = request_cost_tokens(prompt_tokens, max_tokens)
         predicted_s = None
@@ -138,16 +138,16 @@ class TenantAdmission:
                                     status_code=429, type="rate_limit_error", code="queue_timeout",
                                     headers={"Retry-After": str(_drain_retry_after_s(gate, rates))}) from None
             raise
-        return Admitted(tenant, priority, lambda: gate.release(tenant.name), time.monotonic() - start_s, predicted_s)
+        return Admitted(tenant, priority, lambda: gate.release(tenant.name), time.monotonic() - start_s, predicted_s,
+                        admitted_at_s)
 
     def observe(self, model: str, admitted: Admitted, prompt_tokens: int, ttft_s: float | None, num_tokens: int,
                 decode_s: float | None) -> None:
-        """Feed the rate estimator (and the prediction error report) from a finished request."""
+        """Feed the rate estimator from a finished request (the predictor's error is judged by clients, from the
+        response's `timings.predicted_ttft_ms`: benchmarks/goodput.py)."""
         rates = self._rates[model]
         if ttft_s is not None:
             rates.observe_prefill(prompt_tokens, 0.0, max(0.0, ttft_s - admitted.waited_s) * 1000.0)
-            if admitted.predicted_ttft_s is not None:
-                self.prediction_errors.record(admitted.predicted_ttft_s, ttft_s)
         if decode_s is not None and num_tokens > 1:
             rates.observe_decode(num_tokens - 1, decode_s * 1000.0, max(1, self._gates[model].num_in_use))
 

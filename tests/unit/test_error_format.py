@@ -102,6 +102,24 @@ def test_api_docs_are_served_by_default_and_gone_when_disabled(ingress_client):
     assert client.get("/playground").status_code == 200  # a separate switch
 
 
+@pytest.mark.parametrize("states, status, min_replicas, expected", [
+    ({"STARTING": 1}, "UPDATING", 1, 503),
+    ({}, "HEALTHY", 0, None),  # scales from zero: the request goes on to the model (and waits for a replica)
+])
+def test_no_running_model_replica_is_a_fast_503_with_retry_after(ingress_client, states, status, min_replicas,
+                                                                 expected):
+    client = ingress_client(ingress_placement="separate", model_deployment={"min_replicas": min_replicas})
+    ingress = serve.get_replica_context().servable_object
+    ingress._replicas.peek = lambda: {"ModelServer": (states, status)}
+    response = client.post(CHAT, content="{" + HI + "}")
+    if expected is None:  # it reached the (unreachable, so failing) fake model: a 503 of another kind
+        assert response.json()["error"]["code"] == "unavailable"
+        return
+    _assert_openai_error(response, 503, code="model_unavailable")
+    assert int(response.headers["retry-after"]) >= 1
+
+
+
 @pytest.mark.parametrize("body, code, param", [
     ("[" * 100_000, "invalid_json", None),
     ('{"model": "m", "messages": ' + "[" * 100_000 + "}", "invalid_json", None),

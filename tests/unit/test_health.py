@@ -2,7 +2,7 @@
 
 import pytest
 
-from serve_app.ingress.health import DEGRADED, OK, UNAVAILABLE, model_health
+from serve_app.ingress.health import DEGRADED, OK, UNAVAILABLE, model_health, no_replica_up
 
 HEALTHY_ENGINE = {"is_healthy": 1}
 
@@ -18,3 +18,17 @@ HEALTHY_ENGINE = {"is_healthy": 1}
 ])
 def test_model_health(states, status, engine, expected):
     assert model_health(states, status, engine) == expected
+
+
+@pytest.mark.parametrize("states, status, scales_from_zero, refuse", [
+    ({"RUNNING": 1, "STARTING": 1}, "UPSCALING", False, False),
+    ({"STARTING": 1}, "UPDATING", False, True),  # all replicas being replaced: 503 now, not a wait
+    ({"RECOVERING": 2}, "UNHEALTHY", False, True),
+    ({}, "HEALTHY", False, True),
+    ({}, "HEALTHY", True, False),  # scaled to zero: the request waits for the cold start
+    ({"STARTING": 1}, "UPSCALING", True, False),
+    ({}, "DEPLOY_FAILED", True, True),  # it will not come up by itself
+    (None, None, False, False),  # controller unreachable: go on, the deadline bounds the wait
+])
+def test_no_replica_up(states, status, scales_from_zero, refuse):
+    assert no_replica_up(states, status, scales_from_zero) is refuse

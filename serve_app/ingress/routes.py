@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -45,6 +45,7 @@ from serve_app.ingress.request_checks import (
     validation_error,
 )
 from serve_app.ingress.metrics import IngressMetrics
+from serve_app.ingress.stream_lifetime import Once, StreamWithCleanup
 from serve_app.platform.ray_env import replica_context
 from serve_app.api.openapi import json_body
 from serve_app.server.openai_frontend import CHAT, COMPLETION, ENDPOINTS, RESPONSES, Endpoint
@@ -141,27 +142,6 @@ def _request_schema(endpoint: Endpoint) -> dict[str, Any]:
         return json_body(endpoint.request_type())
     except Exception:  # noqa: BLE001 - documentation only; never block serving on a schema
         return {}
-
-
-class _Once:
-    """Calls `fn` once: at hand-over to a stream, the stream's end releases; otherwise the request's end does."""
-
-    def __init__(self, fn):
-        self._fn = fn
-        self._done = False
-        self._handed_over = False
-
-    def hand_over(self) -> None:
-        self._handed_over = True
-
-    def unless_handed_over(self) -> None:
-        if not self._handed_over:
-            self()
-
-    def __call__(self) -> None:
-        if not self._done:
-            self._done = True
-            self._fn()
 
 
 @serve.ingress(app)
@@ -334,7 +314,7 @@ class Ingress:
             self._metrics.rejected.labels(reason="overloaded").inc()
             self._metrics.requests.labels(model=model, route=route, status="429").inc()
             return _error_response(self._admission.overloaded_error(), request_id)
-        release = _Once(self._admission.release)
+        release = Once(self._admission.release)
         deadline_s = arrival_s + self._config.admission.request_timeout_s  # one deadline for every stage
         done = None
         try:
@@ -349,7 +329,7 @@ class Ingress:
                     self._metrics.tenant_admissions.labels(tenant=tenant.name, outcome=error.code or "refused").inc()
                     raise
                 self._metrics.tenant_admissions.labels(tenant=tenant.name, outcome="admitted").inc()
-                release = _Once(lambda: (admitted.release(), self._admission.release()))
+                release = Once(lambda: (admitted.release(), self._admission.release()))
                 if hasattr(body, "priority"):
                     body.priority = admitted.priority  # tenancy turns on vLLM's priority scheduling (engine_args)
                 done = lambda ttft_s, n, decode_s: self._tenants.observe(model, admitted, prompt_tokens, ttft_s, n,
@@ -380,8 +360,14 @@ class Ingress:
                 await backend.close_stream(frames)
                 return self._whole_response(first, model, route, arrival_s, request_id, http_request, done)
             release.hand_over()
-            return StreamingResponse(
+
+            async def cleanup() -> None:  # also when the relay never started (stream_lifetime.py)
+                release()
+                await backend.close_stream(frames)
+
+            return StreamWithCleanup(
                 self._relay(first, frames, backend, model, route, arrival_s, deadline_s, release, wire, done),
+                cleanup,
                 media_type=MSGPACK_CONTENT_TYPE if wire == "msgpack" else SSE_CONTENT_TYPE,
                 headers={REQUEST_ID_HEADER: request_id, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
@@ -411,7 +397,7 @@ class Ingress:
         return Response(data, status_code=whole.status_code, media_type="application/json", headers=headers)
 
     async def _relay(self, first: Frame, frames: AsyncIterator[Any], backend: ModelBackend, model: str, route: str,
-                     arrival_s: float, deadline_s: float, release: _Once, wire: WireFormat,
+                     arrival_s: float, deadline_s: float, release: Once, wire: WireFormat,
                      done=None) -> AsyncIterator[Any]:
         metrics = self._metrics
         ttft, inter_token, output_tokens = (metrics.ttft.labels(model=model), metrics.inter_token.labels(model=model),

@@ -1,0 +1,66 @@
+"""Admission slots come back however a client behaves: one that never reads its stream, one that leaves before
+the first byte. Against the tiny model's app whose admission limit is 8 (tiny_app_url): each case takes every
+slot with misbehaving clients, then a well-behaved request must be admitted while those connections may still
+be open."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from tests.integration.conftest import read_gauge
+
+pytestmark = pytest.mark.integration
+
+ADMISSION_LIMIT = 8  # tiny_app_url's admission.max_in_flight_requests
+BODY = json.dumps({"prompt": "Once upon a time", "max_tokens": 300, "ignore_eos": True, "temperature": 0,
+                   "stream": True}).encode()
+
+
+def _send_raw(base_url: str) -> socket.socket:
+    """A streaming completion sent over a raw socket, whose answer is never read."""
+    url = urlsplit(base_url)
+    sock = socket.create_connection((url.hostname, url.port), timeout=10)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: the server's writes back up
+    sock.sendall(f"POST {url.path}/v1/completions HTTP/1.1\r\nHost: {url.hostname}\r\nContent-Type: "
+                 f"application/json\r\nContent-Length: {len(BODY)}\r\n\r\n".encode() + BODY)
+    return sock
+
+
+def _wait_for_free_slots(base_url: str, timeout_s: float) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        if read_gauge(base_url, "serve_app_in_flight_requests") == 0:
+            return time.monotonic() - start
+        time.sleep(0.5)
+    raise AssertionError(f"admission slots still held after {timeout_s} s: "
+                         f"{read_gauge(base_url, 'serve_app_in_flight_requests')}")
+
+
+def _admitted(base_url: str) -> None:
+    response = httpx.post(f"{base_url}/v1/completions", json={"prompt": "Hi", "max_tokens": 4}, timeout=60)
+    assert response.status_code == 200, response.text[:300]
+
+
+def test_clients_that_never_read_their_streams_give_their_slots_back(tiny_app_url):
+    sockets = [_send_raw(tiny_app_url) for _ in range(ADMISSION_LIMIT)]
+    try:
+        time.sleep(2)
+        assert read_gauge(tiny_app_url, "serve_app_in_flight_requests") > 0  # they were admitted
+        _wait_for_free_slots(tiny_app_url, timeout_s=120)  # generation ends; nobody has read a byte
+        _admitted(tiny_app_url)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_clients_gone_before_the_first_byte_give_their_slots_back(tiny_app_url):
+    for _ in range(3 * ADMISSION_LIMIT):  # three times the limit: a leak of any of them would show
+        _send_raw(tiny_app_url).close()
+    _wait_for_free_slots(tiny_app_url, timeout_s=60)
+    _admitted(tiny_app_url)

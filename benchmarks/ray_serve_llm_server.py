@@ -1,10 +1,10 @@
 """Ray Serve's LLM library serving one model on CPU, for the side-by-side benchmark (run in .venv-rayllm).
 
-    .venv-rayllm/bin/python benchmarks/ray_serve_llm_server.py MODEL_DIR NAME PORT   # Ctrl-C / SIGTERM stops it
+    .venv-rayllm/bin/python benchmarks/ray_serve_llm_server.py MODEL_DIR NAME PORT [MAX_NUM_SEQS]   # Ctrl-C stops it
 
 Ray's optimized mode comes from the environment the caller sets (RAY_SERVE_THROUGHPUT_OPTIMIZED=1,
 RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING=1, RAY_SERVE_ENABLE_HA_PROXY=1). The same engine arguments as the other
-servers: float32, max_model_len 2048, max_num_seqs 64, eager, 1 GiB KV cache.
+servers: float32, max_model_len 2048, max_num_seqs 64 (or the fourth argument), eager, 1 GiB KV cache.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 def main() -> int:
     model_dir, name, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    max_num_seqs = int(sys.argv[4]) if len(sys.argv) > 4 else 64
     import ray
     from ray import serve
     from ray.serve.llm import LLMConfig, build_openai_app
@@ -30,7 +31,7 @@ def main() -> int:
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     config = LLMConfig(
         model_loading_config={"model_id": name, "model_source": model_dir},
-        engine_kwargs={"dtype": "float32", "max_model_len": 2048, "max_num_seqs": 64, "enforce_eager": True},
+        engine_kwargs={"dtype": "float32", "max_model_len": 2048, "max_num_seqs": max_num_seqs, "enforce_eager": True},
         placement_group_config={"bundles": [{"CPU": 1}]},
         deployment_config={"num_replicas": 1, "max_ongoing_requests": 256},
     )

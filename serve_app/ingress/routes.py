@@ -316,7 +316,7 @@ class Ingress:
             return _error_response(self._admission.overloaded_error(), request_id)
         release = Once(self._admission.release)
         deadline_s = arrival_s + self._config.admission.request_timeout_s  # one deadline for every stage
-        done = None
+        done = first_output = None
         try:
             # Prompt tokens are counted by the model server; here the body's size stands in for them.
             prompt_tokens = len(raw) // 4
@@ -334,6 +334,7 @@ class Ingress:
                     body.priority = admitted.priority  # tenancy turns on vLLM's priority scheduling (engine_args)
                 done = lambda ttft_s, n, decode_s: self._tenants.observe(model, admitted, prompt_tokens, ttft_s, n,
                                                                          decode_s)
+                first_output = admitted.first_token
             elif self._auth is not None:
                 self._auth.admit(key_digest, prompt_tokens + requested_max_tokens(body))
             if hasattr(body, "request_id"):
@@ -366,7 +367,8 @@ class Ingress:
                 await backend.close_stream(frames)
 
             return StreamWithCleanup(
-                self._relay(first, frames, backend, model, route, arrival_s, deadline_s, release, wire, done),
+                self._relay(first, frames, backend, model, route, arrival_s, deadline_s, release, wire, done,
+                            first_output),
                 cleanup,
                 media_type=MSGPACK_CONTENT_TYPE if wire == "msgpack" else SSE_CONTENT_TYPE,
                 headers={REQUEST_ID_HEADER: request_id, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
@@ -398,7 +400,7 @@ class Ingress:
 
     async def _relay(self, first: Frame, frames: AsyncIterator[Any], backend: ModelBackend, model: str, route: str,
                      arrival_s: float, deadline_s: float, release: Once, wire: WireFormat,
-                     done=None) -> AsyncIterator[Any]:
+                     done=None, first_output=None) -> AsyncIterator[Any]:
         metrics = self._metrics
         ttft, inter_token, output_tokens = (metrics.ttft.labels(model=model), metrics.inter_token.labels(model=model),
                                             metrics.output_tokens.labels(model=model))
@@ -413,6 +415,8 @@ class Ingress:
                     if last_output_s is None:
                         first_output_s = now_s
                         ttft.observe(now_s - arrival_s)
+                        if first_output is not None:
+                            first_output()
                     else:
                         inter_token.observe(now_s - last_output_s)
                     last_output_s = now_s

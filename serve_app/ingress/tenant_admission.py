@@ -12,7 +12,8 @@ Per request, in order (each refusal is immediate, in the OpenAI error format):
 4. fair slot: at most `engine_slots` requests per model run in the engines from this ingress replica; the rest
    wait in weighted fair order by tokens (serve_app/tenancy/fair_queue.py), `reserved_slots` kept for tenants
    under their share, at most `max_queue_wait_s` (then 429). The engine's own queue stays empty, so vLLM's
-   first-come-first-served order never decides who waits.
+   first-come-first-served order never decides who waits; with `pace_prefills`, new requests beside other
+   tenants start one prefill at a time (the relay reports each request's first token).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class Admitted:
     tenant: TenantConfig
     priority: int
     release: Callable[[], None]
+    first_token: Callable[[], None]  # call at the first output (ends the request's prefill for pacing)
     waited_s: float
     predicted_ttft_s: float | None  # from `admitted_at_s`; None without a TTFT target
     admitted_at_s: float  # time.time() when admission began (the prediction's origin)
@@ -82,7 +84,10 @@ class TenantAdmission:
         for view in config.model_views():
             slots = engine_slots(view, ingress_replicas)
             reserved = min(self.tenancy.reserved_slots, slots - 1)
-            self._gates[view.model.resolved_name()] = FairGate(slots, reserved=reserved)
+            prefills = max(1, _planned_replicas(view.model_deployment) // ingress_replicas)
+            self._gates[view.model.resolved_name()] = FairGate(
+                slots, reserved=reserved, pace_prefills=self.tenancy.pace_prefills, prefill_concurrency=prefills,
+                prefill_hold_s=self.tenancy.prefill_hold_s)
             self._rates[view.model.resolved_name()] = RateEstimator(PRIOR_RATES)
 
     def tenant_of(self, key_digest: str | None, headers) -> TenantConfig:
@@ -130,7 +135,7 @@ class TenantAdmission:
         start_s = time.monotonic()
         timeout_s = max(0.001, min(self.tenancy.max_queue_wait_s, deadline_s - time.time()))
         try:
-            await gate.acquire(tenant.name, cost, tenant.weight, priority, timeout_s=timeout_s)
+            grant = await gate.acquire(tenant.name, cost, tenant.weight, priority, timeout_s=timeout_s)
         except BaseException as exc:  # not admitted (timed out, or the client went away): not counted either
             self._limiter.refund(tenant, num_tokens)
             if isinstance(exc, QueueTimeout):
@@ -138,8 +143,8 @@ class TenantAdmission:
                                     status_code=429, type="rate_limit_error", code="queue_timeout",
                                     headers={"Retry-After": str(_drain_retry_after_s(gate, rates))}) from None
             raise
-        return Admitted(tenant, priority, lambda: gate.release(tenant.name), time.monotonic() - start_s, predicted_s,
-                        admitted_at_s)
+        return Admitted(tenant, priority, lambda: gate.release(tenant.name, grant), lambda: gate.prefill_done(grant),
+                        time.monotonic() - start_s, predicted_s, admitted_at_s)
 
     def observe(self, model: str, admitted: Admitted, prompt_tokens: int, ttft_s: float | None, num_tokens: int,
                 decode_s: float | None) -> None:

@@ -118,6 +118,13 @@ class TenancyConfig(StrictModel):
     # quiet tenant starts at once instead of waiting for a flood request to end. Costs that many slots of a
     # single tenant's throughput.
     reserved_slots: int = Field(1, ge=0)
+    # Prefill pacing (serve_app/tenancy/fair_queue.py): while several tenants are active, each starts at most one
+    # request per model replica at a time until its first token, and a tenant over its share also waits for the
+    # others' first tokens, so a quiet tenant's prefill is not batched with a burst of the flood's (an engine step
+    # runs all new prefills together). A tenant alone is never paced.
+    pace_prefills: bool = True
+    # A request that has not reported its first token (e.g. not streamed) stops holding others back after this.
+    prefill_hold_s: float = Field(2.0, gt=0)
     # Tenants made for keys that `tenants` does not list, by digest (bounded by the number of issued keys).
     _key_tenants: dict[str, TenantConfig] = PrivateAttr(default_factory=dict)
 

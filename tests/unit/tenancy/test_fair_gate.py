@@ -231,3 +231,53 @@ async def test_reserved_slots_let_a_quiet_tenant_start_at_once_beside_a_flood():
 def test_reserved_must_leave_a_shared_slot():
     with pytest.raises(ValueError):
         FairGate(2, reserved=2)
+
+
+# ---------------------------------------------------------------- prefill pacing
+
+
+async def test_a_tenant_alone_is_never_paced():
+    gate = FairGate(8, reserved=1, pace_prefills=True)
+    grants = [await gate.acquire("A", 100) for _ in range(7)]
+    assert gate.held_by("A") == 7 and gate.num_prefilling() == 7 and len(set(grants)) == 7
+
+
+async def test_beside_another_tenant_a_flood_starts_one_prefill_at_a_time_and_waits_for_the_quiet_ones():
+    gate = FairGate(8, pace_prefills=True)
+    b1 = await gate.acquire("B", 100)
+    gate.prefill_done(b1)  # B's request is decoding
+    flood = [asyncio.create_task(gate.acquire("A", 100)) for _ in range(20)]
+    await settle()
+    assert gate.held_by("A") == 1  # the flood's requests start one at a time, not all at once
+    for expected in (2, 3, 4, 5):
+        (started,) = [t for t in flood if t.done() and not getattr(t, "reported", False)]
+        started.reported = True
+        gate.prefill_done(started.result())  # its first token: the next may start
+        await settle()
+        assert gate.held_by("A") == expected
+    # A now holds 5 of 8, over its share (4). B's next request starts at once, though A is prefilling ...
+    b2 = await gate.acquire("B", 100)
+    assert gate.held_by("B") == 2
+    (started,) = [t for t in flood if t.done() and not getattr(t, "reported", False)]
+    started.reported = True
+    gate.prefill_done(started.result())
+    await settle()
+    assert gate.held_by("A") == 5  # ... and the over-share flood waits for B's prefill
+    gate.prefill_done(b2)
+    await settle()
+    assert gate.held_by("A") == 6
+    for task in flood:
+        task.cancel()
+    await asyncio.gather(*flood, return_exceptions=True)
+
+
+async def test_a_prefill_that_never_reports_holds_the_flood_back_only_for_prefill_hold_s():
+    gate = FairGate(4, pace_prefills=True, prefill_hold_s=0.05)
+    await gate.acquire("B", 100)
+    first = await gate.acquire("A", 100)  # never reports its first token
+    second = asyncio.create_task(gate.acquire("A", 100))
+    await settle()
+    assert not second.done()
+    assert await asyncio.wait_for(second, timeout=2) != first  # started by the gate's own recheck, no event needed
+    gate.release("A", first)
+    assert gate.held_by("A") == 1

@@ -7,6 +7,8 @@ is a 400 naming it (vLLM would ignore it silently), and output lengths and `n` h
 
 from __future__ import annotations
 
+import asyncio
+
 import json
 import sys
 from dataclasses import dataclass
@@ -31,17 +33,23 @@ class RequestLimits:
     max_n: int
 
 
-async def read_body(request, max_body_bytes: int) -> bytes:
-    """Read the body, refusing (413) anything over `max_body_bytes` without buffering it all."""
+async def read_body(request, max_body_bytes: int, timeout_s: float | None = None) -> bytes:
+    """Read the body, refusing (413) anything over `max_body_bytes` without buffering it all, and (408) a body
+    that has not arrived in full within `timeout_s` (shorter than declared, or trickled)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
         raise body_too_large(max_body_bytes)
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_body_bytes:
-            raise body_too_large(max_body_bytes)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_body_bytes:
+                    raise body_too_large(max_body_bytes)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ServeAppError(f"The request body did not arrive within {timeout_s:g} s ({size} bytes received).",
+                            status_code=408, code="request_timeout") from None
     return b"".join(chunks)
 
 

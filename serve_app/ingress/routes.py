@@ -45,6 +45,7 @@ from serve_app.ingress.request_checks import (
     validation_error,
 )
 from serve_app.ingress.metrics import IngressMetrics
+from serve_app.ingress.ray_metrics_mirror import RegistryMirror
 from serve_app.ingress.stream_lifetime import Once, StreamWithCleanup
 from serve_app.platform.ray_env import replica_context
 from serve_app.api.openapi import json_body
@@ -180,6 +181,9 @@ class Ingress:
 
             self._tenants = TenantAdmission(config, context.app_name if context else "local")
         self._metrics = IngressMetrics()
+        # Every ingress replica's counts through Ray's metrics (tagged by replica), beside this replica's /metrics.
+        self._metrics_mirror = RegistryMirror.start(
+            self._metrics.registry, before=lambda: self._metrics.in_flight.set(self._admission.num_in_flight))
         self._limits = RequestLimits(max_tokens=config.admission.max_tokens_limit, max_n=config.admission.max_n)
         self._request_types = {name: e.request_type() for name, e in ENDPOINTS.items()}
         self._fields = {name: known_fields(t) for name, t in self._request_types.items()}
@@ -302,7 +306,8 @@ class Ingress:
         route = http_request.url.path
         try:
             key_digest = self._authenticate(http_request)
-            raw = await read_body(http_request, self._config.admission.max_body_bytes)
+            raw = await read_body(http_request, self._config.admission.max_body_bytes,
+                                  self._config.admission.body_timeout_s)
             body = parse_request(raw, self._request_types[endpoint.name], self._fields[endpoint.name], self._limits)
             model, adapter = self._route(body.model)
             self._check_replica_up(model)

@@ -8,7 +8,8 @@ Per request, in order (each refusal is immediate, in the OpenAI error format):
    Retry-After, or 503 while the limiter is unreachable with `limits_failure_mode: fail_closed`;
 3. deadline: with a TTFT target (tenant's or the request's header), the TTFT predicted from the work queued
    ahead in fair order and the measured rates (serve_app/tenancy/ttft_predictor.py); a request that would miss
-   it is refused now with 429 and a Retry-After of when that work will have drained;
+   it is refused now with 429 and a Retry-After of when that work will have drained, and so is one that waits
+   for a slot past the point where it could still meet it (`slot_wait_budget_s`);
 4. fair slot: at most `engine_slots` requests per model run in the engines from this ingress replica; the rest
    wait in weighted fair order by tokens (serve_app/tenancy/fair_queue.py), `reserved_slots` kept for tenants
    under their share, at most `max_queue_wait_s` (then 429). The engine's own queue stays empty, so vLLM's
@@ -32,6 +33,7 @@ from serve_app.tenancy.ttft_predictor import (
     RateEstimator,
     predict_ttft_s,
     retry_after_s,
+    slot_wait_budget_s,
     would_miss_slo,
 )
 
@@ -134,14 +136,26 @@ class TenantAdmission:
                     headers={"Retry-After": str(_drain_retry_after_s(gate, rates))})
         start_s = time.monotonic()
         timeout_s = max(0.001, min(self.tenancy.max_queue_wait_s, deadline_s - time.time()))
+        # With a TTFT target, waiting for a slot ends when the target can no longer be met.
+        slo_wait_s = None if slo_s is None else slot_wait_budget_s(slo_s, prompt_tokens, rates, gate.capacity - 1)
+        if slo_wait_s is not None and slo_wait_s < timeout_s:
+            timeout_s = max(0.001, slo_wait_s)
+        else:
+            slo_wait_s = None
         try:
             grant = await gate.acquire(tenant.name, cost, tenant.weight, priority, timeout_s=timeout_s)
         except BaseException as exc:  # not admitted (timed out, or the client went away): not counted either
             self._limiter.refund(tenant, num_tokens)
             if isinstance(exc, QueueTimeout):
+                retry = {"Retry-After": str(_drain_retry_after_s(gate, rates))}
+                if slo_wait_s is not None:
+                    raise ServeAppError(
+                        f"The request would miss its time-to-first-token target ({slo_s * 1000:.0f} ms): no engine "
+                        f"slot came within {timeout_s * 1000:.0f} ms.", status_code=429, type="rate_limit_error",
+                        code="deadline_unmeetable", headers=retry) from None
                 raise ServeAppError(f"No engine slot within {timeout_s:.0f} s; the model is saturated.",
                                     status_code=429, type="rate_limit_error", code="queue_timeout",
-                                    headers={"Retry-After": str(_drain_retry_after_s(gate, rates))}) from None
+                                    headers=retry) from None
             raise
         return Admitted(tenant, priority, lambda: gate.release(tenant.name, grant), lambda: gate.prefill_done(grant),
                         time.monotonic() - start_s, predicted_s, admitted_at_s)

@@ -64,6 +64,13 @@ def predict_ttft_s(queued_prefill_tokens_ahead: int, running_decode_seqs: int, p
         queued_decode_tokens_ahead, running_decode_seqs, rates)
 
 
+def slot_wait_budget_s(slo_s: float, prompt_tokens: int, rates: EngineRates, batch_size: int) -> float:
+    """How long a request with TTFT target `slo_s` may wait for an engine slot and still meet it: the target less
+    its own predicted TTFT once it runs beside `batch_size` others (>= 0). Past it the request can only be late,
+    and serving it would spend engine time on an answer that misses its target."""
+    return max(0.0, slo_s - predict_ttft_s(0, batch_size, prompt_tokens, rates))
+
+
 def would_miss_slo(predicted_s: float, slo_s: float | None, margin: float = 1.0) -> bool:
     """True when a request predicted to take `predicted_s` to its first token should be refused now:
     it has a target and the prediction exceeds `margin` x the target (margin < 1 refuses earlier)."""

@@ -170,6 +170,7 @@ def engine_running_requests(serve_app_url):
 
 
 TINY_APP = "serve_app_tiny_guarded"
+TINY_BODY_TIMEOUT_S = 5.0  # tiny_app_url's admission.body_timeout_s
 
 
 @pytest.fixture(scope="session")
@@ -179,7 +180,8 @@ def tiny_app_url(start_app) -> str:
     Tests that kill replicas leave it serving again before they end.
     """
     config = make_test_config(model={"source": "tiny"}, engine={"max_num_seqs": 8},
-                              admission={"max_in_flight_requests": 8, "request_timeout_s": 60, "max_tokens_limit": 2000})
+                              admission={"max_in_flight_requests": 8, "request_timeout_s": 60, "max_tokens_limit": 2000,
+                                         "body_timeout_s": TINY_BODY_TIMEOUT_S})
     return start_app(config, TINY_APP, "/guarded")
 
 

@@ -152,6 +152,25 @@ def test_every_replica_reports_its_engine_through_ray_metrics(multi_url, serve_i
     assert (len(replicas[DEFAULT_NAME]), len(replicas[TINY_NAME])) == (1, 2), replicas
 
 
+def test_ingress_counts_reach_ray_metrics_tagged_by_replica(multi_url, serve_instance):
+    """The separate ingress's request counter, mirrored into Ray's metrics (serve_app/ingress/ray_metrics_mirror.py),
+    appears on Ray's metrics port per ingress replica, with the model and status labels."""
+    assert httpx.post(f"{multi_url}/v1/completions", json={"model": TINY_NAME, "prompt": "Hi", "max_tokens": 2},
+                      timeout=60).status_code == 200
+    url = f"http://127.0.0.1:{serve_instance['metrics_port']}/metrics"
+    pattern = re.compile(r'^ray_serve_app_ingress_requests_total\{([^}]*)\} ([0-9.e+]+)$', re.MULTILINE)
+    deadline = time.monotonic() + 60
+    while True:
+        series = [labels for labels, value in pattern.findall(httpx.get(url, timeout=10).text)
+                  if 'application="serve_app_many_models"' in labels and f'model="{TINY_NAME}"' in labels
+                  and 'status="200"' in labels and float(value) >= 1]
+        if series or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert series, "no mirrored ingress request counter on Ray's metrics port"
+    assert all('replica="' in labels and 'deployment="Ingress"' in labels for labels in series), series
+
+
 @requires_browser
 def test_the_playground_model_picker_lists_every_model_and_answers_with_the_chosen_one(browser, multi_url):
     from playwright.sync_api import expect

@@ -26,15 +26,16 @@ PREPARED_SOURCES = (DEFAULT_MODEL_SOURCE, TINY_MODEL_SOURCE)  # built by `serve-
 SERVE_CONFIGS = ["serve-config.yaml", "serve-config-cpu.yaml", "serve-config-multi-model.yaml"]
 IMPORT_PATH = "serve_app.app:build_app"
 METRICS = [
-    "serve_app_requests_total",
-    "serve_app_ttft_seconds",
-    "serve_app_inter_token_latency_seconds",
-    "serve_app_e2e_latency_seconds",
+    # The ingress's counts from every ingress replica, mirrored into Ray's metrics (ingress/ray_metrics_mirror.py).
+    "ray_serve_app_ingress_requests_total",
+    "ray_serve_app_ingress_ttft_seconds_bucket_total",
+    "ray_serve_app_ingress_inter_token_latency_seconds_bucket_total",
+    "ray_serve_app_ingress_e2e_latency_seconds_bucket_total",
     # Engine gauges per model replica (Ray Serve's metrics API), not one sampled replica through the ingress.
     "ray_serve_app_replica_engine_waiting_requests",
-    "serve_app_output_tokens_total",
-    "serve_app_rejected_requests_total",
-    "serve_app_stage_latency_seconds",
+    "ray_serve_app_ingress_output_tokens_total",
+    "ray_serve_app_ingress_rejected_requests_total",
+    "ray_serve_app_ingress_stage_latency_seconds_bucket_total",
     "ray_serve_app_replica_engine_running_requests",
     "ray_serve_app_replica_prefix_cache_hits_total",
     "ray_serve_deployment_replica_healthy",

@@ -11,6 +11,7 @@ from serve_app.tenancy.ttft_predictor import (
     RateEstimator,
     predict_ttft_s,
     retry_after_s,
+    slot_wait_budget_s,
     would_miss_slo,
 )
 
@@ -25,6 +26,12 @@ def test_idle_engine_is_overhead_plus_own_prefill():
 def test_running_decodes_add_one_step_per_prefill_chunk():
     # 1000 tokens = 2 chunks of 512; each step also decodes 10 sequences: 0.02 + 0.01 s.
     assert predict_ttft_s(0, 10, 1000, RATES) == pytest.approx(0.01 + 0.5 + 2 * 0.03)
+
+
+def test_slot_wait_budget_is_the_target_less_the_own_ttft_in_a_full_batch():
+    own_s = predict_ttft_s(0, 7, 1000, RATES)  # 0.01 + 0.5 + 2 * (0.02 + 0.007)
+    assert slot_wait_budget_s(2.0, 1000, RATES, batch_size=7) == pytest.approx(2.0 - own_s)
+    assert slot_wait_budget_s(0.3, 1000, RATES, batch_size=7) == 0.0  # cannot be met even with a slot now
 
 
 def test_prediction_grows_with_queued_work():

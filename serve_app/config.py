@@ -231,6 +231,8 @@ class AdmissionConfig(StrictModel):
     max_body_bytes: int = Field(1_000_000, ge=1024)
     # A body not received in full within this many seconds (a short or trickled body) gets 408.
     body_timeout_s: float = Field(30.0, gt=0)
+    # Requests whose headers add up to more bytes get 431 (Ray's HTTP proxy itself sets no limit).
+    max_header_bytes: int = Field(65_536, ge=1024)
     max_tokens_limit: int = Field(4096, ge=1)
     # Most completions one request may ask for (`n`).
     max_n: int = Field(8, ge=1)

@@ -53,6 +53,14 @@ async def read_body(request, max_body_bytes: int, timeout_s: float | None = None
     return b"".join(chunks)
 
 
+def check_header_size(raw_headers: list[tuple[bytes, bytes]], max_header_bytes: int) -> None:
+    """431 when the request's headers (names and values) add up to more than `max_header_bytes`."""
+    size = sum(len(name) + len(value) for name, value in raw_headers)
+    if size > max_header_bytes:
+        raise ServeAppError(f"Request headers are larger than the limit of {max_header_bytes} bytes ({size}).",
+                            status_code=431, code="headers_too_large")
+
+
 def body_too_large(max_body_bytes: int) -> ServeAppError:
     return ServeAppError(f"Request body is larger than the limit of {max_body_bytes} bytes.", status_code=413,
                          code="request_too_large")

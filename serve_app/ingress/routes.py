@@ -38,6 +38,7 @@ from serve_app.ingress.health import DEGRADED, OK, UNAVAILABLE, DeploymentReplic
 from serve_app.ingress.backends import HandleBackend, InProcessBackend, ModelBackend
 from serve_app.ingress.request_checks import (
     RequestLimits,
+    check_header_size,
     known_fields,
     parse_request,
     read_body,
@@ -305,6 +306,7 @@ class Ingress:
         request_id = _request_id(http_request)
         route = http_request.url.path
         try:
+            check_header_size(http_request.scope["headers"], self._config.admission.max_header_bytes)
             key_digest = self._authenticate(http_request)
             raw = await read_body(http_request, self._config.admission.max_body_bytes,
                                   self._config.admission.body_timeout_s)

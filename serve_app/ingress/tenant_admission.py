@@ -152,7 +152,7 @@ class TenantAdmission:
                     raise ServeAppError(
                         f"The request would miss its time-to-first-token target ({slo_s * 1000:.0f} ms): no engine "
                         f"slot came within {timeout_s * 1000:.0f} ms.", status_code=429, type="rate_limit_error",
-                        code="deadline_unmeetable", headers=retry) from None
+                        code="deadline_missed_in_queue", headers=retry) from None
                 raise ServeAppError(f"No engine slot within {timeout_s:.0f} s; the model is saturated.",
                                     status_code=429, type="rate_limit_error", code="queue_timeout",
                                     headers=retry) from None

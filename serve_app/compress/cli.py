@@ -8,6 +8,7 @@ serving venv (vLLM).
 from __future__ import annotations
 
 import argparse
+import os
 import importlib.util
 import subprocess
 import sys
@@ -17,9 +18,9 @@ from pydantic import ValidationError
 
 from serve_app.compress.spec import METHODS, CompressSpec
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_COMPRESS_PYTHON = REPO_ROOT / ".venv-compress" / "bin" / "python"
-DEFAULT_RESULTS_DIR = REPO_ROOT / "results" / "compression"
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout, when serve_app runs from one
+COMPRESS_PYTHON_ENV = "SERVE_APP_COMPRESS_PYTHON"
+DEFAULT_RESULTS_DIR = Path("results") / "compression"  # relative to where the command runs
 # --model/--base names that mean the checkpoints `serve-app serve` builds (serve_app/models.py).
 NAMED_MODELS = ("default", "tiny")
 
@@ -53,8 +54,9 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
                           "served requests (default); text: plain paragraphs")
     compress.add_argument("--num-samples", type=int, default=None, help="calibration windows (default 32)")
     compress.add_argument("--max-seq-len", type=int, default=None, help="tokens per calibration window (default 256)")
-    compress.add_argument("--compress-python", default=str(DEFAULT_COMPRESS_PYTHON),
-                          help="python of the compression venv")
+    compress.add_argument("--compress-python", default=None,
+                          help=f"python of the compression venv (default: ${COMPRESS_PYTHON_ENV}, else "
+                               ".venv-compress in the current directory, else in the serve_app checkout)")
     compress.set_defaults(func=run_compress)
 
     evaluate = subparsers.add_parser(
@@ -159,18 +161,33 @@ def run_compress(args: argparse.Namespace) -> int:
         meta = runner.run(spec)
         print(f"wrote {spec.out} ({spec.method}, {meta['compress_s']} s); serve with dtype={meta['serve_dtype']}")
         return 0
-    python = Path(args.compress_python)
-    if not python.exists():
+    python = find_compress_python(args.compress_python)
+    if python is None:
         print(
-            f"serve-app compress: error: compression venv not found at {python}.\n"
-            f"llm-compressor conflicts with the serving install, so it lives in its own venv. Create it with:\n"
-            f"    bash {REPO_ROOT / 'scripts' / 'install_compress.sh'}",
+            "serve-app compress: error: no compression venv found (looked at --compress-python, "
+            f"${COMPRESS_PYTHON_ENV}, ./.venv-compress and {REPO_ROOT / '.venv-compress'}).\n"
+            "llm-compressor conflicts with the serving install, so it lives in its own venv. Create it with "
+            "scripts/install_compress.sh from the serve_app repository, or pass --compress-python.",
             file=sys.stderr,
         )
         return 2
     argv = [str(python), "-m", "serve_app.compress", *spec_to_argv(spec)]
     print("running in the compression venv: " + " ".join(argv), file=sys.stderr)
     return subprocess.call(argv)
+
+
+def find_compress_python(explicit: str | None, environ=os.environ, cwd: Path | None = None) -> Path | None:
+    """The compression venv's python: the one given, else $SERVE_APP_COMPRESS_PYTHON, else `.venv-compress` in
+    the current directory, else in the checkout serve_app runs from (an installed wheel has none). A given path
+    that does not exist is an error (None), not a reason to look elsewhere."""
+    if explicit or environ.get(COMPRESS_PYTHON_ENV):
+        path = Path(explicit or environ[COMPRESS_PYTHON_ENV])
+        return path if path.exists() else None
+    for root in (cwd or Path.cwd(), REPO_ROOT):
+        candidate = root / ".venv-compress" / "bin" / "python"
+        if candidate.exists():
+            return candidate
+    return None
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

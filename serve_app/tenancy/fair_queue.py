@@ -21,7 +21,8 @@ fair order. Pure asyncio, one event loop, no locks.
 
 Prefill pacing (`pace_prefills`): an engine step runs every new request's prefill together, so a quiet tenant's
 request that starts beside a batch of the flood's new requests waits for all their prefills (measured: 230 ms
-alone, 1.5 s beside 7 flood prefills). With pacing, while more than one tenant is active, a tenant starts a
+alone, 1.5 s beside 7 flood prefills). With pacing, while more than one tenant is active (or was, within
+`linger_s`: a closed-loop client is away for milliseconds between requests), a tenant starts a
 request only while fewer than `prefill_concurrency` of its own (one per model replica behind the gate) are before
 their first token (`prefill_done`, or `prefill_hold_s` after the start at the latest), and a tenant over its
 share also waits while another tenant's request is before its first token. So a quiet tenant's prefill shares an
@@ -243,7 +244,7 @@ class FairGate:
     """
 
     def __init__(self, capacity: int, reserved: int = 0, pace_prefills: bool = False, prefill_concurrency: int = 1,
-                 prefill_hold_s: float = 2.0, clock: Callable[[], float] = time.monotonic):
+                 prefill_hold_s: float = 2.0, linger_s: float = 1.0, clock: Callable[[], float] = time.monotonic):
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         if not 0 <= reserved < capacity:
@@ -253,6 +254,10 @@ class FairGate:
         self.pace_prefills = pace_prefills
         self.prefill_concurrency = max(1, prefill_concurrency)
         self.prefill_hold_s = prefill_hold_s
+        # Pacing counts a tenant as present this long after its last request ended: a client that sends its next
+        # request as soon as the last one ends is gone for milliseconds, exactly when the flood refills.
+        self.linger_s = linger_s
+        self._last_seen: dict[str, float] = {}
         self.num_in_use = 0
         self.queue = FairQueue()
         self._waiters: dict[int, asyncio.Future] = {}
@@ -305,9 +310,21 @@ class FairGate:
                 del self._prefilling[grant]
         return len(self._prefilling)
 
+    def _others_present(self, tenant: str) -> bool:
+        """Other tenants active now, or seen within `linger_s` (for pacing)."""
+        if self._others_active(tenant):
+            return True
+        now = self._clock()
+        for name, seen in list(self._last_seen.items()):
+            if now - seen >= self.linger_s:
+                del self._last_seen[name]
+            elif name != tenant:
+                return True
+        return False
+
     def _paced(self, tenant: str, weight: float) -> bool:
         """Must the tenant's next request wait for a prefill in progress (module docstring)?"""
-        if not self.pace_prefills or not self.num_prefilling() or not self._others_active(tenant):
+        if not self.pace_prefills or not self.num_prefilling() or not self._others_present(tenant):
             return False
         own = sum(1 for name, _ in self._prefilling.values() if name == tenant)
         if own >= self.prefill_concurrency:
@@ -364,6 +381,8 @@ class FairGate:
             raise RuntimeError("release without a held slot")
         self._prefilling.pop(grant, None)
         self.num_in_use -= 1
+        if self.pace_prefills and tenant is not None:
+            self._last_seen[tenant] = self._clock()
         if tenant is not None and self._held.get(tenant):
             self._held[tenant] -= 1
             if not self._held[tenant]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from serve_app.compress.cli import DEFAULT_COMPRESS_PYTHON
+from serve_app.compress.cli import find_compress_python
 from tests.integration.conftest import make_test_config
 
 pytestmark = pytest.mark.integration
@@ -29,8 +29,8 @@ def w8a8_checkpoint() -> str:
     from serve_app.config import ModelConfig
     from serve_app.platform.models import resolve_model_path
 
-    if not DEFAULT_COMPRESS_PYTHON.exists():
-        pytest.skip(f"{DEFAULT_COMPRESS_PYTHON} missing: run scripts/install_compress.sh to test compressed serving")
+    if find_compress_python(None) is None:
+        pytest.skip("no .venv-compress: run scripts/install_compress.sh to test compressed serving")
     base = ModelConfig()
     base_path = resolve_model_path(base)
     name = f"SmolLM2-135M-Instruct-w8a8-sq0.5-chat-n{NUM_CALIBRATION_SAMPLES}"  # the settings passed below

@@ -242,3 +242,18 @@ def test_compress_without_venv_says_how_to_install(tmp_path, capsys, monkeypatch
                                  "w8a8", "--compress-python", str(tmp_path / "missing" / "python")])
     assert args.func(args) == 2
     assert "install_compress.sh" in capsys.readouterr().err
+
+
+def test_the_compression_venv_is_found_outside_a_checkout(tmp_path, monkeypatch):
+    from serve_app.compress import cli
+
+    monkeypatch.setattr(cli, "REPO_ROOT", tmp_path / "site-packages")  # an installed wheel: no venv beside it
+    assert cli.find_compress_python(None, environ={}, cwd=tmp_path) is None
+    python = tmp_path / ".venv-compress" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.touch()
+    assert cli.find_compress_python(None, environ={}, cwd=tmp_path) == python  # ./.venv-compress
+    other = tmp_path / "elsewhere-python"
+    other.touch()
+    assert cli.find_compress_python(None, environ={cli.COMPRESS_PYTHON_ENV: str(other)}, cwd=tmp_path) == other
+    assert cli.find_compress_python(str(tmp_path / "missing"), environ={}, cwd=tmp_path) is None  # no fallback

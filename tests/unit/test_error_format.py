@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 from types import SimpleNamespace
+from urllib.parse import quote
 
 import pytest
 from fastapi import FastAPI
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from fastapi.testclient import TestClient
 from ray import serve
 
@@ -124,6 +127,42 @@ def test_no_running_model_replica_is_a_fast_503_with_retry_after(ingress_client,
     _assert_openai_error(response, 503, code="model_unavailable")
     assert int(response.headers["retry-after"]) >= 1
 
+
+# Router-level fuzzing: any method on any path (known routes with odd suffixes, odd characters, long paths) is
+# answered in the OpenAI error format or by a real route, never with FastAPI's `{"detail": ...}` or a 500.
+KNOWN = ["/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/models", "/docs", "/playground", "/v1",
+         "/v2/models", "/"]
+PATHS = st.one_of(
+    st.tuples(st.sampled_from(KNOWN), st.text(alphabet=st.characters(codec="utf-8", exclude_characters="?#"),
+                                               max_size=30)).map(lambda p: p[0] + quote(p[1])),
+    st.text(alphabet="/abcv1.%-_~", min_size=1, max_size=300).map(lambda p: "/" + p.lstrip("/")),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]), path=PATHS)
+def test_fuzzed_methods_and_paths_get_openai_errors_from_every_layer(router_client, method, path):
+    if path.rstrip("/") in ("/health", "/metrics"):  # these ask the (fake, unreachable) engine
+        return
+    response = router_client.request(method, path, content=b"{}")
+    assert response.status_code < 500, (method, path, response.status_code, response.text[:200])
+    if response.status_code >= 400:
+        body = response.json()
+        assert "detail" not in body and set(body["error"]) == {"message", "type", "param", "code"}, body
+
+
+@pytest.fixture(scope="module")
+def router_client():
+    """One ingress for the whole router fuzz (hypothesis runs many examples per test)."""
+    patch = pytest.MonkeyPatch()
+    user_class = _ingress_class()
+    ingress = user_class.__new__(user_class)
+    app_config = AppConfig()
+    handles = {view.model.resolved_name(): _UnreachableModel() for view in app_config.model_views()}
+    asyncio.run(user_class.__init__(ingress, app_config, model_handles=handles))
+    patch.setattr(serve, "get_replica_context", lambda: SimpleNamespace(servable_object=ingress))
+    yield TestClient(routes.app, raise_server_exceptions=False)
+    patch.undo()
 
 
 @pytest.mark.parametrize("body, code, param", [

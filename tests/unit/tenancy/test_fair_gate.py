@@ -281,3 +281,21 @@ async def test_a_prefill_that_never_reports_holds_the_flood_back_only_for_prefil
     assert await asyncio.wait_for(second, timeout=2) != first  # started by the gate's own recheck, no event needed
     gate.release("A", first)
     assert gate.held_by("A") == 1
+
+
+async def test_a_quiet_tenant_between_two_requests_still_holds_the_flood_to_one_prefill():
+    """Closed-loop clients end their requests together: the quiet tenant is away for milliseconds exactly when
+    the flood refills its slots. Within `linger_s` of its last request it still counts as present."""
+    now = [0.0]
+    gate = FairGate(8, pace_prefills=True, linger_s=1.0, clock=lambda: now[0])
+    b = await gate.acquire("B", 100)
+    gate.prefill_done(b)
+    gate.release("B", b)  # B's request ended; its client sends the next one in a moment
+    flood = [asyncio.create_task(gate.acquire("A", 100)) for _ in range(7)]
+    await settle()
+    assert gate.held_by("A") == 1  # paced although B holds and waits for nothing right now
+    now[0] = 1.5  # B did not come back
+    (started,) = [t for t in flood if t.done()]
+    gate.prefill_done(started.result())
+    await settle()
+    assert gate.held_by("A") == 7  # B gone for longer than linger_s: A alone, not paced

@@ -66,6 +66,9 @@ class DeploymentReplicas:
                 self._view = None
         return self._view
 
+    def is_stale(self) -> bool:
+        return time.monotonic() - self._read_at > self._ttl_s
+
     def peek(self) -> dict[str, tuple[dict[str, int], str]] | None:
         """The last view at once; a stale one is refreshed in the background for the next caller."""
         if time.monotonic() - self._read_at > self._ttl_s and (self._refresh is None or self._refresh.done()):

@@ -17,11 +17,12 @@ factories given (Ray's in a replica, fakes in unit tests).
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 from typing import Any, Callable
 
 from prometheus_client import CollectorRegistry
 
+logger = logging.getLogger("ray.serve")
 SKIPPED_PREFIXES = ("serve_app_engine_", "serve_app_spec_decode_")
 MetricFactory = Callable[[str, str, tuple[str, ...]], Any]
 
@@ -64,7 +65,8 @@ class RegistryMirror:
                 if delta > 0:
                     self._metric("counter", ray_name(sample.name), family.documentation, tag_keys).inc(delta,
                                                                                                     tags=tags)
-                    self._reported[key] = sample.value
+                if delta != 0:
+                    self._reported[key] = sample.value  # a reset (delta < 0) starts counting from its new value
 
     @classmethod
     def start(cls, registry: CollectorRegistry, before: Callable[[], None] | None = None,
@@ -82,11 +84,17 @@ class RegistryMirror:
                      lambda name, text, keys: metrics.Gauge(name, description=text, tag_keys=keys))
 
         async def loop() -> None:
+            warned = False
             while True:
                 await asyncio.sleep(interval_s)
-                with contextlib.suppress(Exception):
+                try:
                     if before is not None:
                         before()
-                    mirror.mirror()
+                    # Off the event loop: a registry of many models' histograms is thousands of samples.
+                    await asyncio.to_thread(mirror.mirror)
+                except Exception as exc:  # noqa: BLE001 - metrics never take the replica down; say so once
+                    if not warned:
+                        logger.warning("Mirroring ingress metrics into Ray failed: %s: %s", type(exc).__name__, exc)
+                        warned = True
 
         return asyncio.get_running_loop().create_task(loop())

@@ -312,7 +312,7 @@ class Ingress:
                                   self._config.admission.body_timeout_s)
             body = parse_request(raw, self._request_types[endpoint.name], self._fields[endpoint.name], self._limits)
             model, adapter = self._route(body.model)
-            self._check_replica_up(model)
+            await self._check_replica_up(model)
         except ServeAppError as error:
             self._metrics.requests.labels(model="", route=route, status=str(error.status_code)).inc()
             return _error_response(error, request_id)
@@ -331,7 +331,7 @@ class Ingress:
                 tenant = self._tenants.tenant_of(key_digest, http_request.headers)
                 try:
                     admitted = await self._tenants.admit(model, tenant, http_request.headers, prompt_tokens,
-                                                         requested_max_tokens(body), deadline_s)
+                                                         requested_max_tokens(body), arrival_s, deadline_s)
                 except ServeAppError as error:
                     self._metrics.tenant_admissions.labels(tenant=tenant.name, outcome=error.code or "refused").inc()
                     raise
@@ -342,6 +342,8 @@ class Ingress:
                 done = lambda ttft_s, n, decode_s: self._tenants.observe(model, admitted, prompt_tokens, ttft_s, n,
                                                                          decode_s)
                 first_output = admitted.first_token
+                if not getattr(body, "stream", False):
+                    admitted.first_token()  # its first token is not seen before its end: not paced
             elif self._auth is not None:
                 self._auth.admit(key_digest, prompt_tokens + requested_max_tokens(body))
             if hasattr(body, "request_id"):
@@ -448,16 +450,17 @@ class Ingress:
                     status = "503"
                     yield _error_frame(wire, "The stream was interrupted; retry the request.", "server_error", "unavailable")
                     break
-        except asyncio.CancelledError:
-            status = "499"  # client went away; closing `frames` aborts the request in the engine
+        except (asyncio.CancelledError, GeneratorExit):
+            status = "499"  # client went away (or the response was closed); closing `frames` aborts the request
             raise
         finally:
-            await backend.close_stream(frames)
+            # Release and count first: under a cancelled scope every await below may be interrupted again.
+            release()
             metrics.e2e.labels(model=model).observe(time.time() - arrival_s)
             metrics.requests.labels(model=model, route=route, status=status).inc()
-            release()
             if done is not None and first_output_s is not None and status == "200":
                 done(first_output_s - arrival_s, num_tokens, last_output_s - first_output_s)
+            await backend.close_stream(frames)
 
     # ------------------------------------------------------------------ helpers
 
@@ -473,12 +476,15 @@ class Ingress:
                                 status_code=404, param="model", code="model_not_found")
         return model, (requested if requested != model else None)
 
-    def _check_replica_up(self, model: str) -> None:
+    async def _check_replica_up(self, model: str) -> None:
         """Placement separate: 503 with Retry-After at once when the controller reports no running replica of
         `model` (with_model: this replica is one). Reads the controller's view cached by `DeploymentReplicas`."""
         if model not in self._scales_from_zero:
             return
         states, status = (self._replicas.peek() or {}).get(self._deployments[model], (None, None))
+        if no_replica_up(states, status, self._scales_from_zero[model]) and self._replicas.is_stale():
+            # A view older than its TTL may predate a recovery: refresh it (briefly) before refusing.
+            states, status = (await self._replicas.get() or {}).get(self._deployments[model], (None, None))
         if no_replica_up(states, status, self._scales_from_zero[model]):
             raise ServeAppError(f"No replica of model '{model}' is running right now; retry shortly.",
                                 status_code=503, type="server_error", code="model_unavailable",

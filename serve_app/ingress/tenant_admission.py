@@ -97,7 +97,8 @@ class TenantAdmission:
         return self.tenancy.tenant_for(key_digest, header)
 
     async def admit(self, model: str, tenant: TenantConfig, headers, prompt_tokens: int, max_tokens: int,
-                    deadline_s: float) -> Admitted:
+                    arrival_s: float, deadline_s: float) -> Admitted:
+        """`arrival_s`, `deadline_s`: time.time() of the request's arrival and of its end at the latest."""
         try:
             priority = tenant.priority_for(headers.get(self.tenancy.priority_header))
         except PriorityNotAllowed as exc:
@@ -137,7 +138,10 @@ class TenantAdmission:
         start_s = time.monotonic()
         timeout_s = max(0.001, min(self.tenancy.max_queue_wait_s, deadline_s - time.time()))
         # With a TTFT target, waiting for a slot ends when the target can no longer be met.
-        slo_wait_s = None if slo_s is None else slot_wait_budget_s(slo_s, prompt_tokens, rates, gate.capacity - 1)
+        # The target counts from arrival; one engine's batch is the gate's slots over its model replicas.
+        batch = max(0, gate.capacity // gate.prefill_concurrency - 1)
+        slo_wait_s = None if slo_s is None else slot_wait_budget_s(slo_s - (time.time() - arrival_s), prompt_tokens,
+                                                                   rates, batch)
         if slo_wait_s is not None and slo_wait_s < timeout_s:
             timeout_s = max(0.001, slo_wait_s)
         else:

@@ -269,6 +269,7 @@ class FairGate:
         self._prefilling: dict[int, tuple[str, float]] = {}
         self._grant_ids = itertools.count(1)
         self._recheck: asyncio.TimerHandle | None = None
+        self._recheck_loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def num_waiting(self) -> int:
@@ -416,12 +417,13 @@ class FairGate:
                 granted.set_result(self._take(tenant))
 
     def _recheck_later(self) -> None:
-        if self._recheck is not None:
-            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
+        if self._recheck is not None and self._recheck_loop is loop and not self._recheck.cancelled():
+            return  # one pending on this loop (a timer of a closed loop never fires: replace it)
+        self._recheck_loop = loop
         oldest = min(started for _, started in self._prefilling.values())
         delay = max(0.0, oldest + self.prefill_hold_s - self._clock()) + 0.001
 

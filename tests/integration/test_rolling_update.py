@@ -13,6 +13,7 @@ import time
 import httpx
 import pytest
 
+from serve_app.ingress.routes import REPLICA_HEADER
 from tests.integration.conftest import make_test_config
 
 pytestmark = pytest.mark.integration
@@ -55,6 +56,12 @@ def test_a_rolling_update_under_load_cuts_no_stream(module_app):
     from serve_app.app import build_graph
 
     url = module_app(_config(log_prompts=False), APP, PREFIX)
+
+    def replica() -> str:
+        response = httpx.post(f"{url}/v1/completions", json={"prompt": "Hi", "max_tokens": 2}, timeout=60)
+        return response.headers[REPLICA_HEADER]
+
+    old_replica = replica()
     outcomes: list[str] = []
     stop = threading.Event()
 
@@ -79,6 +86,7 @@ def test_a_rolling_update_under_load_cuts_no_stream(module_app):
     stop.set()
     for thread in clients:
         thread.join(timeout=150)
+    assert replica() != old_replica, "the update did not replace the replica"
     failures = [o for o in outcomes if o != "ok"]
     assert not failures, f"{len(failures)} of {len(outcomes)} streams failed: {failures[:5]}"
     assert len(outcomes) >= 12, outcomes

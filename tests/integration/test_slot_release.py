@@ -18,7 +18,7 @@ from tests.integration.conftest import read_gauge
 pytestmark = pytest.mark.integration
 
 ADMISSION_LIMIT = 8  # tiny_app_url's admission.max_in_flight_requests
-BODY = json.dumps({"prompt": "Once upon a time", "max_tokens": 300, "ignore_eos": True, "temperature": 0,
+BODY = json.dumps({"prompt": "Once upon a time", "max_tokens": 1500, "ignore_eos": True, "temperature": 0,
                    "stream": True}).encode()
 
 
@@ -50,7 +50,7 @@ def _admitted(base_url: str) -> None:
 def test_clients_that_never_read_their_streams_give_their_slots_back(tiny_app_url):
     sockets = [_send_raw(tiny_app_url) for _ in range(ADMISSION_LIMIT)]
     try:
-        time.sleep(2)
+        time.sleep(1)
         assert read_gauge(tiny_app_url, "serve_app_in_flight_requests") > 0  # they were admitted
         _wait_for_free_slots(tiny_app_url, timeout_s=120)  # generation ends; nobody has read a byte
         _admitted(tiny_app_url)
@@ -60,7 +60,12 @@ def test_clients_that_never_read_their_streams_give_their_slots_back(tiny_app_ur
 
 
 def test_clients_gone_before_the_first_byte_give_their_slots_back(tiny_app_url):
+    before = read_gauge(tiny_app_url, "serve_app_requests_total")
     for _ in range(3 * ADMISSION_LIMIT):  # three times the limit: a leak of any of them would show
         _send_raw(tiny_app_url).close()
+    deadline = time.monotonic() + 30
+    while read_gauge(tiny_app_url, "serve_app_requests_total") < before + 1 and time.monotonic() < deadline:
+        time.sleep(0.5)  # until the ingress has seen (and ended) at least one of them
+    assert read_gauge(tiny_app_url, "serve_app_requests_total") >= before + 1, "no closed request reached the ingress"
     _wait_for_free_slots(tiny_app_url, timeout_s=60)
     _admitted(tiny_app_url)

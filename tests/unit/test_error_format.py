@@ -120,6 +120,7 @@ def test_no_running_model_replica_is_a_fast_503_with_retry_after(ingress_client,
     client = ingress_client(ingress_placement="separate", model_deployment={"min_replicas": min_replicas})
     ingress = serve.get_replica_context().servable_object
     ingress._replicas.peek = lambda: {"ModelServer": (states, status)}
+    ingress._replicas.is_stale = lambda: False
     response = client.post(CHAT, content="{" + HI + "}")
     if expected is None:  # it reached the (unreachable, so failing) fake model: a 503 of another kind
         assert response.json()["error"]["code"] == "unavailable"

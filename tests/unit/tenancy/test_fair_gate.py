@@ -243,7 +243,7 @@ async def test_a_tenant_alone_is_never_paced():
 
 
 async def test_beside_another_tenant_a_flood_starts_one_prefill_at_a_time_and_waits_for_the_quiet_ones():
-    gate = FairGate(8, pace_prefills=True)
+    gate = FairGate(8, pace_prefills=True, clock=lambda: 0.0)  # no prefill expires while the test runs
     b1 = await gate.acquire("B", 100)
     gate.prefill_done(b1)  # B's request is decoding
     flood = [asyncio.create_task(gate.acquire("A", 100)) for _ in range(20)]
@@ -272,12 +272,14 @@ async def test_beside_another_tenant_a_flood_starts_one_prefill_at_a_time_and_wa
 
 
 async def test_a_prefill_that_never_reports_holds_the_flood_back_only_for_prefill_hold_s():
-    gate = FairGate(4, pace_prefills=True, prefill_hold_s=0.05)
+    now = [0.0]  # the gate's clock; its recheck timer still runs on the loop (after ~prefill_hold_s)
+    gate = FairGate(4, pace_prefills=True, prefill_hold_s=0.05, clock=lambda: now[0])
     await gate.acquire("B", 100)
     first = await gate.acquire("A", 100)  # never reports its first token
     second = asyncio.create_task(gate.acquire("A", 100))
     await settle()
     assert not second.done()
+    now[0] = 0.06
     assert await asyncio.wait_for(second, timeout=2) != first  # started by the gate's own recheck, no event needed
     gate.release("A", first)
     assert gate.held_by("A") == 1

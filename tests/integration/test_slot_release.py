@@ -1,11 +1,12 @@
-"""Admission slots come back however a client behaves: one that never reads its stream, one that leaves before
-the first byte. Against the tiny model's app whose admission limit is 8 (tiny_app_url): each case takes every
+"""Admission slots come back however a client behaves: one that never reads its stream, one that leaves without
+reading. Against the tiny model's app whose admission limit is 8 (tiny_app_url): each case takes every
 slot with misbehaving clients, then a well-behaved request must be admitted while those connections may still
 be open."""
 
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 from urllib.parse import urlsplit
@@ -59,13 +60,22 @@ def test_clients_that_never_read_their_streams_give_their_slots_back(tiny_app_ur
             sock.close()
 
 
-def test_clients_gone_before_the_first_byte_give_their_slots_back(tiny_app_url):
-    before = read_gauge(tiny_app_url, "serve_app_requests_total")
-    for _ in range(3 * ADMISSION_LIMIT):  # three times the limit: a leak of any of them would show
-        _send_raw(tiny_app_url).close()
-    deadline = time.monotonic() + 30
-    while read_gauge(tiny_app_url, "serve_app_requests_total") < before + 1 and time.monotonic() < deadline:
-        time.sleep(0.5)  # until the ingress has seen (and ended) at least one of them
-    assert read_gauge(tiny_app_url, "serve_app_requests_total") >= before + 1, "no closed request reached the ingress"
-    _wait_for_free_slots(tiny_app_url, timeout_s=60)
+def _requests_seen(base_url: str) -> float:
+    """Requests the ingress has ended, any status (0 before the first)."""
+    text = httpx.get(f"{base_url}/metrics", timeout=10).text
+    return sum(float(v) for v in re.findall(r"^serve_app_requests_total\{[^}]*\} (\S+)$", text, re.MULTILINE))
+
+
+def test_clients_that_leave_without_reading_give_their_slots_back(tiny_app_url):
+    """Clients gone while their streams run (the ingress has admitted them; nobody read a byte). A client that
+    closes before Ray's proxy forwards its request never reaches the ingress at all; the narrower window (the
+    response returned, its body not started) is the unit test in tests/unit/test_stream_lifetime.py."""
+    before = _requests_seen(tiny_app_url)
+    for _ in range(3):  # three rounds of the full admission limit: a leak of any would show
+        sockets = [_send_raw(tiny_app_url) for _ in range(ADMISSION_LIMIT)]
+        time.sleep(1.5)
+        for sock in sockets:
+            sock.close()
+        _wait_for_free_slots(tiny_app_url, timeout_s=60)
+    assert _requests_seen(tiny_app_url) >= before + 3 * ADMISSION_LIMIT * 0.75, "the closed requests did not reach it"
     _admitted(tiny_app_url)

@@ -8,8 +8,8 @@ serving venv (vLLM).
 from __future__ import annotations
 
 import argparse
-import os
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path

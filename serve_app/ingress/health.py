@@ -58,7 +58,7 @@ class DeploymentReplicas:
         self._refresh: asyncio.Task | None = None
 
     async def get(self) -> dict[str, tuple[dict[str, int], str]] | None:
-        if time.monotonic() - self._read_at > self._ttl_s:
+        if self.is_stale():
             self._read_at = time.monotonic()
             try:
                 self._view = await asyncio.wait_for(asyncio.to_thread(_read_status), timeout=5.0)
@@ -71,7 +71,7 @@ class DeploymentReplicas:
 
     def peek(self) -> dict[str, tuple[dict[str, int], str]] | None:
         """The last view at once; a stale one is refreshed in the background for the next caller."""
-        if time.monotonic() - self._read_at > self._ttl_s and (self._refresh is None or self._refresh.done()):
+        if self.is_stale() and (self._refresh is None or self._refresh.done()):
             self._refresh = asyncio.get_running_loop().create_task(self.get())
         return self._view
 

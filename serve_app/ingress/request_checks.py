@@ -8,7 +8,6 @@ is a 400 naming it (vLLM would ignore it silently), and output lengths and `n` h
 from __future__ import annotations
 
 import asyncio
-
 import json
 import sys
 from dataclasses import dataclass

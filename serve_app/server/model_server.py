@@ -37,6 +37,7 @@ from serve_app.server.openai_frontend import (
     build_serving_state,
     dump,
     error_from_exception,
+    error_from_response,
     is_error_response,
     responses_event_to_sse,
 )
@@ -126,7 +127,7 @@ class ModelServer:
             finally:
                 current_request_stats.reset(token)
             if is_error_response(result):
-                status, body = openai_error(dump(result))
+                status, body = openai_error(error_from_response(result))
                 yield WholeResponse(status, body)
                 return
             if not hasattr(result, "__aiter__"):

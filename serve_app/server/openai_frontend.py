@@ -67,6 +67,11 @@ def is_error_response(result: Any) -> bool:
     return type(result).__name__ == "ErrorResponse"
 
 
+def error_from_response(result: Any) -> dict[str, Any]:
+    """The error inside vLLM's `ErrorResponse` (`{"error": {message, type, param, code}}`, code = HTTP status)."""
+    return result.error.model_dump()
+
+
 def dump(result: Any, exclude_none: bool = True) -> dict[str, Any]:
     return result.model_dump(mode="json", by_alias=True, exclude_none=exclude_none)
 

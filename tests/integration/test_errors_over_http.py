@@ -30,6 +30,11 @@ def test_malformed_and_invalid_bodies(serve_app_url, served_model_name):
     assert_openai_error(post(serve_app_url, "/v1/completions",
                              json={"model": served_model_name, "prompt": "a", "logit_bias_typo": {"1": 2}}), 400,
                         "unsupported_parameter")
+    # vLLM returns (not raises) this refusal; its status and message must reach the client, not a bare 500.
+    resp = post(serve_app_url, "/v1/chat/completions", json={"model": served_model_name, "chat_template": "{{ 1 }}",
+                                                             "messages": [{"role": "user", "content": "hi"}]})
+    assert_openai_error(resp, 400)
+    assert "chat template" in resp.json()["error"]["message"]
 
 
 def test_unknown_model_is_404(serve_app_url):

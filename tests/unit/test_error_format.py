@@ -214,3 +214,17 @@ def test_auth_without_keys_stops_the_ingress_before_an_engine_starts(monkeypatch
     user_class = _ingress_class()
     with pytest.raises(ValueError, match="SERVE_APP_TEST_KEYS"):
         asyncio.run(user_class.__init__(user_class.__new__(user_class), config))
+
+
+def test_an_error_response_from_vllm_keeps_its_status_and_message():
+    """vLLM's serving calls return (not raise) `ErrorResponse` for some refusals: its status and message reach the
+    client, not a bare 500."""
+    from vllm.entrypoints.serve.exception_handling.error_response import create_error_response
+
+    from serve_app.server.openai_frontend import error_from_response
+    from serve_app.server.response_stream import openai_error
+
+    status, body = openai_error(error_from_response(create_error_response("Refused request with untrusted chat template.")))
+    assert status == 400
+    assert body["error"]["message"] == "Refused request with untrusted chat template."
+    assert body["error"]["type"] == "invalid_request_error"

@@ -19,6 +19,7 @@ import pytest
 
 from serve_app.config import AppConfig
 from serve_app.platform.ray_env import ray_environment
+from tests.devices import on_device, requested_devices, unavailable_reason
 
 # Ray as `serve-app serve` starts it for the default configuration (its Serve mode is read from the environment
 # by every Ray process, so it is set before this session imports or starts Ray).
@@ -28,10 +29,30 @@ for _key, _value in ray_environment(AppConfig()).items():
 MAIN_APP = "serve_app_test"
 
 
+def pytest_generate_tests(metafunc):
+    """Every test whose fixtures start an app runs once per requested device (`--device`, tests/devices.py)."""
+    if "device" in metafunc.fixturenames:
+        metafunc.parametrize("device", requested_devices(metafunc.config), indirect=True, scope="session")
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests that start Ray clusters of their own run first, before the session's Ray starts in this process,
-    whatever order the files were collected in (and so nothing else is up while they run)."""
+    whatever order the files were collected in (and so nothing else is up while they run). In a run without
+    the CPU, integration tests that take no device are skipped: they hold on CPU only."""
     items.sort(key=lambda item: 0 if item.get_closest_marker("own_ray_cluster") else 1)
+    if "cpu" not in requested_devices(config):
+        for item in items:
+            if item.get_closest_marker("integration") and "device" not in item.fixturenames:
+                item.add_marker(pytest.mark.skip(reason="a CPU-only test (it takes no device); run with --device cpu"))
+
+
+@pytest.fixture(scope="session")
+def device(request) -> str:
+    """The device this test's apps run on (parametrized by pytest_generate_tests)."""
+    reason = unavailable_reason(request.param)
+    if reason is not None:
+        pytest.skip(f"{request.param}: {reason}")
+    return request.param
 
 
 def _free_port() -> int:
@@ -68,14 +89,15 @@ def serve_instance():
 
 
 @pytest.fixture(scope="session")
-def start_app(serve_instance):
-    """start_app(config, name, route_prefix) -> base URL (without /v1) of a new app on the shared instance."""
+def start_app(device, serve_instance):
+    """start_app(config, name, route_prefix) -> base URL (without /v1) of a new app on the shared instance, with
+    `config` put on this session's device."""
     from ray import serve
 
     from serve_app.app import build_graph
 
     def _start(config: AppConfig, name: str, route_prefix: str) -> str:
-        serve.run(build_graph(config), name=name, route_prefix=route_prefix)
+        serve.run(build_graph(on_device(config, device)), name=name, route_prefix=route_prefix)
         serve_instance["apps"].append(name)
         base = f"http://127.0.0.1:{serve_instance['port']}{route_prefix.rstrip('/')}"
         _wait_ready(base)

@@ -77,14 +77,15 @@ def describe(processes: list[psutil.Process]) -> list[str]:
 class Server:
     """`serve-app serve --model tiny` in a process group of its own, and every process seen under it."""
 
-    def __init__(self, log_path: Path):
+    def __init__(self, log_path: Path, config_path: Path | None = None):
         self.port = free_port()
         self.log_path = log_path
         env = {**os.environ, "RAY_memory_monitor_refresh_ms": "0"}  # other jobs' memory must not kill replicas
         env.pop("RAY_ADDRESS", None)
         with open(log_path, "wb") as log:
             self.process = subprocess.Popen(
-                [SERVE_APP, "serve", "--model", "tiny", "--port", str(self.port)],
+                [SERVE_APP, "serve", "--model", "tiny", "--port", str(self.port)]
+                + (["--config", str(config_path)] if config_path else []),
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, process_group=0)
         # Remembered by pid: once their parent dies, Ray's processes are no longer descendants of the server.
         self.seen: dict[int, psutil.Process] = {}
@@ -153,9 +154,23 @@ class Server:
             self.process.wait(timeout=10)
 
 
+def device_config_file(device: str, path: Path) -> Path | None:
+    """On a device other than the CPU, the tiny model's config put on it (`serve-app serve --config`)."""
+    if device == "cpu":
+        return None
+    import yaml
+
+    from serve_app.config import AppConfig
+    from tests.devices import on_device
+
+    config = on_device(AppConfig.model_validate({"model": {"source": "tiny"}}), device)
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_unset=True)))
+    return path
+
+
 @pytest.fixture
-def server(tmp_path):
-    started = Server(tmp_path / "serve.log")
+def server(tmp_path, device):
+    started = Server(tmp_path / "serve.log", device_config_file(device, tmp_path / "config.yaml"))
     try:
         yield started
     finally:

@@ -30,7 +30,7 @@ def add_device_option(parser) -> None:
 
 
 def requested_devices(config) -> list[str]:
-    return list(dict.fromkeys(config.getoption("device") or ["cpu"]))
+    return list(dict.fromkeys(config.getoption("device", None) or ["cpu"]))
 
 
 def unavailable_reason(device: str) -> str | None:

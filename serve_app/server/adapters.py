@@ -59,7 +59,10 @@ class AdapterCache:
         from vllm.entrypoints.serve.lora.protocol import UnloadLoRAAdapterRequest
 
         try:  # the engine may already be shutting down with the replica
-            await self._state.openai_serving_models.unload_lora_adapter(UnloadLoRAAdapterRequest(lora_name=name))
+            result = await self._state.openai_serving_models.unload_lora_adapter(
+                UnloadLoRAAdapterRequest(lora_name=name))
+            if not isinstance(result, str):  # vLLM's ErrorResponse: it did not hold the name; the engine may
+                logger.warning("Adapter %s was not registered at unload: %s", name, result.error.message)
             await self._state.engine_client.remove_lora(lora_int_id)
             logger.info("Adapter %s unloaded", name)
         except Exception as exc:  # noqa: BLE001

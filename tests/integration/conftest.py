@@ -19,6 +19,7 @@ import pytest
 
 from serve_app.config import AppConfig
 from serve_app.platform.ray_env import ray_environment
+from tests.conftest import COLLECTED_AT
 from tests.devices import on_device, requested_devices, unavailable_reason
 
 # Ray as `serve-app serve` starts it for the default configuration (its Serve mode is read from the environment
@@ -35,12 +36,22 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("device", requested_devices(metafunc.config), indirect=True, scope="session")
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
     """Tests that start Ray clusters of their own run first, before the session's Ray starts in this process,
-    whatever order the files were collected in (and so nothing else is up while they run). In a run without
-    the CPU, integration tests that take no device are skipped: they hold on CPU only."""
-    items.sort(key=lambda item: 0 if item.get_closest_marker("own_ray_cluster") else 1)
-    if "cpu" not in requested_devices(config):
+    whatever order the files were collected in (and so nothing else is up while they run); then the rest in
+    collection order, one device after the other (pytest's own grouping by `device` would move tests that take
+    none, such as the browser and unit tests, behind every app). In a run without the CPU, integration tests
+    that take no device are skipped: they hold on CPU only."""
+    devices = requested_devices(config)
+
+    def device_index(item) -> int:
+        device = getattr(item, "callspec", None) and item.callspec.params.get("device")
+        return devices.index(device) if device in devices else 0
+
+    items.sort(key=lambda item: (0 if item.get_closest_marker("own_ray_cluster") else 1, device_index(item),
+                                 item.stash.get(COLLECTED_AT, 0)))
+    if "cpu" not in devices:
         for item in items:
             if item.get_closest_marker("integration") and "device" not in item.fixturenames:
                 item.add_marker(pytest.mark.skip(reason="a CPU-only test (it takes no device); run with --device cpu"))

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from serve_app.ingress.routes import REPLICA_HEADER
+from tests.devices import on_device
 from tests.integration.conftest import make_test_config
 
 pytestmark = pytest.mark.integration
@@ -50,7 +51,7 @@ def _stream_once(url: str) -> str:
     return "ok" if done and finish == "length" else f"cut short (finish={finish}, done={done})"
 
 
-def test_a_rolling_update_under_load_cuts_no_stream(module_app):
+def test_a_rolling_update_under_load_cuts_no_stream(module_app, device):
     from ray import serve
 
     from serve_app.app import build_graph
@@ -74,7 +75,8 @@ def test_a_rolling_update_under_load_cuts_no_stream(module_app):
         thread.start()
     time.sleep(5)
     started = len(outcomes)
-    serve.run(build_graph(_config(log_prompts=True)), name=APP, route_prefix=PREFIX)  # the rolling update
+    # The rolling update (on the app's device, as module_app put it there).
+    serve.run(build_graph(on_device(_config(log_prompts=True), device)), name=APP, route_prefix=PREFIX)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:  # until the old replica has drained and gone
         states = serve.status().applications[APP].deployments

@@ -108,8 +108,10 @@ def start_app(device, serve_instance):
     from serve_app.app import build_graph
 
     def _start(config: AppConfig, name: str, route_prefix: str) -> str:
+        # An app of a name already running is updated in place (Serve's rolling update).
         serve.run(build_graph(on_device(config, device)), name=name, route_prefix=route_prefix)
-        serve_instance["apps"].append(name)
+        if name not in serve_instance["apps"]:
+            serve_instance["apps"].append(name)
         base = f"http://127.0.0.1:{serve_instance['port']}{route_prefix.rstrip('/')}"
         _wait_ready(base)
         return base
@@ -125,7 +127,8 @@ def module_app(start_app, serve_instance):
     names: list[str] = []
 
     def _start(config: AppConfig, name: str, route_prefix: str) -> str:
-        names.append(name)
+        if name not in names:
+            names.append(name)
         return start_app(config, name, route_prefix)
 
     yield _start

@@ -47,18 +47,19 @@ def _ingress_class() -> type:
     return user_class
 
 
+def _client_of_ingress(config: AppConfig, monkeypatch) -> TestClient:
+    """A test client of the ingress app, its replica built from `config` with unreachable model servers."""
+    user_class = _ingress_class()
+    ingress = user_class.__new__(user_class)
+    handles = {view.model.resolved_name(): _UnreachableModel() for view in config.model_views()}
+    asyncio.run(user_class.__init__(ingress, config, model_handles=handles))
+    monkeypatch.setattr(serve, "get_replica_context", lambda: SimpleNamespace(servable_object=ingress))
+    return TestClient(routes.app, raise_server_exceptions=False)
+
+
 @pytest.fixture
 def ingress_client(monkeypatch):
-    def make(**config) -> TestClient:
-        user_class = _ingress_class()
-        ingress = user_class.__new__(user_class)
-        app_config = AppConfig.model_validate(config)
-        handles = {view.model.resolved_name(): _UnreachableModel() for view in app_config.model_views()}
-        asyncio.run(user_class.__init__(ingress, app_config, model_handles=handles))
-        monkeypatch.setattr(serve, "get_replica_context", lambda: SimpleNamespace(servable_object=ingress))
-        return TestClient(routes.app, raise_server_exceptions=False)
-
-    return make
+    return lambda **config: _client_of_ingress(AppConfig.model_validate(config), monkeypatch)
 
 
 def _assert_openai_error(response, status: int, code: str | None = None, param: str | None = None) -> dict:
@@ -156,13 +157,7 @@ def test_fuzzed_methods_and_paths_get_openai_errors_from_every_layer(router_clie
 def router_client():
     """One ingress for the whole router fuzz (hypothesis runs many examples per test)."""
     patch = pytest.MonkeyPatch()
-    user_class = _ingress_class()
-    ingress = user_class.__new__(user_class)
-    app_config = AppConfig()
-    handles = {view.model.resolved_name(): _UnreachableModel() for view in app_config.model_views()}
-    asyncio.run(user_class.__init__(ingress, app_config, model_handles=handles))
-    patch.setattr(serve, "get_replica_context", lambda: SimpleNamespace(servable_object=ingress))
-    yield TestClient(routes.app, raise_server_exceptions=False)
+    yield _client_of_ingress(AppConfig(), patch)
     patch.undo()
 
 

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import httpx
 
-from loadtest.stats import percentile_of
 from serve_app.config import AppConfig
+from serve_app.stats import percentile_of
 
 APP_NAME = "autoscale_bench"
 MODEL_DEPLOYMENT = "ModelServer"
@@ -248,7 +248,7 @@ def write(result: dict, out: Path) -> None:
 
 
 def summarise(result: dict, ttft_target_ms: float) -> dict:
-    """The summary of a run from its saved requests and timeline (pure; percentiles from loadtest.stats)."""
+    """The summary of a run from its saved requests and timeline (pure; percentiles from serve_app.stats)."""
     requests = result["requests"]
     ttfts = [r["ttft_ms"] for r in requests if r["ttft_ms"] is not None]
     summary = {

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from loadtest.stats import percentile_of  # the project's one percentile (p50 = the median)
+from serve_app.stats import percentile_of  # the project's one percentile (p50 = the median)
 
 
 async def _run(args: argparse.Namespace) -> dict:

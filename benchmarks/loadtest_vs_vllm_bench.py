@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from loadtest.config import LoadTestConfig  # noqa: E402
 from loadtest.experiment import run_experiment  # noqa: E402
-from loadtest.stats import percentile  # noqa: E402
+from serve_app.stats import percentile  # noqa: E402
 
 DEFAULT_MODEL_DIR = Path.home() / ".cache/serve_app/models/SmolLM2-135M-Instruct"
 SERVED_NAME = "bench-model"

@@ -13,9 +13,9 @@
 
 Writes <out>.json and <out>.md (default results/overload_soak). The JSON keeps the raw samples (TTFTs, 429
 latencies, every process's memory series) under "samples", and every number in the tables is computed from
-them by `summarise` with loadtest.stats, so `--summarise-only` rebuilds the tables without a server. One
+them by `summarise` with serve_app.stats, so `--summarise-only` rebuilds the tables without a server. One
 definition throughout: TTFT is send to first text of a completed request in both the capacity and the overload
-phase, and every percentile is loadtest.stats' linear interpolation. Memory series are keyed by pid (Ray
+phase, and every percentile is serve_app.stats' linear interpolation. Memory series are keyed by pid (Ray
 retitles its workers while they run a call), each labelled with the first name seen.
 """
 
@@ -46,7 +46,7 @@ from loadtest.resilience import (  # noqa: E402
     series_from_raw,
     series_growth,
 )
-from loadtest.stats import percentile_of  # noqa: E402
+from serve_app.stats import percentile_of  # noqa: E402
 from process_group import stop_process_group  # noqa: E402  (benchmarks/, beside this script)
 
 SERVER_YAML = """\
@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def summarise(result: dict, warmup_fraction: float = 0.2) -> dict:
-    """Fill in every derived number of `result` from its raw `samples` (pure; percentiles from loadtest.stats)."""
+    """Fill in every derived number of `result` from its raw `samples` (pure; percentiles from serve_app.stats)."""
     samples = result["samples"]
     capacity_p99 = percentile_of(samples["capacity_ttft_ms"], 99)
     admitted_p99 = percentile_of(samples["admitted_ttft_ms"], 99)
@@ -182,7 +182,7 @@ def to_markdown(result: dict) -> str:
         f"| soak | {max(1, cap['users'] // 2)} users closed loop, {soak['duration_s']} s, {soak['output_tok_s']:.1f} tok/s "
         f"| {soak['outcomes']} | - |",
         "",
-        "Percentiles: loadtest.stats (linear interpolation) in every phase; TTFT: send to first text of a completed "
+        "Percentiles: serve_app.stats (linear interpolation) in every phase; TTFT: send to first text of a completed "
         "request, in the capacity and the overload phase alike.",
         "",
         "| process (RSS >= 50 MB; first name seen) | pid | first MB | last MB | growth after warm-up |",

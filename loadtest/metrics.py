@@ -30,7 +30,7 @@ import math
 
 from loadtest.config import LoadTestConfig
 from loadtest.records import RequestRecord
-from loadtest.stats import DEFAULT_PERCENTILES, percentile_key, summarize
+from serve_app.stats import DEFAULT_PERCENTILES, percentile_key, summarize
 
 LATENCY_METRICS = (
     "ttft",

@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from loadtest.metrics import request_metrics  # noqa: E402
 from loadtest.records import RequestRecord  # noqa: E402
-from loadtest.stats import percentile_key  # noqa: E402
+from serve_app.stats import percentile_key  # noqa: E402
 
 _CDF_PANELS = (("ttft", "TTFT (ms)"), ("tpot", "TPOT (ms)"), ("itl", "inter-token gap (ms)"), ("e2e", "end-to-end (ms)"))
 

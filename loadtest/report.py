@@ -4,7 +4,7 @@ import operator
 import re
 
 from loadtest.metrics import flat_metrics
-from loadtest.stats import DEFAULT_PERCENTILES, percentile_key
+from serve_app.stats import DEFAULT_PERCENTILES, percentile_key
 from loadtest.tenants import tenant_table
 
 _LATENCY_ROWS = (

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from loadtest.records import RequestRecord
-from loadtest.stats import percentile_of
+from serve_app.stats import percentile_of
 
 
 def outcome(record: RequestRecord) -> str:

@@ -14,7 +14,7 @@ import math
 from loadtest.config import LoadTestConfig
 from loadtest.metrics import measurement_window_s, output_tokens, request_metrics
 from loadtest.records import RequestRecord
-from loadtest.stats import percentile_key, summarize
+from serve_app.stats import percentile_key, summarize
 
 TENANT_PERCENTILES = (50.0, 99.0)
 

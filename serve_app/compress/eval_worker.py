@@ -20,9 +20,9 @@ import uuid
 
 from tqdm import tqdm
 
-from loadtest.stats import percentile_of
 from serve_app.compress import calibration, metrics
 from serve_app.compress.prompts import FACT_PROMPTS, SPEED_TOPICS
+from serve_app.stats import percentile_of
 
 
 def _chat_ids(tokenizer, text: str) -> list[int]:

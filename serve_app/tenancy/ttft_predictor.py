@@ -24,7 +24,7 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-from loadtest.stats import percentile_of
+from serve_app.stats import percentile_of
 
 DEFAULT_MAX_RETRY_AFTER_S = 60
 

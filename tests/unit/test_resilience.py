@@ -68,7 +68,7 @@ def _overload_soak_module(monkeypatch):
 
 
 def test_overload_soak_tables_come_from_raw_samples_with_one_percentile(monkeypatch):
-    from loadtest.stats import percentile_of
+    from serve_app.stats import percentile_of
 
     soak = _overload_soak_module(monkeypatch)
     capacity = [float(v) for v in range(1, 101)]
@@ -91,7 +91,7 @@ def test_overload_soak_tables_come_from_raw_samples_with_one_percentile(monkeypa
     }
     summary = soak.summarise(json.loads(json.dumps(result)))
     over = summary["overload"]
-    # The headline ratio divides two p99s of the same definition (loadtest.stats, linear interpolation).
+    # The headline ratio divides two p99s of the same definition (serve_app.stats, linear interpolation).
     assert summary["capacity"]["ttft_p99_ms"] == percentile_of(capacity, 99)
     assert over["admitted_ttft_p99_ms"] == percentile_of(admitted, 99)
     assert over["admitted_ttft_p99_ratio"] == percentile_of(admitted, 99) / percentile_of(capacity, 99)

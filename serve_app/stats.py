@@ -1,4 +1,7 @@
-"""Percentiles with exact confidence intervals (pure, no I/O).
+"""Percentiles with exact confidence intervals (pure, no I/O, standard library only).
+
+The project's one statistics module: serving (the TTFT predictor's error report), compress's evaluation, the load
+tester and the benchmarks all import it from here; nothing in it may import beyond the standard library.
 
 Point estimate: linear interpolation between order statistics (numpy's
 default, "type 7"), so numbers line up with `vllm bench serve`.
@@ -38,8 +41,7 @@ def percentile(sorted_values: Sequence[float], q_percent: float) -> float:
 
 
 def percentile_of(values: Sequence[float], q_percent: float) -> float | None:
-    """Linear-interpolated percentile of unsorted values; None when there are none. The one percentile of the
-    project: loadtest, compress's evaluation and the benchmarks all use this module."""
+    """Linear-interpolated percentile of unsorted values; None when there are none (the project's one percentile)."""
     return percentile(sorted(values), q_percent) if len(values) else None
 
 

@@ -3,7 +3,7 @@ import random
 import numpy as np
 import pytest
 
-from loadtest.stats import estimate_percentile, order_statistic_ci, percentile, percentile_key, summarize
+from serve_app.stats import estimate_percentile, order_statistic_ci, percentile, percentile_key, summarize
 
 
 @pytest.mark.parametrize("q", [0.0, 1.0, 50.0, 90.0, 99.0, 99.9, 100.0])

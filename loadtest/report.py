@@ -1,11 +1,11 @@
 """Console tables, Markdown reports, gates and comparisons (pure text in/out)."""
 
+import math
 import operator
 import re
 
-from loadtest.metrics import flat_metrics
+from loadtest.tenants import flat_tenant_metrics, tenant_table
 from serve_app.stats import DEFAULT_PERCENTILES, percentile_key
-from loadtest.tenants import tenant_table
 
 _LATENCY_ROWS = (
     ("ttft", "TTFT"),
@@ -25,6 +25,39 @@ COMPARE_METRICS = (
     ("ttft_from_arrival_p99_ms", False), ("request_throughput_rps", True),
     ("output_throughput_tps", True), ("goodput_rps", True), ("error_rate", False),
 )
+
+
+def flat_metrics(summary: dict) -> dict[str, float]:
+    """Flat names for gates and comparisons: ttft_p99_ms, e2e_from_arrival_p50_ms, output_throughput_tps, ..."""
+    flat: dict[str, float] = {}
+    for key in ("num_requests", "num_measured", "num_ok", "num_errors", "error_rate",
+                "request_throughput_rps", "output_throughput_tps", "input_throughput_tps"):
+        if summary.get(key) is not None:
+            flat[key] = float(summary[key])
+    goodput = summary.get("goodput") or {}
+    for key in ("goodput_rps", "good_fraction"):
+        if goodput.get(key) is not None:
+            flat[key] = float(goodput[key])
+
+    def add_distribution(prefix: str, dist: dict, unit: str) -> None:
+        if not dist.get("n"):
+            return
+        flat[f"{prefix}_mean{unit}"] = dist["mean"]
+        flat[f"{prefix}_max{unit}"] = dist["max"]
+        for key, value in dist.items():
+            if key.startswith("p") and isinstance(value, dict):
+                flat[f"{prefix}_{key}{unit}"] = value["value"]
+
+    for name, dist in (summary.get("latency_ms") or {}).items():
+        add_distribution(name, dist, "_ms")
+    for stage, dist in (summary.get("timings_ms") or {}).items():
+        add_distribution(f"timings_{stage.removesuffix('_ms')}", dist, "_ms")
+    tokens = summary.get("tokens") or {}
+    for name in ("output_tokens", "tokens_per_event"):
+        add_distribution(name, tokens.get(name) or {}, "")
+    if summary.get("tenants"):
+        flat.update(flat_tenant_metrics(summary))
+    return {k: v for k, v in flat.items() if v is not None and not (isinstance(v, float) and math.isnan(v))}
 
 
 def _fmt(value, digits: int = 1) -> str:

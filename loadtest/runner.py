@@ -21,10 +21,10 @@ import aiohttp
 
 from loadtest.client import build_body, fetch_first_model, stream_request
 from loadtest.config import LoadTestConfig
+from loadtest.jobs import Job
 from loadtest.progress import LocalCounters, ProgressPrinter, SharedCounters
 from loadtest.records import RequestRecord
 from loadtest.schedule import closed_loop_start_offsets_s, open_loop_arrivals_s
-from loadtest.workload import Job
 
 LOOP_LAG_TICK_S = 0.010
 # Workers start this long after the parent decides, so all are ready at t=0.

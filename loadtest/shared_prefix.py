@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 
 from loadtest.config import LoadTestConfig
-from loadtest.workload import Job, Turn, _spread
+from loadtest.jobs import Job, Turn, spread
 
 NAME = "shared-prefix"
 CHARS_PER_TOKEN = 4
@@ -87,7 +87,7 @@ def shared_prefix_jobs(config: LoadTestConfig, num_jobs: int) -> list[Job]:
     rng = random.Random(config.seed)
     jobs = []
     for job_id in range(num_jobs):
-        turns = tuple(Turn(text=text, max_tokens=_spread(config.max_tokens, config.output_tokens_range, rng))
+        turns = tuple(Turn(text=text, max_tokens=spread(config.max_tokens, config.output_tokens_range, rng))
                       for text in user_turns(config.turns, rng))
         history = ({"role": "system", "content": prompts[job_id % len(prompts)]},)
         jobs.append(Job(job_id=job_id, turns=turns, history=history))

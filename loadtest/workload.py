@@ -14,10 +14,11 @@ the result shows the true count.
 
 import json
 import random
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from loadtest.config import LoadTestConfig
+from loadtest.jobs import Job, Turn, spread
+from loadtest.shared_prefix import shared_prefix_jobs
 
 _WORDS = (
     "the of and to in is you that it he was for on are as with his they at be this have from or one "
@@ -34,27 +35,6 @@ _WORDS = (
 ).split()
 
 _MAX_LENGTH_FIX_STEPS = 8
-
-
-@dataclass(frozen=True)
-class Turn:
-    """One request: the new user text (or raw prompt) and its token budget."""
-
-    text: str
-    max_tokens: int
-    expected_input_tokens: int | None = None
-
-
-@dataclass(frozen=True)
-class Job:
-    """A conversation of one or more turns, sent one after another.
-
-    `history` holds chat messages that precede the first turn (from JSONL).
-    """
-
-    job_id: int
-    turns: tuple[Turn, ...]
-    history: tuple[dict, ...] = field(default_factory=tuple)
 
 
 class PromptFactory:
@@ -94,14 +74,6 @@ class PromptFactory:
         return text
 
 
-def _spread(center: int, range_fraction: float, rng: random.Random) -> int:
-    if range_fraction <= 0:
-        return center
-    low = max(1, round(center * (1 - range_fraction)))
-    high = max(low, round(center * (1 + range_fraction)))
-    return rng.randint(low, high)
-
-
 def _jobs_from_jsonl(path: str, config: LoadTestConfig, rng: random.Random, limit: int) -> list[Job]:
     """Lines: {"prompt": str} | {"messages": [...]} | {"turns": [str, ...]}; optional "max_tokens"."""
     jobs: list[Job] = []
@@ -112,7 +84,7 @@ def _jobs_from_jsonl(path: str, config: LoadTestConfig, rng: random.Random, limi
             if not line.strip():
                 continue
             item = json.loads(line)
-            max_tokens = int(item.get("max_tokens") or _spread(config.max_tokens, config.output_tokens_range, rng))
+            max_tokens = int(item.get("max_tokens") or spread(config.max_tokens, config.output_tokens_range, rng))
             history: tuple[dict, ...] = ()
             if "turns" in item:
                 texts = [str(t) for t in item["turns"]]
@@ -139,8 +111,6 @@ def build_jobs(config: LoadTestConfig, factory: PromptFactory, num_jobs: int) ->
     """`num_jobs` jobs, deterministic from config.seed. JSONL items repeat if fewer."""
     rng = random.Random(config.seed)
     if config.prompt_set == "shared-prefix":
-        from loadtest.shared_prefix import shared_prefix_jobs
-
         return shared_prefix_jobs(config, num_jobs)
     if config.prompt_set:
         from loadtest.prompt_sets import prompt_set
@@ -148,7 +118,7 @@ def build_jobs(config: LoadTestConfig, factory: PromptFactory, num_jobs: int) ->
         conversations = prompt_set(config.prompt_set)
         return [Job(job_id=i, history=tuple(conversations[i % len(conversations)][:-1]),
                     turns=(Turn(text=conversations[i % len(conversations)][-1]["content"],
-                                max_tokens=_spread(config.max_tokens, config.output_tokens_range, rng)),))
+                                max_tokens=spread(config.max_tokens, config.output_tokens_range, rng)),))
                 for i in range(num_jobs)]
     if config.prompts_file:
         base = _jobs_from_jsonl(config.prompts_file, config, rng, limit=num_jobs)
@@ -160,11 +130,11 @@ def build_jobs(config: LoadTestConfig, factory: PromptFactory, num_jobs: int) ->
     for job_id in range(num_jobs):
         turns = []
         for _ in range(config.turns):
-            num_tokens = _spread(config.input_tokens, config.input_tokens_range, rng)
+            num_tokens = spread(config.input_tokens, config.input_tokens_range, rng)
             turns.append(
                 Turn(
                     text=factory.make(num_tokens, rng),
-                    max_tokens=_spread(config.max_tokens, config.output_tokens_range, rng),
+                    max_tokens=spread(config.max_tokens, config.output_tokens_range, rng),
                     expected_input_tokens=num_tokens,
                 )
             )

@@ -1,9 +1,9 @@
 import pytest
 
 from loadtest.config import LoadTestConfig
-from loadtest.metrics import flat_metrics, request_metrics, summarize_run
+from loadtest.metrics import request_metrics, summarize_run
 from loadtest.records import RequestRecord
-from loadtest.report import compare_table, evaluate_gates
+from loadtest.report import compare_table, evaluate_gates, flat_metrics
 
 
 def record(request_id, send_s, first_s, done_s, num_tokens, scheduled_s=None, error_kind=None, status=200):

@@ -7,8 +7,7 @@ import pytest
 from loadtest.cli import main
 from loadtest.config import LoadTestConfig
 from loadtest.experiment import run_experiment
-from loadtest.metrics import flat_metrics
-from loadtest.report import console_report
+from loadtest.report import console_report, flat_metrics
 from loadtest.tenant_spec import parse_tenants
 from tests.unit.loadtest.fake_openai_server import (
     FakeScript,

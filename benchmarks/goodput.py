@@ -34,7 +34,7 @@ from loadtest.experiment import records_of, run_experiment  # noqa: E402
 from loadtest.resilience import outcome_counts, rejection_latencies_ms  # noqa: E402
 from serve_app.stats import percentile_of  # noqa: E402
 from serve_app.tenancy.ttft_predictor import PredictionErrors  # noqa: E402
-from side_by_side import (  # noqa: E402  (benchmarks/, beside this script)
+from harness import (  # noqa: E402  (benchmarks/, beside this script)
     NAME,
     PORT,
     RAYLLM_PY,

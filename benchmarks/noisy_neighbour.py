@@ -18,7 +18,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from side_by_side import NAME, PORT, REPO, VENV_PY, Server, machine, running  # benchmarks/, beside this script
+from harness import NAME, PORT, REPO, VENV_PY, Server, machine, running  # benchmarks/, beside this script
 
 MAX_NUM_SEQS = 8
 ENGINE = (f"{{dtype: float32, max_model_len: 2048, max_num_seqs: {MAX_NUM_SEQS}, enforce_eager: true, "

@@ -47,7 +47,7 @@ from loadtest.resilience import (  # noqa: E402
     series_growth,
 )
 from serve_app.stats import percentile_of  # noqa: E402
-from process_group import stop_process_group  # noqa: E402  (benchmarks/, beside this script)
+from harness import stop_process_group  # noqa: E402  (benchmarks/, beside this script)
 
 SERVER_YAML = """\
 model: {{source: default}}

@@ -23,7 +23,7 @@ import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
-from side_by_side import NAME, PORT, REPO, VENV_PY, Server, machine, running  # benchmarks/, beside this script
+from harness import NAME, PORT, REPO, VENV_PY, Server, machine, running  # benchmarks/, beside this script
 
 RAY_METRICS_PORT = 18093
 ROUTERS = ("prefix_affinity", "power_of_two")

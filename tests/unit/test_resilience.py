@@ -60,7 +60,7 @@ def test_memory_sampler_keys_processes_by_pid_across_retitles():
 
 def _overload_soak_module(monkeypatch):
     benchmarks = Path(__file__).resolve().parents[2] / "benchmarks"
-    monkeypatch.syspath_prepend(str(benchmarks))  # it imports process_group from beside itself
+    monkeypatch.syspath_prepend(str(benchmarks))  # it imports harness from beside itself
     spec = importlib.util.spec_from_file_location("overload_soak", benchmarks / "overload_soak.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

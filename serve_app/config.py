@@ -145,6 +145,12 @@ class FrontendConfig(StrictModel):
     # SmolLM2 and Qwen-style models emit); null turns "auto" tool choice off ("required" and named tools still
     # work: vLLM constrains their output with structured decoding).
     tool_call_parser: str | None = "hermes"
+    # How far vLLM pins tool calls with structured decoding. `parameter` (default): every tool call's arguments
+    # are constrained to the function's parameter schema (as if each tool were `strict: true`), so a named or
+    # `required` tool_choice always yields arguments that validate; `function`: only the call's envelope (the
+    # arguments are free text, which small models fill with anything); `auto`: vLLM's default (envelope for
+    # named / required, arguments only for `strict: true` tools).
+    tool_strict_level: Literal["auto", "function", "parameter"] = "parameter"
     # A chat template file or string replacing the checkpoint's own.
     chat_template: str | None = None
     # Passed through to vLLM's FrontendArgs (e.g. {"enable_prompt_tokens_details": true}).

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,11 @@ MAX_TOKENS_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 MAX_JSON_DEPTH = 64
 # The seeds vLLM's request types accept (int64); with `n` > 1 vLLM seeds choice i with seed + i, which must fit too.
 SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
+# Message roles OpenAI accepts (chat `messages`, Responses `input` items); any other is a 400 naming it.
+CHAT_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+RESPONSES_ROLES = ("system", "developer", "user", "assistant")
+# A JSON escape of a UTF-16 surrogate (\ud800-\udfff): only a body holding one can decode to a lone surrogate.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 @dataclass(frozen=True)
@@ -170,6 +176,56 @@ def check_model(data: dict[str, Any]) -> None:
                             param="model", code="invalid_value")
 
 
+def check_roles(data: dict[str, Any]) -> None:
+    """An unknown message role is a 400 naming it and the roles OpenAI accepts (vLLM would render it into the
+    prompt). Chat `messages` and Responses `input` items; a message that is not an object is left to vLLM."""
+    for field, roles in (("messages", CHAT_ROLES), ("input", RESPONSES_ROLES)):
+        items = data.get(field)
+        if not isinstance(items, list):
+            continue
+        for index, item in enumerate(items):
+            if not isinstance(item, dict) or "role" not in item:
+                continue
+            role = item["role"]
+            if not isinstance(role, str) or role not in roles:
+                shown = repr(role)[:60] if isinstance(role, str) else _json_type(role)
+                supported = ", ".join(f"'{r}'" for r in roles)
+                raise ServeAppError(f"Invalid value for '{field}[{index}].role': {shown}. Supported values are: "
+                                    f"{supported}.", param=f"{field}[{index}].role", code="invalid_value")
+
+
+def check_text_encodable(raw: bytes, data: dict[str, Any]) -> None:
+    """A string holding a lone UTF-16 surrogate (JSON `"\\ud800"`) is not text: a 400 naming where it is, instead
+    of an encoding error deep in tokenization or stop-string matching."""
+    if not _SURROGATE_ESCAPE.search(raw):
+        return
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ServeAppError(f"Invalid value for '{path}': it contains a lone UTF-16 surrogate, which is not "
+                                    "valid Unicode text.", param=path or None, code="invalid_value") from None
+        elif isinstance(value, dict):
+            for key, child in value.items():
+                if not _encodable(key):
+                    raise ServeAppError(f"Invalid key in '{path or 'body'}': it contains a lone UTF-16 surrogate.",
+                                        param=path or None, code="invalid_value")
+                stack.append((f"{path}.{key}" if path else key, child))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{index}]", child) for index, child in enumerate(value))
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def _json_type(value: Any) -> str:
     names = {bool: "a boolean", int: "an integer", float: "a number", list: "an array", dict: "an object"}
     return names.get(type(value), type(value).__name__)
@@ -182,6 +238,8 @@ def parse_request(raw: bytes, request_type: type, allowed_fields: set[str], limi
     if unknown:
         raise ServeAppError(f"Unsupported parameter: '{unknown[0]}'.", param=unknown[0], code="unsupported_parameter")
     check_model(data)
+    check_text_encodable(raw, data)
+    check_roles(data)
     check_prompt_embeds(data)
     check_limits(data, limits)
     try:

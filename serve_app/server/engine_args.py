@@ -6,7 +6,6 @@ import argparse
 from typing import Any
 
 from serve_app.config import AppConfig, EngineConfig
-from serve_app.server.lora_cpu_fix import WORKER_EXTENSION as LORA_CPU_FIX_EXTENSION
 from serve_app.server.speculation import speculative_config
 from serve_app.server.engine_dtype import choose_dtype, read_checkpoint_dtype, read_cpuinfo
 
@@ -57,10 +56,9 @@ def engine_kwargs(config: AppConfig, model_path: str) -> dict[str, Any]:
         # Adapters are loaded on first use (serve_app/server/adapters.py); the engine holds at most
         # `max_loaded_adapters` of them and batches up to that many different ones in one step.
         loaded = min(len(adapters), config.model.max_loaded_adapters)
+        # vLLM 0.32's CPU LoRA ops gave requests without an adapter one in the same step: the engine process
+        # patches them (vllm_patches/lora_cpu_no_adapter.py).
         kwargs.update(enable_lora=True, max_lora_rank=engine.max_lora_rank, max_loras=loaded, max_cpu_loras=loaded)
-        if not config.model_deployment.num_gpus:
-            # vLLM 0.32's CPU LoRA ops apply an adapter to requests without one in the same step (lora_cpu_fix.py).
-            kwargs["worker_extension_cls"] = LORA_CPU_FIX_EXTENSION
     return kwargs | engine.extra_engine_args
 
 
@@ -70,6 +68,7 @@ def frontend_kwargs(config: AppConfig) -> dict[str, Any]:
     kwargs: dict[str, Any] = dict(
         enable_auto_tool_choice=frontend.tool_call_parser is not None,
         tool_call_parser=frontend.tool_call_parser,
+        tool_strict_level=frontend.tool_strict_level,
         chat_template=frontend.chat_template,
         response_role="assistant",
     )

@@ -78,6 +78,9 @@ class ModelServer:
         from vllm.entrypoints.launchers.cli_args import FrontendArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        from serve_app.server.vllm_patches import apply_frontend_patches
+
+        apply_frontend_patches()  # every patch's version gate first: a stale patch stops the replica here, by name
         self._config = config
         self.model_name = config.model.resolved_name()
         context = replica_context()

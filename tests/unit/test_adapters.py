@@ -117,12 +117,12 @@ def test_cpu_lora_ops_give_base_tokens_no_adapter_delta():
     pytest.importorskip("vllm.lora.ops.torch_ops")
     import torch
 
-    import serve_app.server.lora_cpu_fix as fix
+    import serve_app.server.vllm_patches.lora_cpu_no_adapter as fix
     import vllm.lora.ops.torch_ops.lora_ops as ops
     from vllm.lora.punica_wrapper import punica_cpu
 
     fix.apply()
-    assert getattr(punica_cpu.bgmv_shrink, "_serve_app_fixed", False)
+    assert getattr(punica_cpu.bgmv_shrink, "_serve_app_patched", False)
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(4, 16, generator=generator)
     lora_a = torch.randn(1, 1, 8, 16, generator=generator)  # one slot (max_loras=1), holding an adapter

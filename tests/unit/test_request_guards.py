@@ -244,3 +244,29 @@ def test_an_empty_prompt_embeds_is_a_400_not_an_engine_crash(embeds):
     raw = b'{"model": "m", "echo": true, "max_tokens": 4, "prompt_embeds": ' + embeds.encode() + b"}"
     error = error_of(raw, COMPLETION)
     assert (error.status_code, error.param) == (400, "prompt_embeds")
+
+
+def test_unknown_message_role_is_a_400_naming_it():
+    from serve_app.ingress.request_checks import check_roles
+
+    check_roles({"messages": [{"role": r, "content": "x"} for r in ("system", "developer", "user", "assistant",
+                                                                     "tool", "function")]})
+    with pytest.raises(ServeAppError) as info:
+        check_roles({"messages": [{"role": "user", "content": "hi"}, {"role": "wizard", "content": "hi"}]})
+    assert info.value.status_code == 400 and info.value.param == "messages[1].role" and "'wizard'" in str(info.value)
+    with pytest.raises(ServeAppError, match="input\\[0\\].role"):
+        check_roles({"input": [{"role": "tool", "content": "x"}]})
+    check_roles({"input": "a plain string prompt"})
+
+
+def test_a_lone_surrogate_is_a_400_naming_the_field_and_a_pair_is_text():
+    import json
+
+    from serve_app.ingress.request_checks import check_text_encodable
+
+    raw = b'{"messages": [{"role": "user", "content": "hi"}], "stop": ["ok", "\\ud800"]}'
+    with pytest.raises(ServeAppError) as info:
+        check_text_encodable(raw, json.loads(raw))
+    assert info.value.status_code == 400 and info.value.param == "stop[1]"
+    pair = b'{"stop": "\\ud83d\\ude00", "messages": []}'
+    check_text_encodable(pair, json.loads(pair))

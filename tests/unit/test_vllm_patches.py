@@ -1,0 +1,94 @@
+"""serve_app's vLLM patches: each matches the installed vLLM, fixes what it says, and a stale one fails loudly."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+
+pytest.importorskip("vllm")
+
+from serve_app.server import vllm_patches
+from serve_app.server.vllm_patches import VllmPatchMismatch, require
+
+
+def test_every_patch_matches_the_installed_vllm_and_names_its_upstream():
+    vllm_patches.check_all()
+    for module in vllm_patches.patch_modules():
+        assert module.UPSTREAM and module.VLLM_VERSIONS
+        assert set(module.PROCESSES) <= {"engine", "frontend"}
+
+
+def test_a_patch_for_another_vllm_version_fails_at_start_naming_itself():
+    def target():
+        return 1
+
+    with pytest.raises(VllmPatchMismatch, match="my_patch.*written for vLLM 0.1.0"):
+        require("my_patch", ("0.1.0",), target, "return 1")
+    installed = vllm_patches.installed_vllm_version()
+    with pytest.raises(VllmPatchMismatch, match="no longer contains 'k.max"):
+        require("my_patch", (installed,), target, "k.max()")
+    require("my_patch", (installed,), target, "return 1")
+
+
+def test_empty_top_k_patch_keeps_the_engine_alive_on_an_empty_batch():
+    """The rejection sampler's target logits have 0 rows in a step without drafts: top-k must not raise."""
+    import torch
+    from vllm.v1.sample.ops import topk_topp_sampler
+
+    from serve_app.server.vllm_patches import spec_decode_empty_top_k
+
+    empty, k = torch.empty(0, 32), torch.empty(0, dtype=torch.long)
+    spec_decode_empty_top_k.apply("engine")
+    with pytest.raises(RuntimeError, match="numel"):
+        topk_topp_sampler.apply_top_k_only.__wrapped__(empty, k)  # vLLM's own: the engine-killing error
+    assert topk_topp_sampler.apply_top_k_top_p_pytorch(empty, k, None, allow_cpu_sync=True).shape == (0, 32)
+    # Non-empty input: exactly what vLLM computes.
+    logits = torch.randn(3, 32, generator=torch.Generator().manual_seed(0))
+    k = torch.tensor([1, 5, 32])
+    expected = topk_topp_sampler.apply_top_k_only.__wrapped__(logits.clone(), k.clone())
+    assert torch.equal(topk_topp_sampler.apply_top_k_only(logits.clone(), k.clone()), expected)
+    assert int(torch.isfinite(expected[0]).sum()) == 1 and int(torch.isfinite(expected[1]).sum()) == 5
+
+
+def test_min_p_and_logit_bias_are_accepted_under_ngram_speculation_only():
+    from vllm.sampling_params import SamplingParams
+
+    from serve_app.server.vllm_patches import spec_decode_min_p_logit_bias as patch
+
+    ngram, eagle = types.SimpleNamespace(method="ngram"), types.SimpleNamespace(method="eagle")
+    params = SamplingParams(min_p=0.1, logit_bias={3: 1.0})
+    patch.apply("frontend")
+    params._validate_spec_decode(ngram)  # served without drafts
+    with pytest.raises(Exception, match="min_p and logit_bias"):  # vLLM's VLLMValidationError
+        params._validate_spec_decode(eagle)
+    assert patch.needs_no_drafts(params)
+    assert patch.needs_no_drafts(SamplingParams(logit_bias={3: 1.0}))
+    assert not patch.needs_no_drafts(SamplingParams(top_k=5, temperature=1.0))
+
+
+def test_drafts_are_dropped_only_for_requests_the_rejection_sampler_would_get_wrong():
+    from vllm.sampling_params import SamplingParams
+
+    from serve_app.server.vllm_patches.spec_decode_min_p_logit_bias import drop_unsupported_drafts
+
+    requests = {"plain": types.SimpleNamespace(sampling_params=SamplingParams()),
+                "min_p": types.SimpleNamespace(sampling_params=SamplingParams(min_p=0.2)),
+                "bias": types.SimpleNamespace(sampling_params=SamplingParams(logit_bias={1: 2.0})),
+                "top_k": types.SimpleNamespace(sampling_params=SamplingParams(top_k=3))}
+    drafts = [[1, 2], [1, 2], [1, 2], [1, 2]]
+    assert drop_unsupported_drafts(drafts, ["plain", "min_p", "bias", "top_k"], requests) == [[1, 2], [], [], [1, 2]]
+
+
+def test_engine_patches_apply_only_in_serve_app_engine_processes(monkeypatch):
+    """The plugin leaves a process alone unless the engine guard says a serve_app model server spawned it."""
+    from serve_app.server import engine_guard, vllm_plugin
+
+    applied = []
+    monkeypatch.setattr(vllm_patches, "apply_engine_patches", lambda: applied.append(True) or [])
+    monkeypatch.setattr(engine_guard, "register", lambda: False)
+    vllm_plugin.register()
+    assert applied == []
+    monkeypatch.setattr(engine_guard, "register", lambda: True)
+    vllm_plugin.register()
+    assert applied == [True]

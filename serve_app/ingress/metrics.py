@@ -5,6 +5,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from serve_app.server.timings import STAGES
+
 _LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 60)
 _GAP_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2, 5)
 
@@ -26,7 +28,8 @@ class IngressMetrics:
         self.e2e = Histogram("serve_app_e2e_latency_seconds", "End-to-end request latency", ["model"],
                              buckets=_LATENCY_BUCKETS_S, registry=r)
         self.stage = Histogram(
-            "serve_app_stage_latency_seconds", "Per-stage latency (ingress, handoff, queue, prefill, decode, ...)",
+            "serve_app_stage_latency_seconds",
+            "Per-stage latency (ingress, gate_wait, handoff, frontend, queue, prefill, decode: a response's timings)",
             ["model", "stage"], buckets=_LATENCY_BUCKETS_S, registry=r,
         )
         self.in_flight = Gauge("serve_app_in_flight_requests", "Requests admitted and not finished (this ingress replica)", registry=r)
@@ -40,9 +43,10 @@ class IngressMetrics:
         r.register(self.speculation)
 
     def observe_timings(self, model: str, timings_ms: dict[str, float]) -> None:
-        for key, value in timings_ms.items():
-            if key.endswith("_ms") and key != "ttft_ms":
-                self.stage.labels(model=model, stage=key[:-3]).observe(value / 1000.0)
+        """A response's `timings`: its stages (serve_app/server/timings.py), not their total or the prediction."""
+        for key in STAGES:
+            if key in timings_ms:
+                self.stage.labels(model=model, stage=key[:-3]).observe(timings_ms[key] / 1000.0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

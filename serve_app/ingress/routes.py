@@ -52,6 +52,7 @@ from serve_app.platform.ray_env import replica_context
 from serve_app.api.openapi import json_body
 from serve_app.server.openai_frontend import CHAT, COMPLETION, ENDPOINTS, RESPONSES, Endpoint
 from serve_app.server.response_stream import Frame
+from serve_app.server.timings import ingress_timings
 
 logger = logging.getLogger("ray.serve")
 REQUEST_ID_HEADER = "x-request-id"
@@ -324,6 +325,7 @@ class Ingress:
         release = Once(self._admission.release)
         deadline_s = arrival_s + self._config.admission.request_timeout_s  # one deadline for every stage
         done = first_output = None
+        gate_wait_s = None
         try:
             # Prompt tokens are counted by the model server; here the body's size stands in for them.
             prompt_tokens = len(raw) // 4
@@ -339,8 +341,9 @@ class Ingress:
                 release = Once(lambda: (admitted.release(), self._admission.release()))
                 if hasattr(body, "priority"):
                     body.priority = admitted.priority  # tenancy turns on vLLM's priority scheduling (engine_args)
-                done = lambda ttft_s, n, decode_s: self._tenants.observe(model, admitted, prompt_tokens, ttft_s, n,
-                                                                         decode_s)
+                gate_wait_s = admitted.waited_s
+                done = lambda first_token_at_s, n, decode_s: self._tenants.observe(
+                    model, admitted, prompt_tokens, first_token_at_s, n, decode_s)
                 first_output = admitted.first_token
                 if not getattr(body, "stream", False):
                     admitted.first_token()  # its first token is not seen before its end: not paced
@@ -352,13 +355,14 @@ class Ingress:
                 logger.info("request %s body=%s", request_id, raw[:2000])
             stream = bool(getattr(body, "stream", False))
             wire = choose_wire_format(http_request.headers.get("accept")) if stream else "sse"
-            timings_ms = {"ingress_ms": (time.time() - arrival_s) * 1000.0}
+            backend = self._backends[model]
+            handoff_s = time.time()  # the model server's stages count from here (serve_app/server/timings.py)
+            timings_ms = ingress_timings(arrival_s, handoff_s, gate_wait_s)
             if self._tenants is not None and admitted.predicted_ttft_s is not None:
                 # From arrival, like the reported ttft_ms, so a client can judge the deadline admission's predictor.
                 timings_ms["predicted_ttft_ms"] = (admitted.admitted_at_s - arrival_s + admitted.predicted_ttft_s) * 1000.0
             server_request = ServerRequest(endpoint=endpoint.name, body=body, request_id=request_id, wire=wire,
-                                           arrival_time_s=arrival_s, timings_ms=timings_ms)
-            backend = self._backends[model]
+                                           handoff_time_s=handoff_s, timings_ms=timings_ms)
             frames = backend.generate(server_request, adapter)
             # Pull the first item before answering, so an error before any output gets a real status code.
             try:
@@ -399,8 +403,9 @@ class Ingress:
             timings = whole.body.get("timings") or {}
             if timings:
                 metrics.observe_timings(model, timings)
-            if done is not None and "ttft_ms" in timings:
-                done(timings["ttft_ms"] / 1000.0, usage.get("completion_tokens") or 0, timings.get("decode_ms", 0) / 1000.0)
+            if done is not None and "ttft_ms" in timings:  # its first token: the engine's, from arrival
+                done(arrival_s + timings["ttft_ms"] / 1000.0, usage.get("completion_tokens") or 0,
+                     timings.get("decode_ms", 0) / 1000.0)
         data, encoding = maybe_gzip(compact_json(whole.body).encode(), http_request.headers.get("accept-encoding"))
         headers = {REQUEST_ID_HEADER: request_id, **encoding}
         if whole.replica:
@@ -434,6 +439,8 @@ class Ingress:
                     output_tokens.inc(frame.num_tokens)
                 if frame.error is not None:
                     status = "500"
+                if frame.timings:
+                    metrics.observe_timings(model, frame.timings)
                 yield frame.data
                 if frame.is_final:
                     break
@@ -459,7 +466,7 @@ class Ingress:
             metrics.e2e.labels(model=model).observe(time.time() - arrival_s)
             metrics.requests.labels(model=model, route=route, status=status).inc()
             if done is not None and first_output_s is not None and status == "200":
-                done(first_output_s - arrival_s, num_tokens, last_output_s - first_output_s)
+                done(first_output_s, num_tokens, last_output_s - first_output_s)
             await backend.close_stream(frames)
 
     # ------------------------------------------------------------------ helpers

@@ -164,13 +164,17 @@ class TenantAdmission:
         return Admitted(tenant, priority, lambda: gate.release(tenant.name, grant), lambda: gate.prefill_done(grant),
                         time.monotonic() - start_s, predicted_s, admitted_at_s)
 
-    def observe(self, model: str, admitted: Admitted, prompt_tokens: int, ttft_s: float | None, num_tokens: int,
-                decode_s: float | None) -> None:
-        """Feed the rate estimator from a finished request (the predictor's error is judged by clients, from the
-        response's `timings.predicted_ttft_ms`: benchmarks/goodput.py)."""
+    def observe(self, model: str, admitted: Admitted, prompt_tokens: int, first_token_at_s: float | None,
+                num_tokens: int, decode_s: float | None) -> None:
+        """Feed the rate estimator from a finished request: `first_token_at_s` is time.time() of its first token
+        (None: none came). The prediction counts from `admitted_at_s` and covers the wait for a slot too, so the
+        prefill sample is the time from the slot's grant to the first token: neither the ingress's checks before
+        admission nor the gate wait (the predictor's error is judged by clients, from the response's
+        `timings.predicted_ttft_ms`: benchmarks/goodput.py)."""
         rates = self._rates[model]
-        if ttft_s is not None:
-            rates.observe_prefill(prompt_tokens, 0.0, max(0.0, ttft_s - admitted.waited_s) * 1000.0)
+        if first_token_at_s is not None:
+            granted_at_s = admitted.admitted_at_s + admitted.waited_s
+            rates.observe_prefill(prompt_tokens, 0.0, max(0.0, first_token_at_s - granted_at_s) * 1000.0)
         if decode_s is not None and num_tokens > 1:
             rates.observe_decode(num_tokens - 1, decode_s * 1000.0, max(1, self._gates[model].num_in_use))
 

@@ -42,6 +42,7 @@ from serve_app.server.openai_frontend import (
     responses_event_to_sse,
 )
 from serve_app.server.response_stream import Frame, StreamReframer, openai_error
+from serve_app.server.timings import request_timings
 
 logger = logging.getLogger("ray.serve")
 
@@ -54,8 +55,8 @@ class ServerRequest:
     body: Any  # the validated vLLM request object
     request_id: str
     wire: WireFormat = "sse"
-    arrival_time_s: float = 0.0  # time.time() at the ingress; stage timings are measured from it
-    timings_ms: dict[str, float] = field(default_factory=dict)
+    handoff_time_s: float = 0.0  # time.time() when the ingress called the model server (0: unknown)
+    timings_ms: dict[str, float] = field(default_factory=dict)  # the ingress's stages (serve_app/server/timings.py)
 
 
 @dataclass(slots=True)
@@ -111,7 +112,7 @@ class ModelServer:
 
     async def generate(self, request: ServerRequest) -> AsyncIterator[Frame | WholeResponse]:
         endpoint = ENDPOINTS[request.endpoint]
-        stats = RequestStats()
+        stats = RequestStats()  # its start (time.monotonic()) and start_wall_s are one moment on two clocks
         start_wall_s = time.time()
         self._num_active += 1
         token = current_request_stats.set(stats)
@@ -152,17 +153,24 @@ class ModelServer:
         reframer = StreamReframer(request.wire)
         num_sent_tokens = 0
         done = False
+        first_output_s = None  # time.monotonic() of the first frame that carries output
+
+        def timings() -> dict[str, float]:
+            return self._timings(request, stats, start_wall_s, first_output_s)
+
         try:
             async with contextlib.aclosing(events):
                 async for event in events:
                     if not isinstance(event, str):  # Responses API events are objects
                         event = responses_event_to_sse(event)
-                    data, error, has_output = reframer.reframe(
-                        event, lambda: self._timings(request, stats, start_wall_s))
+                    data, error, has_output = reframer.reframe(event, timings)
+                    if has_output and first_output_s is None:
+                        first_output_s = time.monotonic()
                     num_new = stats.num_output_tokens - num_sent_tokens
                     num_sent_tokens = stats.num_output_tokens
                     done = data == done_marker(request.wire)
-                    yield Frame(data, num_tokens=num_new, has_output=has_output, is_final=done, error=error)
+                    yield Frame(data, num_tokens=num_new, has_output=has_output, is_final=done, error=error,
+                                timings=timings() if done else None)
         except Exception as exc:  # the engine died mid-stream: end the stream with an error event
             if done:
                 raise
@@ -171,17 +179,16 @@ class ModelServer:
                      "type": "server_error", "param": None, "code": "engine_error"}
             yield Frame(final_error_events(error, request.wire), error=error, is_final=True)
 
-    def _timings(self, request: ServerRequest, stats: RequestStats, start_wall_s: float) -> dict[str, float]:
-        timings = dict(request.timings_ms)
-        timings["handoff_ms"] = max(0.0, (start_wall_s - request.arrival_time_s) * 1000.0) if request.arrival_time_s else 0.0
-        if stats.queue_ms is not None:
-            timings["queue_ms"] = stats.queue_ms
-            timings["prefill_ms"] = stats.prefill_ms or 0.0
-        if stats.ttft_ms is not None:
-            timings["frontend_ms"] = max(0.0, stats.ttft_ms - (stats.queue_ms or 0.0) - (stats.prefill_ms or 0.0))
-            timings["ttft_ms"] = stats.ttft_ms + timings["handoff_ms"] + timings.get("ingress_ms", 0.0)
-            timings["decode_ms"] = (stats.last_token_s - stats.first_token_s) * 1000.0
-        return timings
+    def _timings(self, request: ServerRequest, stats: RequestStats, start_wall_s: float,
+                 first_output_s: float | None = None) -> dict[str, float]:
+        """serve_app/server/timings.py; `first_output_s`: time.monotonic() of a stream's first output frame."""
+        output_ms = decode_ms = None
+        if stats.first_token_s is not None:
+            decode_ms = (stats.last_token_s - stats.first_token_s) * 1000.0
+            if first_output_s is not None:
+                output_ms = (first_output_s - stats.first_token_s) * 1000.0
+        return request_timings(request.timings_ms, request.handoff_time_s or None, start_wall_s, stats.ttft_ms,
+                               stats.queue_ms, stats.prefill_ms, output_ms, decode_ms)
 
     def engine_stats(self) -> dict[str, float]:
         # The frontend's unfinished count is exact at any moment; the scheduler's waiting count arrives with

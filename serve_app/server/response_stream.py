@@ -27,6 +27,7 @@ class Frame:
     has_output: bool = False  # carries generated text or a tool-call delta
     is_final: bool = False  # the done marker: nothing follows
     error: dict[str, Any] | None = None
+    timings: dict[str, float] | None = None  # on the done marker: the request's `timings` (for the ingress's metrics)
 
 
 def drop_nulls(value: Any) -> Any:

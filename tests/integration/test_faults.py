@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 from tests.integration.conftest import TINY_APP, kill_replica, make_test_config, replica_processes
+from tests.integration.timings_check import assert_timings_add_up
 
 pytestmark = pytest.mark.integration
 
@@ -94,6 +95,13 @@ def _assert_ended_with_error(events: list[str]) -> None:
     assert len(text_events) >= 3 and all("choices" in e for e in text_events)
     # It ended early: far fewer tokens than asked for.
     assert len(text_events) < LONG_STREAM["max_tokens"]
+
+
+def test_streamed_timings_add_up_behind_separate_ingress(separate_url):
+    """Before any fault (and so in this module): the ingress's hand-off to the model server is a Ray hop here,
+    measured in `handoff_ms`, and the stages still sum to a ttft_ms the client agrees with."""
+    _wait_until_serving(separate_url)
+    assert_timings_add_up(separate_url, "tiny-llama")
 
 
 def test_model_replica_killed_mid_stream_behind_separate_ingress(separate_url):

@@ -1,12 +1,15 @@
 """Behaviour of the whole graph that users rely on: exact greedy output, batching, aborts, sharding."""
 
 import asyncio
+import re
+import statistics
 import time
 
 import httpx
 import pytest
 
 from tests.integration.conftest import make_test_config
+from tests.integration.timings_check import assert_timings_add_up
 
 pytestmark = pytest.mark.integration
 
@@ -99,6 +102,16 @@ def test_client_disconnect_aborts_request_in_engine(serve_app_url, served_model_
     while engine_running_requests() != 0:
         assert time.monotonic() - disconnected_at < 2.0, "request still running in the engine 2 s after disconnect"
         time.sleep(0.05)
+
+
+def test_streamed_timings_add_up_to_the_server_ttft_and_match_the_clients(serve_app_url, served_model_name):
+    results = assert_timings_add_up(serve_app_url, served_model_name)
+    # Placement with_model: the model server runs in the ingress's process, its hand-off is a call.
+    assert statistics.median(timings["handoff_ms"] for timings, _ in results) < 5.0, results
+    # Streams feed the per-stage histogram too (output_ms is a stream's alone), with stages only, not ttft_ms.
+    text = httpx.get(f"{serve_app_url}/metrics", timeout=10).text
+    assert re.search(r'^serve_app_stage_latency_seconds_count\{[^}]*stage="output"[^}]*\} [1-9]', text, re.MULTILINE)
+    assert not re.search(r'stage="(predicted_)?ttft"', text)
 
 
 TINY_PROMPT = "The quick brown fox"

@@ -92,3 +92,27 @@ def test_engine_patches_apply_only_in_serve_app_engine_processes(monkeypatch):
     monkeypatch.setattr(engine_guard, "register", lambda: True)
     vllm_plugin.register()
     assert applied == [True]
+
+
+def test_cpu_expand_gives_each_draft_token_its_requests_sampling_values():
+    """The rejection sampler's temperature / top_k / top_p per draft token: exact for int and float, with the
+    greedy temperature replaced (vLLM's CPU kernel left the output uninitialized)."""
+    import torch
+
+    from serve_app.server.vllm_patches.cpu_spec_decode_expand import expand_batch_to_tokens
+
+    cu = torch.tensor([2, 5, 5, 6], dtype=torch.int32)  # the third request has no drafts
+    top_k = expand_batch_to_tokens(torch.tensor([5, 7, 8, 9], dtype=torch.int32), cu, 6)
+    assert top_k.dtype == torch.int32 and top_k.tolist() == [5, 5, 7, 7, 7, 9]
+    temperature = expand_batch_to_tokens(torch.tensor([0.7, -1.0, 0.2, 1.3]), cu, 6, replace_from=-1.0, replace_to=1)
+    assert torch.allclose(temperature, torch.tensor([0.7, 0.7, 1.0, 1.0, 1.0, 1.3]))
+    assert expand_batch_to_tokens(torch.tensor([3]), torch.tensor([0]), 0).shape == (0,)
+
+
+def test_n_above_one_with_greedy_sampling_is_accepted():
+    from vllm.sampling_params import SamplingParams
+
+    from serve_app.server.vllm_patches import greedy_n
+
+    greedy_n.apply("frontend")
+    assert SamplingParams(n=3, temperature=0.0).n == 3

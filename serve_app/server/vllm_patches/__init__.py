@@ -26,8 +26,10 @@ from typing import Any, Callable
 logger = logging.getLogger(__name__)
 
 PATCH_MODULES = (
+    "cpu_spec_decode_expand",
     "spec_decode_empty_top_k",
     "spec_decode_min_p_logit_bias",
+    "greedy_n",
     "lora_cpu_no_adapter",
 )
 

@@ -43,9 +43,12 @@ JSON_SCHEMA = {"type": "object", "properties": {"name": {"type": "string", "maxL
                                                 "age": {"type": "integer"}}, "required": ["name", "age"]}
 
 
-def request_strategy(vocab_size: int = 1000, max_output: int = 24):
-    """A hypothesis strategy of (endpoint, body) with random valid options. Requests without `max_tokens` are
-    greedy chat on a short prompt (the model stops on its own well within the client's timeout)."""
+def request_strategy(vocab_size: int = 1000, max_output: int = 24, unbounded: bool = True,
+                     known_open: bool = True):
+    """A hypothesis strategy of (endpoint, body) with random valid options. With `unbounded`, some chat requests
+    have no `max_tokens`: greedy on a question a real model answers in a sentence (a random-weight model may never
+    stop: pass False for it). `known_open=False` leaves out the one combination with a known, still open vLLM bug
+    (streamed completions with echo + logprobs + n > 1; README), so a bounded run meets only new classes."""
     from hypothesis import strategies as st
 
     temperature = st.one_of(st.just(0.0), st.floats(0.1, 1.5).map(lambda x: round(x, 2)))
@@ -99,7 +102,8 @@ def request_strategy(vocab_size: int = 1000, max_output: int = 24):
             body["messages"].insert(0, {"role": draw(st.sampled_from(["system", "developer"])),
                                         "content": "You are terse."})
         shape = draw(st.sampled_from(["text", "text", "json_object", "json_schema", "tools"]))
-        draw(output(body, draw(st.sampled_from(["max_tokens", "max_completion_tokens"])), allow_absent=shape == "text"))
+        draw(output(body, draw(st.sampled_from(["max_tokens", "max_completion_tokens"])),
+                    allow_absent=unbounded and shape == "text"))
         body["n"] = draw(st.sampled_from([1, 1, 2, 3])) if "max_tokens" in body or "max_completion_tokens" in body else 1
         if shape == "json_object":
             body["response_format"] = {"type": "json_object"}
@@ -123,9 +127,10 @@ def request_strategy(vocab_size: int = 1000, max_output: int = 24):
         body = {"prompt": draw(st.sampled_from(PROMPTS)), **draw(sampling("completions"))}
         draw(output(body, "max_tokens", allow_absent=False))
         body["n"] = draw(st.sampled_from([1, 1, 2]))
-        if draw(st.integers(0, 3)) == 0:
-            body["echo"] = True
         _stream_options(draw, body)
+        if draw(st.integers(0, 3)) == 0 and (known_open or not (body["stream"] and body["n"] > 1
+                                                                 and "logprobs" in body)):
+            body["echo"] = True
         return "completions", body
 
     @st.composite
@@ -284,15 +289,13 @@ def refusal_class(outcome: Outcome) -> str:
 # ---------------------------------------------------------------------------------------------- the long run
 
 
-def long_run(base_url: str, minutes: float, batch_size: int, seed: int) -> dict[str, Any]:
+def long_run(base_url: str, minutes: float, batch_size: int) -> dict[str, Any]:
     """Batches of random cases until `minutes` pass; every problem and refusal grouped into classes."""
-    import random
     import warnings
 
     from hypothesis.errors import NonInteractiveExampleWarning
 
-    strategy = request_strategy(vocab_size=int(httpx.get(f"{base_url}/v1/models", timeout=10).status_code and 1000))
-    random.seed(seed)
+    strategy = request_strategy()  # hypothesis draws the cases (not seeded: each class keeps its example)
     problems: dict[str, dict[str, Any]] = {}
     refusals: dict[str, int] = {}
     cases = batches = dead = 0
@@ -331,13 +334,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="the server (loopback only)")
     parser.add_argument("--minutes", type=float, default=20.0)
     parser.add_argument("--batch-size", type=int, default=6)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--label", default="default", help="what the server runs (e.g. its speculation mode)")
     parser.add_argument("--out", default=None, help="JSON file for the result")
     args = parser.parse_args(argv)
     if not re.match(r"^https?://(127\.0\.0\.1|localhost)(:\d+)?", args.url):
         parser.error("--url must be a loopback address")
-    result = long_run(args.url, args.minutes, args.batch_size, args.seed)
+    result = long_run(args.url, args.minutes, args.batch_size)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                platform.processor())

@@ -18,4 +18,4 @@ for _ in $(seq 300); do
   sleep 2
 done
 .venv/bin/python -m loadtest.engine_fuzz --url http://127.0.0.1:8000 --minutes "$MINUTES" --label "speculation $MODE" \
-  --seed 7 --out "results/engine_fuzz/$MODE.json"
+  --out "results/engine_fuzz/$MODE.json"

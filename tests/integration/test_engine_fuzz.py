@@ -59,7 +59,7 @@ def ngram_and_off_urls(module_app) -> dict[str, str]:
 @pytest.mark.timeout(900)
 def test_engine_fuzz_default_config_speculation_auto(serve_app_url):
     @FUZZ_SETTINGS
-    @given(st.lists(request_strategy(vocab_size(serve_app_url)), min_size=2, max_size=5))
+    @given(st.lists(request_strategy(vocab_size(serve_app_url), known_open=False), min_size=2, max_size=5))
     def batch(cases):
         check_batch(serve_app_url, cases, default_config=True)
 
@@ -73,7 +73,9 @@ def test_engine_fuzz_speculation_modes(ngram_and_off_urls, mode):
     base_url = ngram_and_off_urls[mode]
 
     @FUZZ_SETTINGS
-    @given(st.lists(request_strategy(vocab_size(base_url)), min_size=2, max_size=5))
+    # The tiny model has random weights: it may never stop on its own, so every request has max_tokens.
+    @given(st.lists(request_strategy(vocab_size(base_url), unbounded=False, known_open=False), min_size=2,
+                    max_size=5))
     def batch(cases):
         check_batch(base_url, cases, default_config=False)
 
@@ -105,3 +107,12 @@ def test_min_p_and_logit_bias_are_served_and_honoured_under_default_speculation(
     assert tokens == [f"token_id:{token}"] * 6, tokens
     response = httpx.post(f"{serve_app_url}/v1/chat/completions", json=body | {"min_p": 0.5}, timeout=60)
     assert response.status_code == 200, response.text
+
+
+@pytest.mark.xfail(strict=False, reason="open vLLM 0.32 frontend bug: a streamed completion with echo + logprobs + "
+                                        "n > 1 sometimes ends with an error event (README, engine fuzz)")
+def test_streamed_echo_with_logprobs_and_n_known_open(serve_app_url):
+    body = {"prompt": "Repeat after me: the cat sat on the mat.", "temperature": 0.7, "logprobs": 2, "max_tokens": 12,
+            "n": 2, "echo": True, "stream": True}
+    outcomes = asyncio.run(run_batch(serve_app_url, [("completions", body)] * 4, timeout_s=90))
+    assert all(o.ok for o in outcomes), [o.problem for o in outcomes]

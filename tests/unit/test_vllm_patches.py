@@ -12,6 +12,25 @@ from serve_app.server import vllm_patches
 from serve_app.server.vllm_patches import VllmPatchMismatch, require
 
 
+@pytest.fixture(autouse=True)
+def unpatched_vllm_after_each_test():
+    """Patches are process-wide: put vLLM back as it was, so no later test depends on the order."""
+    from vllm.sampling_params import SamplingParams
+    from vllm.v1.sample import rejection_sampler
+    from vllm.v1.sample.ops import topk_topp_sampler
+    from vllm.v1.worker import gpu_model_runner
+
+    targets = [(SamplingParams, "_verify_greedy_sampling"), (SamplingParams, "_validate_spec_decode"),
+               (topk_topp_sampler, "apply_top_k_only"), (gpu_model_runner, "build_logitsprocs"),
+               (gpu_model_runner.GPUModelRunner, "propose_draft_token_ids"),
+               (rejection_sampler, "expand_batch_to_tokens")]
+    saved = [(owner, name, owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name))
+             for owner, name in targets]
+    yield
+    for owner, name, value in saved:
+        setattr(owner, name, value)
+
+
 def test_every_patch_matches_the_installed_vllm_and_names_its_upstream():
     vllm_patches.check_all()
     for module in vllm_patches.patch_modules():

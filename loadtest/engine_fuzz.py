@@ -197,8 +197,8 @@ def judge(endpoint: str, status: int, text: str, stream: bool) -> tuple[str | No
             data = json.loads(text)
         except ValueError:
             return "200 with a body that is not JSON", None
-        if _error_of(data) is not None:
-            return f"200 carrying an error: {_error_of(data).get('message', '')[:200]}", None
+        if (error := _error_of(data)) is not None:
+            return f"200 carrying an error: {error.get('message', '')[:200]}", None
         if endpoint == "responses":
             return (None, None) if data.get("status") in ("completed", "incomplete") else \
                 (f"responses status {data.get('status')!r}", None)
@@ -211,8 +211,8 @@ def judge(endpoint: str, status: int, text: str, stream: bool) -> tuple[str | No
             data = json.loads(event)
         except ValueError:
             return f"stream event that is not JSON: {event[:100]}", None
-        if _error_of(data) is not None:
-            return f"stream error event: {_error_of(data).get('message', '')[:200]}", None
+        if (error := _error_of(data)) is not None:
+            return f"stream error event: {error.get('message', '')[:200]}", None
         if data.get("type") in ("error", "response.failed"):
             return f"stream {data.get('type')}: {str(data)[:200]}", None
     if endpoint == "responses":

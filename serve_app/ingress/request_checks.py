@@ -203,11 +203,9 @@ def check_text_encodable(raw: bytes, data: dict[str, Any]) -> None:
     while stack:
         path, value = stack.pop()
         if isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
+            if not _encodable(value):
                 raise ServeAppError(f"Invalid value for '{path}': it contains a lone UTF-16 surrogate, which is not "
-                                    "valid Unicode text.", param=path or None, code="invalid_value") from None
+                                    "valid Unicode text.", param=path or None, code="invalid_value")
         elif isinstance(value, dict):
             for key, child in value.items():
                 if not _encodable(key):

@@ -28,9 +28,8 @@ FUZZ_SETTINGS = settings(max_examples=BATCHES, deadline=None, database=None, der
                          suppress_health_check=list(HealthCheck))
 
 
-def vocab_size(base_url: str) -> int:
-    """The tiny model's vocabulary is 2k tokens; logit_bias and stop_token_ids stay inside it for every model."""
-    return 1000
+# The tiny model's vocabulary is 2k tokens; logit_bias and stop_token_ids stay inside it for every model.
+VOCAB_SIZE = 1000
 
 
 def check_batch(base_url: str, cases, default_config: bool) -> None:
@@ -59,7 +58,7 @@ def ngram_and_off_urls(module_app) -> dict[str, str]:
 @pytest.mark.timeout(900)
 def test_engine_fuzz_default_config_speculation_auto(serve_app_url):
     @FUZZ_SETTINGS
-    @given(st.lists(request_strategy(vocab_size(serve_app_url), known_open=False), min_size=2, max_size=5))
+    @given(st.lists(request_strategy(VOCAB_SIZE, known_open=False), min_size=2, max_size=5))
     def batch(cases):
         check_batch(serve_app_url, cases, default_config=True)
 
@@ -74,7 +73,7 @@ def test_engine_fuzz_speculation_modes(ngram_and_off_urls, mode):
 
     @FUZZ_SETTINGS
     # The tiny model has random weights: it may never stop on its own, so every request has max_tokens.
-    @given(st.lists(request_strategy(vocab_size(base_url), unbounded=False, known_open=False), min_size=2,
+    @given(st.lists(request_strategy(VOCAB_SIZE, unbounded=False, known_open=False), min_size=2,
                     max_size=5))
     def batch(cases):
         check_batch(base_url, cases, default_config=False)

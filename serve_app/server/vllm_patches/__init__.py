@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import logging
 from types import ModuleType
 from typing import Any, Callable
-
-logger = logging.getLogger(__name__)
 
 PATCH_MODULES = (
     "cpu_spec_decode_expand",

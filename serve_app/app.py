@@ -19,7 +19,7 @@ from serve_app.config import AppConfig, DeploymentScaling, config_from_args
 from serve_app.ingress.routes import IngressDeployment
 from serve_app.routing.ray_router import request_router_options
 from serve_app.server.engine_args import engine_environment
-from serve_app.server.model_server import ModelServerDeployment
+from serve_app.server.deployment import ModelServerDeployment
 
 
 def _actor_resources(scaling: DeploymentScaling) -> dict[str, Any]:

@@ -103,6 +103,9 @@ class SpeculationConfig(StrictModel):
 class EngineConfig(StrictModel):
     """vLLM engine arguments (a subset with types, plus `extra_engine_args` passed through)."""
 
+    # `vllm`: the real engine. `simulated`: a performance model that streams token ids with the timing of a
+    # profile (serve_app/server/simulated/), for autoscaling replays with dozens of replicas on one machine.
+    backend: Literal["vllm", "simulated"] = "vllm"
     tensor_parallel_size: int = Field(1, ge=1)
     pipeline_parallel_size: int = Field(1, ge=1)
     quantization: str | None = None

@@ -161,9 +161,9 @@ class Ingress:
         self._auth = ApiKeyAuth.from_config(config.auth)
         self._server = None
         if model_handles is None:
-            from serve_app.server.model_server import ModelServer
+            from serve_app.server.factory import build_model_server
 
-            self._server = ModelServer(views[0])
+            self._server = build_model_server(views[0])
             await self._server.start()
             self._backends: dict[str, ModelBackend] = {self._default_model: InProcessBackend(self._server)}
         else:

@@ -222,29 +222,3 @@ class ModelServer:
             self._metrics_task.cancel()
         with contextlib.suppress(Exception):
             self._engine.shutdown()
-
-
-class ModelServerDeployment:
-    """The model server as its own Serve deployment (placement `separate`: the ingress runs apart)."""
-
-    async def __init__(self, config: AppConfig):
-        self._server = ModelServer(config)
-        await self._server.start()
-
-    async def generate(self, request: ServerRequest) -> AsyncIterator[Frame | WholeResponse]:
-        async for item in self._server.generate(request):
-            yield item
-
-    def engine_stats(self) -> dict[str, float]:
-        return self._server.engine_stats()
-
-    async def check_health(self) -> None:
-        await self._server.check_health()
-
-    def record_autoscaling_stats(self) -> dict[str, float]:
-        return self._server.autoscaling_stats()
-
-    def __del__(self):
-        server = getattr(self, "_server", None)
-        if server is not None:
-            server.shutdown()

@@ -100,6 +100,24 @@ class SpeculationConfig(StrictModel):
         return self
 
 
+class SimulatedEngineConfig(StrictModel):
+    """The simulated engine (`engine.backend: simulated`, serve_app/server/simulated/): a performance profile and
+    overrides of its numbers. Unset overrides take the profile's value."""
+
+    # A profile name (a file under serve_app/server/simulated/profiles/, without `.yaml`) or a path to a YAML file.
+    profile: str = "cpu-smollm2-135m"
+    # Seconds `start()` takes (the model load); null: the profile's `load_time_s`.
+    load_time_s: float | None = Field(None, ge=0)
+    # Sequences decoded together; null: the profile's `max_num_seqs`.
+    max_num_seqs: int | None = Field(None, ge=1)
+    # KV cache capacity in tokens (whole blocks); null: the profile's `num_kv_cache_tokens`.
+    num_kv_cache_tokens: int | None = Field(None, ge=16)
+    # Output tokens of a request that sets no max_tokens; null: the profile's `default_max_tokens`.
+    default_max_tokens: int | None = Field(None, ge=1)
+    # Multiplies every step time (2.0: twice as slow); for what-if runs, 1.0 keeps the profile's timing.
+    step_time_scale: float = Field(1.0, gt=0)
+
+
 class EngineConfig(StrictModel):
     """vLLM engine arguments (a subset with types, plus `extra_engine_args` passed through)."""
 
@@ -134,6 +152,8 @@ class EngineConfig(StrictModel):
     # "mp" (processes on one node) or "ray" (workers placed in the replica's placement group, may span nodes).
     distributed_executor_backend: Literal["mp", "ray"] | None = None
     speculation: SpeculationConfig = Field(default_factory=SpeculationConfig)
+    # `backend: simulated` only: the performance profile and its overrides.
+    simulated: SimulatedEngineConfig = Field(default_factory=SimulatedEngineConfig)
     extra_engine_args: dict[str, Any] = Field(default_factory=dict)
 
     @property

@@ -142,3 +142,106 @@ def summarize(
     for q in percentiles:
         result[percentile_key(q)] = estimate_percentile(sorted_values, q, confidence).to_dict()
     return result
+
+
+def student_t_cdf(t: float, dof: int) -> float:
+    """P(T <= t) for Student's t with an integer number of degrees of freedom (closed-form series, exact)."""
+    if dof < 1:
+        raise ValueError("degrees of freedom must be >= 1")
+    theta = math.atan2(abs(t), math.sqrt(dof))
+    cos2, sin_theta = math.cos(theta) ** 2, math.sin(theta)
+    if dof % 2 == 1:  # P(|T| < |t|) = 2/pi (theta + sin cos (1 + 2/3 cos^2 + 2*4/(3*5) cos^4 + ...))
+        term, series = 1.0, 1.0 if dof > 1 else 0.0
+        for k in range(1, (dof - 1) // 2):
+            term *= cos2 * (2 * k) / (2 * k + 1)
+            series += term
+        inside = 2 / math.pi * (theta + sin_theta * math.cos(theta) * series)
+    else:  # P(|T| < |t|) = sin (1 + 1/2 cos^2 + 1*3/(2*4) cos^4 + ...)
+        term, series = 1.0, 1.0
+        for k in range(1, dof // 2):
+            term *= cos2 * (2 * k - 1) / (2 * k)
+            series += term
+        inside = sin_theta * series
+    return 0.5 + math.copysign(inside / 2, t)
+
+
+def student_t_quantile(probability: float, dof: int) -> float:
+    """The t with P(T <= t) = probability (bisection on `student_t_cdf`, to 1e-9)."""
+    if not 0.0 < probability < 1.0:
+        raise ValueError("probability must be strictly between 0 and 1")
+    low, high = -1e6, 1e6
+    for _ in range(200):
+        middle = (low + high) / 2
+        if student_t_cdf(middle, dof) < probability:
+            low = middle
+        else:
+            high = middle
+        if high - low < 1e-9:
+            break
+    return (low + high) / 2
+
+
+@dataclass(frozen=True)
+class PairedEstimate:
+    """A ratio (B / A) or a difference (B - A) over paired repeats, with its t confidence interval.
+
+    `ci_low`/`ci_high` are None with fewer than two pairs (one pair cannot bound its own noise)."""
+
+    value: float
+    ci_low: float | None
+    ci_high: float | None
+    num_pairs: int
+    confidence: float
+
+    def to_dict(self) -> dict:
+        return {"value": self.value, "ci_low": self.ci_low, "ci_high": self.ci_high, "num_pairs": self.num_pairs,
+                "confidence": self.confidence}
+
+
+def _t_interval(values: Sequence[float], confidence: float) -> tuple[float, float | None, float | None]:
+    n = len(values)
+    mean = math.fsum(values) / n
+    if n < 2:
+        return mean, None, None
+    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
+    half = student_t_quantile(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def paired_ratio_ci(baseline: Sequence[float], candidate: Sequence[float], confidence: float = 0.95) -> PairedEstimate:
+    """Geometric mean of candidate[i] / baseline[i] over interleaved repeats, with a t interval on the log ratios.
+
+    Pair i is repeat i of A and of B measured next to each other (A, B, A, B, ...), so slow drift of the machine
+    cancels within a pair. Values must be positive (latencies, throughputs)."""
+    if len(baseline) != len(candidate) or not baseline:
+        raise ValueError("need the same, non-zero number of baseline and candidate repeats")
+    if min(baseline) <= 0 or min(candidate) <= 0:
+        raise ValueError("ratios need positive values")
+    logs = [math.log(b / a) for a, b in zip(baseline, candidate)]
+    mean, low, high = _t_interval(logs, confidence)
+    return PairedEstimate(math.exp(mean), None if low is None else math.exp(low),
+                          None if high is None else math.exp(high), len(logs), confidence)
+
+
+def paired_difference_ci(baseline: Sequence[float], candidate: Sequence[float],
+                         confidence: float = 0.95) -> PairedEstimate:
+    """Mean of candidate[i] - baseline[i] over interleaved repeats, with a t interval (same units as the values)."""
+    if len(baseline) != len(candidate) or not baseline:
+        raise ValueError("need the same, non-zero number of baseline and candidate repeats")
+    mean, low, high = _t_interval([b - a for a, b in zip(baseline, candidate)], confidence)
+    return PairedEstimate(mean, low, high, len(baseline), confidence)
+
+
+MIN_SAMPLES_FOR_P99 = 200
+
+
+def tail_label(num_samples: int) -> str:
+    """What a tail figure over `num_samples` is: "p99" from 200 samples on, else honestly "max of N"."""
+    return "p99" if num_samples >= MIN_SAMPLES_FOR_P99 else f"max of {num_samples}"
+
+
+def tail_value(values: Sequence[float]) -> float | None:
+    """p99 over at least 200 samples, else the maximum (what `tail_label` names); None when there are none."""
+    if not values:
+        return None
+    return percentile_of(values, 99.0) if len(values) >= MIN_SAMPLES_FOR_P99 else max(values)

@@ -154,6 +154,11 @@ class EngineConfig(StrictModel):
     speculation: SpeculationConfig = Field(default_factory=SpeculationConfig)
     # `backend: simulated` only: the performance profile and its overrides.
     simulated: SimulatedEngineConfig = Field(default_factory=SimulatedEngineConfig)
+    # A dead engine (crash, killed process) is rebuilt inside the same replica (faster than Serve replacing the
+    # replica); requests that had produced no output are retried once on it (serve_app/server/model_server.py).
+    restart_in_place: bool = True
+    # A request that was running at two engine deaths is refused (400 `request_quarantined`) for this long.
+    poison_quarantine_s: float = Field(600.0, ge=0)
     extra_engine_args: dict[str, Any] = Field(default_factory=dict)
 
     @property

@@ -9,14 +9,21 @@ Streaming contract of `ModelServer.generate(request)`:
   carries serve_app's per-stage `timings`, and chat/completion streams end with the done marker;
 - an error after the first byte arrives as an error frame followed by the done marker;
 - closing the stream early (client gone, timeout) aborts the request in the engine.
+
+Engine deaths are contained here (`engine.restart_in_place`): the server notices a dead engine (a failed request,
+its watchdog or Serve's health check), builds a new one in the same replica while new requests wait for it,
+retries once every request that had produced no output yet, and refuses for a while a request that was running at
+two deaths (serve_app/server/quarantine.py). Streams that had started end with an error event and the done marker.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
@@ -41,6 +48,7 @@ from serve_app.server.openai_frontend import (
     is_error_response,
     responses_event_to_sse,
 )
+from serve_app.server.quarantine import Quarantine, request_fingerprint
 from serve_app.server.response_stream import Frame, StreamReframer, openai_error
 from serve_app.server.timings import request_timings
 
@@ -68,6 +76,14 @@ class WholeResponse:
     replica: str | None = None  # the model server replica that answered (the x-serve-app-replica header)
 
 
+class _EngineDiedBeforeOutput(Exception):
+    """The engine died while a request had produced no output (internal: the request is retried once)."""
+
+
+# How often the watchdog looks for a dead engine that no request has noticed (s).
+_WATCHDOG_PERIOD_S = 1.0
+
+
 class ModelServer:
     """vLLM engine + vLLM's OpenAI serving layer. Call `await start()` once before `generate`."""
 
@@ -77,7 +93,6 @@ class ModelServer:
         engine_cpus = config.engine.engine_cpus
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.entrypoints.launchers.cli_args import FrontendArgs
-        from vllm.v1.engine.async_llm import AsyncLLM
 
         from serve_app.server.vllm_patches import apply_frontend_patches
 
@@ -92,10 +107,22 @@ class ModelServer:
         self._load = SchedulerLoad()
         # The engine process (and its workers) die with this replica, however it stops (engine_guard.py).
         os.environ[ENGINE_GUARD_ENV] = str(os.getpid())
-        with engine_spawn_affinity(engine_cpus):  # the engine process inherits its compute cores
-            self._engine = AsyncLLM.from_engine_args(self._engine_args, stat_loggers=[self._load.stat_logger_factory()])
+        self._engine_cpus = engine_cpus
+        self._engine = self._make_engine()
         self._observed_engine = ObservedEngine(self._engine)
         self._state: Any = None
+        # Containment (module docstring). A restarted engine is built on this one long-lived thread: the engine
+        # process's parent-death signal (engine_guard.py) fires when the thread that spawned it exits.
+        self._restart_in_place = config.engine.restart_in_place
+        self._quarantine = Quarantine(quarantine_s=config.engine.poison_quarantine_s)
+        self._in_flight: dict[int, str] = {}  # id(RequestStats) -> fingerprint of each request in the engine
+        self._engine_ready = asyncio.Event()
+        self._generation = 0  # engines started in this replica, minus one
+        self._restart_task: asyncio.Task | None = None
+        self._restart_failed = False
+        self._engine_starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-start")
+        self._watchdog_task: asyncio.Task | None = None
+        self._wait_for_engine_s = float(config.admission.request_timeout_s)
         self._metrics_task = None
         self._adapters = AdapterCache(config.model.adapters, config.model.max_loaded_adapters)
         self._latency = ReplicaLatencyStats(window_s=config.model_deployment.latency_targets.window_s)
@@ -104,17 +131,123 @@ class ModelServer:
         logger.info("Model server ready: %s (dtype %s from %r, max_model_len=%d)", model_path,
                     self._engine_args.dtype, config.engine.dtype, self.max_model_len)
 
+    def _make_engine(self) -> Any:
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        with engine_spawn_affinity(self._engine_cpus):  # the engine process inherits its compute cores
+            return AsyncLLM.from_engine_args(self._engine_args, stat_loggers=[self._load.stat_logger_factory()])
+
     async def start(self) -> None:
-        self._state = await build_serving_state(self._observed_engine, self._engine_args, self._frontend_args)
-        self._adapters.bind(self._state)
+        await self._bind_engine()
         self._metrics_task = ReplicaEngineMetrics.start(
             self.model_name, self.engine_stats, self._config.model_deployment.latency_targets.report_interval_s)
+        if self._restart_in_place:
+            self._watchdog_task = asyncio.create_task(self._watch_engine())
+
+    async def _bind_engine(self) -> None:
+        """vLLM's serving layer around the current engine; requests waiting for an engine go on after this."""
+        self._observed_engine = ObservedEngine(self._engine)
+        self._state = await build_serving_state(self._observed_engine, self._engine_args, self._frontend_args)
+        self._adapters.bind(self._state)  # a new engine holds no adapter: they load again on first use
+        self._engine_ready.set()
+
+    # ------------------------------------------------------------------ containment of engine deaths
+
+    def _note_engine_death(self, generation: int) -> None:
+        """Once per dead engine: quarantine bookkeeping, then a new engine in the background."""
+        if not self._restart_in_place or generation != self._generation or self._restart_task is not None:
+            return
+        fingerprints = set(self._in_flight.values())
+        newly = self._quarantine.record_death(fingerprints, time.monotonic())
+        logger.error("The model engine died with %d request(s) in flight; %s", len(fingerprints),
+                     f"quarantined {len(newly)} request fingerprint(s) present at two deaths" if newly
+                     else "restarting it in place")
+        self._engine_ready.clear()
+        self._restart_task = asyncio.create_task(self._restart_engine())
+
+    async def _restart_engine(self) -> None:
+        start_s = time.monotonic()
+        with contextlib.suppress(Exception):
+            self._engine.shutdown()
+        try:
+            self._engine = await asyncio.get_running_loop().run_in_executor(self._engine_starter, self._make_engine)
+            self._generation += 1
+            await self._bind_engine()
+        except Exception:
+            logger.exception("The model engine could not be restarted; the replica reports unhealthy")
+            self._restart_failed = True
+            return
+        finally:
+            self._restart_task = None
+        logger.warning("Model engine restarted in place in %.1f s", time.monotonic() - start_s)
+
+    async def _watch_engine(self) -> None:
+        """Notices a dead engine that no request has noticed (it died idle, or between steps)."""
+        while True:
+            await asyncio.sleep(_WATCHDOG_PERIOD_S)
+            if self._engine_ready.is_set() and self._engine.errored:
+                self._note_engine_death(self._generation)
+
+    def _quarantine_refusal(self, fingerprint: str) -> WholeResponse | None:
+        remaining_s = self._quarantine.remaining_s(fingerprint, time.monotonic())
+        if remaining_s is None:
+            return None
+        error = ServeAppError(
+            f"This request was running each time the model engine failed ({self._quarantine.max_deaths} times); "
+            f"identical requests are refused for another {remaining_s:.0f} s. Change the request or retry later.",
+            status_code=400, code="request_quarantined", headers={"Retry-After": str(int(remaining_s) + 1)})
+        return WholeResponse(error.status_code, error.to_body())
+
+    async def _wait_for_engine(self) -> WholeResponse | None:
+        """Wait while a new engine starts; an answer to give instead when it takes longer than a request may."""
+        if self._engine_ready.is_set():
+            return None
+        try:
+            await asyncio.wait_for(self._engine_ready.wait(), timeout=self._wait_for_engine_s)
+            return None
+        except asyncio.TimeoutError:
+            error = ServeAppError("The model engine is restarting; retry the request.", status_code=503,
+                                  type="server_error", code="engine_restarting", headers={"Retry-After": "10"})
+            return WholeResponse(error.status_code, error.to_body())
+
+    # ------------------------------------------------------------------ requests
 
     async def generate(self, request: ServerRequest) -> AsyncIterator[Frame | WholeResponse]:
+        body = request.body if isinstance(request.body, dict) else request.body.model_dump(exclude_unset=True)
+        fingerprint = request_fingerprint(request.endpoint, body)
+        for attempt in (1, 2):  # a request the engine died under before its first output is retried once
+            refusal = self._quarantine_refusal(fingerprint) or await self._wait_for_engine()
+            if refusal is not None:
+                yield refusal
+                return
+            generation = self._generation
+            try:
+                async for item in self._generate_once(request, fingerprint, generation):
+                    yield item
+                return
+            except _EngineDiedBeforeOutput:
+                self._note_engine_death(generation)
+                if attempt == 2 or not self._restart_in_place:
+                    refusal = self._quarantine_refusal(fingerprint)
+                    if refusal is None:
+                        error = ServeAppError("The model engine failed; retry the request.", status_code=503,
+                                              type="server_error", code="engine_error", headers={"Retry-After": "10"})
+                        refusal = WholeResponse(error.status_code, error.to_body())
+                    yield refusal
+                    return
+                logger.warning("Request %s: the engine died before its first output; retrying it once",
+                               request.request_id)
+
+    def _engine_died(self, generation: int) -> bool:
+        return generation != self._generation or self._engine.errored
+
+    async def _generate_once(self, request: ServerRequest, fingerprint: str,
+                             generation: int) -> AsyncIterator[Frame | WholeResponse]:
         endpoint = ENDPOINTS[request.endpoint]
         stats = RequestStats()  # its start (time.monotonic()) and start_wall_s are one moment on two clocks
         start_wall_s = time.time()
         self._num_active += 1
+        self._in_flight[id(stats)] = fingerprint
         token = current_request_stats.set(stats)
         try:
             try:
@@ -125,12 +258,16 @@ class ModelServer:
                 yield WholeResponse(error.status_code, error.to_body())
                 return
             except Exception as exc:  # vLLM raises request errors (bad values, too long) as exceptions
+                if self._engine_died(generation):
+                    raise _EngineDiedBeforeOutput() from exc
                 status, body = openai_error(error_from_exception(exc))
                 yield WholeResponse(status, body)
                 return
             finally:
                 current_request_stats.reset(token)
             if is_error_response(result):
+                if self._engine_died(generation):
+                    raise _EngineDiedBeforeOutput()
                 status, body = openai_error(error_from_response(result))
                 yield WholeResponse(status, body)
                 return
@@ -139,9 +276,12 @@ class ModelServer:
                 body["timings"] = self._timings(request, stats, start_wall_s)  # serve_app extension
                 yield WholeResponse(200, body, replica=self.replica_id)
                 return
-            async for frame in self._frames(result, request, stats, start_wall_s):
+            async for frame in self._frames(result, request, stats, start_wall_s, generation):
                 yield frame
         finally:
+            if self._engine_died(generation):  # before leaving the in-flight set: the death's snapshot holds it
+                self._note_engine_death(generation)
+            self._in_flight.pop(id(stats), None)
             self._num_active -= 1
             if stats.ttft_ms is not None:
                 self._latency.record_ttft_ms(stats.ttft_ms, time.monotonic())
@@ -149,9 +289,10 @@ class ModelServer:
                 self._latency.record_tpot_ms(stats.tpot_ms, time.monotonic())
 
     async def _frames(self, events: AsyncIterator[Any], request: ServerRequest, stats: RequestStats,
-                      start_wall_s: float) -> AsyncIterator[Frame]:
+                      start_wall_s: float, generation: int) -> AsyncIterator[Frame]:
         reframer = StreamReframer(request.wire)
         num_sent_tokens = 0
+        num_frames = 0
         done = False
         first_output_s = None  # time.monotonic() of the first frame that carries output
 
@@ -164,6 +305,9 @@ class ModelServer:
                     if not isinstance(event, str):  # Responses API events are objects
                         event = responses_event_to_sse(event)
                     data, error, has_output = reframer.reframe(event, timings)
+                    if error is not None and num_frames == 0 and self._engine_died(generation):
+                        raise _EngineDiedBeforeOutput()
+                    num_frames += 1
                     if has_output and first_output_s is None:
                         first_output_s = time.monotonic()
                     num_new = stats.num_output_tokens - num_sent_tokens
@@ -171,9 +315,13 @@ class ModelServer:
                     done = data == done_marker(request.wire)
                     yield Frame(data, num_tokens=num_new, has_output=has_output, is_final=done, error=error,
                                 timings=timings() if done else None)
+        except _EngineDiedBeforeOutput:
+            raise
         except Exception as exc:  # the engine died mid-stream: end the stream with an error event
             if done:
                 raise
+            if num_frames == 0 and self._engine_died(generation):
+                raise _EngineDiedBeforeOutput() from exc
             logger.warning("Stream %s failed: %s", request.request_id, type(exc).__name__)
             error = {"message": "The model engine failed while streaming; retry the request.",
                      "type": "server_error", "param": None, "code": "engine_error"}
@@ -200,7 +348,7 @@ class ModelServer:
             "num_waiting": num_waiting,
             "num_unfinished": num_unfinished,
             "num_active_streams": self._num_active,
-            "is_healthy": 0 if self._engine.errored else 1,
+            "is_healthy": 0 if self._engine.errored or not self._engine_ready.is_set() else 1,
             "spec_drafts": self._load.spec_drafts,
             "spec_draft_tokens": self._load.spec_draft_tokens,
             "spec_accepted_tokens": self._load.spec_accepted_tokens,
@@ -209,7 +357,15 @@ class ModelServer:
         }
 
     async def check_health(self) -> None:
-        """A dead engine fails it (Ray Serve then replaces the replica)."""
+        """A dead engine fails it (Ray Serve then replaces the replica), unless it is being restarted in place."""
+        if self._restart_failed or not self._restart_in_place:
+            await self._engine.check_health()
+            return
+        if not self._engine_ready.is_set():
+            return  # a new engine is starting in this replica
+        if self._engine.errored:
+            self._note_engine_death(self._generation)
+            return
         await self._engine.check_health()
 
     def autoscaling_stats(self) -> dict[str, float]:
@@ -218,7 +374,9 @@ class ModelServer:
         return self._latency.snapshot(time.monotonic())
 
     def shutdown(self) -> None:
-        if self._metrics_task is not None:
-            self._metrics_task.cancel()
+        for task in (self._metrics_task, self._watchdog_task, self._restart_task):
+            if task is not None:
+                task.cancel()
+        self._engine_starter.shutdown(wait=False)
         with contextlib.suppress(Exception):
             self._engine.shutdown()

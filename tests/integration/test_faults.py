@@ -2,14 +2,16 @@
 
 What a client relies on: an open stream ends with an `{"error": ...}` event and `[DONE]` instead of
 hanging, when the engine dies (either placement) and when a model server replica dies behind a separate
-ingress; `/health` says 503 while the engine is dead; and new requests succeed once Ray Serve has replaced
-the replica. With the default placement (the ingress inside the model server) a killed replica takes the
+ingress; `/health` says 503 while the engine is dead; a dead engine is rebuilt inside its replica, requests
+that had produced nothing are served by the new engine, and a request running at two deaths is quarantined;
+new requests succeed once Ray Serve has replaced a killed replica. With the default placement (the ingress inside the model server) a killed replica takes the
 client's connection with it: the stream ends at once, it never hangs. The tiny model (fast restart) runs in
 apps of its own so the shared app is never disturbed.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import signal
@@ -111,21 +113,65 @@ def test_model_replica_killed_mid_stream_behind_separate_ingress(separate_url):
     _wait_until_serving(separate_url)
 
 
-def test_engine_process_killed_health_is_503_until_replaced(faults_url):
+def test_engine_process_killed_is_restarted_in_place_and_waiting_requests_are_served(faults_url):
+    """The engine dies mid-stream: that stream ends with an error event; /health says 503 while a new engine starts
+    in the same replica (no replica replacement); a request sent right after the death waits for the new engine
+    and is answered instead of failing; and the model answers again within the engine's start time."""
     _wait_until_serving(faults_url)
+    (replica,) = replica_processes(TINY_APP, MODEL_SERVER)
     engine = _engine_process()
-    events = _stream_then_fault(faults_url, lambda: os.kill(engine.pid, signal.SIGKILL))
+    killed_at: list[float] = []
+
+    def kill() -> None:
+        os.kill(engine.pid, signal.SIGKILL)
+        killed_at.append(time.monotonic())
+
+    events = _stream_then_fault(faults_url, kill)
     _assert_ended_with_error(events)
-    statuses = []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and 503 not in statuses:
-        try:
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(httpx.post, f"{faults_url}/v1/completions", timeout=120, json={
+            "model": "tiny-llama", "prompt": "Sent while the engine restarts", "max_tokens": 4})
+        statuses = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and 503 not in statuses:
             statuses.append(httpx.get(f"{faults_url}/health", timeout=20).status_code)
-        except httpx.HTTPError:
-            statuses.append(0)  # the replica is being replaced
-        time.sleep(0.2)
-    assert 503 in statuses, f"/health never reported the dead engine: {statuses}"
+            time.sleep(0.2)
+        assert 503 in statuses, f"/health never reported the dead engine: {statuses}"
+        answer = waiting.result()
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["usage"]["completion_tokens"] >= 1
+    recovery_s = time.monotonic() - killed_at[0]
+    assert recovery_s < 90, f"the first answer after the engine died took {recovery_s:.0f} s"
+    # The same replica serves: the engine was rebuilt in place, not the replica replaced.
+    assert [p.pid for p in replica_processes(TINY_APP, MODEL_SERVER)] == [replica.pid]
+    assert _engine_process().pid != engine.pid
     _wait_until_serving(faults_url)
+
+
+def test_a_request_running_at_two_engine_deaths_is_quarantined(faults_url):
+    """One poison request must not take the model down again and again: a request that was running each time the
+    engine died (twice) is refused with a clear 400 while other requests are served."""
+    poison = {**LONG_STREAM, "prompt": "A request present at two engine deaths"}
+    for _ in range(2):
+        _wait_until_serving(faults_url)
+        engine = _engine_process()
+        events = []
+        with httpx.stream("POST", f"{faults_url}/v1/completions", json=poison, timeout=60) as response:
+            assert response.status_code == 200
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    events.append(line[len("data: "):])
+                    if len(events) == 3:
+                        os.kill(engine.pid, signal.SIGKILL)
+        _assert_ended_with_error(events)
+    _wait_until_serving(faults_url)
+    refused = httpx.post(f"{faults_url}/v1/completions", json={**poison, "stream": False}, timeout=60)
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "request_quarantined" and "refused" in error["message"]
+    assert int(refused.headers["retry-after"]) > 0
+    other = httpx.post(f"{faults_url}/v1/completions", json={**poison, "prompt": "Another request"}, timeout=60)
+    assert other.status_code == 200, other.text
 
 
 def test_engine_killed_behind_separate_ingress_ends_stream_with_error(separate_url):

@@ -75,3 +75,17 @@ def prompt_too_long(num_prompt_tokens: int, max_tokens: int, max_model_len: int)
         param="messages",
         code="context_length_exceeded",
     )
+
+
+def validation_error(exc: Any) -> ServeAppError:
+    """A pydantic `ValidationError` (vLLM's request types, FastAPI's parameters) as an OpenAI-style 400 naming the
+    first field at fault."""
+    first = exc.errors()[0]
+    param = ".".join(str(p) for p in first["loc"]) or None
+    if first["type"] == "extra_forbidden":
+        message, code = f"Unsupported parameter: '{param}'.", "unsupported_parameter"
+    elif first["type"] == "missing":
+        message, code = f"Missing required parameter: '{param}'.", "missing_required_parameter"
+    else:
+        message, code = f"Invalid value for '{param}': {first['msg']}.", "invalid_value"
+    return ServeAppError(message[:500], param=param, code=code)

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import gzip
 import json
-from typing import Any, Literal
+from typing import Any
 
 import msgpack
+
+from serve_app.api.protocol import WireFormat
 
 SSE_DONE = "data: [DONE]\n\n"
 SSE_CONTENT_TYPE = "text/event-stream"
 MSGPACK_CONTENT_TYPE = "application/x-msgpack"
 MSGPACK_DONE = msgpack.packb({"done": True})
-
-WireFormat = Literal["sse", "msgpack"]
 
 
 def compact_json(obj: Any) -> str:

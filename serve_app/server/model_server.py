@@ -2,7 +2,8 @@
 own OpenAI frontend, in one process.
 
 Streaming contract of `ModelServer.generate(request)`:
-- input: a `ServerRequest` whose body is a validated vLLM request object (chat, completion or Responses);
+- input: a `ServerRequest` (serve_app/api/protocol.py) whose body is the client's checked JSON object; `generate`
+  first validates it into vLLM's request type (chat, completion or Responses), a bad one answered as below;
 - output: either one `WholeResponse` (a non-streamed answer, or an error before the first byte, with its HTTP
   status), or a stream of `Frame`s already encoded for the client's wire format (SSE or msgpack): one per
   engine step that produced output for the request, nothing held back on a timer; the final usage chunk
@@ -20,18 +21,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
 from serve_app.autoscaling.window import ReplicaLatencyStats
 from serve_app.config import AppConfig
 from serve_app.platform.cpu_isolation import engine_spawn_affinity
 from serve_app.api.errors import ServeAppError
-from serve_app.api.framing import WireFormat, done_marker, final_error_events
+from serve_app.api.framing import done_marker, final_error_events
+from serve_app.api.protocol import Frame, ServerRequest, WholeResponse
 from serve_app.platform.models import resolve_model_path
 from serve_app.platform.ray_env import replica_context
 from serve_app.server.engine_args import engine_environment, engine_kwargs, frontend_kwargs
@@ -49,31 +51,10 @@ from serve_app.server.openai_frontend import (
     responses_event_to_sse,
 )
 from serve_app.server.quarantine import Quarantine, request_fingerprint
-from serve_app.server.response_stream import Frame, StreamReframer, openai_error
+from serve_app.server.response_stream import StreamReframer, openai_error
 from serve_app.server.timings import request_timings
 
 logger = logging.getLogger("ray.serve")
-
-
-@dataclass(slots=True)
-class ServerRequest:
-    """One request as the ingress hands it to a model server."""
-
-    endpoint: str  # a key of openai_frontend.ENDPOINTS
-    body: Any  # the validated vLLM request object
-    request_id: str
-    wire: WireFormat = "sse"
-    handoff_time_s: float = 0.0  # time.time() when the ingress called the model server (0: unknown)
-    timings_ms: dict[str, float] = field(default_factory=dict)  # the ingress's stages (serve_app/server/timings.py)
-
-
-@dataclass(slots=True)
-class WholeResponse:
-    """A non-streamed answer or an error before the first byte."""
-
-    status_code: int
-    body: dict[str, Any]
-    replica: str | None = None  # the model server replica that answered (the x-serve-app-replica header)
 
 
 class _EngineDiedBeforeOutput(Exception):
@@ -213,6 +194,11 @@ class ModelServer:
     # ------------------------------------------------------------------ requests
 
     async def generate(self, request: ServerRequest) -> AsyncIterator[Frame | WholeResponse]:
+        try:  # the ingress checked the JSON; vLLM's request type validates it here, before the first byte
+            request = dataclasses.replace(request, body=ENDPOINTS[request.endpoint].validate(request))
+        except ServeAppError as error:
+            yield WholeResponse(error.status_code, error.to_body())
+            return
         body = request.body if isinstance(request.body, dict) else request.body.model_dump(exclude_unset=True)
         fingerprint = request_fingerprint(request.endpoint, body)
         for attempt in (1, 2):  # a request the engine died under before its first output is retried once

@@ -2,7 +2,8 @@
 
 Built exactly as `vllm serve` builds it (`init_app_state` from engine and frontend arguments), so every option
 vLLM serves (tools and tool_choice, response_format with JSON schema, logprobs, n, seed, stop strings, the
-Responses API) works here the same way. One small class per endpoint names its request type and serving call.
+Responses API) works here the same way. One small class per endpoint names its request type and serving call;
+the endpoints' names and routes are serve_app/api/endpoints.py's (no vLLM there).
 """
 
 from __future__ import annotations
@@ -10,12 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from serve_app.api.endpoints import CHAT, COMPLETION, RESPONSES
+from serve_app.api.protocol import ServerRequest
+from serve_app.server.request_validation import validate_body
+
 
 @dataclass(frozen=True)
-class Endpoint:
-    """One OpenAI endpoint: its route, vLLM request type (imported lazily) and serving call."""
+class ServingCall:
+    """vLLM's side of one endpoint (serve_app/api/endpoints.py names it): its request type, imported lazily, and
+    the serving call that answers it."""
 
-    name: str
     route: str
     request_type_path: str  # "module:Class"
     serving_attr: str  # attribute of vLLM's app state
@@ -27,6 +32,15 @@ class Endpoint:
         module, cls = self.request_type_path.split(":")
         return getattr(importlib.import_module(module), cls)
 
+    def validate(self, request: ServerRequest) -> Any:
+        """`request.body` (a checked JSON object) as vLLM's request object, carrying the ingress's request id
+        (vLLM's and the engine's ids then name the client's request) and tenancy's priority."""
+        body = validate_body(request.body, self.request_type())
+        body.request_id = request.request_id
+        if request.priority is not None:
+            body.priority = request.priority  # tenancy turns on vLLM's priority scheduling (engine_args)
+        return body
+
     async def call(self, state: Any, request: Any) -> Any:
         serving = getattr(state, self.serving_attr, None)
         if serving is None:
@@ -34,13 +48,20 @@ class Endpoint:
         return await getattr(serving, self.method)(request, raw_request=None)
 
 
-CHAT = Endpoint("chat", "/v1/chat/completions", "vllm.entrypoints.openai.chat_completion.protocol:ChatCompletionRequest",
-                "openai_serving_chat", "create_chat_completion")
-COMPLETION = Endpoint("completion", "/v1/completions", "vllm.entrypoints.openai.completion.protocol:CompletionRequest",
-                      "openai_serving_completion", "create_completion")
-RESPONSES = Endpoint("responses", "/v1/responses", "vllm.entrypoints.openai.responses.protocol:ResponsesRequest",
-                     "openai_serving_responses", "create_responses")
-ENDPOINTS = {e.name: e for e in (CHAT, COMPLETION, RESPONSES)}
+# Keyed by serve_app.api.endpoints' names.
+ENDPOINTS = {
+    CHAT.name: ServingCall(CHAT.route, "vllm.entrypoints.openai.chat_completion.protocol:ChatCompletionRequest",
+                           "openai_serving_chat", "create_chat_completion"),
+    COMPLETION.name: ServingCall(COMPLETION.route, "vllm.entrypoints.openai.completion.protocol:CompletionRequest",
+                                 "openai_serving_completion", "create_completion"),
+    RESPONSES.name: ServingCall(RESPONSES.route, "vllm.entrypoints.openai.responses.protocol:ResponsesRequest",
+                                "openai_serving_responses", "create_responses"),
+}
+
+
+def request_type(endpoint_name: str) -> type:
+    """vLLM's request type of an endpoint (imports vLLM)."""
+    return ENDPOINTS[endpoint_name].request_type()
 
 
 async def build_serving_state(engine: Any, engine_args: Any, frontend_args: Any) -> Any:

@@ -8,26 +8,14 @@ usage chunk.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import msgpack
 
 from serve_app.api.framing import WireFormat, compact_json, done_marker, encode
+from serve_app.api.protocol import Frame  # noqa: F401 - the model server's frames
 
 DATA_PREFIX = "data: "
-
-
-@dataclass(slots=True)
-class Frame:
-    """One message from the model server to the client's connection (already encoded for the wire)."""
-
-    data: str | bytes
-    num_tokens: int = 0  # engine tokens produced since the previous frame
-    has_output: bool = False  # carries generated text or a tool-call delta
-    is_final: bool = False  # the done marker: nothing follows
-    error: dict[str, Any] | None = None
-    timings: dict[str, float] | None = None  # on the done marker: the request's `timings` (for the ingress's metrics)
 
 
 def drop_nulls(value: Any) -> Any:

@@ -52,10 +52,25 @@ def wait_ready(port: int, timeout_s: float, process: subprocess.Popen) -> None:
     raise TimeoutError(f"no answer on port {port} within {timeout_s} s")
 
 
-def machine() -> dict[str, str]:
-    """What every benchmark's summary names: the machine (cores and CPU model) and the date."""
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
-    return {"cpu": f"{os.cpu_count()}-core {cpu}", "date": time.strftime("%Y-%m-%d")}
+# The CPU features that change the engine's speed ratios (dtype: auto picks bfloat16 with avx512_bf16 or AMX).
+CPU_FLAGS_OF_INTEREST = ("avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
+
+
+def machine() -> dict:
+    """What every benchmark's summary names: the machine (cores, CPU model and the flags that matter), the date and
+    time, and the code measured (commit, and whether serve_app/, loadtest/ or benchmarks/ had uncommitted changes)."""
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "")
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    return {"cpu": f"{os.cpu_count()}-core {cpu}", "cpu_flags": [f for f in CPU_FLAGS_OF_INTEREST if f in flags],
+            "date": time.strftime("%Y-%m-%d"), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "commit": git("rev-parse", "HEAD"),
+            "uncommitted": bool(git("status", "--porcelain", "--", "serve_app", "loadtest", "benchmarks"))}
 
 
 def stop(server: Server, process: subprocess.Popen) -> None:

@@ -1,15 +1,28 @@
-"""Side by side, one server at a time: bare `vllm serve`, serve_app in each placement and Ray option, and Ray
-Serve LLM in Ray's optimized mode. Same model, dtype and engine arguments; the same load from two clients
-(serve_app's loadtest and vLLM's own `vllm bench serve`): 128-token prompts, 64 output tokens (ignore_eos), at
-1, 8 and 32 concurrent users. Only the measured server runs while it is measured (an idle engine beside it
-would steal CPU); each is stopped (its process group, and Ray's own stop) before the next starts.
+"""Side by side with bare `vllm serve`, one server at a time, in interleaved repeats (A, B, A, B, ...): every ratio to
+bare vLLM comes from paired repeats with a 95% confidence interval (serve_app.stats.paired_ratio_ci). Same model,
+dtype and engine arguments; the same load from two clients (serve_app's loadtest and vLLM's own `vllm bench serve`):
+128-token prompts, 64 output tokens (ignore_eos), closed loop at 1, 8, 32 and 128 users. Only the measured server
+runs while it is measured (an idle engine beside it would steal CPU); each is stopped (its process group, and Ray's
+own stop) before the next starts. Servers: `vllm` (bare), `serve_app` (speculation off, the serving layer alone),
+`serve_app_default` (the config as users get it: speculation auto), and the placement / Ray variants below.
 
-    .venv/bin/python benchmarks/side_by_side.py                    # ~30 minutes on a 2-core machine
-    .venv/bin/python benchmarks/side_by_side.py --servers vllm,serve_app --loads 1,32
-    bash benchmarks/install_ray_serve_llm.sh                       # once, for the ray_serve_llm row
+A tail figure is a p99 only over >= 200 samples per repeat, else the table says "max of N". A loadtest run whose
+client self-check is INVALID is run once more; if it stays invalid, that repeat pair is left out of the ratios and
+the table says how many pairs were valid.
 
-Writes results/side_by_side/<server>/<client>_c<N>/..., summary.json and summary.md (ratios to bare vLLM and the
-fast-path issue's targets).
+Resumable and chunked: each (repeat, server) is one unit (start the server, run every load and client, stop it),
+saved as runs/r<k>/<server>/unit.json; a unit already saved is not run again. `--budget-min` stops before a unit
+that would not fit, so the whole run is a few commands of ~10 minutes each under the shared lock:
+
+    flock /tmp/serve_app_heavy.lock timeout 900 .venv/bin/python benchmarks/side_by_side.py --budget-min 11   # repeat until "done"
+    .venv/bin/python benchmarks/side_by_side.py --loads 128 --budget-min 11      # 128 users, its own units
+    .venv/bin/python benchmarks/side_by_side.py --quick --out /tmp/sbs_quick     # smoke: 1 and 8 users, 1 repeat
+    .venv/bin/python benchmarks/side_by_side.py --summarise-only                 # summary.{json,md} from the units
+    bash benchmarks/install_ray_serve_llm.sh                                      # once, for the ray_serve_llm row
+
+Writes results/side_by_side/runs/r<k>/<server>/<client>_c<N>/... (each client's own result files), unit.json per
+unit, summary.json (meta: commit, CPU and flags, date, repeats; per run: metrics, sample counts, validity; per
+server, client and load: the paired estimates and the issue's targets) and summary.md (benchmarks/tables.py).
 """
 
 from __future__ import annotations
@@ -19,18 +32,26 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from harness import NAME, PORT, RAYLLM_PY, REPO, VENV_PY, Server, machine, running  # benchmarks/, beside this script
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import tables  # noqa: E402  (benchmarks/, beside this script: the table renderers)
+from harness import NAME, PORT, RAYLLM_PY, REPO, VENV_PY, Server, machine, running  # noqa: E402
+from serve_app.stats import (MIN_SAMPLES_FOR_P99, paired_difference_ci, paired_ratio_ci, percentile_of,  # noqa: E402
+                             tail_label, tail_value)
+from tables import format_difference_ms, format_ratio  # noqa: E402
 
 DIRECT_PORT = 8021
 # Speculation off: this benchmark measures the serving layer's cost; benchmarks/speculation_load.py measures `auto`.
-ENGINE_YAML = ("engine: {dtype: float32, max_model_len: 2048, max_num_seqs: 64, enforce_eager: true, cpu_kvcache_space_gib: 1, "
-               "speculation: {mode: off}}")
+ENGINE_ARGS = "dtype: float32, max_model_len: 2048, max_num_seqs: 64, enforce_eager: true, cpu_kvcache_space_gib: 1"
+ENGINE_YAML = f"engine: {{{ENGINE_ARGS}, speculation: {{mode: off}}}}"
+DEFAULT_ENGINE_YAML = f"engine: {{{ENGINE_ARGS}}}"  # speculation as users get it (auto)
 OPTIMIZED = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 
 
-def servers(model_dir: str, out: Path) -> dict[str, Server]:
+def servers(model_dir: str) -> dict[str, Server]:
     serve_app = [str(REPO / ".venv/bin/serve-app"), "serve", "--port", str(PORT), "--config"]
     return {s.name: s for s in [
         Server("vllm", [str(VENV_PY), str(REPO / "scripts/vllm_cli.py"), "serve", model_dir, "--served-model-name", NAME,
@@ -39,6 +60,7 @@ def servers(model_dir: str, out: Path) -> dict[str, Server]:
                env={"VLLM_CPU_KVCACHE_SPACE": "1"}, uses_ray=False),
         # The default: Ray Serve's throughput-optimized mode (config ray_serve_throughput_optimized, on by default).
         Server("serve_app", serve_app, yaml=f"model: {{source: default}}\n{ENGINE_YAML}\n"),
+        Server("serve_app_default", serve_app, yaml=f"model: {{source: default}}\n{DEFAULT_ENGINE_YAML}\n"),
         Server("serve_app_standard_ray", serve_app,
                yaml=f"model: {{source: default}}\n{ENGINE_YAML}\nray_serve_throughput_optimized: false\n"),
         Server("serve_app_separate_standard_ray", serve_app,
@@ -55,150 +77,245 @@ def servers(model_dir: str, out: Path) -> dict[str, Server]:
     ]}
 
 
-def run_loadtest(port: int, users: int, model_dir: str, out: Path) -> dict:
-    num_requests = {1: 12, 8: 48, 32: 128}.get(users, 4 * users)
+SERVER_NAMES = ("vllm", "serve_app", "serve_app_default", "serve_app_standard_ray", "serve_app_separate_standard_ray",
+                "serve_app_direct_ingress", "ray_serve_llm_optimized")
+NUM_REQUESTS = {1: 16, 8: 64, 32: 128, 128: 256}  # measured per run and client (warmup: one per user, apart)
+QUICK_NUM_REQUESTS = {1: 4, 8: 16, 32: 48, 128: 160}
+ORDER = ("vllm", "serve_app", "serve_app_default")
+
+
+def run_loadtest(port: int, users: int, num_requests: int, model_dir: str, out: Path) -> dict:
+    """One loadtest run; its summary's figures, sample counts and the client's self-check verdict."""
     command = [str(VENV_PY), "-m", "loadtest.cli", "run", "--base-url", f"http://127.0.0.1:{port}", "--endpoint",
-               "completions", "--model", NAME, "--concurrency", str(users), "--num-requests", str(num_requests),
-               "--warmup-requests", str(max(1, users)), "--input-tokens", "128", "--max-tokens", "64", "--ignore-eos",
+               "completions", "--model", NAME, "--concurrency", str(users), "--num-requests", str(num_requests + users),
+               "--warmup-requests", str(users), "--input-tokens", "128", "--max-tokens", "64", "--ignore-eos",
                "--tokenizer", model_dir, "--no-progress", "--no-plots", "--allow-invalid", "--out", str(out)]
     subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1800, check=True)
-    summary = json.loads((out / "result.json").read_text())["summary"]
-    latency = summary["latency_ms"]
-    return {"ttft_p50_ms": latency["ttft"]["p50"]["value"], "ttft_p99_ms": latency["ttft"]["p99"]["value"],
-            "itl_p99_ms": latency["itl"]["p99"]["value"], "tpot_p50_ms": latency["tpot"]["p50"]["value"],
-            "output_tok_s": summary["output_throughput_tps"], "error_rate": summary["error_rate"]}
+    result = json.loads((out / "result.json").read_text())
+    summary, latency = result["summary"], result["summary"]["latency_ms"]
+
+    def tail(metric: str) -> float:  # serve_app.stats.tail_value, from the summary's order statistics
+        stat = latency[metric]
+        return stat["p99"]["value"] if stat["n"] >= MIN_SAMPLES_FOR_P99 else stat["max"]
+
+    return {"ttft_p50_ms": latency["ttft"]["p50"]["value"], "ttft_tail_ms": tail("ttft"),
+            "itl_tail_ms": tail("itl"), "tpot_p50_ms": latency["tpot"]["p50"]["value"],
+            "output_tok_s": summary["output_throughput_tps"], "error_rate": summary["error_rate"],
+            "num_ttft": latency["ttft"]["n"], "num_itl": latency["itl"]["n"],
+            "valid": result["validity"]["valid"], "invalid_reasons": result["validity"]["reasons"]}
 
 
-def run_vllm_bench(port: int, users: int, model_dir: str, out: Path) -> dict:
-    num_prompts = {1: 12, 8: 48, 32: 128}.get(users, 4 * users)
+def run_vllm_bench(port: int, users: int, num_requests: int, model_dir: str, out: Path) -> dict:
+    """One `vllm bench serve` run (raw per-request samples saved, --save-detailed); it has no self-check."""
     out.mkdir(parents=True, exist_ok=True)
     command = [str(VENV_PY), str(REPO / "scripts/vllm_cli.py"), "bench", "serve", "--backend", "openai",
                "--base-url", f"http://127.0.0.1:{port}", "--endpoint", "/v1/completions", "--model", NAME,
                "--tokenizer", model_dir, "--dataset-name", "random", "--random-input-len", "128",
-               "--random-output-len", "64", "--num-prompts", str(num_prompts), "--max-concurrency", str(users),
+               "--random-output-len", "64", "--num-prompts", str(num_requests), "--max-concurrency", str(users),
                "--request-rate", "inf", "--ignore-eos", "--seed", "1", "--disable-tqdm",
                "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,99",
-               "--num-warmups", str(max(1, users)),
-               "--save-result", "--result-dir", str(out), "--result-filename", "bench.json"]
+               "--num-warmups", str(users), "--save-result", "--save-detailed",
+               "--result-dir", str(out), "--result-filename", "bench.json"]
     subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1800, check=True,
                    env={**os.environ, "VLLM_TARGET_DEVICE": "cpu"})
     data = json.loads((out / "bench.json").read_text())
-    return {"ttft_p50_ms": data["median_ttft_ms"], "ttft_p99_ms": data["p99_ttft_ms"], "itl_p99_ms": data["p99_itl_ms"],
-            "tpot_p50_ms": data["median_tpot_ms"], "output_tok_s": data["output_throughput"],
-            "error_rate": 1.0 - data["completed"] / max(1, data.get("num_prompts", data["completed"]))}
+    ttfts_ms = [t * 1000.0 for t in data["ttfts"] if t]
+    itls_ms = [t * 1000.0 for request in data["itls"] for t in request]
+    return {"ttft_p50_ms": percentile_of(ttfts_ms, 50.0), "ttft_tail_ms": tail_value(ttfts_ms),
+            "itl_tail_ms": tail_value(itls_ms), "tpot_p50_ms": data["median_tpot_ms"],
+            "output_tok_s": data["output_throughput"],
+            "error_rate": 1.0 - data["completed"] / max(1, data.get("num_prompts", data["completed"])),
+            "num_ttft": len(ttfts_ms), "num_itl": len(itls_ms), "valid": None, "invalid_reasons": []}
 
 
-def measure(server: Server, loads: list[int], clients: list[str], model_dir: str, out: Path) -> dict:
-    folder = out / server.name
-    results: dict = {}
+CLIENTS = {"loadtest": run_loadtest, "vllm_bench": run_vllm_bench}
+
+
+def measure_unit(server: Server, loads: list[int], clients: list[str], counts: dict[int, int], model_dir: str,
+                 folder: Path) -> dict:
+    """Start `server`, run every load with every client (an invalid loadtest run once more), stop it."""
+    cells: dict = {}
+    started_s = time.monotonic()
     try:
         with running(server, folder):
             for users in loads:
                 for client in clients:
-                    run = run_loadtest if client == "loadtest" else run_vllm_bench
-                    try:
-                        results[f"{client}_c{users}"] = run(server.client_port, users, model_dir,
-                                                            folder / f"{client}_c{users}")
-                    except Exception as exc:  # noqa: BLE001 - record and go on with the other points
-                        results[f"{client}_c{users}"] = {"error": f"{type(exc).__name__}: {str(exc)[-300:]}"}
-                    print(server.name, client, users, results[f"{client}_c{users}"], flush=True)
-    except Exception as exc:  # noqa: BLE001
-        results["error"] = f"{type(exc).__name__}: {exc}"
+                    key = f"{client}_c{users}"
+                    for attempt in (1, 2):
+                        try:
+                            cell = CLIENTS[client](server.client_port, users, counts[users], model_dir, folder / key)
+                        except Exception as exc:  # noqa: BLE001 - record and go on with the other points
+                            cell = {"error": f"{type(exc).__name__}: {str(exc)[-300:]}"}
+                        cell["attempts"] = attempt
+                        if cell.get("valid") is not False:
+                            break
+                    cells[key] = cell
+                    print(server.name, key, {k: v for k, v in cell.items() if k != "invalid_reasons"}, flush=True)
+    except Exception as exc:  # noqa: BLE001 - the server did not start or stop: the unit is recorded as failed
+        cells["error"] = f"{type(exc).__name__}: {exc}"
         print(server.name, "failed:", exc, flush=True)
-    return results
+    return {"server": server.name, "cells": cells, "wall_s": round(time.monotonic() - started_s, 1),
+            "machine": machine()}
 
 
-METRICS = ("ttft_p50_ms", "ttft_p99_ms", "itl_p99_ms", "tpot_p50_ms", "output_tok_s")
+def plan(servers: list[str], num_repeats: int) -> list[tuple[int, str]]:
+    """Interleaved: repeat 1 of every server, then repeat 2 of every server, ... (A, B, A, B, ...)."""
+    return [(repeat, name) for repeat in range(1, num_repeats + 1) for name in servers]
 
 
-def targets(rows: dict, name: str, client: str) -> list[tuple[str, bool | None, str]]:
-    """The fast-path issue's targets for one server against bare vLLM, for one client's figures."""
-    def get(server, users, metric):
-        return (rows.get(server, {}).get(f"{client}_c{users}") or {}).get(metric)
-
-    checks = []
-    for label, users, metric, limit, kind in [
-        ("1 user TTFT p50 <= vLLM + 10 ms", 1, "ttft_p50_ms", 10.0, "plus"),
-        ("1 user TTFT p99 <= 1.1x", 1, "ttft_p99_ms", 1.1, "ratio"),
-        ("1 user ITL p99 <= 1.1x", 1, "itl_p99_ms", 1.1, "ratio"),
-        ("32 users tok/s >= 1.0x", 32, "output_tok_s", 1.0, "min_ratio"),
-        ("32 users TTFT p99 <= 1.1x", 32, "ttft_p99_ms", 1.1, "ratio"),
-        ("32 users ITL p99 <= 1.15x", 32, "itl_p99_ms", 1.15, "ratio"),
-    ]:
-        ours, base = get(name, users, metric), get("vllm", users, metric)
-        if ours is None or base is None or not base:
-            checks.append((label, None, "n/a"))
-        elif kind == "plus":
-            checks.append((label, ours - base <= limit, f"{ours - base:+.1f} ms"))
-        elif kind == "ratio":
-            checks.append((label, ours / base <= limit, f"{ours / base:.2f}x"))
-        else:
-            checks.append((label, ours / base >= limit, f"{ours / base:.2f}x"))
-    return checks
+def unit_path(out: Path, repeat: int, server: str) -> Path:
+    return out / "runs" / f"r{repeat}" / server / "unit.json"
 
 
-def write_summary(rows: dict, loads: list[int], clients: list[str], out: Path, meta: dict) -> None:
-    (out / "summary.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
-    lines = ["# Side by side, one server at a time", "",
-             f"{meta['cpu']}; {meta['date']}; SmolLM2-135M-Instruct float32, eager; 128 prompt + 64 output tokens.",
-             "Cells: value (ratio to bare `vllm serve` measured by the same client).", ""]
+def unit_done(path: Path, loads: list[int], clients: list[str]) -> bool:
+    if not path.exists():
+        return False
+    cells = json.loads(path.read_text())["cells"]
+    return all(f"{client}_c{users}" in cells for users in loads for client in clients)
+
+
+def save_unit(path: Path, unit: dict) -> None:
+    """Merge into a unit saved before (a later `--loads 128` adds its cells beside 1, 8 and 32)."""
+    if path.exists():
+        saved = json.loads(path.read_text())
+        unit["cells"] = {**saved["cells"], **unit["cells"]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(unit, indent=1))
+
+
+# The issue's targets against bare vLLM: (label, users, metric, kind, limit); "plus" is a difference in ms.
+TARGETS = (("1 user TTFT p50 <= vLLM + 5 ms", 1, "ttft_p50_ms", "plus", 5.0),
+           ("1 user TTFT tail <= 1.05x", 1, "ttft_tail_ms", "at_most", 1.05),
+           ("1 user ITL tail <= 1.05x", 1, "itl_tail_ms", "at_most", 1.05),
+           ("32 users tok/s >= 1.0x", 32, "output_tok_s", "at_least", 1.0),
+           ("32 users ITL tail <= 1.05x", 32, "itl_tail_ms", "at_most", 1.05),
+           ("128 users tok/s >= 1.0x", 128, "output_tok_s", "at_least", 1.0),
+           ("128 users ITL tail <= 1.05x", 128, "itl_tail_ms", "at_most", 1.05))
+RATIO_METRICS = ("ttft_tail_ms", "itl_tail_ms", "output_tok_s")
+MIN_PAIRS = 3  # a verdict needs at least three interleaved repeat pairs
+
+
+def verdict(estimate: dict, kind: str, limit: float) -> str:
+    """met / NOT met when the whole 95% interval is on one side of the target, else undecided (or 1 repeat)."""
+    low, high, value = estimate["ci_low"], estimate["ci_high"], estimate["value"]
+    if estimate["num_pairs"] < MIN_PAIRS:
+        ok = value >= limit if kind == "at_least" else value <= limit
+        return f"not judged: {estimate['num_pairs']} valid pair(s), {MIN_PAIRS} needed ({'inside' if ok else 'outside'})"
+    if low is None:
+        ok = value >= limit if kind == "at_least" else value <= limit
+        return ("met" if ok else "NOT met") + " (1 repeat, no CI)"
+    if kind == "at_least":
+        return "met" if low >= limit else "NOT met" if high < limit else "undecided (CI spans the target)"
+    return "met" if high <= limit else "NOT met" if low > limit else "undecided (CI spans the target)"
+
+
+def summarise(units: dict[tuple[int, str], dict], servers: list[str], loads: list[int], clients: list[str],
+              num_repeats: int) -> dict:
+    """Per server, client and load: the paired estimates over the repeats where both runs were valid."""
+    runs, comparisons, baselines, targets = [], [], [], []
+    for (repeat, server), unit in sorted(units.items()):
+        for key, cell in unit["cells"].items():
+            if key != "error":
+                runs.append({"repeat": repeat, "server": server, "run": key, **cell})
+
+    def cell(repeat: int, server: str, client: str, users: int) -> dict | None:
+        found = (units.get((repeat, server)) or {}).get("cells", {}).get(f"{client}_c{users}")
+        ok = found and "error" not in found and found.get("valid") is not False and not found.get("error_rate")
+        return found if ok else None
+
     for client in clients:
-        lines += [f"## {client}", "", "| server | users | " + " | ".join(METRICS) + " |",
-                  "|---|---|" + "---|" * len(METRICS)]
-        for name, results in rows.items():
-            for users in loads:
-                cell = results.get(f"{client}_c{users}") or {}
-                base = (rows.get("vllm", {}).get(f"{client}_c{users}") or {})
-                if "error" in cell or not cell:
-                    lines.append(f"| {name} | {users} | {cell.get('error', 'not run')[:80]} |")
+        for users in loads:
+            base_cells = [c for r in range(1, num_repeats + 1) if (c := cell(r, "vllm", client, users))]
+            if base_cells:
+                baselines.append({"client": client, "users": users, "num_repeats": len(base_cells),
+                                  **{m: sum(c[m] for c in base_cells) / len(base_cells)
+                                     for m in ("ttft_p50_ms", "output_tok_s")}})
+            for server in servers:
+                if server == "vllm":
                     continue
-                values = []
-                for metric in METRICS:
-                    value, ref = cell.get(metric), base.get(metric)
-                    ratio = f" ({value / ref:.2f}x)" if value is not None and ref and name != "vllm" else ""
-                    values.append(f"{value:.1f}{ratio}" if value is not None else "n/a")
-                lines.append(f"| {name} | {users} | " + " | ".join(values) + " |")
-        lines.append("")
-        lines += ["| server | " + " | ".join(label for label, _, _ in targets(rows, "vllm", client)) + " |",
-                  "|---|" + "---|" * 6]
-        for name in rows:
-            if name == "vllm":
-                continue
-            cells = [f"{'met' if ok else 'NOT met' if ok is not None else ''} {text}" for _, ok, text in
-                     targets(rows, name, client)]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines.append("")
-    (out / "summary.md").write_text("\n".join(lines))
+                pairs = [(a, b) for r in range(1, num_repeats + 1)
+                         if (a := cell(r, "vllm", client, users)) and (b := cell(r, server, client, users))]
+                row = {"server": server, "client": client, "users": users, "num_repeats": num_repeats,
+                       "num_valid_pairs": len(pairs), "estimates": {},
+                       "tail_label": tail_label(min((min(a["num_ttft"], b["num_ttft"]) for a, b in pairs),
+                                                    default=0)) + " TTFT / "
+                       + tail_label(min((min(a["num_itl"], b["num_itl"]) for a, b in pairs), default=0)) + " ITL"}
+                if pairs:
+                    row["estimates"]["ttft_p50_ms"] = paired_difference_ci(
+                        [a["ttft_p50_ms"] for a, _ in pairs], [b["ttft_p50_ms"] for _, b in pairs]).to_dict()
+                    for metric in RATIO_METRICS:
+                        row["estimates"][metric] = paired_ratio_ci(
+                            [a[metric] for a, _ in pairs], [b[metric] for _, b in pairs]).to_dict()
+                comparisons.append(row)
+                for label, target_users, metric, kind, limit in TARGETS:
+                    estimate = row["estimates"].get(metric)
+                    if target_users != users or estimate is None:
+                        continue
+                    measured = (format_difference_ms if kind == "plus" else format_ratio)(estimate)
+                    targets.append({"target": label, "server": server, "client": client, "measured": measured,
+                                    "verdict": verdict(estimate, "at_most" if kind == "plus" else kind, limit)})
+    return {"runs": runs, "comparisons": comparisons, "baselines": baselines, "targets": targets}
+
+
+def write_summary(out: Path, servers: list[str], loads: list[int], clients: list[str], num_repeats: int) -> dict:
+    units = {(repeat, name): json.loads(path.read_text()) for repeat, name in plan(servers, num_repeats)
+             if (path := unit_path(out, repeat, name)).exists()}
+    machines = [unit["machine"] for unit in units.values()]
+    meta = {**(machines[-1] if machines else machine()), "num_repeats": num_repeats, "servers": servers,
+            "loads": loads, "clients": clients, "order": "interleaved: " + ", ".join(
+                f"r{r}:{s}" for r, s in plan(servers, num_repeats)),
+            "commits": sorted({m["commit"] for m in machines}), "num_units": len(units),
+            "num_requests_per_run": {str(u): NUM_REQUESTS.get(u) for u in loads},
+            "engine": ENGINE_YAML, "prompt_tokens": 128, "output_tokens": 64}
+    summary = {"meta": meta, **summarise(units, servers, loads, clients, num_repeats)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    (out / "summary.md").write_text("# Side by side with bare `vllm serve`\n\n" + "\n\n".join(
+        f"## {client}\n\n" + tables.side_by_side(summary, client) for client in clients) + "\n")
+    return summary
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--servers", default="vllm,serve_app_standard_ray,serve_app_separate_standard_ray,serve_app,"
-                                              "serve_app_direct_ingress,ray_serve_llm_optimized")
-    parser.add_argument("--summarise-only", action="store_true", help="rewrite summary.md from summary.json")
+    parser.add_argument("--servers", default=",".join(ORDER), help=f"'vllm' first; known: {', '.join(SERVER_NAMES)}")
     parser.add_argument("--loads", default="1,8,32")
     parser.add_argument("--clients", default="loadtest,vllm_bench")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--budget-min", type=float, default=0.0,
+                        help="start no unit that the last unit's duration says would end past this (0: no limit)")
+    parser.add_argument("--quick", action="store_true", help="smoke pass: 1 and 8 users, 1 repeat, few requests")
     parser.add_argument("--out", type=Path, default=REPO / "results/side_by_side")
+    parser.add_argument("--summarise-only", action="store_true", help="rewrite summary.{json,md} from the units")
     args = parser.parse_args()
+    if args.quick:
+        args.loads, args.repeats = "1,8", 1
     loads = [int(x) for x in args.loads.split(",")]
-    clients = args.clients.split(",")
-    if args.summarise_only:
-        data = json.loads((args.out / "summary.json").read_text())
-        write_summary(data["results"], loads, clients, args.out, data["meta"])
-        print((args.out / "summary.md").read_text())
-        return 0
-    model_dir = subprocess.run([str(REPO / ".venv/bin/serve-app"), "models", "prepare", "--model", "default"],
-                               capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+    clients, servers_named = args.clients.split(","), args.servers.split(",")
+    counts = QUICK_NUM_REQUESTS if args.quick else NUM_REQUESTS
     args.out.mkdir(parents=True, exist_ok=True)
-    known = servers(model_dir, args.out)
-    rows = {}
-    for name in args.servers.split(","):
-        server = known[name]
-        if name.startswith("ray_serve_llm") and not RAYLLM_PY.exists():
-            rows[name] = {"error": "no .venv-rayllm: run benchmarks/install_ray_serve_llm.sh"}
-            continue
-        rows[name] = measure(server, loads, clients, model_dir, args.out)
-        write_summary(rows, loads, clients, args.out, machine())
+    if not args.summarise_only:
+        model_dir = subprocess.run([str(REPO / ".venv/bin/serve-app"), "models", "prepare", "--model", "default"],
+                                   capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        known = servers(model_dir)
+        started_s, last_unit_s = time.monotonic(), 0.0
+        pending = [(r, s) for r, s in plan(servers_named, args.repeats)
+                   if not unit_done(unit_path(args.out, r, s), loads, clients)]
+        for index, (repeat, name) in enumerate(pending):
+            elapsed_s = time.monotonic() - started_s
+            if args.budget_min and index and elapsed_s + last_unit_s > args.budget_min * 60:
+                print(f"budget: {len(pending) - index} units left; run the same command again", flush=True)
+                break
+            if name.startswith("ray_serve_llm") and not RAYLLM_PY.exists():
+                print("no .venv-rayllm: run benchmarks/install_ray_serve_llm.sh", flush=True)
+                return 1
+            print(f"unit r{repeat} {name} ({index + 1} of {len(pending)})", flush=True)
+            unit = measure_unit(known[name], loads, clients, counts, model_dir,
+                                unit_path(args.out, repeat, name).parent)
+            save_unit(unit_path(args.out, repeat, name), unit)
+            last_unit_s = unit["wall_s"]
+            write_summary(args.out, servers_named, loads, clients, args.repeats)
+        else:
+            print("done: every unit measured", flush=True)
+    write_summary(args.out, servers_named, loads, clients, args.repeats)
     print((args.out / "summary.md").read_text())
     return 0
 

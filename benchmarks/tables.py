@@ -1,0 +1,70 @@
+"""The readable tables of the benchmarks, rendered from their results files (pure: parsed JSON in, Markdown out).
+
+One function per table, keyed by the name the README's `<!-- table:NAME -->` marker uses. A benchmark script
+writes its summary.md with these, and benchmarks/readme_tables.py (and the unit test over the README) renders the
+same table from the same file, so a README figure cannot drift from its file. Like harness.py, a library beside the
+scripts, not a script.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+Table = Callable[[dict], str]
+
+
+def _interval(estimate: dict, fmt: str) -> str:
+    if estimate.get("ci_low") is None:
+        return f" [{estimate['num_pairs']} repeat, no CI]"
+    return f" [{fmt.format(estimate['ci_low'])}, {fmt.format(estimate['ci_high'])}]"
+
+
+def format_ratio(estimate: dict | None) -> str:
+    """1.02x [0.97, 1.07]: geometric-mean ratio over the paired repeats and its 95% interval."""
+    if not estimate:
+        return "n/a"
+    return f"{estimate['value']:.2f}x" + _interval(estimate, "{:.2f}")
+
+
+def format_difference_ms(estimate: dict | None) -> str:
+    """+3.1 ms [-1.0, +7.2]: mean paired difference and its 95% interval."""
+    if not estimate:
+        return "n/a"
+    return f"{estimate['value']:+.1f} ms" + _interval(estimate, "{:+.1f}")
+
+
+SIDE_BY_SIDE_COLUMNS = (("ttft_p50_ms", "TTFT p50"), ("ttft_tail_ms", "TTFT tail"), ("itl_tail_ms", "ITL tail"),
+                        ("output_tok_s", "output tok/s"))
+
+
+def side_by_side(summary: dict, client: str = "loadtest") -> str:
+    """Each server against bare `vllm serve` measured by one client: the paired estimate per metric, the tail's
+    sample floor ("p99" or "max of N" per repeat), and how many of the repeats were valid."""
+    meta = summary["meta"]
+    lines = [f"{meta['cpu']} ({', '.join(meta['cpu_flags']) or 'no avx512'}), {meta['date']}, commit "
+             f"{meta['commit'][:10]}; {client}; {meta['num_repeats']} interleaved repeats per server; "
+             "ratio or difference to bare `vllm serve` [95% CI over the repeat pairs].", "",
+             "| server | users | " + " | ".join(title for _, title in SIDE_BY_SIDE_COLUMNS) + " | tail over | valid pairs |",
+             "|---|---|" + "---|" * (len(SIDE_BY_SIDE_COLUMNS) + 2)]
+    for row in summary["comparisons"]:
+        if row["client"] != client:
+            continue
+        cells = [format_difference_ms(row["estimates"].get("ttft_p50_ms"))]
+        cells += [format_ratio(row["estimates"].get(metric)) for metric, _ in SIDE_BY_SIDE_COLUMNS[1:]]
+        lines.append(f"| {row['server']} | {row['users']} | " + " | ".join(cells)
+                     + f" | {row['tail_label']} | {row['num_valid_pairs']} of {row['num_repeats']} |")
+    lines += ["", "Bare `vllm serve` (mean over its repeats): "
+              + "; ".join(f"{b['users']} user{'s' if b['users'] > 1 else ''}: TTFT p50 {b['ttft_p50_ms']:.1f} ms, "
+                          f"{b['output_tok_s']:.1f} tok/s" for b in summary["baselines"] if b["client"] == client) + "."]
+    targets = [t for t in summary.get("targets", []) if t["client"] == client]
+    if targets:
+        lines += ["", "| target | server | measured | verdict |", "|---|---|---|---|"]
+        lines += [f"| {t['target']} | {t['server']} | {t['measured']} | {t['verdict']} |" for t in targets]
+    return "\n".join(lines)
+
+
+TABLES: dict[str, tuple[str, Table]] = {
+    # name -> (results file relative to the repository, renderer)
+    "side_by_side": ("results/side_by_side/summary.json", lambda data: side_by_side(data, "loadtest")),
+    "side_by_side_vllm_bench": ("results/side_by_side/summary.json", lambda data: side_by_side(data, "vllm_bench")),
+}

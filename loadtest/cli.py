@@ -233,6 +233,35 @@ def cmd_check(args: argparse.Namespace) -> int:
     return _gate_exit([result], args.fail_if, args.allow_invalid)
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    import asyncio
+    from dataclasses import asdict
+
+    from loadtest.replay import per_second_series, plan_replay, replay, summarize
+    from loadtest.traces.format import read_trace
+
+    trace = read_trace(args.trace)
+    plans = plan_replay(trace, time_scale=args.time_scale, seed=args.seed, factory=PromptFactory(args.tokenizer))
+    model = args.model
+    if model is None:
+        from loadtest.config import LoadTestConfig as _Config
+        from loadtest.runner import resolve_model
+
+        model = asyncio.run(resolve_model(_Config(base_url=args.base_url, headers=dict(args.header))))
+    print(f"replaying {trace.name}: {len(plans)} requests over {trace.duration_s * args.time_scale:g} s", file=sys.stderr)
+    records = asyncio.run(replay(plans, base_url=args.base_url, model=model, headers=dict(args.header),
+                                 tenant_header=args.tenant_header, timeout_s=args.request_timeout_s))
+    summary = summarize(records, ttft_target_ms=args.ttft_target_ms, tpot_target_ms=args.tpot_target_ms)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "replay.json").write_text(json.dumps({
+        "trace": trace.name, "trace_file": str(args.trace), "time_scale": args.time_scale, "summary": summary,
+        "series": [asdict(row) for row in per_second_series(records, trace.duration_s * args.time_scale)],
+        "records": [r.to_dict(keep_text=False) for r in records]}, indent=1))
+    print(json.dumps(summary, indent=1))
+    print(f"wrote {args.out}/replay.json")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="serve-app-loadtest", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -251,6 +280,20 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", type=Path, help="write the table as Markdown")
     compare.add_argument("--plot", type=Path, help="write overlaid latency CDFs (PNG)")
     compare.set_defaults(handler=cmd_compare)
+    replay = commands.add_parser("replay", help="open-loop replay of an arrival trace (loadtest/traces/)")
+    replay.add_argument("--trace", type=Path, required=True, help="a serve_app-trace/1 JSONL file")
+    replay.add_argument("--base-url", default="http://127.0.0.1:8000")
+    replay.add_argument("--model", help="default: first id from GET /v1/models")
+    replay.add_argument("--header", type=_key_value, action="append", default=[], metavar="KEY=VALUE")
+    replay.add_argument("--tenant-header", default="x-tenant-id", help="header that carries a request's tenant")
+    replay.add_argument("--time-scale", type=float, default=1.0, help="multiply every arrival time (0.5: twice as fast)")
+    replay.add_argument("--seed", type=int, default=0)
+    replay.add_argument("--tokenizer", help="local Hugging Face tokenizer dir for exact prompt lengths")
+    replay.add_argument("--request-timeout-s", type=float, default=300.0)
+    replay.add_argument("--ttft-target-ms", type=float, default=1000.0)
+    replay.add_argument("--tpot-target-ms", type=float, default=200.0)
+    replay.add_argument("--out", type=Path, default=Path("results/replay"))
+    replay.set_defaults(handler=cmd_replay)
     check = commands.add_parser("check", help="apply --fail-if gates to a saved result")
     check.add_argument("result", type=Path)
     check.add_argument("--fail-if", type=_gate, action="append", default=[], metavar="EXPR")

@@ -72,6 +72,7 @@ async def stream_request(
             if response.status != 200:
                 text = await response.text(errors="replace")
                 record.error_kind = f"http_{response.status}"
+                record.retry_after_s = _retry_after_s(response.headers.get("Retry-After"))
                 record.error = text[:_MAX_ERROR_BODY_CHARS]
                 record.done_s = clock()
                 return ""
@@ -94,6 +95,14 @@ async def stream_request(
         if record.error_kind is None and not saw_done and record.finish_reason is None:
             record.error_kind, record.error = "incomplete_stream", "stream ended without [DONE] or finish_reason"
     return "".join(pieces)
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    """Retry-After in seconds (delta-seconds form; an HTTP date is not parsed)."""
+    try:
+        return None if value is None else float(value)
+    except ValueError:
+        return None
 
 
 def _apply_event(data: str, now: float, record: RequestRecord, pieces: list[str]) -> bool:

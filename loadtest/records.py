@@ -43,6 +43,8 @@ class RequestRecord:
     output_text: str | None = None
     # Multi-tenant runs: the tenant (loadtest/tenant_spec.py) that sent the request.
     tenant: str | None = None
+    # A refused request's Retry-After header (seconds), when it carried one.
+    retry_after_s: float | None = None
 
     @property
     def ok(self) -> bool:

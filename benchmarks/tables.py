@@ -63,7 +63,19 @@ def side_by_side(summary: dict, client: str = "loadtest") -> str:
     return "\n".join(lines)
 
 
+def compression(data: dict) -> str:
+    """Every checkpoint `serve-app evaluate` measured: size, perplexity, answers, tokens/s at 1 and 16 users."""
+    lines = ["| checkpoint | method | activations | size MB | perplexity (vs base) | answers right | tok/s @1 "
+             "| tok/s @16 (vs fp32 base) |", "|---|---|---|---|---|---|---|---|"]
+    for row in data["rows"]:
+        lines.append(f"| {row['name']} | {row['method']} | {row['dtype']} | {row['size_mb']:.1f} | "
+                     f"{row['perplexity']:,} ({row['ppl_change_pct']:+.1f}%) | {row['num_correct']} | "
+                     f"{row['tok_s_c1']:.1f} | {row['tok_s_c16']:.1f} ({row['speedup_c16']:.2f}x) |")
+    return "\n".join(lines)
+
+
 TABLES: dict[str, tuple[str, Table]] = {
+    "compression": ("results/compression/compression.json", compression),
     # name -> (results file relative to the repository, renderer)
     "side_by_side": ("results/side_by_side/summary.json", lambda data: side_by_side(data, "loadtest")),
     "side_by_side_vllm_bench": ("results/side_by_side/summary.json", lambda data: side_by_side(data, "vllm_bench")),

@@ -253,6 +253,10 @@ class PrefixRoutingConfig(StrictModel):
 
 class ModelDeploymentConfig(DeploymentScaling):
     latency_targets: LatencyTargets = Field(default_factory=LatencyTargets)
+    # `latency_target`: serve_app's policy (serve_app/autoscaling/, driven by `latency_targets`).
+    # `ongoing_requests`: Ray Serve's default request-based autoscaler aiming for `target_ongoing_requests` per
+    # replica (what the autoscaling replays compare against).
+    autoscaling_policy: Literal["latency_target", "ongoing_requests"] = "latency_target"
     num_cpus: float = Field(1.0, ge=0)
     prefix_routing: PrefixRoutingConfig = Field(default_factory=PrefixRoutingConfig)
 

@@ -125,7 +125,10 @@ def scaling_params(cfg: "ModelDeploymentConfig") -> ScalingParams:
 
 
 def model_autoscaling_config(cfg: "ModelDeploymentConfig") -> dict[str, Any]:
-    """`autoscaling_config=` for the model deployment: the latency-target policy with its targets."""
+    """`autoscaling_config=` for the model deployment: the latency-target policy with its targets, or Ray Serve's
+    request-based policy when `autoscaling_policy` is `ongoing_requests`."""
+    if cfg.autoscaling_policy == "ongoing_requests":
+        return stage_autoscaling_config(cfg)
     targets = cfg.latency_targets
     return {
         "min_replicas": cfg.min_replicas,

@@ -465,3 +465,17 @@ def test_config_knobs_flow_into_the_policy_kwargs():
     assert (params.ttft_p99_target_ms, params.max_waiting_per_replica, params.latency_settle_s) == (300, 2, 12)
     with pytest.raises(ValueError):
         LatencyTargets(upscale_latency_ratio=0.5, downscale_latency_ratio=0.6)
+
+
+def test_the_model_deployment_can_use_rays_request_based_policy_instead():
+    """`autoscaling_policy: ongoing_requests` gives Ray Serve's default policy (no policy function) aiming for
+    `target_ongoing_requests` per replica, with the deployment's own delays."""
+    from ray.serve.config import AutoscalingConfig
+
+    model = ModelDeploymentConfig(autoscaling_policy="ongoing_requests", target_ongoing_requests=12,
+                                  min_replicas=0, max_replicas=8, upscale_delay_s=5, downscale_delay_s=30)
+    config = AutoscalingConfig(**model_autoscaling_config(model))
+    assert config.target_ongoing_requests == 12
+    assert (config.min_replicas, config.max_replicas) == (0, 8)
+    assert (config.upscale_delay_s, config.downscale_delay_s) == (5, 30)
+    assert "policy" not in model_autoscaling_config(model)

@@ -81,11 +81,29 @@ class ObservedEngine:
     async def _observed(outputs: AsyncIterator[Any], stats: RequestStats | None) -> AsyncIterator[Any]:
         # aclosing: when the client goes away the frontend closes this generator, and vLLM's own generator
         # must close at once too (that is what aborts the request in the engine).
+        prompt_logprobs = None
         async with contextlib.aclosing(outputs):
             async for output in outputs:
                 if stats is not None:
                     stats.observe(output)
+                prompt_logprobs = keep_prompt_logprobs(output, prompt_logprobs)
                 yield output
+
+
+def keep_prompt_logprobs(output: Any, seen: Any) -> Any:
+    """Give `output` the request's prompt logprobs if vLLM left them out; return them.
+
+    Streamed (DELTA) outputs carry prompt logprobs on a request's first output only. With `n` > 1 a later
+    choice can appear first in a later output, and vLLM's streamed completions then echo the prompt's token ids
+    with no logprobs beside them (a KeyError that ends the stream with an error event; vLLM 0.32). Only the echo
+    of a completions stream and whole responses read them, so repeating them changes nothing else.
+    """
+    current = getattr(output, "prompt_logprobs", None)
+    if current is not None:
+        return current
+    if seen is not None and getattr(output, "prompt_token_ids", None) is not None:
+        output.prompt_logprobs = seen
+    return seen
 
 
 class SchedulerLoad:

@@ -55,3 +55,20 @@ def test_closing_the_observed_stream_closes_the_engines_at_once():
 
     asyncio.run(first_then_close())
     assert engine.closed  # vLLM aborts the request when its generator closes
+
+
+def test_later_outputs_keep_the_prompt_logprobs_that_vllm_sends_only_once():
+    """n > 1 with echo: a choice that first appears in a later output must still find the prompt's logprobs."""
+    prompt_logprobs = [None, {7: "lp"}]
+    outputs = [SimpleNamespace(prompt_token_ids=[1, 7], prompt_logprobs=prompt_logprobs, outputs=[]),
+               SimpleNamespace(prompt_token_ids=[1, 7], prompt_logprobs=None, outputs=[])]
+
+    async def engine_outputs():
+        for output in outputs:
+            yield output
+
+    async def collect():
+        return [o async for o in ObservedEngine._observed(engine_outputs(), None)]
+
+    seen = asyncio.run(collect())
+    assert [o.prompt_logprobs for o in seen] == [prompt_logprobs, prompt_logprobs]

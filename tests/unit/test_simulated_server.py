@@ -1,0 +1,213 @@
+"""SimulatedModelServer driven directly: the model server's streaming contract with a simulated engine."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+
+import msgpack
+import pytest
+
+from serve_app.config import AppConfig
+from serve_app.server.model_server import ServerRequest, WholeResponse
+from serve_app.server.response_stream import Frame, parse_sse_event
+from serve_app.server.simulated.server import SimulatedModelServer
+
+# A fast profile: a 32-token prompt prefills in 10 + 32 * 0.5 = 26 ms, each later token takes 10 + 1 ms alone.
+PROFILE = """
+name: fast
+model: m
+device: d
+load_time_s: 0.2
+max_num_seqs: 4
+max_num_batched_tokens: 256
+num_kv_cache_tokens: 4096
+block_size_tokens: 16
+max_model_len: 1024
+default_max_tokens: 7
+cost: {step_base_ms: 10, decode_ms_per_seq: 1, prefill_ms_per_token: 0.5}
+sources: {all: test numbers}
+"""
+
+
+@pytest.fixture
+def config(tmp_path) -> AppConfig:
+    path = tmp_path / "fast.yaml"
+    path.write_text(PROFILE)
+    # A source with no folder on disk: prompts are counted as 4 characters a token.
+    return AppConfig.model_validate({"model": {"source": str(tmp_path / "none"), "served_model_name": "sim"},
+                                     "engine": {"backend": "simulated", "simulated": {"profile": str(path)}}})
+
+
+def chat(max_tokens: int | None = 5, stream: bool = True, **extra) -> dict:
+    body = {"model": "sim", "messages": [{"role": "user", "content": "x" * 100}], "stream": stream, **extra}
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    return body
+
+
+async def started(config: AppConfig) -> SimulatedModelServer:
+    server = SimulatedModelServer(config)
+    await server.start()
+    return server
+
+
+async def collect(server, request) -> list:
+    return [item async for item in server.generate(request)]
+
+
+def test_start_takes_the_profile_load_time(config):
+    async def main():
+        server = SimulatedModelServer(config)
+        start_s = time.monotonic()
+        await server.start()
+        elapsed_s = time.monotonic() - start_s
+        server.shutdown()
+        return elapsed_s
+
+    assert 0.19 <= asyncio.run(main()) < 1.0
+
+
+def test_a_chat_stream_is_vllm_shaped_sse_with_usage_timings_and_done(config):
+    async def main():
+        server = await started(config)
+        items = await collect(server, ServerRequest("chat", chat(stream_options={"include_usage": True}), "r1"))
+        server.shutdown()
+        return items
+
+    items = asyncio.run(main())
+    assert all(isinstance(item, Frame) for item in items)
+    events = [parse_sse_event(item.data)[1] for item in items]
+    assert events[-1] is None and items[-1].is_final and items[-1].data == "data: [DONE]\n\n"
+    assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    token_events = [e for e in events[1:-2]]
+    assert all(e["object"] == "chat.completion.chunk" and e["id"] == "chatcmpl-r1" for e in token_events)
+    assert "".join(e["choices"][0]["delta"]["content"] for e in token_events).split() and len(token_events) == 5
+    assert token_events[-1]["choices"][0]["finish_reason"] == "length"
+    assert sum(item.num_tokens for item in items) == 5
+    usage_chunk = events[-2]
+    assert usage_chunk["choices"] == [] and usage_chunk["usage"]["completion_tokens"] == 5
+    assert usage_chunk["usage"]["prompt_tokens"] > 0
+    timings = items[-1].timings
+    assert set(usage_chunk["timings"]) == set(timings)
+    # TTFT from the profile: 10 ms + 0.5 ms per prompt token (plus the event loop's lateness).
+    expected_ms = 10 + 0.5 * usage_chunk["usage"]["prompt_tokens"]
+    assert expected_ms <= timings["ttft_ms"] < expected_ms + 30
+    assert timings["decode_ms"] >= 4 * 11 - 0.01  # four decode steps of 10 + 1 ms
+
+
+def test_a_completion_stream_in_msgpack(config):
+    async def main():
+        server = await started(config)
+        body = {"model": "sim", "prompt": "hello world", "max_tokens": 3, "stream": True}
+        items = await collect(server, ServerRequest("completion", body, "r2", wire="msgpack"))
+        server.shutdown()
+        return items
+
+    items = asyncio.run(main())
+    decoded = [msgpack.unpackb(item.data) for item in items]
+    assert decoded[-1] == {"done": True}
+    assert [d["object"] for d in decoded[:-1]] == ["text_completion"] * 3
+    assert "".join(d["choices"][0]["text"] for d in decoded[:-1]).count(" ") == 3
+
+
+def test_a_whole_response_carries_usage_timings_and_the_default_length(config):
+    async def main():
+        server = await started(config)
+        [whole] = await collect(server, ServerRequest("chat", chat(max_tokens=None, stream=False), "r3"))
+        server.shutdown()
+        return whole
+
+    whole = asyncio.run(main())
+    assert isinstance(whole, WholeResponse) and whole.status_code == 200
+    assert whole.body["object"] == "chat.completion"
+    assert whole.body["usage"]["completion_tokens"] == 7  # the profile's default_max_tokens
+    assert len(whole.body["choices"][0]["message"]["content"].split()) == 7
+    assert whole.body["timings"]["ttft_ms"] > 0
+
+
+def test_a_request_longer_than_max_model_len_gets_a_400_before_any_frame(config):
+    async def main():
+        server = await started(config)
+        items = await collect(server, ServerRequest("chat", chat(max_tokens=5000), "r4"))
+        server.shutdown()
+        return items
+
+    [whole] = asyncio.run(main())
+    assert whole.status_code == 400 and whole.body["error"]["code"] == "context_length_exceeded"
+
+
+def test_a_pydantic_body_is_accepted_like_a_dict(config):
+    class Body:
+        def model_dump(self):
+            return chat(max_tokens=2, stream=False)
+
+    async def main():
+        server = await started(config)
+        [whole] = await collect(server, ServerRequest("chat", Body(), "r5"))
+        server.shutdown()
+        return whole
+
+    assert asyncio.run(main()).body["usage"]["completion_tokens"] == 2
+
+
+def test_closing_a_stream_early_aborts_it_and_the_engine_drains_to_zero(config):
+    async def main():
+        server = await started(config)
+        streams = [server.generate(ServerRequest("chat", chat(max_tokens=500), f"a{i}")) for i in range(6)]
+        for stream in streams[:4]:
+            await stream.__anext__()  # the role chunk: the batch (max_num_seqs 4) is full
+        queued = [asyncio.ensure_future(stream.__anext__()) for stream in streams[4:]]
+        await asyncio.sleep(0.05)
+        busy = server.engine_stats()
+        for task in queued:  # a client gone while its request waits
+            task.cancel()
+        await asyncio.gather(*queued, return_exceptions=True)
+        for stream in streams:
+            await stream.aclose()
+        await asyncio.sleep(0.05)
+        idle = server.engine_stats()
+        server.shutdown()
+        return busy, idle
+
+    busy, idle = asyncio.run(main())
+    assert busy["num_running"] == 4 and busy["num_waiting"] == 2 and busy["num_active_streams"] == 6
+    assert idle["num_running"] == idle["num_waiting"] == idle["num_unfinished"] == idle["num_active_streams"] == 0
+    assert idle["is_healthy"] == 1
+
+
+def test_concurrent_streams_finish_and_feed_the_autoscaling_window(config):
+    async def main():
+        server = await started(config)
+        results = await asyncio.gather(*(collect(server, ServerRequest("chat", chat(max_tokens=4), f"c{i}"))
+                                         for i in range(8)))
+        stats = server.autoscaling_stats()
+        server.shutdown()
+        return results, stats
+
+    results, stats = asyncio.run(main())
+    assert all(items[-1].is_final and sum(i.num_tokens for i in items) == 4 for items in results)
+    assert stats["num_ttft_samples"] == 8 and stats["num_running"] == 0 and stats["ttft_p99_ms"] > 0
+
+
+def test_a_repeated_prompt_hits_the_prefix_cache(config):
+    async def main():
+        server = await started(config)
+        for i in range(2):
+            await collect(server, ServerRequest("chat", chat(max_tokens=1, stream=False), f"p{i}"))
+        stats = server.engine_stats()
+        server.shutdown()
+        return stats
+
+    stats = asyncio.run(main())
+    assert stats["prefix_cache_hits"] > 0 and stats["prefix_cache_hits"] < stats["prefix_cache_queries"]
+
+
+def test_the_simulated_engine_imports_neither_vllm_nor_torch():
+    code = ("import sys; import serve_app.server.simulated.server, serve_app.server.factory; "
+            "print('vllm' in sys.modules or 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

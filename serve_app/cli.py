@@ -35,6 +35,8 @@ def _isolate_engine_cpus(config: AppConfig) -> None:
     from serve_app.platform.cpu_isolation import pin_graph_process, plan_core_split
 
     views = config.model_views()
+    if all(view.engine.backend == "simulated" for view in views):
+        return  # simulated engines compute nothing: no cores to set apart
     if (not all(view.engine.isolate_cpus for view in views) or any(view.model_deployment.num_gpus for view in views)
             or not hasattr(os, "sched_setaffinity")):
         return

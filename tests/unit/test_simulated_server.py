@@ -211,3 +211,17 @@ def test_the_simulated_engine_imports_neither_vllm_nor_torch():
             "print('vllm' in sys.modules or 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_the_example_cluster_config_is_a_valid_simulated_app():
+    from pathlib import Path
+
+    import yaml
+
+    from serve_app.server.simulated.profile import load_profile
+
+    path = Path(__file__).resolve().parents[2] / "cluster/serve-config-simulated.yaml"
+    [app] = yaml.safe_load(path.read_text())["applications"]
+    config = AppConfig.model_validate(app["args"])
+    assert config.engine.backend == "simulated" and config.ingress_placement == "separate"
+    assert load_profile(config.engine.simulated.profile).max_model_len >= config.engine.max_model_len

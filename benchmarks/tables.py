@@ -42,20 +42,26 @@ def side_by_side(summary: dict, client: str = "loadtest") -> str:
     sample floor ("p99" or "max of N" per repeat), and how many of the repeats were valid."""
     meta = summary["meta"]
     lines = [f"{meta['cpu']} ({', '.join(meta['cpu_flags']) or 'no avx512'}), {meta['date']}, commit "
-             f"{meta['commit'][:10]}; {client}; {meta['num_repeats']} interleaved repeats per server; "
+             f"{meta['commit'][:10]}; {client}; interleaved repeats per server: {meta['num_repeats']}; "
              "ratio or difference to bare `vllm serve` [95% CI over the repeat pairs].", "",
              "| server | users | " + " | ".join(title for _, title in SIDE_BY_SIDE_COLUMNS) + " | tail over | valid pairs |",
              "|---|---|" + "---|" * (len(SIDE_BY_SIDE_COLUMNS) + 2)]
     for row in summary["comparisons"]:
         if row["client"] != client:
             continue
-        cells = [format_difference_ms(row["estimates"].get("ttft_p50_ms"))]
-        cells += [format_ratio(row["estimates"].get(metric)) for metric, _ in SIDE_BY_SIDE_COLUMNS[1:]]
+        if not row["num_valid_pairs"]:  # never a headline: say why there is no figure
+            cells = ["no valid pair (client self-check INVALID, error or not run)"] + ["-"] * (len(SIDE_BY_SIDE_COLUMNS) - 1)
+            tail = "-"
+        else:
+            cells = [format_difference_ms(row["estimates"].get("ttft_p50_ms"))]
+            cells += [format_ratio(row["estimates"].get(metric)) for metric, _ in SIDE_BY_SIDE_COLUMNS[1:]]
+            tail = row["tail_label"]
         lines.append(f"| {row['server']} | {row['users']} | " + " | ".join(cells)
-                     + f" | {row['tail_label']} | {row['num_valid_pairs']} of {row['num_repeats']} |")
-    lines += ["", "Bare `vllm serve` (mean over its repeats): "
-              + "; ".join(f"{b['users']} user{'s' if b['users'] > 1 else ''}: TTFT p50 {b['ttft_p50_ms']:.1f} ms, "
-                          f"{b['output_tok_s']:.1f} tok/s" for b in summary["baselines"] if b["client"] == client) + "."]
+                     + f" | {tail} | {row['num_valid_pairs']} of {row['num_repeats']} |")
+    baselines = [b for b in summary["baselines"] if b["client"] == client]
+    lines += ["", "Bare `vllm serve` (mean over its valid repeats): "
+              + ("; ".join(f"{b['users']} user{'s' if b['users'] > 1 else ''}: TTFT p50 {b['ttft_p50_ms']:.1f} ms, "
+                           f"{b['output_tok_s']:.1f} tok/s" for b in baselines) or "no valid run") + "."]
     targets = [t for t in summary.get("targets", []) if t["client"] == client]
     if targets:
         lines += ["", "| target | server | measured | verdict |", "|---|---|---|---|"]

@@ -1,0 +1,64 @@
+"""benchmarks/side_by_side.py's statistics: ratios only from interleaved repeat pairs where both runs were valid,
+a verdict only from three such pairs and an interval wholly on one side of the target, repeats in A, B, A, B order."""
+
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import side_by_side  # noqa: E402
+
+
+def _cell(ttft_ms: float, tok_s: float, valid: bool | None = True, num_ttft: int = 16) -> dict:
+    return {"ttft_p50_ms": ttft_ms, "ttft_tail_ms": ttft_ms * 1.2, "itl_tail_ms": 70.0, "tpot_p50_ms": 35.0,
+            "output_tok_s": tok_s, "error_rate": 0.0, "num_ttft": num_ttft, "num_itl": 1000, "valid": valid,
+            "invalid_reasons": [] if valid is not False else ["client event-loop lag"], "attempts": 1}
+
+
+def _units(serve_app_ttft: list[float], invalid_repeat: int | None = None) -> dict:
+    units = {}
+    for repeat, ttft_ms in enumerate(serve_app_ttft, start=1):
+        units[(repeat, "vllm")] = {"cells": {"loadtest_c1": _cell(200.0 + repeat, 30.0)}}
+        units[(repeat, "serve_app")] = {"cells": {"loadtest_c1": _cell(ttft_ms + repeat, 30.0 * 1.01,
+                                                                       valid=repeat != invalid_repeat)}}
+    return units
+
+
+def _row(summary: dict) -> dict:
+    [row] = [r for r in summary["comparisons"] if r["server"] == "serve_app"]
+    return row
+
+
+def test_repeats_are_interleaved():
+    assert side_by_side.plan(["vllm", "serve_app"], 3) == [(1, "vllm"), (1, "serve_app"), (2, "vllm"),
+                                                          (2, "serve_app"), (3, "vllm"), (3, "serve_app")]
+
+
+def test_three_valid_pairs_give_a_ratio_with_an_interval_and_a_verdict():
+    summary = side_by_side.summarise(_units([203.0, 204.0, 202.0]), ["vllm", "serve_app"], [1], ["loadtest"], 3)
+    row = _row(summary)
+    assert row["num_valid_pairs"] == 3 and row["tail_label"].startswith("max of 16")
+    ttft = row["estimates"]["ttft_p50_ms"]
+    assert ttft["value"] == 3.0 and ttft["ci_low"] < 3.0 < ttft["ci_high"]
+    assert abs(row["estimates"]["output_tok_s"]["value"] - 1.01) < 1e-9
+    [target] = [t for t in summary["targets"] if t["target"].startswith("1 user TTFT p50")]
+    assert target["verdict"] in ("met", "undecided (CI spans the target)")
+
+
+def test_an_invalid_run_is_left_out_and_too_few_pairs_are_not_judged():
+    summary = side_by_side.summarise(_units([203.0, 900.0, 202.0], invalid_repeat=2), ["vllm", "serve_app"], [1],
+                                     ["loadtest"], 3)
+    row = _row(summary)
+    assert row["num_valid_pairs"] == 2
+    assert row["estimates"]["ttft_p50_ms"]["value"] == 2.5  # the invalid repeat's 900 ms is not in it
+    assert all(t["verdict"].startswith("not judged") for t in summary["targets"])
+    invalid = [r for r in summary["runs"] if r["valid"] is False]
+    assert len(invalid) == 1 and invalid[0]["repeat"] == 2  # still on file, as invalid
+
+
+def test_verdicts_need_the_whole_interval_on_one_side():
+    estimate = {"value": 1.02, "ci_low": 0.99, "ci_high": 1.04, "num_pairs": 3}
+    assert side_by_side.verdict(estimate, "at_most", 1.05) == "met"
+    assert side_by_side.verdict({**estimate, "ci_high": 1.08}, "at_most", 1.05).startswith("undecided")
+    assert side_by_side.verdict({**estimate, "value": 0.9, "ci_low": 0.85, "ci_high": 0.95}, "at_least", 1.0) == "NOT met"

@@ -16,7 +16,7 @@ from ray.serve import Application
 
 from serve_app.autoscaling.hook import model_autoscaling_config, stage_autoscaling_config
 from serve_app.config import AppConfig, DeploymentScaling, config_from_args
-from serve_app.ingress.routes import IngressDeployment
+from serve_app.ingress.replica import IngressDeployment
 from serve_app.routing.ray_router import request_router_options
 from serve_app.server.engine_args import engine_environment
 from serve_app.server.deployment import ModelServerDeployment

@@ -1,6 +1,6 @@
 """Where the ingress sends a request: a model server in its own process, or one behind a Ray handle.
 
-Both give the same async iterator of `WholeResponse | Frame` (see serve_app/server/model_server.py), so the
+Both give the same async iterator of `WholeResponse | Frame` (serve_app/api/protocol.py), so the
 routes do not know which placement the config chose.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, AsyncIterator, Protocol
 
-from serve_app.server.model_server import ServerRequest
+from serve_app.api.protocol import ServerRequest
 
 
 class ModelBackend(Protocol):

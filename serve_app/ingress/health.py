@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from serve_app.api.protocol import EngineStats
 
 OK, DEGRADED, UNAVAILABLE = "ok", "degraded", "unavailable"
 
 
 def model_health(replica_states: dict[str, int] | None, deployment_status: str | None,
-                 engine_stats: dict[str, Any] | None) -> str:
+                 engine_stats: EngineStats | None) -> str:
     """ok: every replica running and an engine answered healthy; degraded: serving, but some replicas are not
     running (starting, being replaced) or the deployment is not HEALTHY; unavailable: no engine answered
     healthy or no replica is running. Without the controller's view (None), the engine's answer decides."""
-    if engine_stats is None or not engine_stats.get("is_healthy"):
+    if engine_stats is None or not engine_stats.is_healthy:
         return UNAVAILABLE
     if replica_states is None:
         return OK

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from serve_app.api.protocol import EngineStats
 from serve_app.server.timings import STAGES
 
 _LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 60)
@@ -60,10 +61,8 @@ class SpeculationCollector:
     def __init__(self) -> None:
         self.totals: dict[str, tuple[int, int, int]] = {}
 
-    def update(self, model: str, stats: dict) -> None:
-        if "spec_drafts" in stats:
-            self.totals[model] = (int(stats["spec_drafts"]), int(stats["spec_draft_tokens"]),
-                                  int(stats["spec_accepted_tokens"]))
+    def update(self, model: str, stats: EngineStats) -> None:
+        self.totals[model] = (int(stats.spec_drafts), int(stats.spec_draft_tokens), int(stats.spec_accepted_tokens))
 
     def collect(self):
         families = [CounterMetricFamily("serve_app_spec_decode_drafts", "Engine steps that verified drafts", labels=["model"]),

@@ -1,8 +1,10 @@
-"""Request bytes -> a validated vLLM request object, with OpenAI-style errors for every way it can fail.
+"""Request bytes -> a checked JSON object, with OpenAI-style errors for every way the ingress can tell it fails.
 
-Pure (pydantic only): the body is decoded and validated here, before admission, so bad requests never reach
-a model server. serve_app is stricter than vLLM in two ways a client relies on: an unknown top-level field
-is a 400 naming it (vLLM would ignore it silently), and output lengths and `n` have configured upper bounds.
+Pure (standard library only, no vLLM): the ingress decodes and checks the body before admission, so most bad
+requests never reach a model server; the model server then validates the object into vLLM's request type
+(serve_app/server/request_validation.py). serve_app is stricter than vLLM in ways a client relies on: an
+unknown top-level field is a 400 naming it (vLLM would ignore it silently), output lengths and `n` have
+configured upper bounds, and unknown roles and lone surrogates are refused by name.
 """
 
 from __future__ import annotations
@@ -14,8 +16,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
-
+from serve_app.api.endpoints import Endpoint
 from serve_app.api.errors import ServeAppError
 
 # Fields that bound how many tokens a request may generate, per endpoint.
@@ -71,18 +72,6 @@ def body_too_large(max_body_bytes: int) -> ServeAppError:
                          code="request_too_large")
 
 
-def validation_error(exc: ValidationError) -> ServeAppError:
-    first = exc.errors()[0]
-    param = ".".join(str(p) for p in first["loc"]) or None
-    if first["type"] == "extra_forbidden":
-        message, code = f"Unsupported parameter: '{param}'.", "unsupported_parameter"
-    elif first["type"] == "missing":
-        message, code = f"Missing required parameter: '{param}'.", "missing_required_parameter"
-    else:
-        message, code = f"Invalid value for '{param}': {first['msg']}.", "invalid_value"
-    return ServeAppError(message[:500], param=param, code=code)
-
-
 def decode_json_object(raw: bytes) -> dict[str, Any]:
     if not raw:
         raise ServeAppError("Request body is empty; expected a JSON object.", code="invalid_json")
@@ -127,15 +116,6 @@ def _deeper_than(data: Any, limit: int) -> bool:
         children = value.values() if isinstance(value, dict) else value
         stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
     return False
-
-
-def known_fields(request_type: type) -> set[str]:
-    names = set()
-    for name, info in request_type.model_fields.items():
-        names.add(name)
-        if info.alias:
-            names.add(info.alias)
-    return names
 
 
 def check_limits(data: dict[str, Any], limits: RequestLimits) -> None:
@@ -229,10 +209,11 @@ def _json_type(value: Any) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def parse_request(raw: bytes, request_type: type, allowed_fields: set[str], limits: RequestLimits) -> Any:
-    """Decode, reject unknown fields, check serve_app's limits, then validate with vLLM's request type."""
+def check_request(raw: bytes, endpoint: Endpoint, limits: RequestLimits) -> dict[str, Any]:
+    """Decode, reject unknown fields, check serve_app's limits, roles and text: the JSON object a model server
+    validates (into vLLM's request type) next."""
     data = decode_json_object(raw)
-    unknown = sorted(set(data) - allowed_fields)
+    unknown = sorted(set(data) - endpoint.fields)
     if unknown:
         raise ServeAppError(f"Unsupported parameter: '{unknown[0]}'.", param=unknown[0], code="unsupported_parameter")
     check_model(data)
@@ -240,15 +221,33 @@ def parse_request(raw: bytes, request_type: type, allowed_fields: set[str], limi
     check_roles(data)
     check_prompt_embeds(data)
     check_limits(data, limits)
-    try:
-        return request_type.model_validate(data)
-    except ValidationError as exc:
-        raise validation_error(exc)
-    except Exception as exc:  # noqa: BLE001 - vLLM's validators also raise their own errors; all are the body's fault
-        param = getattr(exc, "parameter", None)
-        raise ServeAppError(f"Invalid request: {str(exc)[:300]}", param=param, code="invalid_value")
+    return data
 
 
-def requested_max_tokens(data: Any) -> int:
-    """The output-token bound a validated request asks for (0 when it leaves it to the server)."""
-    return max((getattr(data, name, None) or 0 for name in MAX_TOKENS_FIELDS), default=0)
+def requested_max_tokens(data: dict[str, Any]) -> int:
+    """The output-token bound a checked body asks for (0 when it leaves it to the server, or is not a number
+    vLLM would take)."""
+    return max((_as_int(data.get(name)) for name in MAX_TOKENS_FIELDS), default=0)
+
+
+def wants_stream(data: dict[str, Any]) -> bool:
+    """Whether the body asks for a stream, read as vLLM's pydantic type reads `stream` (lax booleans)."""
+    value = data.get("stream")
+    if isinstance(value, str):
+        return value.strip().lower() in _TRUE_STRINGS
+    return value is True or (type(value) in (int, float) and value == 1)
+
+
+_TRUE_STRINGS = ("1", "on", "t", "true", "y", "yes")
+
+
+def _as_int(value: Any) -> int:
+    if isinstance(value, bool) or value is None:
+        return 0
+    if isinstance(value, int):
+        return max(value, 0)
+    if isinstance(value, float) and value.is_integer():
+        return max(int(value), 0)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return 0

@@ -13,12 +13,12 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
-from serve_app.ingress.routes import app as fastapi_app
+from serve_app.ingress.app import openapi_schema
 from tests.integration.conftest import TINY_APP, replica_processes
 
 pytestmark = pytest.mark.integration
 
-SCHEMA = schemathesis.openapi.from_dict(fastapi_app.openapi())
+SCHEMA = schemathesis.openapi.from_dict(openapi_schema())
 OPERATIONS = [("/v1/completions", "POST"), ("/v1/chat/completions", "POST")]
 EXAMPLES = 150
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from serve_app.config import AppConfig
-from serve_app.ingress.routes import REPLICA_HEADER
+from serve_app.ingress.relay import REPLICA_HEADER
 from serve_app.platform.adapters import prepare_test_adapter
 from serve_app.platform.models import resolve_model_path
 from tests.browser.support import browser, open_page, requires_browser  # noqa: F401  (browser: shared fixture)

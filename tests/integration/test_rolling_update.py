@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from serve_app.ingress.routes import REPLICA_HEADER
+from serve_app.ingress.relay import REPLICA_HEADER
 from tests.integration.conftest import make_test_config
 
 pytestmark = pytest.mark.integration

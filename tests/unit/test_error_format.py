@@ -1,14 +1,12 @@
 """Every answer of the ingress's FastAPI app, router and FastAPI layers included, is an OpenAI-style error.
 
 The real app and routes, without Ray or an engine: the Ingress is built with a model handle that must never be
-called (each request here is refused before it would reach a model), and Ray's lookup of the replica's instance
-is pointed at it.
+called (each request here is refused before it would reach a model), and its app driven by a test client.
 """
 
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
 from urllib.parse import quote
 
 import pytest
@@ -16,16 +14,13 @@ from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from fastapi.testclient import TestClient
-from ray import serve
 
 from serve_app.config import AppConfig
-from serve_app.ingress import routes
+from serve_app.ingress.app import add_request_id, install_error_handlers
+from serve_app.ingress.relay import REQUEST_ID_HEADER
+from serve_app.ingress.replica import Ingress
 from serve_app.ingress.request_checks import MAX_JSON_DEPTH, SEED_MAX
-from serve_app.ingress.routes import (
-    REQUEST_ID_HEADER,
-    add_request_id,
-    install_error_handlers,
-)
+from tests.unit.fake_backend import FakeBackend
 
 CHAT = "/v1/chat/completions"
 HI = '"messages": [{"role": "user", "content": "hi"}]'
@@ -41,25 +36,19 @@ class _UnreachableModel:
         raise AssertionError(f"the model server was reached ({name}) by a request that should have been refused")
 
 
-def _ingress_class() -> type:
-    user_class = routes.Ingress.__bases__[0]  # the class under Ray's @serve.ingress wrapper
-    assert "_serve" in vars(user_class)
-    return user_class
-
-
-def _client_of_ingress(config: AppConfig, monkeypatch) -> TestClient:
-    """A test client of the ingress app, its replica built from `config` with unreachable model servers."""
-    user_class = _ingress_class()
-    ingress = user_class.__new__(user_class)
+def _client_of_ingress(config: AppConfig) -> TestClient:
+    """A test client of the ingress app, its replica built from `config` with unreachable model servers (the
+    client's `ingress` attribute is the replica)."""
     handles = {view.model.resolved_name(): _UnreachableModel() for view in config.model_views()}
-    asyncio.run(user_class.__init__(ingress, config, model_handles=handles))
-    monkeypatch.setattr(serve, "get_replica_context", lambda: SimpleNamespace(servable_object=ingress))
-    return TestClient(routes.app, raise_server_exceptions=False)
+    ingress = asyncio.run(Ingress.create(config, model_handles=handles))
+    client = TestClient(ingress.asgi_app(), raise_server_exceptions=False)
+    client.ingress = ingress
+    return client
 
 
 @pytest.fixture
-def ingress_client(monkeypatch):
-    return lambda **config: _client_of_ingress(AppConfig.model_validate(config), monkeypatch)
+def ingress_client():
+    return lambda **config: _client_of_ingress(AppConfig.model_validate(config))
 
 
 def _assert_openai_error(response, status: int, code: str | None = None, param: str | None = None) -> dict:
@@ -119,7 +108,7 @@ def test_headers_over_the_limit_are_an_openai_431(ingress_client):
 def test_no_running_model_replica_is_a_fast_503_with_retry_after(ingress_client, states, status, min_replicas,
                                                                  expected):
     client = ingress_client(ingress_placement="separate", model_deployment={"min_replicas": min_replicas})
-    ingress = serve.get_replica_context().servable_object
+    ingress = client.ingress
     ingress._replicas.peek = lambda: {"ModelServer": (states, status)}
     ingress._replicas.is_stale = lambda: False
     response = client.post(CHAT, content="{" + HI + "}")
@@ -155,10 +144,11 @@ def test_fuzzed_methods_and_paths_get_openai_errors_from_every_layer(router_clie
 
 @pytest.fixture(scope="module")
 def router_client():
-    """One ingress for the whole router fuzz (hypothesis runs many examples per test)."""
-    patch = pytest.MonkeyPatch()
-    yield _client_of_ingress(AppConfig(), patch)
-    patch.undo()
+    """One ingress for the whole router fuzz (hypothesis runs many examples per test); its model server is a fake
+    that validates bodies as the real one does (the ingress no longer does: an empty body is the model's 400)."""
+    config = AppConfig()
+    ingress = asyncio.run(Ingress.create(config, backends={config.model.resolved_name(): FakeBackend()}))
+    return TestClient(ingress.asgi_app(), raise_server_exceptions=False)
 
 
 @pytest.mark.parametrize("body, code, param", [
@@ -206,9 +196,8 @@ def test_auth_without_keys_stops_the_ingress_before_an_engine_starts(monkeypatch
     monkeypatch.setattr(model_server, "ModelServer", must_not_start)
     monkeypatch.delenv("SERVE_APP_TEST_KEYS", raising=False)
     config = AppConfig.model_validate({"auth": {"enabled": True, "api_keys_env": "SERVE_APP_TEST_KEYS"}})
-    user_class = _ingress_class()
     with pytest.raises(ValueError, match="SERVE_APP_TEST_KEYS"):
-        asyncio.run(user_class.__init__(user_class.__new__(user_class), config))
+        asyncio.run(Ingress.create(config))
 
 
 def test_an_error_response_from_vllm_keeps_its_status_and_message():

@@ -20,15 +20,16 @@ from serve_app.ingress.request_checks import (
     SEED_MAX,
     SEED_MIN,
     RequestLimits,
-    known_fields,
-    parse_request,
+    check_request,
 )
-from serve_app.server.openai_frontend import CHAT, COMPLETION
+from serve_app.api.endpoints import ENDPOINTS
+from serve_app.server.openai_frontend import request_type
+from serve_app.server.request_validation import validate_body
 
 FUZZ = settings(max_examples=300, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.large_base_example, HealthCheck.data_too_large])
 LIMITS = RequestLimits(max_tokens=100, max_n=4)
-TYPES = {e.name: e.request_type() for e in (CHAT, COMPLETION)}
+TYPES = {name: request_type(name) for name in ("chat", "completion")}
 
 # Control characters, lone surrogates, private-use, unassigned, separators, plus ordinary letters.
 ODD_TEXT = st.text(st.characters(categories=["Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs", "Ll"]), max_size=8)
@@ -76,9 +77,8 @@ def bodies(draw, endpoint: str) -> bytes:
 
 
 def _check(raw: bytes, endpoint: str) -> None:
-    request_type = TYPES[endpoint]
-    try:
-        request = parse_request(raw, request_type, known_fields(request_type), LIMITS)
+    try:  # the ingress's checks, then the model server's validation
+        request = validate_body(check_request(raw, ENDPOINTS[endpoint], LIMITS), TYPES[endpoint])
     except ServeAppError as error:
         assert 400 <= error.status_code < 500
         json.dumps(error.to_body(), ensure_ascii=False).encode("utf-8")  # what the ingress's JSONResponse does

@@ -2,9 +2,10 @@
 
 import pytest
 
+from serve_app.api.protocol import EngineStats
 from serve_app.ingress.health import DEGRADED, OK, UNAVAILABLE, model_health, no_replica_up
 
-HEALTHY_ENGINE = {"is_healthy": 1}
+HEALTHY_ENGINE = EngineStats(is_healthy=True)
 
 
 @pytest.mark.parametrize("states, status, engine, expected", [
@@ -12,7 +13,7 @@ HEALTHY_ENGINE = {"is_healthy": 1}
     ({"RUNNING": 1, "STARTING": 1}, "UPSCALING", HEALTHY_ENGINE, DEGRADED),  # a replica still starting
     ({"RUNNING": 2}, "UNHEALTHY", HEALTHY_ENGINE, DEGRADED),  # Serve replacing one that failed its check
     ({"RUNNING": 0, "STARTING": 2}, "UPDATING", HEALTHY_ENGINE, UNAVAILABLE),
-    ({"RUNNING": 2}, "HEALTHY", {"is_healthy": 0}, UNAVAILABLE),  # the replica that answered has a dead engine
+    ({"RUNNING": 2}, "HEALTHY", EngineStats(is_healthy=False), UNAVAILABLE),  # the replica that answered has a dead engine
     ({"RUNNING": 2}, "HEALTHY", None, UNAVAILABLE),  # no replica answered in time
     (None, None, HEALTHY_ENGINE, OK),  # controller unreachable: the engine's answer decides
 ])

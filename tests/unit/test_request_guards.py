@@ -1,4 +1,5 @@
-"""Request checks, admission and API-key checks on plain data (the ingress wraps these)."""
+"""Request checks, admission and API-key checks on plain data (the ingress wraps these); a body's path to vLLM's
+request object is the ingress's checks (check_request) then the model server's validation (validate_body)."""
 
 import json
 
@@ -13,18 +14,19 @@ from serve_app.ingress.request_checks import (
     SEED_MAX,
     SEED_MIN,
     RequestLimits,
-    known_fields,
-    parse_request,
+    check_request,
     requested_max_tokens,
+    wants_stream,
 )
-from serve_app.server.openai_frontend import CHAT, COMPLETION, RESPONSES
+from serve_app.api.endpoints import CHAT, COMPLETION, RESPONSES
+from serve_app.server.openai_frontend import request_type
+from serve_app.server.request_validation import validate_body
 
 LIMITS = RequestLimits(max_tokens=100, max_n=4)
 
 
 def parse(raw: bytes, endpoint=CHAT):
-    request_type = endpoint.request_type()
-    return parse_request(raw, request_type, known_fields(request_type), LIMITS)
+    return validate_body(check_request(raw, endpoint, LIMITS), request_type(endpoint.name))
 
 
 def error_of(raw: bytes, endpoint=CHAT) -> ServeAppError:
@@ -67,11 +69,13 @@ def test_options_apps_rely_on_parse_into_vllms_request():
                  b'"top_logprobs": 2, "n": 2, "seed": 3, "stop": ["x"], '
                  b'"response_format": {"type": "json_object"}}')
     assert chat.n == 2 and chat.top_logprobs == 2 and chat.tools[0].function.name == "f"
-    assert requested_max_tokens(chat) == 0
-    completion = parse(b'{"model": "m", "prompt": [1, 2, 3], "max_tokens": 7, "ignore_eos": true}', COMPLETION)
-    assert completion.ignore_eos and requested_max_tokens(completion) == 7
+    assert requested_max_tokens(json.loads(b'{"model": "m", ' + HI + b'}')) == 0
+    completion_raw = b'{"model": "m", "prompt": [1, 2, 3], "max_tokens": 7, "ignore_eos": true}'
+    completion = parse(completion_raw, COMPLETION)
+    assert completion.ignore_eos and requested_max_tokens(json.loads(completion_raw)) == 7
     responses = parse(b'{"model": "m", "input": "hi", "max_output_tokens": 9}', RESPONSES)
-    assert requested_max_tokens(responses) == 9
+    assert responses.max_output_tokens == 9
+    assert requested_max_tokens({"max_output_tokens": 9}) == 9
     assert error_of(b'{"model": "m", "input": "hi", "max_output_tokens": 101}', RESPONSES).param == "max_output_tokens"
 
 
@@ -270,3 +274,16 @@ def test_a_lone_surrogate_is_a_400_naming_the_field_and_a_pair_is_text():
     assert info.value.status_code == 400 and info.value.param == "stop[1]"
     pair = b'{"stop": "\\ud83d\\ude00", "messages": []}'
     check_text_encodable(pair, json.loads(pair))
+
+
+@pytest.mark.parametrize("value, bound", [(7, 7), (7.0, 7), ("7", 7), (None, 0), (True, 0), ("x", 0), (-3, 0)])
+def test_requested_max_tokens_reads_what_vllm_would_take(value, bound):
+    assert requested_max_tokens({"max_tokens": value}) == bound
+
+
+@pytest.mark.parametrize("value, expected", [(True, True), ("true", True), (1, True), ("yes", True), (False, False),
+                                             (None, False), ("false", False), (0, False), ("off", False)])
+def test_the_stream_flag_is_read_as_vllm_reads_it(value, expected):
+    assert wants_stream({"stream": value}) is expected
+    if value is not None:
+        assert bool(request_type("chat").model_validate({"messages": [], "stream": value}).stream) is expected

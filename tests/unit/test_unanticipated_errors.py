@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from serve_app.ingress.routes import REQUEST_ID_HEADER, add_request_id
+from serve_app.ingress.app import add_request_id
+from serve_app.ingress.relay import REQUEST_ID_HEADER
 
 
 def test_unhandled_exception_becomes_openai_500():

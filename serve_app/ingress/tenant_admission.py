@@ -26,7 +26,8 @@ from typing import Callable
 from serve_app.api.errors import ServeAppError
 from serve_app.config import AppConfig, DeploymentScaling
 from serve_app.tenancy.config import PriorityNotAllowed, TenancyConfig, TenantConfig
-from serve_app.tenancy.fair_queue import FairGate, QueueTimeout, request_cost_tokens
+from serve_app.tenancy.fair_queue import FairGate, GateStats, QueueTimeout, request_cost_tokens
+from serve_app.tenancy.pacing import PrefillPacer
 from serve_app.tenancy.limits import ClusterLimiter, LocalLedgerBackend
 from serve_app.tenancy.ttft_predictor import (
     EngineRates,
@@ -83,14 +84,19 @@ class TenantAdmission:
         ingress_replicas = _planned_replicas(config.ingress_deployment) if config.placement == "separate" else 1
         self._gates: dict[str, FairGate] = {}
         self._rates: dict[str, RateEstimator] = {}
+        self._replicas: dict[str, int] = {}
         for view in config.model_views():
             slots = engine_slots(view, ingress_replicas)
-            reserved = min(self.tenancy.reserved_slots, slots - 1)
-            prefills = max(1, _planned_replicas(view.model_deployment) // ingress_replicas)
-            self._gates[view.model.resolved_name()] = FairGate(
-                slots, reserved=reserved, pace_prefills=self.tenancy.pace_prefills, prefill_concurrency=prefills,
-                prefill_hold_s=self.tenancy.prefill_hold_s)
-            self._rates[view.model.resolved_name()] = RateEstimator(PRIOR_RATES)
+            # The reserve sits above the engines' max_num_seqs (engine_args adds it as headroom), so a tenant
+            # alone still fills every engine row it had without tenancy.
+            replicas = max(1, _planned_replicas(view.model_deployment) // ingress_replicas)
+            reserved = self.tenancy.reserved_slots * replicas
+            pacer = PrefillPacer(PRIOR_RATES.decode_step_s(slots // replicas) / replicas, self.tenancy.prefill_hold_s) \
+                if self.tenancy.pace_prefills else None
+            name = view.model.resolved_name()
+            self._gates[name] = FairGate(slots + reserved, reserved=reserved, pacer=pacer)
+            self._rates[name] = RateEstimator(PRIOR_RATES)
+            self._replicas[name] = replicas
 
     def tenant_of(self, key_digest: str | None, headers) -> TenantConfig:
         header = None if key_digest is not None else headers.get(self.tenancy.tenant_header)
@@ -121,6 +127,9 @@ class TenantAdmission:
                 headers={"Retry-After": str(max(1, decision.retry_after_s))})
         admitted_at_s = time.time()
         gate, rates = self._gates[model], self._rates[model].rates()
+        if gate.pacer is not None:  # a flood starts about one request per engine step (measured) and replica
+            replicas = self._replicas[model]
+            gate.pacer.spacing_s = rates.decode_step_s((gate.capacity - gate.reserved) // replicas) / replicas
         cost = request_cost_tokens(prompt_tokens, max_tokens)
         predicted_s = None
         if slo_s is not None:
@@ -139,7 +148,7 @@ class TenantAdmission:
         timeout_s = max(0.001, min(self.tenancy.max_queue_wait_s, deadline_s - time.time()))
         # With a TTFT target, waiting for a slot ends when the target can no longer be met.
         # The target counts from arrival; one engine's batch is the gate's slots over its model replicas.
-        batch = max(0, gate.capacity // gate.prefill_concurrency - 1)
+        batch = max(0, gate.capacity // self._replicas[model] - 1)
         slo_wait_s = None if slo_s is None else slot_wait_budget_s(slo_s - (time.time() - arrival_s), prompt_tokens,
                                                                    rates, batch)
         if slo_wait_s is not None and slo_wait_s < timeout_s:
@@ -161,7 +170,7 @@ class TenantAdmission:
                                     status_code=429, type="rate_limit_error", code="queue_timeout",
                                     headers=retry) from None
             raise
-        return Admitted(tenant, priority, lambda: gate.release(tenant.name, grant), lambda: gate.prefill_done(grant),
+        return Admitted(tenant, priority, lambda: gate.release(tenant.name, grant), lambda: gate.first_token(grant),
                         time.monotonic() - start_s, predicted_s, admitted_at_s)
 
     def observe(self, model: str, admitted: Admitted, prompt_tokens: int, first_token_at_s: float | None,
@@ -178,6 +187,6 @@ class TenantAdmission:
         if decode_s is not None and num_tokens > 1:
             rates.observe_decode(num_tokens - 1, decode_s * 1000.0, max(1, self._gates[model].num_in_use))
 
-    def queue_stats(self) -> dict[str, dict[str, int]]:
-        return {model: {"in_use": g.num_in_use, "waiting": g.num_waiting, "capacity": g.capacity}
-                for model, g in self._gates.items()}
+    def gate_stats(self) -> dict[str, GateStats]:
+        """Per model: this ingress replica's slots in use and requests waiting for one (for autoscaling)."""
+        return {model: gate.stats() for model, gate in self._gates.items()}

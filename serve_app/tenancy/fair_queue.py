@@ -19,14 +19,8 @@ cost). `charge` counts a request admitted without waiting, so the share is measu
 `FairGate` holds `capacity` slots (requests sent on to the engines) and hands a freed slot to the next waiter in
 fair order. Pure asyncio, one event loop, no locks.
 
-Prefill pacing (`pace_prefills`): an engine step runs every new request's prefill together, so a quiet tenant's
-request that starts beside a batch of the flood's new requests waits for all their prefills (measured: 230 ms
-alone, 1.5 s beside 7 flood prefills). With pacing, while more than one tenant is active (or was, within
-`linger_s`: a closed-loop client is away for milliseconds between requests), a tenant starts a
-request only while fewer than `prefill_concurrency` of its own (one per model replica behind the gate) are before
-their first token (`prefill_done`, or `prefill_hold_s` after the start at the latest), and a tenant over its
-share also waits while another tenant's request is before its first token. So a quiet tenant's prefill shares an
-engine step with at most one of the flood's. A tenant alone is never paced.
+With a `pacer` (serve_app/tenancy/pacing.py), a tenant over its share also waits for its turn to start a
+prefill. The gate's `stats` (slots in use, requests waiting) are what the ingress reports for autoscaling.
 """
 
 from __future__ import annotations
@@ -34,10 +28,10 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-import time
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Self
+
+from serve_app.tenancy.pacing import PrefillPacer
 
 
 def request_cost_tokens(prompt_tokens: int, max_tokens: int, mean_output_tokens: float | None = None) -> int:
@@ -230,134 +224,64 @@ class QueueTimeout(TimeoutError):
     """A request waited `timeout_s` for its fair turn without getting a slot."""
 
 
-class FairGate:
-    """`capacity` slots handed out in weighted fair order; `async with gate.slot(...)` holds one.
+@dataclass(frozen=True)
+class GateStats:
+    """What the gate holds now: the number the autoscaler adds to the engines' own queue (`num_waiting`)."""
 
-    Fast path: with a slot free and nobody waiting, entering takes the slot without suspending. Otherwise the
+    capacity: int
+    num_in_use: int
+    num_waiting: int
+    queued_tokens: int
+
+
+class FairGate:
+    """`capacity` slots handed out in weighted fair order: `grant = await gate.acquire(...)`, then
+    `gate.first_token(grant)` at the request's first output and `gate.release(tenant, grant)` at its end.
+
+    Fast path: with a slot free and nobody waiting, `acquire` takes the slot without suspending. Otherwise the
     request waits in a `FairQueue`; each freed slot goes to the queue's next request. A waiter that is cancelled
     or times out leaves the queue (a slot granted to it in the same instant is passed on), so slots never leak.
 
     `reserved` of the slots are kept for tenants holding fewer slots than their weighted share of `capacity`
     among the tenants now holding or waiting, beside at least one other: a tenant that floods the gate alone fills
     `capacity - reserved` slots, and a quiet tenant's request that arrives then starts at once instead of waiting
-    for a flood request to finish. The price: one tenant alone never uses the reserved slots.
+    for a flood request to finish. The ingress sizes the gate so that `capacity - reserved` is what the engines
+    run at once (max_num_seqs) and the reserve is the engines' headroom above it: a tenant alone loses nothing.
     """
 
-    def __init__(self, capacity: int, reserved: int = 0, pace_prefills: bool = False, prefill_concurrency: int = 1,
-                 prefill_hold_s: float = 2.0, linger_s: float = 1.0, clock: Callable[[], float] = time.monotonic):
-        if capacity < 1:
-            raise ValueError(f"capacity must be >= 1, got {capacity}")
+    def __init__(self, capacity: int, reserved: int = 0, pacer: PrefillPacer | None = None):
         if not 0 <= reserved < capacity:
-            raise ValueError(f"reserved must be in [0, capacity), got {reserved}")
+            raise ValueError(f"need 0 <= reserved < capacity, got reserved={reserved}, capacity={capacity}")
         self.capacity = capacity
         self.reserved = reserved
-        self.pace_prefills = pace_prefills
-        self.prefill_concurrency = max(1, prefill_concurrency)
-        self.prefill_hold_s = prefill_hold_s
-        # Pacing counts a tenant as present this long after its last request ended: a client that sends its next
-        # request as soon as the last one ends is gone for milliseconds, exactly when the flood refills.
-        self.linger_s = linger_s
-        self._last_seen: dict[str, float] = {}
+        self.pacer = pacer
         self.num_in_use = 0
         self.queue = FairQueue()
         self._waiters: dict[int, asyncio.Future] = {}
         self._ids = itertools.count()
+        self._grants = itertools.count(1)
         self._held: dict[str, int] = {}
         self._weights: dict[str, float] = {}
-        self._clock = clock
-        # Pacing: grant id -> (tenant, start time) of granted requests before their first token.
-        self._prefilling: dict[int, tuple[str, float]] = {}
-        self._grant_ids = itertools.count(1)
         self._recheck: asyncio.TimerHandle | None = None
-        self._recheck_loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def num_waiting(self) -> int:
         return len(self.queue)
 
-    def held_by(self, tenant: str) -> int:
-        return self._held.get(tenant, 0)
-
-    def slot(self, tenant: str, cost_tokens: int, weight: float = 1.0, priority: int = 0,
-             timeout_s: float | None = None) -> _Slot:
-        """An async context manager holding one slot; raises `QueueTimeout` after `timeout_s` of waiting."""
-        return _Slot(self, tenant, cost_tokens, weight, priority, timeout_s)
-
-    def under_share(self, tenant: str, weight: float = 1.0) -> bool:
-        """Does `tenant` hold fewer slots than its weighted share among the tenants holding or waiting?"""
-        active = {name: self._weights.get(name, 1.0) for name, held in self._held.items() if held}
-        active.update({name: self._weights.get(name, 1.0) for name in self.queue.queued_tokens_by_tenant()})
-        active[tenant] = weight
-        return self._held.get(tenant, 0) < self.capacity * weight / sum(active.values())
-
-    def _others_active(self, tenant: str) -> bool:
-        return (any(held and name != tenant for name, held in self._held.items())
-                or any(name != tenant for name in self.queue.queued_tokens_by_tenant()))
-
-    def _may_take(self, tenant: str, weight: float) -> bool:
-        """A shared slot, or a reserved one for a tenant under its share beside others (a tenant alone keeps the
-        reserve free for whoever comes next); with pacing, not while a prefill holds an over-share tenant back."""
-        free = self.capacity - self.num_in_use
-        if free > self.reserved:
-            return not self._paced(tenant, weight)
-        return (free > 0 and self._others_active(tenant) and self.under_share(tenant, weight)
-                and not self._paced(tenant, weight))
-
-    def num_prefilling(self) -> int:
-        """Granted requests before their first token (pacing only; expired ones are dropped)."""
-        now = self._clock()
-        for grant, (_, started) in list(self._prefilling.items()):
-            if now - started >= self.prefill_hold_s:
-                del self._prefilling[grant]
-        return len(self._prefilling)
-
-    def _others_present(self, tenant: str) -> bool:
-        """Other tenants active now, or seen within `linger_s` (for pacing)."""
-        if self._others_active(tenant):
-            return True
-        now = self._clock()
-        for name, seen in list(self._last_seen.items()):
-            if now - seen >= self.linger_s:
-                del self._last_seen[name]
-            elif name != tenant:
-                return True
-        return False
-
-    def _paced(self, tenant: str, weight: float) -> bool:
-        """Must the tenant's next request wait for a prefill in progress (module docstring)?"""
-        if not self.pace_prefills or not self.num_prefilling() or not self._others_present(tenant):
-            return False
-        own = sum(1 for name, _ in self._prefilling.values() if name == tenant)
-        if own >= self.prefill_concurrency:
-            return True
-        return own < len(self._prefilling) and not self.under_share(tenant, weight)
-
-    def prefill_done(self, grant: int) -> None:
-        """The request granted as `grant` produced its first token (a no-op when already done or expired)."""
-        if self._prefilling.pop(grant, None) is not None:
-            self._dispatch()
-
-    def try_acquire(self, tenant: str, cost_tokens: int, weight: float = 1.0) -> bool:
-        """Take a slot now if one is free for this tenant and nobody waits (charged to the tenant's share)."""
-        return self._try_take(tenant, cost_tokens, weight) is not None
-
-    def _try_take(self, tenant: str, cost_tokens: int, weight: float) -> int | None:
-        if self.queue or not self._may_take(tenant, weight):
-            return None
-        self._weights[tenant] = weight
-        self.queue.charge(tenant, cost_tokens, weight)
-        return self._take(tenant)
+    def stats(self) -> GateStats:
+        return GateStats(self.capacity, self.num_in_use, len(self.queue), self.queue.queued_tokens())
 
     async def acquire(self, tenant: str, cost_tokens: int, weight: float = 1.0, priority: int = 0,
                       timeout_s: float | None = None) -> int:
-        """Wait for a slot and this request's fair turn; returns the grant (for `prefill_done` and `release`)."""
-        grant = self._try_take(tenant, cost_tokens, weight)
-        if grant is not None:
-            return grant
+        """Wait for a slot and this request's fair turn; returns the grant (for `first_token` and `release`).
+        Raises `QueueTimeout` after `timeout_s` of waiting."""
+        self._weights[tenant] = weight
+        if not self.queue and self._wait_s(tenant, weight) == 0.0:
+            self.queue.charge(tenant, cost_tokens, weight)
+            return self._take(tenant, weight)
         item_id = next(self._ids)
         granted = asyncio.get_running_loop().create_future()
         self._waiters[item_id] = granted
-        self._weights[tenant] = weight
         self.queue.push(item_id, tenant, cost_tokens, weight, priority)
         self._dispatch()
         try:
@@ -375,76 +299,95 @@ class FairGate:
                 raise QueueTimeout(f"no slot within {timeout_s} s") from None
             raise
 
-    def release(self, tenant: str | None = None, grant: int | None = None) -> None:
-        """Free a slot (held by `tenant`; None only for a gate without `reserved` or pacing); the next waiter
-        gets it. `grant`: what `acquire` returned (ends its prefill, if it had not reported one)."""
-        if self.num_in_use <= 0:
-            raise RuntimeError("release without a held slot")
-        self._prefilling.pop(grant, None)
+    def first_token(self, grant: int) -> None:
+        """The request granted as `grant` produced its first output (ends its prefill for pacing)."""
+        if self.pacer is not None and self.pacer.first_token(grant):
+            self._dispatch()
+
+    def release(self, tenant: str, grant: int) -> None:
+        """Free the slot `tenant` got as `grant`; the next waiter gets it."""
+        if self.num_in_use <= 0 or not self._held.get(tenant):
+            raise RuntimeError(f"release without a held slot (tenant {tenant!r})")
         self.num_in_use -= 1
-        if self.pace_prefills and tenant is not None:
-            self._last_seen[tenant] = self._clock()
-        if tenant is not None and self._held.get(tenant):
-            self._held[tenant] -= 1
-            if not self._held[tenant]:
-                del self._held[tenant]
+        self._held[tenant] -= 1
+        if not self._held[tenant]:
+            del self._held[tenant]
+        if self.pacer is not None:
+            self.pacer.ended(grant, tenant)
         self._dispatch()
 
-    def set_capacity(self, capacity: int) -> None:
-        """Change the number of slots (e.g. when the model's replicas scale); waiters get new slots at once."""
-        if capacity < 1 or capacity <= self.reserved:
-            raise ValueError(f"capacity must be >= 1 and above reserved ({self.reserved}), got {capacity}")
-        self.capacity = capacity
+    def set_capacity(self, capacity: int, reserved: int | None = None) -> None:
+        """Change the number of slots (the model's live replicas changed); waiters get new slots at once. Slots
+        held beyond a lowered capacity are kept until released."""
+        reserved = self.reserved if reserved is None else reserved
+        if not 0 <= reserved < capacity:
+            raise ValueError(f"need 0 <= reserved < capacity, got reserved={reserved}, capacity={capacity}")
+        self.capacity, self.reserved = capacity, reserved
         self._dispatch()
 
-    def _take(self, tenant: str) -> int:
+    def _present(self, tenant: str, weight: float, lingering: bool) -> dict[str, float]:
+        """Weights of the tenants holding or waiting (and, with `lingering`, seen by the pacer lately)."""
+        present = {name: self._weights.get(name, 1.0) for name, held in self._held.items() if held}
+        present.update({name: self._weights.get(name, 1.0) for name in self.queue.queued_tokens_by_tenant()})
+        if lingering and self.pacer is not None:
+            present.update({name: self._weights.get(name, 1.0) for name in self.pacer.lingering(tenant)})
+        present[tenant] = weight
+        return present
+
+    def _under_share(self, tenant: str, present: dict[str, float]) -> bool:
+        return self._held.get(tenant, 0) < self.capacity * present[tenant] / sum(present.values())
+
+    def _wait_s(self, tenant: str, weight: float) -> float | None:
+        """None: no slot for `tenant` now; 0.0: it may take one; > 0: a slot, but its pacing says wait this long.
+
+        A shared slot, or a reserved one for a tenant under its share beside others (a tenant alone keeps the
+        reserve free for whoever comes next)."""
+        free = self.capacity - self.num_in_use
+        if free <= 0:
+            return None
+        if free <= self.reserved:
+            present = self._present(tenant, weight, lingering=False)
+            if len(present) < 2 or not self._under_share(tenant, present):
+                return None
+        if self.pacer is None:
+            return 0.0
+        present = self._present(tenant, weight, lingering=True)
+        return self.pacer.wait_s(tenant, over_share=not self._under_share(tenant, present),
+                                 others_present=len(present) > 1)
+
+    def _take(self, tenant: str, weight: float) -> int:
+        grant = next(self._grants)
+        if self.pacer is not None:
+            present = self._present(tenant, weight, lingering=True)
+            self.pacer.started(grant, tenant, protected=self._under_share(tenant, present))
         self.num_in_use += 1
         self._held[tenant] = self._held.get(tenant, 0) + 1
-        grant = next(self._grant_ids)
-        if self.pace_prefills:
-            self._prefilling[grant] = (tenant, self._clock())
         return grant
 
     def _dispatch(self) -> None:
         while self.queue:
             tenant = self.queue.peek_tenant()
-            if tenant is None or not self._may_take(tenant, self._weights.get(tenant, 1.0)):
-                if tenant is not None and self._prefilling:
-                    self._recheck_later()  # a held-back tenant's turn comes when the prefill's hold runs out
-                break
+            weight = self._weights.get(tenant, 1.0)
+            wait_s = self._wait_s(tenant, weight)
+            if wait_s is None:
+                return
+            if wait_s > 0:
+                self._recheck_in(wait_s)  # the paced tenant's turn comes when its spacing or a hold runs out
+                return
             granted = self._waiters.pop(self.queue.pop())
-            if not granted.done():
-                granted.set_result(self._take(tenant))
+            if not granted.done():  # a waiter cancelled a moment ago leaves its turn to the next
+                granted.set_result(self._take(tenant, weight))
 
-    def _recheck_later(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+    def _recheck_in(self, delay_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        when = loop.time() + delay_s + 0.001
+        if self._recheck is not None and not self._recheck.cancelled() and self._recheck.when() <= when:
             return
-        if self._recheck is not None and self._recheck_loop is loop and not self._recheck.cancelled():
-            return  # one pending on this loop (a timer of a closed loop never fires: replace it)
-        self._recheck_loop = loop
-        oldest = min(started for _, started in self._prefilling.values())
-        delay = max(0.0, oldest + self.prefill_hold_s - self._clock()) + 0.001
+        if self._recheck is not None:
+            self._recheck.cancel()
 
         def recheck() -> None:
             self._recheck = None
             self._dispatch()
 
-        self._recheck = loop.call_later(delay, recheck)
-
-
-class _Slot:
-    __slots__ = ("_args", "_gate", "grant")
-
-    def __init__(self, gate: FairGate, *args) -> None:
-        self._gate = gate
-        self._args = args
-        self.grant: int | None = None
-
-    async def __aenter__(self) -> Self:
-        self.grant = await self._gate.acquire(*self._args)
-        return self
-
-    async def __aexit__(self, *exc_info) -> None:
-        self._gate.release(self._args[0], self.grant)
+        self._recheck = loop.call_at(when, recheck)

@@ -1,12 +1,14 @@
 """FairGate: slots handed out in fair order; fast path without suspending; no slot leaks on cancel or timeout."""
 
 import asyncio
+from contextlib import asynccontextmanager
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from serve_app.tenancy.fair_queue import FairGate, QueueTimeout
+from serve_app.tenancy.pacing import PrefillPacer
 
 
 async def settle() -> None:
@@ -14,14 +16,28 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+@asynccontextmanager
+async def slot(gate: FairGate, tenant: str, cost_tokens: int, **kwargs):
+    """What the ingress does around a request: acquire, hold, release (also when cancelled inside)."""
+    grant = await gate.acquire(tenant, cost_tokens, **kwargs)
+    try:
+        yield grant
+    finally:
+        gate.release(tenant, grant)
+
+
+def held_by(gate: FairGate, tenant: str) -> int:
+    return gate._held.get(tenant, 0)
+
+
 def test_fast_path_does_not_suspend():
     gate = FairGate(2)
-    entering = gate.slot("A", 100).__aenter__()
-    with pytest.raises(StopIteration):  # ran to completion on the first step: no await suspended it
+    entering = gate.acquire("A", 100)
+    with pytest.raises(StopIteration) as done:  # ran to completion on the first step: no await suspended it
         entering.send(None)
     assert gate.num_in_use == 1 and gate.num_waiting == 0
-    gate.release()
-    assert gate.num_in_use == 0
+    gate.release("A", done.value.value)
+    assert gate.num_in_use == 0 and gate.stats().num_in_use == 0
 
 
 async def test_quiet_tenant_gets_the_next_free_slot_despite_a_flood():
@@ -30,7 +46,7 @@ async def test_quiet_tenant_gets_the_next_free_slot_despite_a_flood():
     release = asyncio.Event()
 
     async def request(tenant: str, tag: str) -> None:
-        async with gate.slot(tenant, 200):
+        async with slot(gate, tenant, 200):
             order.append(tag)
             await release.wait()
 
@@ -50,14 +66,14 @@ async def test_weights_share_slots_two_to_one_under_saturation():
     served: list[str] = []
 
     async def request(tenant: str, weight: float) -> None:
-        async with gate.slot(tenant, 100, weight=weight):
+        async with slot(gate, tenant, 100, weight=weight):
             served.append(tenant)
             await asyncio.sleep(0)
 
-    await gate.acquire("warm-up", 1)  # saturate, so every request below queues
+    warm_up = await gate.acquire("warm-up", 1)  # saturate, so every request below queues
     tasks = [asyncio.create_task(request(t, w)) for _ in range(60) for t, w in (("A", 2.0), ("B", 1.0))]
     await settle()
-    gate.release()
+    gate.release("warm-up", warm_up)
     await asyncio.gather(*tasks)
     first = served[:60]
     assert first.count("A") == pytest.approx(40, abs=2)
@@ -66,22 +82,22 @@ async def test_weights_share_slots_two_to_one_under_saturation():
 async def test_priority_within_a_tenant():
     gate = FairGate(1)
     served: list[str] = []
-    await gate.acquire("A", 10)
+    first = await gate.acquire("A", 10)
 
     async def request(tag: str, priority: int) -> None:
-        async with gate.slot("A", 10, priority=priority):
+        async with slot(gate, "A", 10, priority=priority):
             served.append(tag)
 
     tasks = [asyncio.create_task(request("low", 5)), asyncio.create_task(request("high", 0))]
     await settle()
-    gate.release()
+    gate.release("A", first)
     await asyncio.gather(*tasks)
     assert served == ["high", "low"]
 
 
 async def test_cancelled_waiter_leaves_the_queue_and_holder_releases():
     gate = FairGate(1)
-    await gate.acquire("A", 10)
+    a = await gate.acquire("A", 10)
     waiter = asyncio.create_task(gate.acquire("B", 10))
     await settle()
     assert gate.num_waiting == 1
@@ -89,7 +105,7 @@ async def test_cancelled_waiter_leaves_the_queue_and_holder_releases():
     with pytest.raises(asyncio.CancelledError):
         await waiter
     assert gate.num_waiting == 0 and gate.num_in_use == 1
-    gate.release()
+    gate.release("A", a)
     assert gate.num_in_use == 0
 
 
@@ -98,7 +114,7 @@ async def test_holder_cancelled_inside_the_slot_releases_it():
     entered = asyncio.Event()
 
     async def hold() -> None:
-        async with gate.slot("A", 10):
+        async with slot(gate, "A", 10):
             entered.set()
             await asyncio.sleep(3600)
 
@@ -121,17 +137,17 @@ async def test_timeout_raises_queue_timeout_and_frees_the_place():
 
 async def test_slot_granted_to_a_waiter_cancelled_in_the_same_instant_is_passed_on():
     gate = FairGate(1)
-    await gate.acquire("A", 10)
+    a = await gate.acquire("A", 10)
     b = asyncio.create_task(gate.acquire("B", 10))
     c = asyncio.create_task(gate.acquire("C", 10))
     await settle()
-    gate.release()  # hands the slot to B (its future is set) ...
+    gate.release("A", a)  # hands the slot to B (its future is set) ...
     b.cancel()      # ... but B is cancelled before it runs again
     with pytest.raises(asyncio.CancelledError):
         await b
-    await c  # B's slot went on to C
+    c_grant = await c  # B's slot went on to C
     assert gate.num_in_use == 1 and gate.num_waiting == 0
-    gate.release()
+    gate.release("C", c_grant)
     assert gate.num_in_use == 0
 
 
@@ -147,11 +163,12 @@ async def test_set_capacity_wakes_waiters():
     await asyncio.gather(waiters[2], return_exceptions=True)
     with pytest.raises(ValueError):
         gate.set_capacity(0)
+    assert gate.stats().capacity == 3
 
 
 def test_release_without_slot_is_an_error():
     with pytest.raises(RuntimeError):
-        FairGate(1).release()
+        FairGate(1).release("A", 1)
 
 
 operation = st.one_of(
@@ -173,7 +190,7 @@ def test_no_slot_leaks_under_random_cancellation(capacity, operations):
         finish_events: list[asyncio.Event] = []
 
         async def request(index: int, tenant: str, cost: int, priority: int, timeout_s) -> None:
-            async with gate.slot(tenant, cost, priority=priority, timeout_s=timeout_s):
+            async with slot(gate, tenant, cost, priority=priority, timeout_s=timeout_s):
                 holding.add(index)
                 try:
                     await finish_events[index].wait()
@@ -212,20 +229,20 @@ async def test_reserved_slots_let_a_quiet_tenant_start_at_once_beside_a_flood():
     started: list[str] = []
 
     async def request(tenant: str) -> None:
-        async with gate.slot(tenant, 200):
+        async with slot(gate, tenant, 200):
             started.append(tenant)
             await release.wait()
 
     flood = [asyncio.create_task(request("flood")) for _ in range(32)]
     await settle()
     # The flood alone is over its share once it holds capacity - reserved slots.
-    assert gate.held_by("flood") == 7 and gate.num_waiting == 25
+    assert held_by(gate, "flood") == 7 and gate.num_waiting == 25
     quiet = asyncio.create_task(request("quiet"))
     await settle()
-    assert started[-1] == "quiet" and gate.held_by("quiet") == 1 and gate.num_in_use == 8
+    assert started[-1] == "quiet" and held_by(gate, "quiet") == 1 and gate.num_in_use == 8
     release.set()
     await asyncio.gather(*flood, quiet)
-    assert gate.num_in_use == 0 and gate.held_by("flood") == 0
+    assert gate.num_in_use == 0 and held_by(gate, "flood") == 0
 
 
 def test_reserved_must_leave_a_shared_slot():
@@ -236,68 +253,73 @@ def test_reserved_must_leave_a_shared_slot():
 # ---------------------------------------------------------------- prefill pacing
 
 
-async def test_a_tenant_alone_is_never_paced():
-    gate = FairGate(8, reserved=1, pace_prefills=True)
-    grants = [await gate.acquire("A", 100) for _ in range(7)]
-    assert gate.held_by("A") == 7 and gate.num_prefilling() == 7 and len(set(grants)) == 7
+def paced_gate(now: list[float], capacity: int = 9, reserved: int = 1, spacing_s: float = 0.1,
+               hold_s: float = 2.0, linger_s: float = 1.0) -> FairGate:
+    return FairGate(capacity, reserved=reserved,
+                    pacer=PrefillPacer(spacing_s, hold_s, linger_s, clock=lambda: now[0]))
 
 
-async def test_beside_another_tenant_a_flood_starts_one_prefill_at_a_time_and_waits_for_the_quiet_ones():
-    gate = FairGate(8, pace_prefills=True, clock=lambda: 0.0)  # no prefill expires while the test runs
-    b1 = await gate.acquire("B", 100)
-    gate.prefill_done(b1)  # B's request is decoding
+async def test_a_tenant_alone_is_never_paced_and_fills_every_shared_slot():
+    gate = paced_gate([0.0])
+    grants = [await gate.acquire("A", 100) for _ in range(8)]  # no clock advance: spacing would hold them
+    assert held_by(gate, "A") == 8 and len(set(grants)) == 8 and gate.num_waiting == 0
+
+
+async def test_beside_a_quiet_tenant_the_flood_waits_for_its_prefill_then_starts_one_per_spacing():
+    now = [0.0]
+    gate = paced_gate(now)
+    b = await gate.acquire("B", 100)  # quiet tenant, under its share: never paced, its prefill protected
     flood = [asyncio.create_task(gate.acquire("A", 100)) for _ in range(20)]
     await settle()
-    assert gate.held_by("A") == 1  # the flood's requests start one at a time, not all at once
-    for expected in (2, 3, 4, 5):
-        (started,) = [t for t in flood if t.done() and not getattr(t, "reported", False)]
-        started.reported = True
-        gate.prefill_done(started.result())  # its first token: the next may start
-        await settle()
-        assert gate.held_by("A") == expected
-    # A now holds 5 of 8, over its share (4). B's next request starts at once, though A is prefilling ...
-    b2 = await gate.acquire("B", 100)
-    assert gate.held_by("B") == 2
-    (started,) = [t for t in flood if t.done() and not getattr(t, "reported", False)]
-    started.reported = True
-    gate.prefill_done(started.result())
+    assert held_by(gate, "A") == 5  # up to its share beside B (4.5 of 9) at once; then over it ...
+    now[0] = 0.2
+    await asyncio.sleep(0.15)
+    assert held_by(gate, "A") == 5  # ... it waits for B's first token (past spacing_s, too)
+    gate.first_token(b)
     await settle()
-    assert gate.held_by("A") == 5  # ... and the over-share flood waits for B's prefill
-    gate.prefill_done(b2)
-    await settle()
-    assert gate.held_by("A") == 6
+    assert held_by(gate, "A") == 6  # B's prefill done: one more start at once
+    await asyncio.sleep(0.15)
+    assert held_by(gate, "A") == 6  # the next only spacing_s later (the gate rechecks on its own timer)
+    now[0] = 0.31
+    await asyncio.sleep(0.15)
+    assert held_by(gate, "A") == 7  # the shared slots are full; the reserve stays for B
+    now[0] = 5.0
+    await asyncio.sleep(0.15)
+    assert held_by(gate, "A") == 7 and gate.num_in_use == 8
+    await gate.acquire("B", 100)  # B under its share starts at once in the reserve
+    assert held_by(gate, "B") == 2 and gate.num_in_use == 9
     for task in flood:
         task.cancel()
     await asyncio.gather(*flood, return_exceptions=True)
 
 
-async def test_a_prefill_that_never_reports_holds_the_flood_back_only_for_prefill_hold_s():
-    now = [0.0]  # the gate's clock; its recheck timer still runs on the loop (after ~prefill_hold_s)
-    gate = FairGate(4, pace_prefills=True, prefill_hold_s=0.05, clock=lambda: now[0])
-    await gate.acquire("B", 100)
-    first = await gate.acquire("A", 100)  # never reports its first token
-    second = asyncio.create_task(gate.acquire("A", 100))
+async def test_a_prefill_that_never_reports_holds_the_flood_back_only_for_hold_s():
+    now = [0.0]  # the gate's clock; its recheck timer still runs on the loop (after ~hold_s)
+    gate = paced_gate(now, capacity=4, reserved=0, spacing_s=0.0, hold_s=0.05)
+    await gate.acquire("B", 100)  # never reports its first token
+    a1 = [await gate.acquire("A", 100) for _ in range(2)]  # A under its share (2 of 4) starts at once
+    a2 = asyncio.create_task(gate.acquire("A", 100))  # over its share: waits for B's first token
     await settle()
-    assert not second.done()
+    assert held_by(gate, "A") == 2
     now[0] = 0.06
-    assert await asyncio.wait_for(second, timeout=2) != first  # started by the gate's own recheck, no event needed
-    gate.release("A", first)
-    assert gate.held_by("A") == 1
+    assert await asyncio.wait_for(a2, timeout=2) not in a1  # started by the gate's own recheck, no event needed
+    assert held_by(gate, "A") == 3
 
 
-async def test_a_quiet_tenant_between_two_requests_still_holds_the_flood_to_one_prefill():
+async def test_a_quiet_tenant_between_two_requests_still_paces_the_flood():
     """Closed-loop clients end their requests together: the quiet tenant is away for milliseconds exactly when
     the flood refills its slots. Within `linger_s` of its last request it still counts as present."""
     now = [0.0]
-    gate = FairGate(8, pace_prefills=True, linger_s=1.0, clock=lambda: now[0])
+    gate = paced_gate(now, spacing_s=0.5)
     b = await gate.acquire("B", 100)
-    gate.prefill_done(b)
+    gate.first_token(b)
     gate.release("B", b)  # B's request ended; its client sends the next one in a moment
-    flood = [asyncio.create_task(gate.acquire("A", 100)) for _ in range(7)]
+    flood = [asyncio.create_task(gate.acquire("A", 100)) for _ in range(8)]
     await settle()
-    assert gate.held_by("A") == 1  # paced although B holds and waits for nothing right now
-    now[0] = 1.5  # B did not come back
-    (started,) = [t for t in flood if t.done()]
-    gate.prefill_done(started.result())
-    await settle()
-    assert gate.held_by("A") == 7  # B gone for longer than linger_s: A alone, not paced
+    assert held_by(gate, "A") == 5  # up to its share beside B (4.5 of 9) at once, then one per spacing_s
+    now[0] = 1.5  # B did not come back: A alone, not paced
+    await asyncio.sleep(0.6)
+    assert held_by(gate, "A") == 8
+    for task in flood:
+        task.cancel()
+    await asyncio.gather(*flood, return_exceptions=True)

@@ -1,0 +1,91 @@
+"""Prefill pacing: when a flooding tenant may start its next request, so a quiet tenant's prefill is not batched
+with a burst of the flood's. Pure (an injected clock, no asyncio); `FairGate` asks it before granting a slot.
+
+An engine step runs every new request's prefill together, so a quiet tenant's request that starts beside a batch
+of the flood's new requests waits for all their prefills (measured: 230 ms alone, 1.5 s beside 7 flood prefills).
+The rule, only while another tenant is present (holding or waiting for a slot now, or within `linger_s`: a
+closed-loop client is away for milliseconds between requests):
+
+- a tenant under its weighted share of the slots is never paced, and its request's prefill is *protected*;
+- a tenant over its share waits while a protected prefill of another tenant is before its first token (at most
+  `hold_s`), and starts at most one request per `spacing_s` (about one engine step per model replica behind the
+  gate, kept current by the caller from the measured step time).
+
+So a quiet tenant's prefill shares an engine step with at most one of the flood's, and the flood still starts a
+request every engine step: at most one step of delay per start, none in a steady state where the flood's requests
+end one or two per step, so the engines stay full (work-conserving, unlike waiting for each of the flood's own
+first tokens, which left slots empty for a round trip each). A tenant alone is never paced.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class _Prefill:
+    tenant: str
+    started_s: float
+    protected: bool  # started while its tenant was under its share
+
+
+class PrefillPacer:
+    """Which started requests are before their first token, and when a tenant may start its next one."""
+
+    def __init__(self, spacing_s: float = 0.05, hold_s: float = 2.0, linger_s: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic):
+        if spacing_s < 0 or hold_s <= 0 or linger_s < 0:
+            raise ValueError("spacing_s and linger_s must be >= 0 and hold_s > 0")
+        self.spacing_s = spacing_s
+        self.hold_s = hold_s
+        self.linger_s = linger_s
+        self._clock = clock
+        self._prefills: dict[int, _Prefill] = {}
+        self._last_start_s: dict[str, float] = {}
+        self._last_seen_s: dict[str, float] = {}
+
+    def wait_s(self, tenant: str, over_share: bool, others_present: bool) -> float:
+        """0.0 when `tenant` may start a request now, else the seconds after which to ask again (an earlier
+        `first_token` or `ended` may free it sooner). `over_share` and `others_present` count the tenants holding
+        or waiting for a slot and those `lingering`."""
+        if not over_share or not others_present:
+            return 0.0
+        now_s = self._clock()
+        wait_s = 0.0
+        for grant, prefill in list(self._prefills.items()):
+            if now_s - prefill.started_s >= self.hold_s:
+                del self._prefills[grant]  # never reported its first token (e.g. not streamed): stop holding
+            elif prefill.protected and prefill.tenant != tenant:
+                wait_s = max(wait_s, prefill.started_s + self.hold_s - now_s)
+        last_s = self._last_start_s.get(tenant)
+        if last_s is not None and now_s - last_s < self.spacing_s:
+            wait_s = max(wait_s, last_s + self.spacing_s - now_s)
+        return wait_s
+
+    def started(self, grant: int, tenant: str, protected: bool) -> None:
+        """A request of `tenant` got its slot (`protected`: its tenant was under its share)."""
+        now_s = self._clock()
+        self._prefills[grant] = _Prefill(tenant, now_s, protected)
+        self._last_start_s[tenant] = now_s
+
+    def first_token(self, grant: int) -> bool:
+        """The request's first token came; True when it was still counted as prefilling."""
+        return self._prefills.pop(grant, None) is not None
+
+    def ended(self, grant: int, tenant: str) -> None:
+        """The request left its slot (its tenant lingers as present for `linger_s`)."""
+        self._prefills.pop(grant, None)
+        self._last_seen_s[tenant] = self._clock()
+
+    def lingering(self, tenant: str) -> list[str]:
+        """Other tenants whose last request ended less than `linger_s` ago (present for pacing)."""
+        now_s = self._clock()
+        for name, seen_s in list(self._last_seen_s.items()):
+            if now_s - seen_s >= self.linger_s:
+                del self._last_seen_s[name]
+        for name, started_s in list(self._last_start_s.items()):
+            if now_s - started_s >= self.spacing_s:
+                del self._last_start_s[name]  # spacing is over: bounded memory
+        return [name for name in self._last_seen_s if name != tenant]

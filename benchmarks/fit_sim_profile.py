@@ -100,13 +100,16 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def closed_loop(profile, users: int, prompt_tokens: int, num_requests: int, overhead_ms: float) -> dict:
+    """TTFT and TPOT p50/p99 (ms); `overhead_ms`: the serving graph's own time around the engine, per request."""
     """The load tester's closed loop on the performance model: each user sends its next request on the last token."""
     scheduler = new_scheduler(profile, enable_prefix_caching=False)  # random prompts: no shared prefixes
     seqs = []
     now_s = 0.0
 
-    def submit(at_s: float) -> None:
-        seq = Sequence(str(len(seqs)), prompt_tokens, OUTPUT_TOKENS, (), at_s)
+    frontend_s = profile.frontend_ms / 1000
+
+    def submit(at_s: float) -> None:  # `at_s`: the request reaches the model server; the scheduler after its frontend
+        seq = Sequence(str(len(seqs)), prompt_tokens, OUTPUT_TOKENS, (), at_s + frontend_s)
         seqs.append(seq)
         scheduler.add(seq)
 
@@ -119,7 +122,7 @@ def closed_loop(profile, users: int, prompt_tokens: int, num_requests: int, over
             if event.is_last and len(seqs) < num_requests + users:
                 submit(now_s + overhead_ms / 1000)
     measured = seqs[users:]
-    ttfts = [(s.first_token_s - s.arrival_s) * 1000 + overhead_ms for s in measured]
+    ttfts = [(s.first_token_s - s.arrival_s + frontend_s) * 1000 + overhead_ms for s in measured]
     tpots = [(s.last_token_s - s.first_token_s) * 1000 / (s.num_output_tokens - 1) for s in measured]
     return {"ttft_p50_ms": statistics.median(ttfts), "ttft_p99_ms": percentile(ttfts, 99),
             "tpot_p50_ms": statistics.median(tpots), "tpot_p99_ms": percentile(tpots, 99)}
@@ -130,7 +133,9 @@ def fit_error(profile, real: dict, overhead_ms: float) -> float:
     for users, prompt_tokens, num_requests in LOADS:
         predicted = closed_loop(profile, users, prompt_tokens, num_requests, overhead_ms)
         measured = real[load_key(users, prompt_tokens)]
-        keys = METRICS if prompt_tokens == 128 else ("ttft_p50_ms",)
+        # Medians only: the real tails on this shared 2-core machine are mostly other processes' noise, which a
+        # deterministic model cannot (and should not) learn; the validation reports how the tails compare.
+        keys = ("ttft_p50_ms", "tpot_p50_ms")
         error += sum(math.log(predicted[k] / measured[k]) ** 2 for k in keys)
     return error
 
@@ -138,25 +143,31 @@ def fit_error(profile, real: dict, overhead_ms: float) -> float:
 def fit(overhead_ms: float) -> None:
     real = json.loads((OUT / "real/summary.json").read_text())["loads"]
     profile = load_profile(PROFILE)
-    names = ("step_base_ms", "decode_ms_per_seq", "prefill_ms_per_token", "attention_ms_per_1k_context_tokens")
-    cost = profile.cost.model_copy()
-    if cost.attention_ms_per_1k_context_tokens == 0:
-        cost.attention_ms_per_1k_context_tokens = 1.0
-    best = fit_error(profile.model_copy(update={"cost": cost}), real, overhead_ms)
+    names = ("step_base_ms", "decode_ms_per_seq", "prefill_ms_per_token", "attention_ms_per_1k_context_tokens",
+             "frontend_ms")
+    # Every coefficient as one flat dict: the step cost's four and the profile's frontend_ms.
+    params = {**profile.cost.model_dump(), "frontend_ms": profile.frontend_ms or 10.0}
+    params["attention_ms_per_1k_context_tokens"] = params["attention_ms_per_1k_context_tokens"] or 1.0
+
+    def with_params(values: dict):
+        cost = profile.cost.model_copy(update={k: v for k, v in values.items() if k != "frontend_ms"})
+        return profile.model_copy(update={"cost": cost, "frontend_ms": values["frontend_ms"]})
+
+    best = fit_error(with_params(params), real, overhead_ms)
     for _ in range(6):  # coordinate search in multiplicative steps
         for name in names:
             for factor in (0.6, 0.8, 0.9, 0.95, 1.05, 1.1, 1.25, 1.6):
-                trial = cost.model_copy(update={name: getattr(cost, name) * factor})
-                error = fit_error(profile.model_copy(update={"cost": trial}), real, overhead_ms)
+                trial = {**params, name: params[name] * factor}
+                error = fit_error(with_params(trial), real, overhead_ms)
                 if error < best:
-                    best, cost = error, trial
-        print(f"fit error {best:.4f}: {cost.model_dump()}", flush=True)
-    fitted = profile.model_copy(update={"cost": cost})
+                    best, params = error, trial
+        print(f"fit error {best:.4f}: {params}", flush=True)
+    fitted = with_params(params)
     for users, prompt_tokens, num_requests in LOADS:
         predicted = closed_loop(fitted, users, prompt_tokens, num_requests, overhead_ms)
         print(load_key(users, prompt_tokens), {k: round(v, 1) for k, v in predicted.items()},
               {k: round(real[load_key(users, prompt_tokens)][k], 1) for k in METRICS})
-    (OUT / "fit.json").write_text(json.dumps({"cost": cost.model_dump(), "error": best, "overhead_ms": overhead_ms,
+    (OUT / "fit.json").write_text(json.dumps({"params": params, "error": best, "overhead_ms": overhead_ms,
                                               **machine(), "commit": commit()}, indent=1))
 
 

@@ -28,9 +28,14 @@ def new_scheduler(profile: EngineProfile, enable_prefix_caching: bool = True) ->
 
 def simulate(profile: EngineProfile, arrivals: list[Arrival], enable_prefix_caching: bool = True,
              step_time_scale: float = 1.0) -> list[Sequence]:
-    """Every arrival's finished sequence (its first_scheduled_s, first_token_s, last_token_s), in arrival order."""
+    """Every arrival's finished sequence (its first_scheduled_s, first_token_s, last_token_s), in arrival order.
+
+    A sequence's `arrival_s` is when it reaches the scheduler: the request's arrival plus the profile's
+    `frontend_ms`; its TTFT from the request's arrival is `first_token_s - arrival_s + frontend_ms / 1000`.
+    """
     scheduler = new_scheduler(profile, enable_prefix_caching)
-    seqs = [Sequence(str(i), a.num_prompt_tokens, a.num_output_tokens, a.block_hashes, a.arrival_s)
+    frontend_s = profile.frontend_ms / 1000.0
+    seqs = [Sequence(str(i), a.num_prompt_tokens, a.num_output_tokens, a.block_hashes, a.arrival_s + frontend_s)
             for i, a in enumerate(arrivals)]
     pending = sorted(seqs, key=lambda s: s.arrival_s)
     now_s = 0.0

@@ -45,6 +45,9 @@ class EngineProfile(StrictModel):
     model: str  # the model the numbers describe
     device: str  # e.g. "1x NVIDIA H100 80GB SXM", "2-core AMD EPYC (vLLM CPU, float32)"
     load_time_s: float = Field(ge=0)  # replica start -> ready (weights, KV cache allocation, warm-up)
+    # A request's fixed time before it reaches the scheduler: the real engine's OpenAI layer (prompt rendering,
+    # tokenization, the IPC to the engine core); `frontend_ms` in the request's timings.
+    frontend_ms: float = Field(0.0, ge=0)
     max_num_seqs: int = Field(ge=1)
     max_num_batched_tokens: int = Field(ge=1)  # token budget of one step (chunked prefill)
     num_kv_cache_tokens: int = Field(ge=16)  # KV cache capacity

@@ -186,7 +186,7 @@ class Scheduler:
         if seq.status is SeqStatus.RUNNING:
             self.running.remove(seq)
             self.blocks.release(seq)
-        else:
+        elif seq in self.waiting:  # (a sequence never added is just marked)
             self.waiting.remove(seq)
         seq.status = SeqStatus.ABORTED
 

@@ -142,11 +142,11 @@ class SimulatedModelServer:
                           "in the completion). Please reduce the length of the messages or completion.",
                           "context_length_exceeded", "max_tokens")
         seq = Sequence(request.request_id, num_prompt, max(1, max_tokens),
-                       block_hashes(prompt_ids, self.profile.block_size_tokens), time.monotonic())
+                       block_hashes(prompt_ids, self.profile.block_size_tokens))
         return seq, max(1, max_tokens)
 
     async def generate(self, request: ServerRequest) -> AsyncIterator[Frame | WholeResponse]:
-        start_wall_s = time.time()
+        start_wall_s, start_s = time.time(), time.monotonic()
         body = request.body if isinstance(request.body, dict) else request.body.model_dump()
         admitted = self._admit(request, body)
         if isinstance(admitted, WholeResponse):
@@ -156,12 +156,15 @@ class SimulatedModelServer:
         maker = ChunkMaker(request.endpoint, request.request_id, body.get("model") or self.model_name,
                            int(start_wall_s))
         queue: asyncio.Queue[TokenEvent | None] = asyncio.Queue()
-        self._queues[seq] = queue
-        self._scheduler.add(seq)
-        self._wakeup.set()
         self._num_active += 1
         first_output_s = None
         try:
+            if self.profile.frontend_ms:
+                await asyncio.sleep(self.profile.frontend_ms / 1000.0)
+            seq.arrival_s = time.monotonic()
+            self._queues[seq] = queue
+            self._scheduler.add(seq)
+            self._wakeup.set()
             if not body.get("stream"):
                 while not seq.is_finished:
                     if await queue.get() is None:
@@ -169,7 +172,7 @@ class SimulatedModelServer:
                         return
                 answer = maker.whole(tokens_text(0, seq.num_output_tokens), "length",
                                      usage(seq.num_prompt_tokens, seq.num_output_tokens, seq.num_cached_prompt_tokens))
-                answer["timings"] = self._timings(request, seq, start_wall_s)
+                answer["timings"] = self._timings(request, seq, start_s, start_wall_s)
                 yield WholeResponse(200, answer, replica=self.replica_id)
                 return
             wire = request.wire
@@ -194,7 +197,7 @@ class SimulatedModelServer:
                 num_sent = seq.num_output_tokens
                 if seq.is_finished:
                     break
-            timings = self._timings(request, seq, start_wall_s, first_output_s)
+            timings = self._timings(request, seq, start_s, start_wall_s, first_output_s)
             if (body.get("stream_options") or {}).get("include_usage"):
                 chunk = maker.usage_chunk(usage(seq.num_prompt_tokens, seq.num_output_tokens,
                                                 seq.num_cached_prompt_tokens))
@@ -205,26 +208,27 @@ class SimulatedModelServer:
             self._num_active -= 1
             self._queues.pop(seq, None)
             self._scheduler.abort(seq)  # closed early: the sequence leaves the batch (a no-op once finished)
-            self._record_latency(seq)
+            self._record_latency(seq, start_s)
 
-    def _record_latency(self, seq: Sequence) -> None:
+    def _record_latency(self, seq: Sequence, start_s: float) -> None:
         now_s = time.monotonic()
         if seq.first_token_s is not None:
-            self._latency.record_ttft_ms((seq.first_token_s - seq.arrival_s) * 1000.0, now_s)
+            self._latency.record_ttft_ms((seq.first_token_s - start_s) * 1000.0, now_s)
             if seq.num_output_tokens > 1:
                 tpot_ms = (seq.last_token_s - seq.first_token_s) * 1000.0 / (seq.num_output_tokens - 1)
                 self._latency.record_tpot_ms(tpot_ms, now_s)
 
-    def _timings(self, request: ServerRequest, seq: Sequence, start_wall_s: float,
+    def _timings(self, request: ServerRequest, seq: Sequence, start_s: float, start_wall_s: float,
                  first_output_s: float | None = None) -> dict[str, float]:
-        """serve_app/server/timings.py; the sequence's times are time.monotonic(), `start_wall_s` time.time()."""
+        """serve_app/server/timings.py; `start_s` (time.monotonic()) and `start_wall_s` (time.time()) are the
+        model server's start on both clocks; the sequence's times are time.monotonic()."""
         if seq.first_token_s is None:
             return request_timings(request.timings_ms, request.handoff_time_s or None, start_wall_s)
         queue_ms = (seq.first_scheduled_s - seq.arrival_s) * 1000.0
         prefill_ms = (seq.first_token_s - seq.first_scheduled_s) * 1000.0
         output_ms = None if first_output_s is None else (first_output_s - seq.first_token_s) * 1000.0
         return request_timings(request.timings_ms, request.handoff_time_s or None, start_wall_s,
-                               (seq.first_token_s - seq.arrival_s) * 1000.0, queue_ms, prefill_ms, output_ms,
+                               (seq.first_token_s - start_s) * 1000.0, queue_ms, prefill_ms, output_ms,
                                (seq.last_token_s - seq.first_token_s) * 1000.0)
 
     def engine_stats(self) -> dict[str, float]:

@@ -16,12 +16,14 @@ from serve_app.server.model_server import ServerRequest, WholeResponse
 from serve_app.server.response_stream import Frame, parse_sse_event
 from serve_app.server.simulated.server import SimulatedModelServer
 
-# A fast profile: a 32-token prompt prefills in 10 + 32 * 0.5 = 26 ms, each later token takes 10 + 1 ms alone.
+# A fast profile: a request waits 5 ms (its frontend), a 32-token prompt prefills in 10 + 32 * 0.5 = 26 ms, each
+# later token takes 10 + 1 ms alone.
 PROFILE = """
 name: fast
 model: m
 device: d
 load_time_s: 0.2
+frontend_ms: 5
 max_num_seqs: 4
 max_num_batched_tokens: 256
 num_kv_cache_tokens: 4096
@@ -93,9 +95,11 @@ def test_a_chat_stream_is_vllm_shaped_sse_with_usage_timings_and_done(config):
     assert usage_chunk["usage"]["prompt_tokens"] > 0
     timings = items[-1].timings
     assert set(usage_chunk["timings"]) == set(timings)
-    # TTFT from the profile: 10 ms + 0.5 ms per prompt token (plus the event loop's lateness).
-    expected_ms = 10 + 0.5 * usage_chunk["usage"]["prompt_tokens"]
-    assert expected_ms <= timings["ttft_ms"] < expected_ms + 30
+    # TTFT from the profile: 5 ms, then 10 ms + 0.5 ms per prompt token (plus the event loop's lateness).
+    expected_prefill_ms = 10 + 0.5 * usage_chunk["usage"]["prompt_tokens"]
+    assert expected_prefill_ms - 0.01 <= timings["prefill_ms"] < expected_prefill_ms + 10
+    assert 5 <= timings["frontend_ms"] < 5 + 20
+    assert 5 + expected_prefill_ms <= timings["ttft_ms"] < 5 + expected_prefill_ms + 30
     assert timings["decode_ms"] >= 4 * 11 - 0.01  # four decode steps of 10 + 1 ms
 
 

@@ -52,6 +52,7 @@ class Frame:
     is_final: bool = False  # the done marker: nothing follows
     error: dict[str, Any] | None = None
     timings: dict[str, float] | None = None  # on the done marker: the request's `timings` (for the ingress's metrics)
+    num_prompt_tokens: int | None = None  # on the done marker: the rendered prompt's tokens (tenancy's accounting)
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,8 +89,21 @@ class ApiKeyAuth:
             raise ServeAppError("Incorrect API key provided.", status_code=401, type="authentication_error", code="invalid_api_key")
         return digest
 
+    @property
+    def has_limits(self) -> bool:
+        return self.requests_per_minute is not None or self.tokens_per_minute is not None
+
+    def adjust(self, digest: str, delta_tokens: int, num_requests: int = 0) -> None:
+        """Correct the key's current window: `delta_tokens` used beyond what was counted (negative: less, or a
+        refused request's refund with `num_requests=-1`). Limits and tenancy compose: tenancy's gate calls this
+        when it refuses or when a request ends."""
+        window = self._windows.get(digest)
+        if window is not None:
+            window.num_requests = max(0, window.num_requests + num_requests)
+            window.num_tokens = max(0, window.num_tokens + delta_tokens)
+
     def admit(self, digest: str, num_tokens: int, now_s: float | None = None) -> None:
-        """Count one request of `num_tokens` (prompt + max output) against the key's per-minute limits."""
+        """Count one request of `num_tokens` (prompt + expected output) against the key's per-minute limits."""
         now_s = time.monotonic() if now_s is None else now_s
         window = self._windows.setdefault(digest, _Window(start_s=now_s))
         if now_s - window.start_s >= 60.0:

@@ -21,6 +21,7 @@ from serve_app.api.protocol import RequestOutcome, ServerRequest, WireFormat
 from serve_app.config import AppConfig
 from serve_app.ingress.admission import AdmissionController
 from serve_app.ingress.auth import ApiKeyAuth
+from serve_app.tenancy.accounting import UsageCharge, expected_output_tokens, requested_n
 from serve_app.ingress.backends import ModelBackend
 from serve_app.ingress.health import DeploymentReplicas, no_replica_up
 from serve_app.ingress.metrics import IngressMetrics
@@ -61,6 +62,10 @@ class AdmittedRequest:
     predicted_ttft_ms: float | None = None  # tenancy's deadline predictor, from arrival
     on_first_output: Callable[[], None] | None = None  # tenancy's prefill pacing: the first token arrived
     on_outcome: Callable[[RequestOutcome], None] | None = None  # tenancy learns from a successful request
+    # Accounting (serve_app/tenancy/accounting.py): each frame's new tokens, then once, however the request ends,
+    # the model server's prompt count (None: unknown) and all output tokens.
+    on_tokens: Callable[[int], None] | None = None
+    on_end: Callable[[int | None, int], None] | None = None
 
     def server_request(self, handoff_s: float, timings_ms: dict[str, float]) -> ServerRequest:
         return ServerRequest(endpoint=self.endpoint.name, body=self.body, request_id=self.request_id, wire=self.wire,
@@ -162,20 +167,31 @@ class Gate:
         return request
 
     async def _limit(self, request: AdmittedRequest, key_digest: str | None, headers) -> None:
-        """Tenancy's fair slot (it may wait, or refuse) or, without tenancy, the API key's token budget."""
-        max_tokens = requested_max_tokens(request.body)
+        """The API key's limits, then tenancy's fair slot (it may wait, or refuse): both hold when both are on.
+        Each counts an estimate now and what the request used when it ends (`on_tokens`, `on_end`)."""
+        max_tokens, num_sequences = requested_max_tokens(request.body), requested_n(request.body)
+        key_charge = None
+        if self._auth is not None and self._auth.has_limits:
+            key_charge = UsageCharge(request.estimated_prompt_tokens, expected_output_tokens(max_tokens, num_sequences))
+            self._auth.admit(key_digest, key_charge.charged_tokens)
+            request.on_tokens = lambda num: self._auth.adjust(key_digest, key_charge.generated(num))
+            request.on_end = lambda prompt, output: self._auth.adjust(key_digest, key_charge.settle(prompt, output))
         if self._tenants is None:
-            if self._auth is not None:
-                self._auth.admit(key_digest, request.estimated_prompt_tokens + max_tokens)
             return
         tenants, model = self._tenants, request.model
         tenant = tenants.tenant_of(key_digest, headers)
         try:
             admitted = await tenants.admit(model, tenant, headers, request.estimated_prompt_tokens, max_tokens,
-                                           request.arrival_s, request.deadline_s)
-        except ServeAppError as error:
-            self._metrics.tenant_admissions.labels(tenant=tenant.name, outcome=error.code or "refused").inc()
+                                           request.arrival_s, request.deadline_s, num_sequences=num_sequences)
+        except BaseException as error:
+            if key_charge is not None:  # not served: the key's limits do not count it
+                self._auth.adjust(key_digest, -key_charge.charged_tokens, num_requests=-1)
+            if isinstance(error, ServeAppError):
+                self._metrics.tenant_admissions.labels(tenant=tenant.name, outcome=error.code or "refused").inc()
             raise
+        key_tokens, key_end = request.on_tokens, request.on_end
+        request.on_tokens = lambda num: (admitted.generated(num), key_tokens and key_tokens(num))
+        request.on_end = lambda prompt, output: (admitted.settle(prompt, output), key_end and key_end(prompt, output))
         self._metrics.tenant_admissions.labels(tenant=tenant.name, outcome="admitted").inc()
         request.release = Once(lambda: (admitted.release(), self._admission.release()))
         request.priority = admitted.priority

@@ -85,6 +85,11 @@ class Relay:
                 metrics.observe_timings(model, whole.body["timings"])
             if request.on_outcome is not None and outcome.is_ok:
                 request.on_outcome(outcome)
+        if request.on_end is not None:  # an error answer used nothing
+            ok = whole.status_code == 200
+            usage = whole.body.get("usage") or {}
+            request.on_end((usage_count(usage, "prompt_tokens", "input_tokens") or None) if ok else 0,
+                           usage_count(usage, "completion_tokens", "output_tokens") if ok else 0)
         data, encoding = maybe_gzip(compact_json(whole.body).encode(), accept_encoding)
         headers = {REQUEST_ID_HEADER: request.request_id, **encoding}
         if whole.replica:
@@ -99,6 +104,7 @@ class Relay:
         status = "200"
         first_output_s = last_output_s = None
         num_tokens = 0
+        num_prompt_tokens = None  # the model server's count, on its done marker
         frame = first
         try:
             while True:
@@ -115,6 +121,10 @@ class Relay:
                 if frame.num_tokens:
                     num_tokens += frame.num_tokens
                     output_tokens.inc(frame.num_tokens)
+                    if request.on_tokens is not None:
+                        request.on_tokens(frame.num_tokens)
+                if frame.num_prompt_tokens is not None:
+                    num_prompt_tokens = frame.num_prompt_tokens
                 if frame.error is not None:
                     status = "500"
                 if frame.timings:
@@ -142,6 +152,8 @@ class Relay:
         finally:
             # Release and count first: under a cancelled scope every await below may be interrupted again.
             request.release()
+            if request.on_end is not None:
+                request.on_end(num_prompt_tokens, num_tokens)
             metrics.e2e.labels(model=model).observe(time.time() - request.arrival_s)
             metrics.requests.labels(model=model, route=request.route, status=status).inc()
             if request.on_outcome is not None and first_output_s is not None and status == "200":
@@ -152,6 +164,8 @@ class Relay:
 
     def _failure(self, exc: Exception, request: AdmittedRequest) -> Response:
         """An exception before the first byte as an OpenAI-style error (a model server gone: 503, retry)."""
+        if request.on_end is not None:  # no output came
+            request.on_end(None, 0)
         error = find_serve_app_error(exc)
         if error is None:
             if isinstance(exc, asyncio.TimeoutError):

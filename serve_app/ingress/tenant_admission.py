@@ -26,7 +26,8 @@ from typing import Callable
 from serve_app.api.errors import ServeAppError
 from serve_app.config import AppConfig, DeploymentScaling
 from serve_app.tenancy.config import PriorityNotAllowed, TenancyConfig, TenantConfig
-from serve_app.tenancy.fair_queue import FairGate, GateStats, QueueTimeout, request_cost_tokens
+from serve_app.tenancy.accounting import UsageCharge, expected_output_tokens
+from serve_app.tenancy.fair_queue import FairGate, GateStats, QueueTimeout
 from serve_app.tenancy.pacing import PrefillPacer
 from serve_app.tenancy.limits import ClusterLimiter, LocalLedgerBackend
 from serve_app.tenancy.ttft_predictor import (
@@ -69,6 +70,10 @@ class Admitted:
     waited_s: float
     predicted_ttft_s: float | None  # from `admitted_at_s`; None without a TTFT target
     admitted_at_s: float  # time.time() when admission began (the prediction's origin)
+    # Exact accounting (serve_app/tenancy/accounting.py): call `generated` with each frame's new tokens and
+    # `settle` once at the end, however it ends, with the model server's prompt count and all output tokens.
+    generated: Callable[[int], None] = lambda num_tokens: None
+    settle: Callable[[int | None, int], None] = lambda prompt_tokens, output_tokens: None
 
 
 class TenantAdmission:
@@ -85,6 +90,7 @@ class TenantAdmission:
         self._gates: dict[str, FairGate] = {}
         self._rates: dict[str, RateEstimator] = {}
         self._replicas: dict[str, int] = {}
+        self._mean_output: dict[str, float] = {}
         for view in config.model_views():
             slots = engine_slots(view, ingress_replicas)
             # The reserve sits above the engines' max_num_seqs (engine_args adds it as headroom), so a tenant
@@ -103,8 +109,11 @@ class TenantAdmission:
         return self.tenancy.tenant_for(key_digest, header)
 
     async def admit(self, model: str, tenant: TenantConfig, headers, prompt_tokens: int, max_tokens: int,
-                    arrival_s: float, deadline_s: float) -> Admitted:
-        """`arrival_s`, `deadline_s`: time.time() of the request's arrival and of its end at the latest."""
+                    arrival_s: float, deadline_s: float, num_sequences: int = 1,
+                    on_charge: Callable[[int], None] | None = None) -> Admitted:
+        """`arrival_s`, `deadline_s`: time.time() of the request's arrival and of its end at the latest.
+        `prompt_tokens`: the ingress's estimate; `max_tokens` 0: not set; `num_sequences`: the request's `n`.
+        `on_charge(delta_tokens)`: told each later correction of the charge (the API key's limits compose)."""
         try:
             priority = tenant.priority_for(headers.get(self.tenancy.priority_header))
         except PriorityNotAllowed as exc:
@@ -115,7 +124,9 @@ class TenantAdmission:
         except ValueError as exc:
             raise ServeAppError(str(exc), status_code=400, param=self.tenancy.ttft_slo_header,
                                 code="invalid_value") from None
-        num_tokens = prompt_tokens + max_tokens
+        charge = UsageCharge(prompt_tokens, expected_output_tokens(max_tokens, num_sequences,
+                                                                   self._mean_output.get(model)))
+        num_tokens = charge.charged_tokens
         decision = await self._limiter.check_and_count(tenant, num_tokens)
         if not decision.allowed:
             unavailable = decision.reason == "limiter_unavailable"
@@ -130,13 +141,13 @@ class TenantAdmission:
         if gate.pacer is not None:  # a flood starts about one request per engine step (measured) and replica
             replicas = self._replicas[model]
             gate.pacer.spacing_s = rates.decode_step_s((gate.capacity - gate.reserved) // replicas) / replicas
-        cost = request_cost_tokens(prompt_tokens, max_tokens)
+        cost = num_tokens
         predicted_s = None
         if slo_s is not None:
             ahead = gate.queue.tokens_ahead(tenant.name, tenant.weight, priority) if gate.num_waiting else 0
             full = gate.num_in_use >= gate.capacity
             predicted_s = predict_ttft_s(0, gate.num_in_use, prompt_tokens, rates,
-                                         queued_decode_tokens_ahead=ahead + (max_tokens if full else 0))
+                                         queued_decode_tokens_ahead=ahead + (charge.output_tokens if full else 0))
             if would_miss_slo(predicted_s, slo_s):
                 self._limiter.refund(tenant, num_tokens)
                 raise ServeAppError(
@@ -170,8 +181,27 @@ class TenantAdmission:
                                     status_code=429, type="rate_limit_error", code="queue_timeout",
                                     headers=retry) from None
             raise
+
+        def correct(delta_tokens: int) -> None:
+            if delta_tokens:
+                gate.adjust(tenant.name, delta_tokens, tenant.weight)
+                self._limiter.adjust(tenant, delta_tokens)
+                if on_charge is not None:
+                    on_charge(delta_tokens)
+
+        def settle(used_prompt_tokens: int | None, output_tokens: int) -> None:
+            if not charge.is_settled and output_tokens > 0:
+                self._learn_output(model, output_tokens / max(1, num_sequences))
+            correct(charge.settle(used_prompt_tokens, output_tokens))
+
         return Admitted(tenant, priority, lambda: gate.release(tenant.name, grant), lambda: gate.first_token(grant),
-                        time.monotonic() - start_s, predicted_s, admitted_at_s)
+                        time.monotonic() - start_s, predicted_s, admitted_at_s,
+                        lambda num_new: correct(charge.generated(num_new)), settle)
+
+    def _learn_output(self, model: str, output_tokens: float) -> None:
+        """Moving mean of the output tokens per sequence (what a request without max_tokens is expected to use)."""
+        mean = self._mean_output.get(model)
+        self._mean_output[model] = output_tokens if mean is None else 0.95 * mean + 0.05 * output_tokens
 
     def observe(self, model: str, admitted: Admitted, prompt_tokens: int, first_token_at_s: float | None,
                 num_tokens: int, decode_s: float | None) -> None:

@@ -23,6 +23,7 @@ class RequestStats:
 
     start_s: float = field(default_factory=time.monotonic)
     num_output_tokens: int = 0
+    num_prompt_tokens: int | None = None  # the rendered prompts' tokens, as the engine got them (all prompts)
     first_token_s: float | None = None
     last_token_s: float | None = None
     queue_ms: float | None = None
@@ -82,9 +83,13 @@ class ObservedEngine:
         # aclosing: when the client goes away the frontend closes this generator, and vLLM's own generator
         # must close at once too (that is what aborts the request in the engine).
         prompt_logprobs = None
+        is_first = True
         async with contextlib.aclosing(outputs):
             async for output in outputs:
                 if stats is not None:
+                    if is_first and getattr(output, "prompt_token_ids", None) is not None:
+                        stats.num_prompt_tokens = (stats.num_prompt_tokens or 0) + len(output.prompt_token_ids)
+                    is_first = False
                     stats.observe(output)
                 prompt_logprobs = keep_prompt_logprobs(output, prompt_logprobs)
                 yield output

@@ -300,7 +300,8 @@ class ModelServer:
                     num_sent_tokens = stats.num_output_tokens
                     done = data == done_marker(request.wire)
                     yield Frame(data, num_tokens=num_new, has_output=has_output, is_final=done, error=error,
-                                timings=timings() if done else None)
+                                timings=timings() if done else None,
+                                num_prompt_tokens=stats.num_prompt_tokens if done else None)
         except _EngineDiedBeforeOutput:
             raise
         except Exception as exc:  # the engine died mid-stream: end the stream with an error event

@@ -34,13 +34,6 @@ from dataclasses import dataclass, field
 from serve_app.tenancy.pacing import PrefillPacer
 
 
-def request_cost_tokens(prompt_tokens: int, max_tokens: int, mean_output_tokens: float | None = None) -> int:
-    """A request's cost in the fair queue: prompt + expected output tokens (the measured mean output length
-    when known, capped by `max_tokens`; else `max_tokens`). At least 1."""
-    expected_output = max_tokens if mean_output_tokens is None else min(max_tokens, round(mean_output_tokens))
-    return max(1, prompt_tokens + max(0, expected_output))
-
-
 @dataclass
 class _Item:
     tenant: str
@@ -151,6 +144,22 @@ class FairQueue:
         start_tag = max(self.virtual_time, state.finish_tag)
         self.virtual_time = start_tag
         state.finish_tag = start_tag + max(1, int(cost_tokens)) / weight
+
+    def adjust(self, tenant: str, delta_tokens: int, weight: float = 1.0) -> None:
+        """Correct a tenant's charge by what its served requests really cost (`delta_tokens` = used - charged, of
+        either sign), so the share is measured in tokens served, not estimated. A refund never moves the tenant
+        before virtual time (idleness banks no credit)."""
+        if not delta_tokens:
+            return
+        state = self._tenant(tenant, weight)
+        shift = delta_tokens / state.weight
+        finish_tag = max(self.virtual_time, state.finish_tag + shift)
+        shift, state.finish_tag = finish_tag - state.finish_tag, finish_tag
+        if state.head_tag is not None and shift:
+            state.head_tag += shift
+            self._push_head(tenant, state, state.heap[0][1])
+        elif not state.num_items and state.finish_tag <= self.virtual_time:
+            del self._tenants[tenant]
 
     def queued_tokens(self) -> int:
         """Tokens (cost) of all waiting requests."""
@@ -303,6 +312,10 @@ class FairGate:
         """The request granted as `grant` produced its first output (ends its prefill for pacing)."""
         if self.pacer is not None and self.pacer.first_token(grant):
             self._dispatch()
+
+    def adjust(self, tenant: str, delta_tokens: int, weight: float = 1.0) -> None:
+        """A request's real cost differed from its charge by `delta_tokens` (FairQueue.adjust)."""
+        self.queue.adjust(tenant, delta_tokens, weight)
 
     def release(self, tenant: str, grant: int) -> None:
         """Free the slot `tenant` got as `grant`; the next waiter gets it."""

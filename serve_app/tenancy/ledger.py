@@ -43,8 +43,10 @@ class TokenBucket:
         return (amount - self.level) / self.refill_per_s
 
     def give_back(self, amount: float, now_s: float) -> None:
+        """Return `amount` unspent; a negative amount (a request used more than it was counted for) leaves the
+        bucket in debt, paid off by the refill."""
         self.refill(now_s)
-        self.level = min(self.capacity, self.level + max(0.0, amount))
+        self.level = min(self.capacity, self.level + amount)
 
 
 @dataclass(frozen=True)

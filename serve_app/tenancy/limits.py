@@ -171,6 +171,13 @@ class ClusterLimiter:
         elif tenant.name in self._fallback:
             self._fallback[tenant.name].give_back(num_requests, num_tokens, self.clock())
 
+    def adjust(self, tenant: TenantConfig, delta_tokens: int) -> None:
+        """Correct a counted request by what it really used (`delta_tokens` = used - counted, of either sign):
+        more is taken from the tenant's lease (which may go below zero: its next request then needs a fresh
+        lease), less is given back. Usage that no lease or fallback counter holds any more is not counted."""
+        if delta_tokens:
+            self.refund(tenant, -delta_tokens, num_requests=0)
+
     async def close(self) -> None:
         """Return every lease (best effort) and stop background calls."""
         returns = [(name, lease.limits, lease.requests, lease.tokens) for name, lease in self._leases.items()]

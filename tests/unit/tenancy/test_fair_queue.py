@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from serve_app.tenancy.fair_queue import FairQueue, request_cost_tokens
+from serve_app.tenancy.fair_queue import FairQueue
 
 
 def drain(queue: FairQueue, n: int | None = None) -> list:
@@ -155,8 +155,17 @@ def test_queue_state_stays_bounded():
     assert len(queue._tenants) <= 20
 
 
-def test_request_cost_tokens():
-    assert request_cost_tokens(100, 50) == 150
-    assert request_cost_tokens(100, 500, mean_output_tokens=80.4) == 180
-    assert request_cost_tokens(100, 50, mean_output_tokens=80) == 150
-    assert request_cost_tokens(0, 0) == 1
+def test_a_request_that_used_more_than_charged_pushes_its_tenant_back_and_one_that_used_less_does_not_bank():
+    queue = FairQueue()
+    queue.charge("A", 100)
+    queue.charge("B", 100)
+    queue.adjust("A", 400)  # A's request used 500 tokens, not 100
+    queue.push("a", "A", 100)
+    queue.push("b1", "B", 100)
+    queue.push("b2", "B", 100)
+    queue.push("b3", "B", 100)
+    assert [queue.pop() for _ in range(4)] == ["b1", "b2", "b3", "a"]  # B catches up on A's extra 400 first
+    queue.adjust("B", -10_000)  # a refund never moves B before virtual time
+    queue.push("a2", "A", 100)
+    queue.push("b4", "B", 100)
+    assert queue.pop() == "b4" and queue.virtual_time >= 0

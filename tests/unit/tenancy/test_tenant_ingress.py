@@ -1,0 +1,92 @@
+"""Tenancy in the real ingress (gate, relay) over ASGI with a fake model backend: the API key's limits still hold
+with tenancy on, and a request is charged what it used (the model server's prompt count, every output token of
+every sequence), not `len(body) // 4 + max_tokens`."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from serve_app.api.protocol import Frame, WholeResponse
+from serve_app.config import AppConfig
+from serve_app.ingress.auth import hash_key
+from serve_app.ingress.replica import Ingress
+from tests.unit.fake_backend import DONE, FakeBackend, sse
+
+CHAT = "/v1/chat/completions"
+KEY = "sk-tenant-a"
+TENANCY = {"enabled": True, "limits_backend": "local"}
+
+
+async def _ingress(backend: FakeBackend, monkeypatch, **config) -> tuple[Ingress, httpx.AsyncClient]:
+    monkeypatch.setenv("SERVE_APP_API_KEYS", KEY)
+    app_config = AppConfig.model_validate(config)
+    ingress = await Ingress.create(app_config, backends={app_config.model.resolved_name(): backend})
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=ingress.asgi_app()), base_url="http://ingress",
+                               headers={"Authorization": f"Bearer {KEY}"})
+    return ingress, client
+
+
+def _key_tokens(ingress: Ingress) -> int:
+    return ingress._gate._auth._windows[hash_key(KEY)].num_tokens
+
+
+def _stream(num_prompt_tokens: int, num_tokens: int) -> list[Frame]:
+    chunks = [sse('{"choices":[{"delta":{"content":"x"}}]}', has_output=True, num_tokens=1) for _ in range(num_tokens)]
+    return [*chunks, Frame(DONE.data, is_final=True, num_prompt_tokens=num_prompt_tokens)]
+
+
+def test_auth_limits_still_hold_with_tenancy_on(monkeypatch):
+    async def main():
+        backend = FakeBackend([WholeResponse(200, {"choices": [], "usage": {"prompt_tokens": 5,
+                                                                           "completion_tokens": 1}})])
+        _, client = await _ingress(backend, monkeypatch, tenancy=TENANCY,
+                                   auth={"enabled": True, "requests_per_minute": 2})
+        body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+        statuses = [(await client.post(CHAT, json=body)).status_code for _ in range(3)]
+        assert statuses == [200, 200, 429]
+
+    asyncio.run(main())
+
+
+def test_a_stream_without_max_tokens_is_charged_the_prompt_the_model_counted_and_every_token_generated(monkeypatch):
+    async def main():
+        ingress, client = await _ingress(FakeBackend(_stream(num_prompt_tokens=57, num_tokens=300)), monkeypatch,
+                                         tenancy=TENANCY, auth={"enabled": True, "tokens_per_minute": 100_000})
+        response = await client.post(CHAT, json={"messages": [{"role": "user", "content": "hi"}], "stream": True})
+        assert response.status_code == 200
+        # Estimated at admission as ~10 prompt tokens + 256 expected output; reconciled to what was used.
+        assert _key_tokens(ingress) == 57 + 300
+
+    asyncio.run(main())
+
+
+def test_n_sequences_are_all_charged_and_an_error_answer_costs_nothing(monkeypatch):
+    async def main():
+        backend = FakeBackend([WholeResponse(200, {"choices": [], "usage": {"prompt_tokens": 20,
+                                                                           "completion_tokens": 24}})])
+        ingress, client = await _ingress(backend, monkeypatch, tenancy=TENANCY,
+                                         auth={"enabled": True, "tokens_per_minute": 100_000})
+        body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8, "n": 3}
+        assert (await client.post(CHAT, json=body)).status_code == 200
+        assert _key_tokens(ingress) == 20 + 24
+        backend.items = [WholeResponse(400, {"error": {"message": "bad", "type": "invalid_request_error"}})]
+        assert (await client.post(CHAT, json=body)).status_code == 400
+        assert _key_tokens(ingress) == 20 + 24
+
+    asyncio.run(main())
+
+
+def test_a_tenant_that_used_more_than_estimated_is_pushed_back_in_the_fair_order(monkeypatch):
+    async def main():
+        ingress, client = await _ingress(FakeBackend(_stream(num_prompt_tokens=1000, num_tokens=50)), monkeypatch,
+                                         tenancy=TENANCY)
+        response = await client.post(CHAT, json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 50,
+                                                 "stream": True})
+        assert response.status_code == 200
+        gate = next(iter(ingress._gate._tenants._gates.values()))
+        (state,) = gate.queue._tenants.values()  # the key's tenant: its finish tag holds 1,050 tokens, not ~60
+        assert state.finish_tag == gate.queue.virtual_time + 1050
+
+    asyncio.run(main())

@@ -194,13 +194,14 @@ class ModelServer:
     # ------------------------------------------------------------------ requests
 
     async def generate(self, request: ServerRequest) -> AsyncIterator[Frame | WholeResponse]:
+        checked_json = request.body
         try:  # the ingress checked the JSON; vLLM's request type validates it here, before the first byte
             request = dataclasses.replace(request, body=ENDPOINTS[request.endpoint].validate(request))
         except ServeAppError as error:
             yield WholeResponse(error.status_code, error.to_body())
             return
-        body = request.body if isinstance(request.body, dict) else request.body.model_dump(exclude_unset=True)
-        fingerprint = request_fingerprint(request.endpoint, body)
+        fingerprint = request_fingerprint(request.endpoint, checked_json if isinstance(checked_json, dict)
+                                          else checked_json.model_dump(exclude_unset=True))
         for attempt in (1, 2):  # a request the engine died under before its first output is retried once
             refusal = self._quarantine_refusal(fingerprint) or await self._wait_for_engine()
             if refusal is not None:

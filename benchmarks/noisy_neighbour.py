@@ -41,7 +41,8 @@ TENANCY_ONLY = {"A16_C16"}
 
 
 def server(name: str) -> Server:
-    tenancy = ("tenancy: {enabled: true, limits_backend: local, reserved_slots: 1, max_queue_wait_s: 300, "
+    tenancy = ("tenancy: {enabled: true, trust_tenant_header: true, limits_backend: local, reserved_slots: 1, "
+               "max_queue_wait_s: 300, "
                "tenants: {A: {name: A}, B: {name: B}, C: {name: C, weight: 2}}}\n") if name == "serve_app_fair" else ""
     yaml = f"model: {{source: default}}\nengine: {ENGINE}\nadmission: {{request_timeout_s: 600}}\n{tenancy}"
     return Server(name, [str(REPO / ".venv/bin/serve-app"), "serve", "--port", str(PORT), "--config"], yaml=yaml)

@@ -187,12 +187,12 @@ class Gate:
             if key_charge is not None:  # not served: the key's limits do not count it
                 self._auth.adjust(key_digest, -key_charge.charged_tokens, num_requests=-1)
             if isinstance(error, ServeAppError):
-                self._metrics.tenant_admissions.labels(tenant=tenant.name, outcome=error.code or "refused").inc()
+                self._metrics.tenant_admissions.labels(tenant=tenants.metric_label(tenant), outcome=error.code or "refused").inc()
             raise
         key_tokens, key_end = request.on_tokens, request.on_end
         request.on_tokens = lambda num: (admitted.generated(num), key_tokens and key_tokens(num))
         request.on_end = lambda prompt, output: (admitted.settle(prompt, output), key_end and key_end(prompt, output))
-        self._metrics.tenant_admissions.labels(tenant=tenant.name, outcome="admitted").inc()
+        self._metrics.tenant_admissions.labels(tenant=tenants.metric_label(tenant), outcome="admitted").inc()
         request.release = Once(lambda: (admitted.release(), self._admission.release()))
         request.priority = admitted.priority
         request.gate_wait_s = admitted.waited_s

@@ -2,7 +2,7 @@
 fair turn for an engine slot, and whether it can still meet its TTFT target.
 
 Per request, in order (each refusal is immediate, in the OpenAI error format):
-1. tenant: the API key's tenant (auth on) or the `tenant_header`'s (auth off); priority from the key's settings
+1. tenant: the API key's tenant (auth on) or, with `trust_tenant_header`, the header's; priority from the key's settings
    or the priority header where the tenant allows it (400 otherwise);
 2. limits: tokens and requests per minute across all ingress replicas (serve_app/tenancy/limits.py): 429 with
    Retry-After, or 503 while the limiter is unreachable with `limits_failure_mode: fail_closed`;
@@ -19,6 +19,7 @@ Per request, in order (each refusal is immediate, in the OpenAI error format):
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -79,6 +80,7 @@ class Admitted:
 class TenantAdmission:
     def __init__(self, config: AppConfig, app_name: str):
         self.tenancy: TenancyConfig = config.tenancy
+        self._hash_labels = config.auth.metrics_require_auth
         if self.tenancy.limits_backend == "cluster":
             from serve_app.tenancy.limiter_actor import RayLimiterBackend
 
@@ -105,8 +107,16 @@ class TenantAdmission:
             self._replicas[name] = replicas
 
     def tenant_of(self, key_digest: str | None, headers) -> TenantConfig:
-        header = None if key_digest is not None else headers.get(self.tenancy.tenant_header)
-        return self.tenancy.tenant_for(key_digest, header)
+        """The API key's tenant (auth on); else the tenant header's, only when the config trusts it."""
+        trusted = key_digest is None and self.tenancy.trust_tenant_header
+        return self.tenancy.tenant_for(key_digest, headers.get(self.tenancy.tenant_header) if trusted else None)
+
+    def metric_label(self, tenant: TenantConfig) -> str:
+        """The tenant as metrics name it: its name, or with `auth.metrics_require_auth` a digest of it (the
+        metrics are mirrored to Ray's metrics port, which no key protects)."""
+        if not self._hash_labels:
+            return tenant.name
+        return "t-" + hashlib.sha256(tenant.name.encode()).hexdigest()[:12]
 
     async def admit(self, model: str, tenant: TenantConfig, headers, prompt_tokens: int, max_tokens: int,
                     arrival_s: float, deadline_s: float, num_sequences: int = 1,

@@ -78,8 +78,12 @@ class TenancyConfig(StrictModel):
     """Multi-tenant admission at the ingress (off by default: first come, first served as before)."""
 
     enabled: bool = False
-    # With auth off, the tenant is this request header's value (tenants are keyed by it).
+    # With auth off, the tenant is this request header's value (tenants are keyed by it), but only with
+    # `trust_tenant_header`: set it only where a proxy you run sets the header (and strips a client's own), since
+    # any client can send it and claim any tenant's weight, priorities and limits. Otherwise, with auth off, every
+    # request is `default_tenant`. With auth on, the API key decides the tenant and the header is never read.
     tenant_header: str = "x-tenant-id"
+    trust_tenant_header: bool = False
     # Keyed by API key digest (`sha256:<64 hex>`, as in auth's key files) with auth on, or by header value.
     tenants: dict[str, TenantConfig] = Field(default_factory=dict)
     # Every request that matches no key of `tenants`.

@@ -23,7 +23,8 @@ def tenancy_url(module_app) -> str:
     config = make_test_config(
         model={"source": "tiny"}, engine={"max_num_seqs": SLOTS, "speculation": {"mode": "off"}},
         admission={"max_in_flight_requests": 64, "request_timeout_s": 120},
-        tenancy={"enabled": True, "limits_backend": "cluster", "reserved_slots": 1, "max_queue_wait_s": 60,
+        tenancy={"enabled": True, "trust_tenant_header": True, "limits_backend": "cluster", "reserved_slots": 1,
+                 "max_queue_wait_s": 60,
                  "tenants": {"flood": {"name": "flood"}, "quiet": {"name": "quiet"},
                              "metered": {"name": "metered", "requests_per_minute": 3},
                              "strict": {"name": "strict", "ttft_slo_ms": 1}}})

@@ -90,3 +90,29 @@ def test_a_tenant_that_used_more_than_estimated_is_pushed_back_in_the_fair_order
         assert state.finish_tag == gate.queue.virtual_time + 1050
 
     asyncio.run(main())
+
+
+def _admission(**config):
+    from serve_app.ingress.tenant_admission import TenantAdmission
+
+    return TenantAdmission(AppConfig.model_validate(config), "test")
+
+
+def test_the_tenant_header_is_read_only_when_the_config_trusts_it_and_never_with_auth():
+    tenancy = {**TENANCY, "tenants": {"gold": {"name": "gold", "weight": 10}}}
+    headers = {"x-tenant-id": "gold"}
+    assert _admission(tenancy=tenancy).tenant_of(None, headers).name == "default"  # any client could send it
+    trusted = _admission(tenancy={**tenancy, "trust_tenant_header": True})
+    assert trusted.tenant_of(None, headers).name == "gold"
+    assert trusted.tenant_of("ab" * 32, headers).name.startswith("key-")  # with auth the key decides
+
+
+def test_tenant_labels_are_hashed_when_metrics_require_auth(monkeypatch):
+    monkeypatch.setenv("SERVE_APP_API_KEYS", KEY)
+    tenancy = {**TENANCY, "tenants": {"gold": {"name": "gold"}}}
+    open_metrics = _admission(tenancy=tenancy)
+    tenant = open_metrics.tenancy.tenants["gold"]
+    assert open_metrics.metric_label(tenant) == "gold"
+    closed = _admission(tenancy=tenancy, auth={"enabled": True, "metrics_require_auth": True})
+    label = closed.metric_label(tenant)
+    assert label.startswith("t-") and "gold" not in label and label == closed.metric_label(tenant)

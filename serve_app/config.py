@@ -296,6 +296,14 @@ class LoggingConfig(StrictModel):
     level: str = "INFO"
 
 
+class TracingConfig(StrictModel):
+    """Opt-in OpenTelemetry spans of each request's stages (serve_app/server/tracing.py; the `tracing` extra)."""
+
+    # OTLP/HTTP traces endpoint, e.g. http://otel-collector:4318/v1/traces; None: tracing off.
+    otlp_endpoint: str | None = None
+    service_name: str = "serve_app"
+
+
 class ServedModel(StrictModel):
     """One model of a several-model config (`models:`): its source and name, engine, frontend and deployment."""
 
@@ -338,6 +346,8 @@ class AppConfig(StrictModel):
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    # Opt-in OpenTelemetry spans of each request's stages (off unless `tracing.otlp_endpoint` is set).
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
     # Tenants, fair share, cluster-wide limits and deadline-aware admission (serve_app/ingress/tenant_admission.py).
     tenancy: TenancyConfig = Field(default_factory=TenancyConfig)
     playground_enabled: bool = True

@@ -24,6 +24,7 @@ from serve_app.ingress.gate import UNAVAILABLE_RETRY_AFTER_S, AdmittedRequest
 from serve_app.ingress.metrics import IngressMetrics
 from serve_app.ingress.stream_lifetime import StreamWithCleanup
 from serve_app.server.timings import ingress_timings
+from serve_app.server.tracing import StageTracer
 
 logger = logging.getLogger("ray.serve")
 REQUEST_ID_HEADER = "x-request-id"
@@ -36,8 +37,15 @@ def error_response(error: ServeAppError, request_id: str) -> JSONResponse:
 
 
 class Relay:
-    def __init__(self, metrics: IngressMetrics):
+    def __init__(self, metrics: IngressMetrics, tracer: StageTracer | None = None):
         self._metrics = metrics
+        self._tracer = tracer  # opt-in: each response's stages as OpenTelemetry spans (config `tracing`)
+
+    def _observe_timings(self, request: AdmittedRequest, timings_ms: dict[str, float]) -> None:
+        """A response's final `timings`: the stage histogram, and the stage spans when tracing is on."""
+        self._metrics.observe_timings(request.model, timings_ms)
+        if self._tracer is not None:
+            self._tracer.record(request.request_id, request.model, request.arrival_s, timings_ms)
 
     async def respond(self, request: AdmittedRequest, http_request: Request) -> Response:
         """Hand `request` to its backend; answer with its whole response or start relaying its stream."""
@@ -82,7 +90,7 @@ class Relay:
             usage = whole.body.get("usage") or {}
             metrics.prompt_tokens.labels(model=model).inc(usage_count(usage, "prompt_tokens", "input_tokens"))
             if whole.body.get("timings"):
-                metrics.observe_timings(model, whole.body["timings"])
+                self._observe_timings(request, whole.body["timings"])
             if request.on_outcome is not None and outcome.is_ok:
                 request.on_outcome(outcome)
         if request.on_end is not None:  # an error answer used nothing
@@ -128,7 +136,7 @@ class Relay:
                 if frame.error is not None:
                     status = "500"
                 if frame.timings:
-                    metrics.observe_timings(model, frame.timings)
+                    self._observe_timings(request, frame.timings)
                 yield frame.data
                 if frame.is_final:
                     break

@@ -35,6 +35,7 @@ from serve_app.ingress.metrics import IngressMetrics
 from serve_app.ingress.ray_metrics_mirror import RegistryMirror
 from serve_app.ingress.relay import REQUEST_ID_HEADER, Relay, error_response
 from serve_app.platform.ray_env import replica_context
+from serve_app.server.tracing import build_stage_tracer
 
 logger = logging.getLogger("ray.serve")
 
@@ -83,7 +84,8 @@ class Ingress:
             self._metrics.registry, before=lambda: self._metrics.in_flight.set(self._admission.num_in_flight))
         router = Router(self._served, default_model, deployments, scales_from_zero, self._replicas)
         self._gate = Gate(config, router, self._backends, self._auth, self._admission, tenants, self._metrics)
-        self._relay = Relay(self._metrics)
+        self._relay = Relay(self._metrics, build_stage_tracer(config.tracing.otlp_endpoint,
+                                                              config.tracing.service_name))
         self._created_s = int(time.time())
 
     @classmethod

@@ -1,11 +1,21 @@
 """Opt-in OpenTelemetry tracing: one span per stage of `timings`, nested under the request's span, each as long as
-its stage, with the request id."""
+its stage, with the request id; written by the relay once a response's timings are known."""
+
+import asyncio
+import time
 
 import pytest
 
 pytest.importorskip("opentelemetry.sdk")
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
 
+from serve_app.api.endpoints import COMPLETION  # noqa: E402
+from serve_app.api.protocol import Frame, WholeResponse  # noqa: E402
+from serve_app.config import AppConfig  # noqa: E402
+from serve_app.ingress.gate import AdmittedRequest  # noqa: E402
+from serve_app.ingress.metrics import IngressMetrics  # noqa: E402
+from serve_app.ingress.relay import Relay  # noqa: E402
+from serve_app.ingress.stream_lifetime import Once  # noqa: E402
 from serve_app.server.timings import STAGES_BEFORE_FIRST_TOKEN  # noqa: E402
 from serve_app.server.tracing import (REQUEST_ID_ATTRIBUTE, ROOT_SPAN, build_stage_tracer,  # noqa: E402
                                       stage_intervals)
@@ -47,10 +57,65 @@ def test_stage_spans_nest_under_the_request_and_last_as_long_as_their_timings():
     _check_spans(exporter, "req-1", arrival_s, TIMINGS)
 
 
-def test_tracing_is_off_without_an_endpoint():
-    assert build_stage_tracer(None) is None
+def test_tracing_is_off_by_default_and_on_with_an_otlp_endpoint():
+    config = AppConfig()
+    assert config.tracing.otlp_endpoint is None and build_stage_tracer(config.tracing.otlp_endpoint) is None
+    config = AppConfig.model_validate({"tracing": {"otlp_endpoint": "http://127.0.0.1:4318/v1/traces"}})
+    assert build_stage_tracer(config.tracing.otlp_endpoint) is not None
 
 
 def test_intervals_are_pure_and_skip_absent_stages():
     intervals = stage_intervals(10.0, {"ingress_ms": 1000.0, "prefill_ms": 500.0, "ttft_ms": 1500.0})
     assert intervals == [("ingress", 10.0, 11.0), ("prefill", 11.0, 11.5)]
+
+
+class _Backend:
+    def __init__(self, frames):
+        self._frames = frames
+
+    async def generate(self, server_request, adapter):
+        for frame in self._frames:
+            yield frame
+
+    async def close_stream(self, frames):
+        await frames.aclose()
+
+
+def _admitted(backend, arrival_s: float, request_id: str) -> AdmittedRequest:
+    return AdmittedRequest(request_id=request_id, route="/v1/completions", endpoint=COMPLETION, body={}, model="m",
+                           adapter=None, backend=backend, wire="sse", is_stream=True, arrival_s=arrival_s,
+                           deadline_s=arrival_s + 60, release=Once(lambda: None), estimated_prompt_tokens=1)
+
+
+class _HttpRequest:
+    headers: dict = {}
+
+
+def test_the_relay_traces_a_streamed_response_from_its_final_timings():
+    exporter = InMemorySpanExporter()
+    relay = Relay(IngressMetrics(), tracer=build_stage_tracer(None, exporter=exporter))
+    timings = {k: v for k, v in TIMINGS.items() if k != "gate_wait_ms"}
+    timings["ttft_ms"] = sum(timings[s] for s in STAGES_BEFORE_FIRST_TOKEN if s in timings)
+    frames = [Frame("data: a\n\n", num_tokens=1, has_output=True),
+              Frame("data: [DONE]\n\n", is_final=True, timings=timings)]
+    arrival_s = time.time()
+
+    async def run():
+        response = await relay.respond(_admitted(_Backend(frames), arrival_s, "req-2"), _HttpRequest())
+        return [chunk async for chunk in response.body_iterator]
+
+    assert asyncio.run(run())[-1] == "data: [DONE]\n\n"
+    _check_spans(exporter, "req-2", arrival_s, timings)
+
+
+def test_the_relay_traces_a_whole_response():
+    exporter = InMemorySpanExporter()
+    relay = Relay(IngressMetrics(), tracer=build_stage_tracer(None, exporter=exporter))
+    timings = {"ingress_ms": 2.0, "handoff_ms": 0.1, "frontend_ms": 4.0, "queue_ms": 0.0, "prefill_ms": 150.0,
+               "decode_ms": 900.0}
+    timings["ttft_ms"] = 156.1
+    whole = WholeResponse(status_code=200, body={"choices": [], "usage": {"completion_tokens": 3}, "timings": timings})
+    arrival_s = time.time()
+    response = asyncio.run(relay.respond(_admitted(_Backend([whole]), arrival_s, "req-3"), _HttpRequest()))
+    assert response.status_code == 200
+    _check_spans(exporter, "req-3", arrival_s, timings)

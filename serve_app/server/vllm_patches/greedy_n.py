@@ -10,7 +10,7 @@ Upstream: vLLM's deliberate check (`SamplingParams._verify_greedy_sampling`, vLL
 
 from __future__ import annotations
 
-from serve_app.server.vllm_patches import require
+from serve_app.server.vllm_patches import install, is_patched, require
 
 UPSTREAM = "vLLM 0.32.0 SamplingParams._verify_greedy_sampling refuses n > 1 at temperature 0 (OpenAI accepts it)"
 VLLM_VERSIONS = ("0.32.0",)
@@ -27,13 +27,11 @@ def apply(process: str = "frontend") -> bool:
     from vllm.sampling_params import SamplingParams
 
     original = SamplingParams._verify_greedy_sampling
-    if getattr(original, "_serve_app_patched", False):
+    if is_patched(original):
         return True
 
     def _verify_greedy_sampling(self) -> None:
         return None
 
-    _verify_greedy_sampling._serve_app_patched = True
-    _verify_greedy_sampling.__wrapped__ = original
-    SamplingParams._verify_greedy_sampling = _verify_greedy_sampling
+    install(_verify_greedy_sampling, original, SamplingParams)
     return True

@@ -12,7 +12,7 @@ The ops run in vLLM's engine (worker) process, where serve_app's vLLM plugin app
 
 from __future__ import annotations
 
-from serve_app.server.vllm_patches import require
+from serve_app.server.vllm_patches import install, is_patched, require
 
 UPSTREAM = "vllm-project/vllm PR #48421 (open; not in vLLM 0.32.0)"
 VLLM_VERSIONS = ("0.32.0",)
@@ -50,7 +50,7 @@ def apply(process: str = "engine") -> bool:
     import vllm.lora.punica_wrapper.punica_cpu as punica_cpu
 
     orig_shrink, orig_expand, orig_expand_slice = ops.bgmv_shrink, ops.bgmv_expand, ops.bgmv_expand_slice
-    if getattr(orig_shrink, "_serve_app_patched", False):
+    if is_patched(orig_shrink):
         _applied = True
         return True
 
@@ -72,11 +72,7 @@ def apply(process: str = "engine") -> bool:
 
     for fn, original in ((bgmv_shrink, orig_shrink), (bgmv_expand, orig_expand),
                          (bgmv_expand_slice, orig_expand_slice)):
-        fn._serve_app_patched = True
-        fn.__wrapped__ = original
         # The sgmv_* ops call these through lora_ops' globals; the punica wrapper imported them by name.
-        for module in (ops, torch_ops_pkg, punica_cpu):
-            if hasattr(module, fn.__name__):
-                setattr(module, fn.__name__, fn)
+        install(fn, original, ops, torch_ops_pkg, punica_cpu)
     _applied = True
     return True

@@ -14,7 +14,7 @@ tests/integration/test_engine_fuzz.py.
 
 from __future__ import annotations
 
-from serve_app.server.vllm_patches import require
+from serve_app.server.vllm_patches import install, is_patched, require
 
 UPSTREAM = "unreported upstream as of vLLM 0.32.0 (CPU sort-free top-k on an empty batch)"
 VLLM_VERSIONS = ("0.32.0",)
@@ -32,7 +32,7 @@ def apply(process: str = "engine") -> bool:
     from vllm.v1.sample.ops import topk_topp_sampler
 
     original = topk_topp_sampler.apply_top_k_only
-    if getattr(original, "_serve_app_patched", False):
+    if is_patched(original):
         return True
 
     def apply_top_k_only(logits, k):
@@ -40,8 +40,6 @@ def apply(process: str = "engine") -> bool:
             return logits
         return original(logits, k)
 
-    apply_top_k_only._serve_app_patched = True
-    apply_top_k_only.__wrapped__ = original
     # apply_top_k_top_p_pytorch looks the name up in its module's globals at call time.
-    topk_topp_sampler.apply_top_k_only = apply_top_k_only
+    install(apply_top_k_only, original, topk_topp_sampler)
     return True

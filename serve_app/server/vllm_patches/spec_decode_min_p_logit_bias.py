@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import inspect
 
-from serve_app.server.vllm_patches import VllmPatchMismatch, require
+from serve_app.server.vllm_patches import VllmPatchMismatch, install, is_patched, require
 
 UPSTREAM = "vLLM 0.32.0: min_p / logit_bias refused under speculative decoding (no upstream fix released)"
 VLLM_VERSIONS = ("0.32.0",)
@@ -73,7 +73,7 @@ def _apply_frontend() -> bool:
     from vllm.sampling_params import SamplingParams
 
     original = SamplingParams._validate_spec_decode
-    if getattr(original, "_serve_app_patched", False):
+    if is_patched(original):
         return True
 
     def _validate_spec_decode(self, speculative_config):
@@ -81,9 +81,7 @@ def _apply_frontend() -> bool:
             return None  # served without drafts (see the module docstring)
         return original(self, speculative_config)
 
-    _validate_spec_decode._serve_app_patched = True
-    _validate_spec_decode.__wrapped__ = original
-    SamplingParams._validate_spec_decode = _validate_spec_decode
+    install(_validate_spec_decode, original, SamplingParams)
     return True
 
 
@@ -92,7 +90,7 @@ def _apply_engine() -> bool:
     from vllm.v1.worker import gpu_model_runner
 
     original_build = gpu_model_runner.build_logitsprocs
-    if getattr(original_build, "_serve_app_patched", False):
+    if is_patched(original_build):
         return True
 
     def build_logitsprocs(vllm_config, device, is_pin_memory, is_pooling_model, custom_logitsprocs=()):
@@ -109,9 +107,6 @@ def _apply_engine() -> bool:
             return drop_unsupported_drafts(drafts, self.input_batch.req_ids, self.requests)
         return drafts
 
-    for fn, original in ((build_logitsprocs, original_build), (propose_draft_token_ids, original_propose)):
-        fn._serve_app_patched = True
-        fn.__wrapped__ = original
-    gpu_model_runner.build_logitsprocs = build_logitsprocs
-    gpu_model_runner.GPUModelRunner.propose_draft_token_ids = propose_draft_token_ids
+    install(build_logitsprocs, original_build, gpu_model_runner)
+    install(propose_draft_token_ids, original_propose, gpu_model_runner.GPUModelRunner)
     return True

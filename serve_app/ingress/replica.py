@@ -77,7 +77,10 @@ class Ingress:
         if config.tenancy.enabled:
             from serve_app.ingress.tenant_admission import TenantAdmission
 
-            tenants = TenantAdmission(config, context.app_name if context else "local")
+            # Inside Serve its gates follow the running replicas of each model and of this ingress deployment.
+            tenants = TenantAdmission(config, context.app_name if context else "local",
+                                      replicas=self._replicas if context else None, deployments=deployments,
+                                      ingress_deployment=context.deployment if context else None)
         self._metrics = IngressMetrics()
         # Every ingress replica's counts through Ray's metrics (tagged by replica), beside this replica's /metrics.
         self._metrics_mirror = RegistryMirror.start(

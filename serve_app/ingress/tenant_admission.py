@@ -10,11 +10,13 @@ Per request, in order (each refusal is immediate, in the OpenAI error format):
    ahead in fair order and the measured rates (serve_app/tenancy/ttft_predictor.py); a request that would miss
    it is refused now with 429 and a Retry-After of when that work will have drained, and so is one that waits
    for a slot past the point where it could still meet it (`slot_wait_budget_s`);
-4. fair slot: at most `engine_slots` requests per model run in the engines from this ingress replica; the rest
-   wait in weighted fair order by tokens (serve_app/tenancy/fair_queue.py), `reserved_slots` kept for tenants
-   under their share, at most `max_queue_wait_s` (then 429). The engine's own queue stays empty, so vLLM's
-   first-come-first-served order never decides who waits; with `pace_prefills`, new requests beside other
-   tenants start one prefill at a time (the relay reports each request's first token).
+4. fair slot: this ingress replica's part of the running model replicas' max_num_seqs rows (with_model: its own
+   engine's) run in the engines at once, following the live replica counts (`follow_replicas`), plus
+   `reserved_slots` per engine above them (the engines' headroom) for tenants under their share; the rest wait
+   in weighted fair order by tokens (serve_app/tenancy/fair_queue.py), at most `max_queue_wait_s` (then 429).
+   The engine's own queue stays empty, so vLLM's first-come-first-served order never decides who waits; with
+   `pace_prefills` a tenant over its share starts about one request per engine step (serve_app/tenancy/pacing.py).
+   `gate_stats` is the queue the autoscaler should add to the engines' own.
 """
 
 from __future__ import annotations
@@ -49,11 +51,36 @@ def _planned_replicas(scaling: DeploymentScaling) -> int:
     return scaling.num_replicas if isinstance(scaling.num_replicas, int) else max(1, scaling.min_replicas)
 
 
-def engine_slots(view: AppConfig, num_ingress_replicas: int = 1) -> int:
-    """Requests of one model this ingress replica lets into the engines at once."""
-    if view.tenancy.engine_slots is not None:
-        return view.tenancy.engine_slots
-    return max(1, view.engine.max_num_seqs * _planned_replicas(view.model_deployment) // max(1, num_ingress_replicas))
+@dataclass(frozen=True)
+class GateSize:
+    """One model's gate at one ingress replica."""
+
+    slots: int  # shared slots: this replica's part of the engines' max_num_seqs rows
+    reserved: int  # above them: its part of the engines' headroom (tenancy.reserved_slots per engine)
+    num_engines: float  # model replicas behind this gate (its part of them; with_model: its own engine, 1)
+
+    @property
+    def capacity(self) -> int:
+        return self.slots + self.reserved
+
+
+def gate_size(view: AppConfig, num_model_replicas: int, num_ingress_replicas: int = 1) -> GateSize:
+    """The gate of one model at one ingress replica, for the live replica counts: with placement `separate`
+    each of `num_ingress_replicas` ingress replicas gets its part of every model replica's rows; with
+    `with_model` the ingress replica sends to its own engine only, whatever the counts."""
+    if view.placement != "separate":
+        num_model_replicas = num_ingress_replicas = 1
+    num_engines = max(1, num_model_replicas) / max(1, num_ingress_replicas)
+    slots = view.tenancy.engine_slots or max(1, int(view.engine.max_num_seqs * num_engines))
+    reserved = view.tenancy.reserved_slots and max(1, int(view.tenancy.reserved_slots * num_engines))
+    return GateSize(slots, reserved, num_engines)
+
+
+def num_running(view: dict[str, tuple[dict[str, int], str]] | None, deployment: str | None) -> int | None:
+    """RUNNING replicas of `deployment` in the controller's view (serve_app/ingress/health.py); None: unknown."""
+    if view is None or not deployment or deployment not in view:
+        return None
+    return view[deployment][0].get("RUNNING", 0)
 
 
 def _drain_retry_after_s(gate: FairGate, rates: EngineRates) -> int:
@@ -78,8 +105,17 @@ class Admitted:
 
 
 class TenantAdmission:
-    def __init__(self, config: AppConfig, app_name: str):
+    """Tenancy at one ingress replica. `replicas` (health.DeploymentReplicas), `deployments` (model -> its Serve
+    deployment) and `ingress_deployment` let the gates follow the live replica counts (autoscaling, replicas
+    replaced); without them the planned counts stand."""
+
+    def __init__(self, config: AppConfig, app_name: str, replicas=None, deployments: dict[str, str] | None = None,
+                 ingress_deployment: str | None = None):
         self.tenancy: TenancyConfig = config.tenancy
+        self._replica_view = replicas
+        self._deployments = deployments or {}
+        self._ingress_deployment = ingress_deployment
+        self._seen_view = None
         self._hash_labels = config.auth.metrics_require_auth
         if self.tenancy.limits_backend == "cluster":
             from serve_app.tenancy.limiter_actor import RayLimiterBackend
@@ -88,23 +124,41 @@ class TenantAdmission:
         else:
             backend = LocalLedgerBackend()
         self._limiter = ClusterLimiter.from_config(self.tenancy, backend)
-        ingress_replicas = _planned_replicas(config.ingress_deployment) if config.placement == "separate" else 1
+        self._views = {view.model.resolved_name(): view for view in config.model_views()}
         self._gates: dict[str, FairGate] = {}
         self._rates: dict[str, RateEstimator] = {}
-        self._replicas: dict[str, int] = {}
+        self._sizes: dict[str, GateSize] = {}
         self._mean_output: dict[str, float] = {}
-        for view in config.model_views():
-            slots = engine_slots(view, ingress_replicas)
+        self._num_ingress = _planned_replicas(config.ingress_deployment)
+        self._num_models = {name: _planned_replicas(view.model_deployment) for name, view in self._views.items()}
+        for name, view in self._views.items():
             # The reserve sits above the engines' max_num_seqs (engine_args adds it as headroom), so a tenant
             # alone still fills every engine row it had without tenancy.
-            replicas = max(1, _planned_replicas(view.model_deployment) // ingress_replicas)
-            reserved = self.tenancy.reserved_slots * replicas
-            pacer = PrefillPacer(PRIOR_RATES.decode_step_s(slots // replicas) / replicas, self.tenancy.prefill_hold_s) \
+            size = self._sizes[name] = gate_size(view, self._num_models[name], self._num_ingress)
+            pacer = PrefillPacer(self._spacing_s(PRIOR_RATES, size), self.tenancy.prefill_hold_s) \
                 if self.tenancy.pace_prefills else None
-            name = view.model.resolved_name()
-            self._gates[name] = FairGate(slots + reserved, reserved=reserved, pacer=pacer)
+            self._gates[name] = FairGate(size.capacity, reserved=size.reserved, pacer=pacer)
             self._rates[name] = RateEstimator(PRIOR_RATES)
-            self._replicas[name] = replicas
+
+    @staticmethod
+    def _spacing_s(rates: EngineRates, size: GateSize) -> float:
+        """A flood starts about one request per engine step (measured) and engine behind the gate."""
+        return rates.decode_step_s(round(size.slots / size.num_engines)) / size.num_engines
+
+    def follow_replicas(self, view: dict[str, tuple[dict[str, int], str]] | None) -> None:
+        """Resize each model's gate for the controller's view of the running replicas (a count the view does not
+        know, or 0 while a model scales from zero, keeps its last value). Slots held beyond a smaller gate are
+        kept until released; waiters get new slots at once."""
+        if view is None or view is self._seen_view:
+            return
+        self._seen_view = view
+        self._num_ingress = num_running(view, self._ingress_deployment) or self._num_ingress
+        for name, view_config in self._views.items():
+            self._num_models[name] = num_running(view, self._deployments.get(name)) or self._num_models[name]
+            size = gate_size(view_config, self._num_models[name], self._num_ingress)
+            if size != self._sizes[name]:
+                self._sizes[name] = size
+                self._gates[name].set_capacity(size.capacity, size.reserved)
 
     def tenant_of(self, key_digest: str | None, headers) -> TenantConfig:
         """The API key's tenant (auth on); else the tenant header's, only when the config trusts it."""
@@ -147,10 +201,11 @@ class TenantAdmission:
                 code="limiter_unavailable" if unavailable else "rate_limit_exceeded",
                 headers={"Retry-After": str(max(1, decision.retry_after_s))})
         admitted_at_s = time.time()
+        if self._replica_view is not None:
+            self.follow_replicas(self._replica_view.peek())
         gate, rates = self._gates[model], self._rates[model].rates()
-        if gate.pacer is not None:  # a flood starts about one request per engine step (measured) and replica
-            replicas = self._replicas[model]
-            gate.pacer.spacing_s = rates.decode_step_s((gate.capacity - gate.reserved) // replicas) / replicas
+        if gate.pacer is not None:
+            gate.pacer.spacing_s = self._spacing_s(rates, self._sizes[model])
         cost = num_tokens
         predicted_s = None
         if slo_s is not None:
@@ -169,7 +224,7 @@ class TenantAdmission:
         timeout_s = max(0.001, min(self.tenancy.max_queue_wait_s, deadline_s - time.time()))
         # With a TTFT target, waiting for a slot ends when the target can no longer be met.
         # The target counts from arrival; one engine's batch is the gate's slots over its model replicas.
-        batch = max(0, gate.capacity // self._replicas[model] - 1)
+        batch = max(0, round(self._sizes[model].slots / self._sizes[model].num_engines) - 1)
         slo_wait_s = None if slo_s is None else slot_wait_budget_s(slo_s - (time.time() - arrival_s), prompt_tokens,
                                                                    rates, batch)
         if slo_wait_s is not None and slo_wait_s < timeout_s:

@@ -115,17 +115,18 @@ class TenancyConfig(StrictModel):
     limits_retry_s: float = Field(5.0, gt=0)
     # A request waits at most this long for its fair turn at a saturated ingress before a 429.
     max_queue_wait_s: float = Field(30.0, gt=0)
-    # Requests per model this ingress replica lets into the engines at once; None: the model's max_num_seqs x
-    # its replicas / the ingress replicas (with_model placement: exactly the replica's own engine's max_num_seqs).
+    # Requests per model this ingress replica lets into the engines at once (besides the reserve); None: the
+    # model's max_num_seqs x its running replicas / the running ingress replicas, followed as they change
+    # (with_model placement: exactly the replica's own engine's max_num_seqs).
     engine_slots: int | None = Field(None, ge=1)
-    # Slots kept for tenants under their share beside others (a flooding tenant alone never fills them), so a
-    # quiet tenant starts at once instead of waiting for a flood request to end. Costs that many slots of a
-    # single tenant's throughput.
+    # Slots per engine kept for tenants under their share beside others (a flooding tenant alone never fills
+    # them), so a quiet tenant starts at once instead of waiting for a flood request to end. They are headroom:
+    # the engine runs max_num_seqs + reserved_slots sequences at most, so a tenant alone loses nothing.
     reserved_slots: int = Field(1, ge=0)
-    # Prefill pacing (serve_app/tenancy/fair_queue.py): while several tenants are active, each starts at most one
-    # request per model replica at a time until its first token, and a tenant over its share also waits for the
-    # others' first tokens, so a quiet tenant's prefill is not batched with a burst of the flood's (an engine step
-    # runs all new prefills together). A tenant alone is never paced.
+    # Prefill pacing (serve_app/tenancy/pacing.py): beside other tenants, a tenant over its share waits for a
+    # quiet tenant's prefill to give its first token and otherwise starts about one request per engine step, so a
+    # quiet tenant's prefill is not batched with a burst of the flood's (an engine step runs all new prefills
+    # together). A tenant under its share, or alone, is never paced.
     pace_prefills: bool = True
     # A request that has not reported its first token (e.g. not streamed) stops holding others back after this.
     prefill_hold_s: float = Field(2.0, gt=0)

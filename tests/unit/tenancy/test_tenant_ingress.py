@@ -116,3 +116,29 @@ def test_tenant_labels_are_hashed_when_metrics_require_auth(monkeypatch):
     closed = _admission(tenancy=tenancy, auth={"enabled": True, "metrics_require_auth": True})
     label = closed.metric_label(tenant)
     assert label.startswith("t-") and "gold" not in label and label == closed.metric_label(tenant)
+
+
+def _view(**running: int) -> dict:
+    return {name: ({"RUNNING": n}, "HEALTHY") for name, n in running.items()}
+
+
+def test_gates_follow_the_running_replicas_of_the_model_and_of_the_ingress():
+    admission = _admission(model={"source": "tiny"}, engine={"max_num_seqs": 8}, ingress_placement="separate",
+                           tenancy=TENANCY)
+    admission._deployments, admission._ingress_deployment = {"tiny-llama": "Model"}, "Ingress"
+    gate = admission._gates["tiny-llama"]
+    assert (gate.capacity, gate.reserved) == (9, 1)  # one model replica, one ingress replica: 8 rows + 1 above
+    admission.follow_replicas(_view(Model=3, Ingress=1))  # the autoscaler added two model replicas
+    assert (gate.capacity, gate.reserved) == (27, 3)
+    admission.follow_replicas(_view(Model=3, Ingress=2))  # and an ingress replica: each gets half
+    assert (gate.capacity, gate.reserved) == (13, 1)
+    admission.follow_replicas(_view(Model=0, Ingress=2))  # scaled to zero: keep the last size for the cold start
+    assert gate.capacity == 13
+    assert admission.gate_stats()["tiny-llama"].capacity == 13
+
+
+def test_with_model_placement_gates_only_the_replicas_own_engine():
+    admission = _admission(model={"source": "tiny"}, engine={"max_num_seqs": 8}, ingress_placement="with_model",
+                           model_deployment={"num_replicas": 4}, tenancy=TENANCY)
+    admission.follow_replicas(_view(Model=4))
+    assert admission._gates["tiny-llama"].capacity == 9  # not 4 x 8: every other engine has its own gate

@@ -147,7 +147,11 @@ class ClusterLimiter:
                 return ALLOWED
             if self.is_down:
                 return self._when_down(name, limits, num_tokens, now_s)
-        grant = await self._call_lease(name, limits, 1, num_tokens)
+        # Ask for the shortfall only: a lease holds what settled requests gave back (or owes what they overran).
+        lease = self._leases.get(name)
+        have_requests, have_tokens = (lease.requests, lease.tokens) if lease is not None and lease.limits == limits \
+            else (0.0, 0.0)
+        grant = await self._call_lease(name, limits, max(0.0, 1 - have_requests), max(0.0, num_tokens - have_tokens))
         now_s = self.clock()
         if grant is None:
             return self._when_down(name, limits, num_tokens, now_s)

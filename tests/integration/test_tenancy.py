@@ -1,10 +1,14 @@
-"""Tenants under overload on a real app (tiny model, 4 engine slots, tenants by header): a flooding tenant does not
-hold a quiet one back, limits hold per tenant, a request that cannot meet its TTFT target is refused at once,
-a priority a tenant may not use is a 400, and a response's timings add up (a wait for a slot counted once)."""
+"""Tenants under overload on a real app (tiny model, 4 engine slots, tenants by a trusted header): a flooding tenant
+does not hold a quiet one back, limits hold per tenant and count what a request used (its `n` sequences, the prompt
+as the model server counted it), a request that cannot meet its TTFT target is refused at once, a priority a tenant
+may not use is a 400, and a response's timings add up (a wait for a slot counted once). A second app with auth on
+(tenancy on by default): each key its own tenant whatever the header says, auth's own limits still hold, and the
+tenant labels on /metrics are digests when metrics require auth."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +31,7 @@ def tenancy_url(module_app) -> str:
                  "max_queue_wait_s": 60,
                  "tenants": {"flood": {"name": "flood"}, "quiet": {"name": "quiet"},
                              "metered": {"name": "metered", "requests_per_minute": 3},
+                             "counted": {"name": "counted", "tokens_per_minute": 250},
                              "strict": {"name": "strict", "ttft_slo_ms": 1}}})
     return module_app(config, "serve_app_tenancy", "/tenancy")
 
@@ -125,3 +130,54 @@ def test_streamed_timings_add_up_with_tenancy_and_count_a_wait_for_a_slot_once(t
     # The ingress and Ray's proxy are busy with the flood here (measured: 15-25 ms); a wait counted twice would
     # put ttft_ms hundreds of ms above the client's.
     assert statistics.median(gaps) <= 2 * CLIENT_GAP_MS, (gaps, waited)
+
+
+def test_a_tenants_token_limit_counts_every_sequence_and_what_was_used(tenancy_url):
+    """n=3 x 20 tokens (ignore_eos) and a prompt of ~3 tokens: ~63 tokens each against 250 a minute, so the
+    fourth is refused. Counting `len(body) // 4 + max_tokens` (~57) would let a fourth and fifth in; counting the
+    estimate without settling (~97) would refuse the third."""
+    body = {**_body(20), "n": 3}
+    statuses = []
+    for _ in range(4):
+        response = httpx.post(f"{tenancy_url}/v1/completions", json=body, headers={"x-tenant-id": "counted"},
+                              timeout=60)
+        statuses.append(response.status_code)
+        if response.status_code == 200:
+            usage = response.json()["usage"]
+            assert usage["completion_tokens"] == 60 and usage["prompt_tokens"] < 10, usage
+    assert statuses == [200, 200, 200, 429], statuses
+
+
+KEYS = ("sk-tenant-one", "sk-tenant-two")
+
+
+@pytest.fixture(scope="module")
+def auth_url(module_app, tmp_path_factory) -> str:
+    keys_file = tmp_path_factory.mktemp("keys") / "keys.txt"
+    keys_file.write_text("\n".join(KEYS) + "\n")
+    config = make_test_config(
+        model={"source": "tiny"}, engine={"max_num_seqs": SLOTS, "speculation": {"mode": "off"}},
+        auth={"enabled": True, "api_keys_file": str(keys_file), "requests_per_minute": 3,
+              "metrics_require_auth": True},
+        tenancy={"limits_backend": "local", "tenants": {"metered": {"name": "metered", "requests_per_minute": 1}}})
+    assert config.tenancy.enabled is None  # not set: on because auth is
+    return module_app(config, "serve_app_tenancy_auth", "/tenancy_auth")
+
+
+def _post_as(url: str, key: str, tenant_header: str | None = None) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key}"}
+    if tenant_header:
+        headers["x-tenant-id"] = tenant_header
+    return httpx.post(f"{url}/v1/completions", json=_body(2), headers=headers, timeout=60)
+
+
+def test_with_auth_each_key_is_its_own_tenant_and_auths_limits_still_hold(auth_url):
+    # The header names a tenant limited to 1 request a minute; with auth the key decides, so it does not apply.
+    statuses = [_post_as(auth_url, KEYS[0], tenant_header="metered").status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429], statuses  # auth.requests_per_minute: 3, enforced with tenancy on
+    assert _post_as(auth_url, KEYS[1]).status_code == 200  # the other key's budget is its own
+    metrics = httpx.get(f"{auth_url}/metrics", headers={"Authorization": f"Bearer {KEYS[1]}"}, timeout=60).text
+    labels = re.findall(r'serve_app_tenant_admissions_total\{[^}]*tenant="([^"]+)"', metrics)
+    assert labels, metrics[:2000]  # tenancy is on
+    assert all(label.startswith("t-") for label in labels), labels  # digests: metrics are mirrored to Ray's port
+    assert "metered" not in metrics and "key-" not in metrics

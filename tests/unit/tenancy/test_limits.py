@@ -214,3 +214,13 @@ async def test_from_config_and_close_returns_leases():
     await limiter.close()
     grant = ledger.lease("someone", "A", TenantLimits(requests_per_minute=10), 9, 0, 9, 0, clock())
     assert grant.granted
+
+
+async def test_a_settled_request_is_charged_what_it_used_and_a_lease_asks_only_for_its_shortfall():
+    _clock, _backend, (limiter,) = make_limiters(1, lease_fraction=0.01)
+    tenant = TenantConfig(name="A", tokens_per_minute=100)
+    assert (await limiter.check_and_count(tenant, 95)).allowed  # estimated 95; the bucket keeps 5
+    limiter.adjust(tenant, -60)  # it used 35: 60 back in the lease
+    assert (await limiter.check_and_count(tenant, 64)).allowed  # 60 in the lease + 4 of the bucket's 5
+    limiter.adjust(tenant, +30)  # it overran its estimate by 30: a debt
+    assert not (await limiter.check_and_count(tenant, 2)).allowed  # 35 + 64 + 30 > 100

@@ -14,7 +14,7 @@ from typing import Any
 from ray import serve
 from ray.serve import Application
 
-from serve_app.autoscaling.hook import model_autoscaling_config, stage_autoscaling_config
+from serve_app.autoscaling.hook import model_autoscaling_config, request_based_autoscaling_config
 from serve_app.config import AppConfig, DeploymentScaling, config_from_args
 from serve_app.ingress.replica import IngressDeployment
 from serve_app.routing.ray_router import request_router_options
@@ -37,12 +37,12 @@ def _replica_count(scaling: DeploymentScaling, autoscaling_config: dict[str, Any
     return {"num_replicas": scaling.num_replicas}
 
 
-def stage_options(scaling: DeploymentScaling) -> dict[str, Any]:
-    """Deployment options of a CPU-only stage (the ingress with placement `separate`)."""
+def ingress_options(scaling: DeploymentScaling) -> dict[str, Any]:
+    """Deployment options of the ingress's own CPU deployment (placement `separate`)."""
     return {
         "ray_actor_options": _actor_resources(scaling),
         "max_ongoing_requests": scaling.max_ongoing_requests,
-        **_replica_count(scaling, stage_autoscaling_config(scaling)),
+        **_replica_count(scaling, request_based_autoscaling_config(scaling)),
     }
 
 
@@ -96,7 +96,7 @@ def build_graph(config: AppConfig) -> Application:
         .options(**model_options(view), **request_router_options(view.model_deployment.prefix_routing)).bind(view)
         for view in views
     }
-    return IngressDeployment.options(**stage_options(config.ingress_deployment)).bind(config, models)
+    return IngressDeployment.options(**ingress_options(config.ingress_deployment)).bind(config, models)
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:

@@ -18,7 +18,10 @@ from serve_app.config import AppConfig, load_config
 def _load(args: argparse.Namespace) -> AppConfig:
     config = load_config(args.config) if args.config else AppConfig()
     if getattr(args, "model", None):
-        config.model.source = args.model
+        if len(config.models) != 1:
+            raise SystemExit(f"serve-app: --model replaces the model of a one-model config; {args.config} lists "
+                             f"{len(config.models)} models (set each one's model.source there)")
+        config.models[0].model.source = args.model
     return config
 
 
@@ -46,8 +49,8 @@ def _isolate_engine_cpus(config: AppConfig) -> None:
     if split is not None:
         pin_graph_process(split)
         # The engines learn their cores from the config every model replica gets (no environment variable).
-        for engine in [config.engine, *(entry.engine for entry in config.models or [])]:
-            engine.engine_cpus = list(split.engine)
+        for served in config.models:
+            served.engine.engine_cpus = list(split.engine)
         print(f"CPU isolation: engine computes on cores {list(split.engine)}, Ray and the stages run on "
               f"{list(split.graph)} (engine.isolate_cpus: false turns this off)", flush=True)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from serve_app.config_base import StrictModel
 from serve_app.tenancy.config import TenancyConfig
@@ -215,14 +215,14 @@ class LatencyTargets(StrictModel):
 
 
 class DeploymentScaling(StrictModel):
-    """How one stage of the graph is scaled and how much it may hold."""
+    """How one deployment (the ingress's or a model's) is scaled and how much it may hold."""
 
     num_replicas: int | Literal["auto"] = 1
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(4, ge=1)
     max_ongoing_requests: int = Field(256, ge=1)
-    # Ongoing requests per replica that Ray's request-based autoscaler aims for (stages other than the
-    # model); None means half of `max_ongoing_requests`.
+    # Ongoing requests per replica that Ray's request-based autoscaler aims for (the ingress deployment, or a
+    # model deployment with `autoscaling_policy: ongoing_requests`); None means half of `max_ongoing_requests`.
     target_ongoing_requests: float | None = Field(None, gt=0)
     num_cpus: float = Field(0.1, ge=0)
     num_gpus: float = Field(0, ge=0)
@@ -305,29 +305,33 @@ class TracingConfig(StrictModel):
 
 
 class ServedModel(StrictModel):
-    """One model of a several-model config (`models:`): its source and name, engine, frontend and deployment."""
+    """One served model: its source and name, engine, frontend and deployment (replicas, resources, latency targets,
+    prefix routing). `AppConfig.models` lists them; a one-model config has one."""
 
     model: ModelConfig = Field(default_factory=ModelConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
     frontend: FrontendConfig = Field(default_factory=FrontendConfig)
-    deployment: ModelDeploymentConfig = Field(default_factory=ModelDeploymentConfig)
+    # `deployment` is accepted for it too (the name `models:` entries used before).
+    model_deployment: ModelDeploymentConfig = Field(default_factory=ModelDeploymentConfig,
+                                                    validation_alias=AliasChoices("model_deployment", "deployment"))
 
 
+# A one-model config may give its model's sections at the top level instead of `models: [...]` (sugar).
 _PER_MODEL_KEYS = ("model", "engine", "frontend", "model_deployment")
 
 
 class AppConfig(StrictModel):
     """Everything needed to build the serving graph.
 
-    One model: the top-level `model`, `engine`, `frontend` and `model_deployment` sections. Several models behind
-    one endpoint: a `models:` list of those sections instead (the first is the default for requests without a
-    `model`). `model_views()` gives every model as a one-model config, which is what each model server takes.
+    One shape: `models` lists the served models (the first is the default for requests without a `model`); every
+    other section is shared. A one-model config may write its model's `model`, `engine`, `frontend` and
+    `model_deployment` sections at the top level instead: validation turns them into `models: [that model]`, once.
+    `model_views()` gives each model as a one-model config (what each model server takes), whose `model`,
+    `engine`, `frontend` and `model_deployment` are that model's.
     """
 
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    engine: EngineConfig = Field(default_factory=EngineConfig)
-    frontend: FrontendConfig = Field(default_factory=FrontendConfig)
-    model_deployment: ModelDeploymentConfig = Field(default_factory=ModelDeploymentConfig)
+    # Several models behind one endpoint, or one (a one-model config may use the top-level sugar instead).
+    models: list[ServedModel] = Field(default_factory=lambda: [ServedModel()])
     # Where the HTTP ingress runs: `with_model` in each model server replica (a token crosses one Ray hop, the
     # fastest measured), or `separate`, its own autoscaled CPU deployment in front of the model servers (two hops;
     # a killed model replica then still ends open streams with an error event).
@@ -353,26 +357,37 @@ class AppConfig(StrictModel):
     playground_enabled: bool = True
     # FastAPI's API docs (/docs, /redoc, /openapi.json); the production configs under cluster/ turn them off.
     api_docs_enabled: bool = True
-    # Several models behind one endpoint (replaces the top-level model/engine/frontend/model_deployment).
-    models: list[ServedModel] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_model_sugar(cls, data: Any) -> Any:
+        """The single-model form (top-level model/engine/frontend/model_deployment) -> `models: [it]`."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if "models" in data and data["models"] is None:  # `models: null`: the top-level form (or the defaults)
+            del data["models"]
+        top = [key for key in _PER_MODEL_KEYS if key in data]
+        if not top:
+            return data
+        if "models" in data:
+            raise ValueError(f"set either `models:` or the top-level {', '.join(sorted(top))} section, not both "
+                             "(with `models:` each model has its own model/engine/frontend/model_deployment)")
+        served = {key: data.pop(key) for key in top}
+        return {**data, "models": [served]}
 
     @model_validator(mode="after")
     def _check_models(self) -> "AppConfig":
-        if self.models is not None:
-            if not self.models:
-                raise ValueError("models must list at least one model")
-            both = sorted(set(_PER_MODEL_KEYS) & self.model_fields_set)
-            if both:
-                raise ValueError(f"set either `models:` or the top-level {', '.join(both)} section, not both "
-                                 "(with `models:` each model has its own model/engine/frontend/deployment)")
+        if not self.models:
+            raise ValueError("models must list at least one model")
         names: list[str] = []
-        for view in self.model_views():
-            names.append(view.model.resolved_name())
-            names.extend(adapter.name for adapter in view.model.adapters)
+        for served in self.models:
+            names.append(served.model.resolved_name())
+            names.extend(adapter.name for adapter in served.model.adapters)
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"served model and adapter names must be unique; repeated: {duplicates}")
-        if self.ingress_placement == "with_model" and self.models is not None and len(self.models) > 1:
+        if self.ingress_placement == "with_model" and len(self.models) > 1:
             raise ValueError("ingress_placement with_model serves one model; several models need `separate` "
                              "(or `auto`), where the ingress routes each request by its `model`")
         return self
@@ -382,25 +397,47 @@ class AppConfig(StrictModel):
         """The resolved ingress placement."""
         if self.ingress_placement != "auto":
             return self.ingress_placement
-        return "separate" if self.models is not None and len(self.models) > 1 else "with_model"
+        return "separate" if len(self.models) > 1 else "with_model"
 
     def model_views(self) -> list["AppConfig"]:
-        """Each served model as a one-model config (shared sections: admission, auth, logging, ...)."""
-        if self.models is None:
+        """Each served model as a one-model config sharing this config's other sections (and its resolved
+        placement). Built from the validated config without validating again."""
+        if len(self.models) == 1:
             return [self]
-        shared = self.model_dump(exclude={"models", *_PER_MODEL_KEYS})
-        return [AppConfig.model_validate({**shared, "model": entry.model.model_dump(),
-                                          "engine": entry.engine.model_dump(), "frontend": entry.frontend.model_dump(),
-                                          "model_deployment": entry.deployment.model_dump()})
-                for entry in self.models]
+        return [self.model_copy(update={"models": [served], "ingress_placement": self.placement})
+                for served in self.models]
+
+    # The sections of a one-model config's (a view's) model.
+
+    def _only_model(self) -> ServedModel:
+        if len(self.models) != 1:
+            raise ValueError(f"a config of {len(self.models)} models has no single model's sections; "
+                                 "take them from model_views() or models")
+        return self.models[0]
+
+    @property
+    def model(self) -> ModelConfig:
+        return self._only_model().model
+
+    @property
+    def engine(self) -> EngineConfig:
+        return self._only_model().engine
+
+    @property
+    def frontend(self) -> FrontendConfig:
+        return self._only_model().frontend
+
+    @property
+    def model_deployment(self) -> ModelDeploymentConfig:
+        return self._only_model().model_deployment
 
     def served_names(self) -> dict[str, str]:
         """Every name a client may pass as `model` (models and their adapters) -> the name of the model serving it."""
         names: dict[str, str] = {}
-        for view in self.model_views():
-            base = view.model.resolved_name()
+        for served in self.models:
+            base = served.model.resolved_name()
             names[base] = base
-            names.update({adapter.name: base for adapter in view.model.adapters})
+            names.update({adapter.name: base for adapter in served.model.adapters})
         return names
 
 
@@ -412,12 +449,14 @@ def load_config(path: str | Path) -> AppConfig:
 
 
 def config_from_args(args: dict[str, Any]) -> AppConfig:
-    """Build a config from Serve-config `args`: either the config itself or `{config_path: ...}`."""
+    """Build a config from Serve-config `args`: either the config itself or `{config_path: ...}` plus overrides
+    (merged into the file's YAML as written, then validated once)."""
     args = dict(args or {})
     path = args.pop("config_path", None)
     if path is None:
         return AppConfig.model_validate(args)
-    base = load_config(path).model_dump(exclude_unset=True)
+    with open(path) as f:
+        base = yaml.safe_load(f) or {}
     return AppConfig.model_validate(_deep_merge(base, args))
 
 

@@ -81,10 +81,7 @@ def on_device(config: AppConfig, device: str) -> AppConfig:
     """`config` as it runs on `device`: on CUDA each model replica takes a GPU (and a share of its memory)."""
     if device == "cpu":
         return config
-    if config.models:
-        models = [served.model_copy(update={"engine": _engine_on_cuda(served.engine, served.model),
-                                            "deployment": _deployment_on_cuda(served.deployment, served.engine)})
-                  for served in config.models]
-        return config.model_copy(update={"models": models})
-    return config.model_copy(update={"engine": _engine_on_cuda(config.engine, config.model),
-                                     "model_deployment": _deployment_on_cuda(config.model_deployment, config.engine)})
+    models = [served.model_copy(update={"engine": _engine_on_cuda(served.engine, served.model),
+                                        "model_deployment": _deployment_on_cuda(served.model_deployment, served.engine)})
+              for served in config.models]
+    return config.model_copy(update={"models": models})

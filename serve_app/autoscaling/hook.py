@@ -128,7 +128,7 @@ def model_autoscaling_config(cfg: "ModelDeploymentConfig") -> dict[str, Any]:
     """`autoscaling_config=` for the model deployment: the latency-target policy with its targets, or Ray Serve's
     request-based policy when `autoscaling_policy` is `ongoing_requests`."""
     if cfg.autoscaling_policy == "ongoing_requests":
-        return stage_autoscaling_config(cfg)
+        return request_based_autoscaling_config(cfg)
     targets = cfg.latency_targets
     return {
         "min_replicas": cfg.min_replicas,
@@ -143,8 +143,9 @@ def model_autoscaling_config(cfg: "ModelDeploymentConfig") -> dict[str, Any]:
     }
 
 
-def stage_autoscaling_config(cfg: "DeploymentScaling") -> dict[str, Any]:
-    """`autoscaling_config=` for a CPU stage (tokenizer, streaming node, ingress): Ray's request-based policy."""
+def request_based_autoscaling_config(cfg: "DeploymentScaling") -> dict[str, Any]:
+    """`autoscaling_config=` of Ray Serve's request-based policy (the ingress with placement `separate`, or a model
+    deployment with `autoscaling_policy: ongoing_requests`)."""
     target = cfg.target_ongoing_requests or max(1.0, cfg.max_ongoing_requests / 2)
     return {
         "min_replicas": cfg.min_replicas,

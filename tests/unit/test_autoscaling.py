@@ -18,7 +18,7 @@ from serve_app.autoscaling.hook import (
     LatencyTargetPolicy,
     latency_target_policy,
     model_autoscaling_config,
-    stage_autoscaling_config,
+    request_based_autoscaling_config,
 )
 from serve_app.autoscaling.policy import (
     ReplicaSignal,
@@ -436,16 +436,16 @@ def test_hook_through_rays_own_wrapper_and_pickling():
     assert num_replicas == 2 and "serve_app_latency_policy" in state
 
 
-def test_stage_autoscaling_config_is_rays_request_based_policy():
+def test_request_based_autoscaling_config_is_rays_request_based_policy():
     from ray.serve.config import AutoscalingConfig
 
     stage = DeploymentScaling(min_replicas=1, max_replicas=3, max_ongoing_requests=64)
-    config = AutoscalingConfig(**stage_autoscaling_config(stage))
+    config = AutoscalingConfig(**request_based_autoscaling_config(stage))
     assert config.policy.is_default_policy_function()
     assert config.target_ongoing_requests == 32
     explicit = DeploymentScaling(target_ongoing_requests=5, upscale_delay_s=3)
-    assert stage_autoscaling_config(explicit)["target_ongoing_requests"] == 5
-    assert stage_autoscaling_config(explicit)["upscale_delay_s"] == 3
+    assert request_based_autoscaling_config(explicit)["target_ongoing_requests"] == 5
+    assert request_based_autoscaling_config(explicit)["upscale_delay_s"] == 3
 
 
 def test_config_knobs_flow_into_the_policy_kwargs():

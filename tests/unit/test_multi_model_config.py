@@ -82,3 +82,44 @@ def test_graph_has_one_model_deployment_per_model_with_its_own_options():
     assert sorted(models) == ["SmolLM2-135M-Instruct", "tiny-llama"]
     assert {m._bound_deployment.name for m in models.values()} == {f"{MODEL_SERVER}-SmolLM2-135M-Instruct",
                                                             f"{MODEL_SERVER}-tiny-llama"}
+
+
+def test_one_config_shape_the_top_level_form_is_one_model_normalized_once():
+    sugar = AppConfig.model_validate({"engine": {"max_num_seqs": 3}, "model_deployment": {"num_replicas": 2},
+                                      "admission": {"max_n": 2}})
+    listed = AppConfig.model_validate({"models": [{"engine": {"max_num_seqs": 3},
+                                                   "model_deployment": {"num_replicas": 2}}],
+                                       "admission": {"max_n": 2}})
+    assert sugar == listed and len(sugar.models) == 1
+    assert (sugar.engine.max_num_seqs, sugar.model_deployment.num_replicas) == (3, 2)
+    assert AppConfig.model_validate({"models": None, "engine": {"max_num_seqs": 3}}) == AppConfig(engine={"max_num_seqs": 3})
+    # The dump is the one shape, and validates back to the same config.
+    dumped = sugar.model_dump()
+    assert set(dumped) & {"model", "engine", "frontend", "model_deployment"} == set()
+    assert AppConfig.model_validate(dumped) == sugar
+
+
+def test_deployment_is_accepted_as_the_old_name_of_model_deployment_but_not_both():
+    old = AppConfig.model_validate({"models": [{"deployment": {"num_replicas": 3}}]})
+    assert old.models[0].model_deployment.num_replicas == 3
+    with pytest.raises(ValidationError):
+        AppConfig.model_validate({"models": [{"deployment": {"num_replicas": 3}, "model_deployment": {}}]})
+
+
+def test_views_are_built_without_validating_again_and_carry_the_resolved_placement(monkeypatch):
+    config = AppConfig.model_validate(TWO_MODELS)
+
+    def no_validation(*args, **kwargs):
+        raise AssertionError("model_views() validated a config")
+
+    monkeypatch.setattr(AppConfig, "model_validate", no_validation)
+    default, tiny = config.model_views()
+    assert default.models[0] is config.models[0] and tiny.models[0] is config.models[1]
+    assert default.placement == tiny.placement == "separate"
+    assert default.tenancy is config.tenancy
+
+
+def test_a_several_model_config_has_no_single_engine():
+    config = AppConfig.model_validate(TWO_MODELS)
+    with pytest.raises(ValueError, match="2 models"):
+        config.engine  # noqa: B018 - the property raises

@@ -125,7 +125,8 @@ class SimulatedModelServer:
                 queue.put_nowait(None)
             raise
 
-    def _admit(self, request: ServerRequest, body: dict[str, Any]) -> tuple[Sequence, int] | WholeResponse:
+    def _admit(self, request: ServerRequest, body: dict[str, Any]) -> Sequence | WholeResponse:
+        """The request's sequence, or the error a real engine would answer before the first byte."""
         if request.endpoint not in ("chat", "completion"):
             return _error(400, f"The simulated engine serves chat and completions, not {request.endpoint}.",
                           "unsupported_endpoint")
@@ -141,18 +142,16 @@ class SimulatedModelServer:
                           f"requested {num_prompt + max_tokens} tokens ({num_prompt} in the messages, {max_tokens} "
                           "in the completion). Please reduce the length of the messages or completion.",
                           "context_length_exceeded", "max_tokens")
-        seq = Sequence(request.request_id, num_prompt, max(1, max_tokens),
-                       block_hashes(prompt_ids, self.profile.block_size_tokens))
-        return seq, max(1, max_tokens)
+        return Sequence(request.request_id, num_prompt, max(1, max_tokens),
+                        block_hashes(prompt_ids, self.profile.block_size_tokens))
 
     async def generate(self, request: ServerRequest) -> AsyncIterator[Frame | WholeResponse]:
         start_wall_s, start_s = time.time(), time.monotonic()
         body = request.body if isinstance(request.body, dict) else request.body.model_dump()
-        admitted = self._admit(request, body)
-        if isinstance(admitted, WholeResponse):
-            yield admitted
+        seq = self._admit(request, body)
+        if isinstance(seq, WholeResponse):
+            yield seq
             return
-        seq, _ = admitted
         maker = ChunkMaker(request.endpoint, request.request_id, body.get("model") or self.model_name,
                            int(start_wall_s))
         queue: asyncio.Queue[TokenEvent | None] = asyncio.Queue()

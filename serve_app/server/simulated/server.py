@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 from serve_app.api.framing import done_marker, encode, final_error_events
+from serve_app.api.protocol import Frame, ServerRequest, WholeResponse
 from serve_app.autoscaling.window import ReplicaLatencyStats
 from serve_app.config import DEFAULT_MODEL_SOURCE, TINY_MODEL_SOURCE, AppConfig, ModelConfig
-from serve_app.server.model_server import ServerRequest, WholeResponse
 from serve_app.server.replica_metrics import ReplicaEngineMetrics
-from serve_app.server.response_stream import Frame
 from serve_app.server.simulated.chunks import ChunkMaker, tokens_text, usage
 from serve_app.server.simulated.offline import new_scheduler
 from serve_app.server.simulated.profile import load_profile

@@ -166,22 +166,28 @@ def decide_num_replicas(params: ScalingParams, obs: ScalingObservation, state: S
     if latency_usable and has_latency and latency_ratio >= params.upscale_latency_ratio:
         up_reasons.append("p99 latency")
 
+    capacity = state.saturated_running_per_replica or (total_running / num_up if total_waiting > 0 else None)
+    is_starting = obs.num_running_replicas < target
     desired, direction, reason = n, 0, "within targets"
     if up_reasons and n < params.max_replicas:
-        if obs.num_running_replicas < target:
-            # Replicas are still starting: their capacity is not in the signals yet.
-            reason = "waiting for new replicas"
-        else:
-            desired = _upscale_count(params, n, total_running, projected_waiting, latency_ratio, up_reasons)
+        desired = _upscale_count(params, n, target - obs.num_running_replicas, total_running, total_waiting, projected_waiting,
+                                 latency_ratio, up_reasons, capacity)
+        if desired > n:
             direction, reason = 1, " + ".join(up_reasons)
+        else:
+            # The replicas already starting will hold what the queue asks for.
+            reason = "waiting for new replicas"
     elif up_reasons:
         reason = "at max_replicas"
-    elif n > params.min_replicas and total_waiting == 0 and growth_per_s <= 0 and obs.num_running_replicas >= target:
+    elif n > params.min_replicas and total_waiting == 0 and growth_per_s <= 0 and not is_starting:
         if total_running == 0:
             desired, direction, reason = params.min_replicas, -1, "idle"
-        elif latency_usable and has_latency and _can_remove_one(params, state, n, ttft_ratio, tpot_ratio, total_running):
-            desired, direction, reason = n - 1, -1, "p99 well below target"
+        elif latency_usable and has_latency:
+            desired = _downscale_count(params, n, ttft_ratio, tpot_ratio, total_running, capacity)
+            if desired < n:
+                direction, reason = -1, "p99 well below target"
     signals["desired_num_replicas"] = float(desired)
+    signals["capacity_per_replica"] = float(capacity or 0.0)
 
     if direction == 0:
         return _hold(replace(state, pressure=0, pressure_since_s=None), n, reason, desired, signals)
@@ -223,37 +229,63 @@ def _latency_ratios(params: ScalingParams, replicas: Sequence[ReplicaSignal]) ->
 def _upscale_count(
     params: ScalingParams,
     n: int,
+    num_starting: int,
     total_running: float,
+    total_waiting: float,
     projected_waiting: float,
     latency_ratio: float,
     up_reasons: list[str],
+    capacity: float | None,
 ) -> int:
-    wanted = n + 1
-    if "p99 latency" in up_reasons:
-        wanted = max(wanted, math.ceil(n * latency_ratio / params.upscale_latency_ratio))
-    if total_running > 0 and ("queue depth" in up_reasons or "queue growth" in up_reasons):
-        # A replica with a queue is saturated: its running count is what one replica holds.
-        per_replica = total_running / n
-        wanted = max(wanted, math.ceil((total_running + projected_waiting) / per_replica))
-    # At most double per step: the next step sees the new replicas' effect first.
-    return min(wanted, 2 * n, params.max_replicas)
+    """Replicas wanted on the way up; `n` (the target) already counts the replicas still starting.
 
-
-def _can_remove_one(
-    params: ScalingParams, state: ScalingState, n: int, ttft_ratio: float, tpot_ratio: float, total_running: float
-) -> bool:
-    """Hysteresis: both p99s below the low mark now, and no reason to come straight back up on n - 1 replicas.
-
-    TTFT is mostly queueing, so it is assumed to grow with load per replica (x n / (n - 1)); TPOT is mostly
-    the per-step cost of a batch, so it is only held to the low mark. When the batch size at which a replica
-    starts queueing is known, the replicas left must stay well under it.
+    The queue sizes the step: the running and projected waiting requests over what one saturated replica runs
+    (`capacity`). That is the whole need, so replicas already starting are counted once, by comparing with `n`,
+    and the step is not capped: each capped step would cost a full cold start. The latency signal alone (its
+    windows lag and it says nothing of the size) steps by at most double, and not while replicas start (their
+    effect is not in the windows yet).
     """
-    if max(ttft_ratio, tpot_ratio) > params.downscale_latency_ratio:
-        return False
-    if ttft_ratio * n / (n - 1) >= params.upscale_latency_ratio:
-        return False
-    capacity = state.saturated_running_per_replica
-    return capacity is None or total_running / (n - 1) <= params.downscale_max_utilization * capacity
+    wanted = n
+    if num_starting == 0:
+        wanted = n + 1
+        if "p99 latency" in up_reasons:
+            wanted = max(wanted, min(2 * n, math.ceil(n * latency_ratio / params.upscale_latency_ratio)))
+    if capacity and ("queue depth" in up_reasons or "queue growth" in up_reasons):
+        if num_starting > 0:
+            # The queue grows mostly for want of the replicas starting: more only for what their slots will not take.
+            if total_waiting - num_starting * capacity < params.max_waiting_per_replica * n:
+                return n
+            projected_waiting = total_waiting
+        wanted = max(wanted, math.ceil((total_running + projected_waiting) / capacity - 1e-9))
+    return min(wanted, params.max_replicas)
+
+
+def _downscale_count(
+    params: ScalingParams, n: int, ttft_ratio: float, tpot_ratio: float, total_running: float, capacity: float | None
+) -> int:
+    """Replicas wanted on the way down (hysteresis): both p99s below the low mark now, and no reason to come
+    straight back up on the replicas left.
+
+    When the batch at which a replica queues is known, go straight to the fewest replicas that run the current
+    load at `downscale_max_utilization` of it (the way up sizes at 100%, so the two marks do not meet);
+    otherwise one at a time. TTFT is mostly queueing, so it is assumed to grow with load per replica
+    (x n / left); TPOT is mostly the per-step cost of a batch, so it is held to the low mark only when that
+    batch bound is unknown.
+    """
+    # A known capacity bounds the batch the replicas left run, and so their TPOT: it need only be under the high mark.
+    tpot_mark = params.upscale_latency_ratio if capacity else params.downscale_latency_ratio
+    if ttft_ratio > params.downscale_latency_ratio or tpot_ratio >= tpot_mark:
+        return n
+    if capacity:
+        fewest = math.ceil(total_running / (params.downscale_max_utilization * capacity) - 1e-9)
+        left = max(params.min_replicas, fewest, 1)
+        if left >= n:
+            return n
+    else:
+        left = n - 1
+    while left < n and ttft_ratio * n / left >= params.upscale_latency_ratio:
+        left += 1
+    return left
 
 
 def _hold(state: ScalingState, n: int, reason: str, desired: int, signals: dict[str, float]) -> ScalingDecision:

@@ -250,17 +250,48 @@ def test_never_above_max_nor_below_min():
     assert step(ScalingState(), 0, 1, loaded(1, 0.0), params).num_replicas == 2
 
 
-def test_no_further_upscale_while_new_replicas_start():
-    decision = step(ScalingState(), 100, 3, loaded(1, 50.0), running=1)
+def test_replicas_still_starting_count_as_capacity_coming():
+    params = replace(PARAMS, upscale_delay_s=0.0, max_replicas=16)
+    # 3 wanted, 1 up: its 8 running + 12 waiting fit in the 2 x 8 slots coming. Hold, not another replica.
+    decision = step(ScalingState(), 100, 3, loaded(1, 12.0), params, running=1)
     assert decision.num_replicas == 3 and decision.reason == "waiting for new replicas"
+    # 8 running + 50 waiting need 8 replicas of 8: the 2 starting count once, and the step does not wait for them.
+    assert step(ScalingState(), 100, 3, loaded(1, 50.0), params, running=1).num_replicas == 8
+    # The latency signal alone never adds while replicas start (their effect is not in its window yet).
+    assert step(ScalingState(), 100, 3, loaded(1, 0.0, ratio=3.0), params, running=1).num_replicas == 3
 
 
-def test_upscale_at_most_doubles_and_sizes_to_the_queue():
+def test_upscale_sizes_to_the_queue_and_only_latency_is_capped_at_doubling():
     params = replace(PARAMS, upscale_delay_s=0.0, max_replicas=16)
     # 2 saturated replicas, 8 waiting each: running 16 + waiting 16 needs 4 replicas of 8.
     assert step(ScalingState(), 0, 2, loaded(2, 8.0), params).num_replicas == 4
-    # A huge queue still only doubles.
-    assert step(ScalingState(), 0, 2, loaded(2, 500.0), params).num_replicas == 4
+    # (Was: a huge queue only doubled, so each doubling cost a cold start.) The queue sizes the whole step.
+    assert step(ScalingState(), 0, 2, loaded(2, 40.0), params).num_replicas == 12
+    assert step(ScalingState(), 0, 2, loaded(2, 500.0), params).num_replicas == 16
+    # p99 at 4x the high mark with no queue: at most double.
+    assert step(ScalingState(), 0, 2, loaded(2, 0.0, ratio=3.2), params).num_replicas == 4
+
+
+def test_4x_step_takes_one_cold_start_up_and_comes_back_down_sized_to_the_load():
+    # 1.5 -> 7 -> 1.5 requests/s; one replica serves 2/s, so the step needs 4 (3.5 at full batch).
+    trace = Sim().run(lambda t: 1.5 if t < 60 or t >= 360 else 7.0, 700)
+    ups = [c for c in changes(trace) if c[2] > c[1]]
+    downs = [c for c in changes(trace) if c[2] < c[1]]
+    # One step up, sized by the queue: no second cold start.
+    assert len(ups) == 1 and ups[0][2] >= 4, changes(trace)
+    # Within 20 s of the replicas serving, the cold start's backlog is gone; the windowed p99 TTFT is back
+    # under target once the window has passed it, and stays there through the step.
+    drained_s = ups[0][0] + STARTUP_S + 20
+    assert all(t.waiting < 1.0 for t in trace if drained_s <= t.t < 360)
+    assert all(t.ttft_p99_ms <= PARAMS.ttft_p99_target_ms for t in trace if drained_s + WINDOW_S <= t.t < 360)
+    # The backlog's extra replicas go while the load is still high, to at most 75% of a replica's batch
+    # (ceil(28 running / 6) = 5), and the rest after the step, after the hold, never back up.
+    high = [t.target for t in trace if 250 <= t.t < 360]
+    assert high and all(4 <= n <= 5 for n in high), high
+    assert downs and all(b[0] - a[0] >= PARAMS.downscale_delay_s for a, b in zip(downs, downs[1:]))
+    assert trace[-1].target == 1 and direction_reversals(trace) == 1
+    # Fewer replica-seconds than stepping up by doubling (the old policy spent 3,243 on this trace).
+    assert sum(t.target for t in trace) < 2600
 
 
 def test_latency_breach_scales_up_and_p99_is_ignored_while_windows_refill():

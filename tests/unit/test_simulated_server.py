@@ -229,3 +229,34 @@ def test_the_example_cluster_config_is_a_valid_simulated_app():
     config = AppConfig.model_validate(app["args"])
     assert config.engine.backend == "simulated" and config.ingress_placement == "separate"
     assert load_profile(config.engine.simulated.profile).max_model_len >= config.engine.max_model_len
+
+
+def test_config_overrides_replace_the_profile_numbers(tmp_path):
+    path = tmp_path / "fast.yaml"
+    path.write_text(PROFILE)
+    config = AppConfig.model_validate({
+        "model": {"source": str(tmp_path / "none")},
+        "engine": {"backend": "simulated", "simulated": {"profile": str(path), "max_num_seqs": 2, "load_time_s": 0,
+                                                         "step_time_scale": 2.0, "default_max_tokens": 3}}})
+
+    async def main():
+        server = await started(config)
+        [whole] = await collect(server, ServerRequest("completion", {"prompt": "x" * 128}, "o1"))
+        streams = [server.generate(ServerRequest("chat", chat(max_tokens=100), f"o{i}")) for i in range(2)]
+        for stream in streams:
+            await stream.__anext__()
+        queued = asyncio.ensure_future(server.generate(ServerRequest("chat", chat(max_tokens=100), "o3")).__anext__())
+        await asyncio.sleep(0.05)
+        stats = server.engine_stats()
+        queued.cancel()
+        await asyncio.gather(queued, return_exceptions=True)
+        for stream in streams:
+            await stream.aclose()
+        server.shutdown()
+        return whole, stats
+
+    whole, stats = asyncio.run(main())
+    assert whole.body["usage"]["completion_tokens"] == 3
+    # 32 prompt tokens (4 characters each): (10 + 0.5 * 32) ms, twice as slow.
+    assert whole.body["timings"]["prefill_ms"] == pytest.approx(2 * (10 + 0.5 * 32), abs=0.1)
+    assert stats["num_running"] == 2 and stats["num_waiting"] == 1

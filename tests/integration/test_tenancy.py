@@ -2,7 +2,7 @@
 does not hold a quiet one back, limits hold per tenant and count what a request used (its `n` sequences, the prompt
 as the model server counted it), a request that cannot meet its TTFT target is refused at once, a priority a tenant
 may not use is a 400, and a response's timings add up (a wait for a slot counted once). A second app with auth on
-(tenancy on by default): each key its own tenant whatever the header says, auth's own limits still hold, and the
+and tenancy: each key its own tenant whatever the header says, auth's own limits still hold, and the
 tenant labels on /metrics are digests when metrics require auth."""
 
 from __future__ import annotations
@@ -159,8 +159,8 @@ def auth_url(module_app, tmp_path_factory) -> str:
         model={"source": "tiny"}, engine={"max_num_seqs": SLOTS, "speculation": {"mode": "off"}},
         auth={"enabled": True, "api_keys_file": str(keys_file), "requests_per_minute": 3,
               "metrics_require_auth": True},
-        tenancy={"limits_backend": "local", "tenants": {"metered": {"name": "metered", "requests_per_minute": 1}}})
-    assert config.tenancy.enabled is None  # not set: on because auth is
+        tenancy={"enabled": True, "limits_backend": "local",
+                 "tenants": {"metered": {"name": "metered", "requests_per_minute": 1}}})
     return module_app(config, "serve_app_tenancy_auth", "/tenancy_auth")
 
 

@@ -40,6 +40,12 @@ class WholeResponse:
     status_code: int
     body: dict[str, Any]
     replica: str | None = None  # the model server replica that answered (the x-serve-app-replica header)
+    headers: dict[str, str] | None = None  # extra response headers (an error's Retry-After)
+
+    @classmethod
+    def from_error(cls, error: Any) -> "WholeResponse":
+        """A ServeAppError (serve_app/api/errors.py) as an answer: its status, body and headers."""
+        return cls(error.status_code, error.to_body(), headers=dict(error.headers) or None)
 
 
 @dataclass(slots=True)

@@ -102,6 +102,8 @@ class Relay:
         headers = {REQUEST_ID_HEADER: request.request_id, **encoding}
         if whole.replica:
             headers[REPLICA_HEADER] = whole.replica
+        if whole.headers:
+            headers.update(whole.headers)
         return Response(data, status_code=whole.status_code, media_type="application/json", headers=headers)
 
     async def _stream(self, first: Frame, frames: AsyncIterator[Frame], request: AdmittedRequest

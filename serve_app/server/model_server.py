@@ -177,7 +177,7 @@ class ModelServer:
             f"This request was running each time the model engine failed ({self._quarantine.max_deaths} times); "
             f"identical requests are refused for another {remaining_s:.0f} s. Change the request or retry later.",
             status_code=400, code="request_quarantined", headers={"Retry-After": str(int(remaining_s) + 1)})
-        return WholeResponse(error.status_code, error.to_body())
+        return WholeResponse.from_error(error)
 
     async def _wait_for_engine(self) -> WholeResponse | None:
         """Wait while a new engine starts; an answer to give instead when it takes longer than a request may."""
@@ -189,7 +189,7 @@ class ModelServer:
         except asyncio.TimeoutError:
             error = ServeAppError("The model engine is restarting; retry the request.", status_code=503,
                                   type="server_error", code="engine_restarting", headers={"Retry-After": "10"})
-            return WholeResponse(error.status_code, error.to_body())
+            return WholeResponse.from_error(error)
 
     # ------------------------------------------------------------------ requests
 
@@ -198,7 +198,7 @@ class ModelServer:
         try:  # the ingress checked the JSON; vLLM's request type validates it here, before the first byte
             request = dataclasses.replace(request, body=ENDPOINTS[request.endpoint].validate(request))
         except ServeAppError as error:
-            yield WholeResponse(error.status_code, error.to_body())
+            yield WholeResponse.from_error(error)
             return
         fingerprint = request_fingerprint(request.endpoint, checked_json if isinstance(checked_json, dict)
                                           else checked_json.model_dump(exclude_unset=True))
@@ -219,7 +219,7 @@ class ModelServer:
                     if refusal is None:
                         error = ServeAppError("The model engine failed; retry the request.", status_code=503,
                                               type="server_error", code="engine_error", headers={"Retry-After": "10"})
-                        refusal = WholeResponse(error.status_code, error.to_body())
+                        refusal = WholeResponse.from_error(error)
                     yield refusal
                     return
                 logger.warning("Request %s: the engine died before its first output; retrying it once",
@@ -242,7 +242,7 @@ class ModelServer:
                     await self._adapters.ensure_loaded(request.body.model)
                 result = await endpoint.call(self._state, request.body)
             except ServeAppError as error:
-                yield WholeResponse(error.status_code, error.to_body())
+                yield WholeResponse.from_error(error)
                 return
             except Exception as exc:  # vLLM raises request errors (bad values, too long) as exceptions
                 if self._engine_died(generation):

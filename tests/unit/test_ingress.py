@@ -41,6 +41,20 @@ def test_a_whole_answer_is_sent_with_its_status_and_the_body_reaches_the_model_a
     asyncio.run(main())
 
 
+def test_a_model_servers_refusal_keeps_its_retry_after_header():
+    """A quarantined request or a restarting engine answers with Retry-After; the client must receive it."""
+    async def main():
+        from serve_app.api.errors import ServeAppError
+
+        refusal = ServeAppError("refused", status_code=400, code="request_quarantined", headers={"Retry-After": "42"})
+        _, client = await _ingress(FakeBackend([WholeResponse.from_error(refusal)]))
+        response = await client.post(CHAT, json=BODY)
+        assert response.status_code == 400 and response.json()["error"]["code"] == "request_quarantined"
+        assert response.headers["retry-after"] == "42"
+
+    asyncio.run(main())
+
+
 def test_a_stream_is_relayed_frame_by_frame_and_ends_with_the_done_marker():
     async def main():
         frames = [sse('{"choices":[{"delta":{"content":"a"}}]}', has_output=True, num_tokens=1),

@@ -18,6 +18,7 @@ that would not fit, so the whole run is a few commands of ~10 minutes each under
     .venv/bin/python benchmarks/side_by_side.py --loads 128 --budget-min 11      # 128 users, its own units
     .venv/bin/python benchmarks/side_by_side.py --quick --out /tmp/sbs_quick     # smoke: 1 and 8 users, 1 repeat
     .venv/bin/python benchmarks/side_by_side.py --summarise-only                 # summary.{json,md} from the units
+    ... --fresh                                                                   # first chunk on new code: drop saved units
     bash benchmarks/install_ray_serve_llm.sh                                      # once, for the ray_serve_llm row
 
 Writes results/side_by_side/runs/r<k>/<server>/<client>_c<N>/... (each client's own result files), unit.json per
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -285,7 +287,10 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smoke pass: 1 and 8 users, 1 repeat, few requests")
     parser.add_argument("--out", type=Path, default=REPO / "results/side_by_side")
     parser.add_argument("--summarise-only", action="store_true", help="rewrite summary.{json,md} from the units")
+    parser.add_argument("--fresh", action="store_true", help="delete the saved units first (new code to measure)")
     args = parser.parse_args()
+    if args.fresh and not args.summarise_only:
+        shutil.rmtree(args.out / "runs", ignore_errors=True)
     if args.quick:
         args.loads, args.repeats = "1,8", 1
     loads = [int(x) for x in args.loads.split(",")]

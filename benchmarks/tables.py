@@ -33,6 +33,11 @@ def format_difference_ms(estimate: dict | None) -> str:
     return f"{estimate['value']:+.1f} ms" + _interval(estimate, "{:+.1f}")
 
 
+def _other_commits(meta: dict) -> str:
+    others = [c[:10] for c in meta.get("commits", []) if c != meta["commit"]]
+    return f" (earlier units at {', '.join(others)})" if others else ""
+
+
 SIDE_BY_SIDE_COLUMNS = (("ttft_p50_ms", "TTFT p50"), ("ttft_tail_ms", "TTFT tail"), ("itl_tail_ms", "ITL tail"),
                         ("output_tok_s", "output tok/s"))
 
@@ -42,7 +47,8 @@ def side_by_side(summary: dict, client: str = "loadtest") -> str:
     sample floor ("p99" or "max of N" per repeat), and how many of the repeats were valid."""
     meta = summary["meta"]
     lines = [f"{meta['cpu']} ({', '.join(meta['cpu_flags']) or 'no avx512'}), {meta['date']}, commit "
-             f"{meta['commit'][:10]}; {client}; interleaved repeats per server: {meta['num_repeats']}; "
+             f"{meta['commit'][:10]}{_other_commits(meta)}; {client}; interleaved repeats per server: "
+             f"{meta['num_repeats']}; "
              "ratio or difference to bare `vllm serve` [95% CI over the repeat pairs].", "",
              "| server | users | " + " | ".join(title for _, title in SIDE_BY_SIDE_COLUMNS) + " | tail over | valid pairs |",
              "|---|---|" + "---|" * (len(SIDE_BY_SIDE_COLUMNS) + 2)]

@@ -350,18 +350,23 @@ class FairGate:
     def _under_share(self, tenant: str, present: dict[str, float]) -> bool:
         return self._held.get(tenant, 0) < self.capacity * present[tenant] / sum(present.values())
 
-    def _wait_s(self, tenant: str, weight: float) -> float | None:
-        """None: no slot for `tenant` now; 0.0: it may take one; > 0: a slot, but its pacing says wait this long.
+    def _may_take(self, tenant: str, weight: float) -> bool:
+        """A tenant under its share beside others may take any free slot; any other only while the slots not held
+        by such tenants (up to `reserved` of theirs count as the reserve, whichever slots they took) leave the
+        reserve free, so a tenant alone or over its share never holds more than `capacity - reserved`."""
+        if self.num_in_use >= self.capacity:
+            return False
+        present = self._present(tenant, weight, lingering=False)
+        if len(present) > 1 and self._under_share(tenant, present):
+            return True
+        protected = sum(held for name, held in self._held.items()
+                        if name != tenant and name in present and self._under_share(name, present))
+        return self.num_in_use - min(self.reserved, protected) < self.capacity - self.reserved
 
-        A shared slot, or a reserved one for a tenant under its share beside others (a tenant alone keeps the
-        reserve free for whoever comes next)."""
-        free = self.capacity - self.num_in_use
-        if free <= 0:
+    def _wait_s(self, tenant: str, weight: float) -> float | None:
+        """None: no slot for `tenant` now; 0.0: it may take one; > 0: a slot, but its pacing says wait this long."""
+        if not self._may_take(tenant, weight):
             return None
-        if free <= self.reserved:
-            present = self._present(tenant, weight, lingering=False)
-            if len(present) < 2 or not self._under_share(tenant, present):
-                return None
         if self.pacer is None:
             return 0.0
         present = self._present(tenant, weight, lingering=True)

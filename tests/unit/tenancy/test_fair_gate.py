@@ -282,12 +282,13 @@ async def test_beside_a_quiet_tenant_the_flood_waits_for_its_prefill_then_starts
     assert held_by(gate, "A") == 6  # the next only spacing_s later (the gate rechecks on its own timer)
     now[0] = 0.31
     await asyncio.sleep(0.15)
-    assert held_by(gate, "A") == 7  # the shared slots are full; the reserve stays for B
+    assert held_by(gate, "A") == 7
+    now[0] = 0.42
+    await asyncio.sleep(0.15)
+    assert held_by(gate, "A") == 8  # all 8 shared slots: B's slot counts as the reserve, whichever it took
     now[0] = 5.0
     await asyncio.sleep(0.15)
-    assert held_by(gate, "A") == 7 and gate.num_in_use == 8
-    await gate.acquire("B", 100)  # B under its share starts at once in the reserve
-    assert held_by(gate, "B") == 2 and gate.num_in_use == 9
+    assert held_by(gate, "A") == 8 and gate.num_in_use == 9
     for task in flood:
         task.cancel()
     await asyncio.gather(*flood, return_exceptions=True)
@@ -323,3 +324,46 @@ async def test_a_quiet_tenant_between_two_requests_still_paces_the_flood():
     for task in flood:
         task.cancel()
     await asyncio.gather(*flood, return_exceptions=True)
+
+
+async def test_with_pacing_a_flood_beside_a_quiet_tenant_keeps_the_engine_rows_full():
+    """Work-conserving: an engine of 8 rows (+1 reserved) steps every 50 ms; every request takes 1 step to its
+    first token and 16 steps in all. The flood (32 clients) beside a quiet tenant (one at a time) must keep the 8
+    shared rows busy, as it would alone: pacing delays a start by at most about one step."""
+    now = [0.0]
+    step_s = 0.05
+    gate = paced_gate(now, spacing_s=step_s)
+    running: dict[int, tuple[str, int]] = {}  # grant -> (tenant, steps left)
+    waiting: list[asyncio.Task] = []
+
+    def start(tenant: str) -> None:
+        task = asyncio.create_task(gate.acquire(tenant, 144))
+        task.tenant = tenant
+        waiting.append(task)
+
+    for _ in range(32):
+        start("A")
+    start("B")
+    busy_rows: list[int] = []
+    for _ in range(400):
+        await asyncio.sleep(0)
+        await settle()
+        for task in [t for t in waiting if t.done()]:
+            waiting.remove(task)
+            running[task.result()] = (task.tenant, 16)
+        busy_rows.append(sum(1 for tenant, _ in running.values() if tenant == "A"))
+        now[0] += step_s
+        for grant, (tenant, left) in list(running.items()):
+            if left == 16:
+                gate.first_token(grant)
+            if left == 1:
+                del running[grant]
+                gate.release(tenant, grant)
+                start(tenant)  # closed loop: the client sends its next request at once
+            else:
+                running[grant] = (tenant, left - 1)
+    mean_a_rows = sum(busy_rows[20:]) / len(busy_rows[20:])
+    assert mean_a_rows >= 7.5, mean_a_rows  # of 8 shared rows; B runs in the reserved row
+    for task in waiting:
+        task.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)

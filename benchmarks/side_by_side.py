@@ -137,7 +137,7 @@ def measure_unit(server: Server, loads: list[int], clients: list[str], counts: d
                  folder: Path) -> dict:
     """Start `server`, run every load with every client (an invalid loadtest run once more), stop it."""
     cells: dict = {}
-    started_s = time.monotonic()
+    started_s, measured_on = time.monotonic(), machine()  # the commit the server starts from
     try:
         with running(server, folder):
             for users in loads:
@@ -157,7 +157,7 @@ def measure_unit(server: Server, loads: list[int], clients: list[str], counts: d
         cells["error"] = f"{type(exc).__name__}: {exc}"
         print(server.name, "failed:", exc, flush=True)
     return {"server": server.name, "cells": cells, "wall_s": round(time.monotonic() - started_s, 1),
-            "machine": machine()}
+            "machine": measured_on}
 
 
 def plan(servers: list[str], num_repeats: int) -> list[tuple[int, str]]:

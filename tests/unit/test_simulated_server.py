@@ -260,3 +260,18 @@ def test_config_overrides_replace_the_profile_numbers(tmp_path):
     # 32 prompt tokens (4 characters each): (10 + 0.5 * 32) ms, twice as slow.
     assert whole.body["timings"]["prefill_ms"] == pytest.approx(2 * (10 + 0.5 * 32), abs=0.1)
     assert stats["num_running"] == 2 and stats["num_waiting"] == 1
+
+
+def test_a_body_with_wrong_field_types_gets_a_400_not_a_crash(config):
+    """The ingress checks the JSON's shape; field types are the model server's to refuse (vLLM's types do it for
+    the real engine), with a 400 before the first byte rather than a crashed request."""
+    async def main():
+        server = await started(config)
+        bad_messages = await collect(server, ServerRequest("chat", {"messages": "nope", "max_tokens": 2}, "r9"))
+        bad_length = await collect(server, ServerRequest("chat", chat(max_tokens="5"), "r10"))
+        server.shutdown()
+        return bad_messages, bad_length
+
+    [bad_messages], [bad_length] = asyncio.run(main())
+    assert bad_messages.status_code == 400 and bad_messages.body["error"]["param"] == "messages"
+    assert bad_length.status_code == 400 and bad_length.body["error"]["param"] == "max_tokens"

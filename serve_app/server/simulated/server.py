@@ -131,9 +131,15 @@ class SimulatedModelServer:
                           "unsupported_endpoint")
         if (body.get("n") or 1) != 1:
             return _error(400, "The simulated engine serves n=1 only.", "invalid_value", "n")
-        prompt_ids = self._prompts.prompt_ids(request.endpoint, body)
+        try:  # the ingress checked the JSON's shape, not its field types (the real model server's vLLM types do)
+            prompt_ids = self._prompts.prompt_ids(request.endpoint, body)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            field = "messages" if request.endpoint == "chat" else "prompt"
+            return _error(400, f"Invalid '{field}': {type(exc).__name__}.", "invalid_value", field)
         num_prompt = len(prompt_ids)
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+        if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool)):
+            return _error(400, "Invalid 'max_tokens': expected an integer.", "invalid_value", "max_tokens")
         if max_tokens is None:
             max_tokens = min(self.profile.default_max_tokens, self.max_model_len - num_prompt)
         if num_prompt + max(max_tokens, 1) > self.max_model_len:

@@ -120,6 +120,6 @@ def running(server: Server, folder: Path):
                                    env={**os.environ, **server.env})
         try:
             wait_ready(server.client_port, 900, process)
-            yield
+            yield process  # the server's launcher (the leader of its process group and session)
         finally:
             stop(server, process)

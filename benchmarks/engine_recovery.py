@@ -74,34 +74,45 @@ def main() -> None:
     runs = {}
     for mode in args.modes.split(","):
         server = Server(f"serve_app_{mode}", serve_app, yaml=f"model: {{source: default}}\n{MODES[mode]}\n")
-        deaths = []
+        deaths: list[dict] = []
+        runs[mode] = deaths
         with running(server, OUT / mode) as launcher:
             for _ in range(args.repeats):
                 deaths.append(one_death(launcher))
+                write(runs, args.repeats)  # after every death: a run cut short keeps what it measured
                 time.sleep(5)  # settle (a replaced replica's first requests warm it up)
-        times = [d["recovery_s"] for d in deaths if d["recovery_s"] is not None]
-        runs[mode] = {"deaths": deaths, "recovery_s_min": min(times, default=None),
-                      "recovery_s_max": max(times, default=None),
-                      "recovery_s_mean": round(sum(times) / len(times), 2) if times else None,
-                      "num_recovered": len(times)}
-    summary = {"machine": machine(), "repeats": args.repeats, "probe_period_s": PROBE_PERIOD_S, "runs": runs}
+    print(write(runs, args.repeats))
+
+
+def write(runs: dict[str, list[dict]], repeats: int) -> str:
+    summary = {"machine": machine(), "repeats": repeats, "probe_period_s": PROBE_PERIOD_S,
+               "runs": {mode: summarise(deaths) for mode, deaths in runs.items()}}
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     lines = ["| mode | deaths | engine death -> first answer (s): mean [min, max] | what the probes got meanwhile |",
              "|---|---|---|---|"]
-    for mode, run in runs.items():
-        seen = {}
+    for mode, run in summary["runs"].items():
+        seen: dict[str, int] = {}
         for death in run["deaths"]:
             for status, count in death["probe_statuses"].items():
                 seen[status] = seen.get(status, 0) + count
-        seen_text = ", ".join(f"{count} x {'no connection' if status == '0' else status}" for status, count in sorted(seen.items()))
+        seen_text = ", ".join(f"{count} x {'no connection' if status == '0' else status}"
+                              for status, count in sorted(seen.items()))
         lines.append(f"| {mode} | {run['num_recovered']}/{len(run['deaths'])} | {run['recovery_s_mean']} "
                      f"[{run['recovery_s_min']}, {run['recovery_s_max']}] | {seen_text or '-'} |")
     m = summary["machine"]
     lines += ["", f"{m['cpu']} ({', '.join(m['cpu_flags'])}), commit {m['commit'][:10]}, {m['date']}; "
-              f"`.venv/bin/python benchmarks/engine_recovery.py --repeats {args.repeats}`"]
-    (OUT / "summary.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+              f"`.venv/bin/python benchmarks/engine_recovery.py --repeats {repeats}`"]
+    text = "\n".join(lines) + "\n"
+    (OUT / "summary.md").write_text(text)
+    return text
+
+
+def summarise(deaths: list[dict]) -> dict:
+    times = [d["recovery_s"] for d in deaths if d["recovery_s"] is not None]
+    return {"deaths": deaths, "num_recovered": len(times), "recovery_s_min": min(times, default=None),
+            "recovery_s_max": max(times, default=None),
+            "recovery_s_mean": round(sum(times) / len(times), 2) if times else None}
 
 
 if __name__ == "__main__":

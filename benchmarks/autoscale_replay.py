@@ -35,6 +35,8 @@ from harness import REPO, machine
 
 sys.path.insert(0, str(REPO))
 from loadtest.replay import per_second_series, plan_replay, replay, summarize, ttft_ms  # noqa: E402
+from loadtest.workload import PromptFactory  # noqa: E402
+from serve_app.platform.models import resolve_model_path  # noqa: E402
 from loadtest.traces.format import Trace, read_trace  # noqa: E402
 from serve_app.autoscaling.lower_bound import BoundRequest, ReplicaTiming, lower_bound_replicas  # noqa: E402
 
@@ -169,7 +171,8 @@ def run_one(spec: RunSpec, trace: Trace) -> dict:
         base_url = f"http://127.0.0.1:{port}"
         _wait_ready(base_url, spec.min_replicas, timeout_s=spec.node_start_delay_s + spec.model_load_s + 240)
         ready_s = time.monotonic() - deploy_start
-        plans = plan_replay(trace, seed=0)
+        # Prompts of exactly the trace's token counts, in the served model's tokenizer (a word is ~3.8 tokens).
+        plans = plan_replay(trace, seed=0, factory=PromptFactory(resolve_model_path(config.model)))
         start = time.monotonic()
         with Sampler(start) as sampler:
             records = asyncio.run(replay(plans, base_url=base_url, model=config.model.resolved_name(),

@@ -60,6 +60,8 @@ def test_a_short_step_replay_scales_up_and_back_down_without_a_failed_request():
     from ray import serve
 
     from loadtest.replay import plan_replay, replay
+    from loadtest.workload import PromptFactory
+    from serve_app.platform.models import resolve_model_path
     from loadtest.traces.format import read_trace
     from loadtest.traces.generate import TRACES_DIR
     from serve_app.app import build_graph
@@ -88,7 +90,9 @@ def test_a_short_step_replay_scales_up_and_back_down_without_a_failed_request():
 
             sampler = asyncio.create_task(sample())
             try:
-                records = await replay(plan_replay(trace), base_url=base_url, model=config.model.resolved_name(),
+                # Prompts of exactly the trace's token counts in the served model's tokenizer.
+                plans = plan_replay(trace, factory=PromptFactory(resolve_model_path(config.model)))
+                records = await replay(plans, base_url=base_url, model=config.model.resolved_name(),
                                        timeout_s=300)
                 # After the step the load is back at a quarter: the deployment must return to one replica.
                 end = time.monotonic() + 120

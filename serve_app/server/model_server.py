@@ -63,6 +63,8 @@ class _EngineDiedBeforeOutput(Exception):
 
 # How often the watchdog looks for a dead engine that no request has noticed (s).
 _WATCHDOG_PERIOD_S = 1.0
+# A request in the engine for less than this when its death was noticed is not a suspect for the quarantine (s).
+_SUSPECT_MIN_AGE_S = 0.1
 
 
 class ModelServer:
@@ -96,7 +98,8 @@ class ModelServer:
         # process's parent-death signal (engine_guard.py) fires when the thread that spawned it exits.
         self._restart_in_place = config.engine.restart_in_place
         self._quarantine = Quarantine(quarantine_s=config.engine.poison_quarantine_s)
-        self._in_flight: dict[int, str] = {}  # id(RequestStats) -> fingerprint of each request in the engine
+        # id(RequestStats) -> (fingerprint, time.monotonic() it entered) of each request in the engine
+        self._in_flight: dict[int, tuple[str, float]] = {}
         self._engine_ready = asyncio.Event()
         self._generation = 0  # engines started in this replica, minus one
         self._restart_task: asyncio.Task | None = None
@@ -138,7 +141,10 @@ class ModelServer:
         """Once per dead engine: quarantine bookkeeping, then a new engine in the background."""
         if not self._restart_in_place or generation != self._generation or self._restart_task is not None:
             return
-        fingerprints = set(self._in_flight.values())
+        # Suspects: requests the engine had for a moment at least (one that reached it as it died never ran there).
+        noticed_s = time.monotonic()
+        fingerprints = {fingerprint for fingerprint, entered_s in self._in_flight.values()
+                        if noticed_s - entered_s >= _SUSPECT_MIN_AGE_S}
         newly = self._quarantine.record_death(fingerprints, time.monotonic())
         logger.error("The model engine died with %d request(s) in flight; %s", len(fingerprints),
                      f"quarantined {len(newly)} request fingerprint(s) present at two deaths" if newly
@@ -230,11 +236,15 @@ class ModelServer:
 
     async def _generate_once(self, request: ServerRequest, fingerprint: str,
                              generation: int) -> AsyncIterator[Frame | WholeResponse]:
+        if self._engine_died(generation):
+            # It arrived after the death: it never ran there, so it is no suspect (the quarantine counts only
+            # requests the dead engine was running), and it waits for the new engine.
+            raise _EngineDiedBeforeOutput()
         endpoint = ENDPOINTS[request.endpoint]
         stats = RequestStats()  # its start (time.monotonic()) and start_wall_s are one moment on two clocks
         start_wall_s = time.time()
         self._num_active += 1
-        self._in_flight[id(stats)] = fingerprint
+        self._in_flight[id(stats)] = (fingerprint, time.monotonic())
         token = current_request_stats.set(stats)
         try:
             try:

@@ -63,8 +63,9 @@ class _EngineDiedBeforeOutput(Exception):
 
 # How often the watchdog looks for a dead engine that no request has noticed (s).
 _WATCHDOG_PERIOD_S = 1.0
-# A request in the engine for less than this when its death was noticed is not a suspect for the quarantine (s).
-_SUSPECT_MIN_AGE_S = 0.1
+# A request with no output yet, in the engine for less than this when its death was noticed, is not a suspect for
+# the quarantine (s): it most likely arrived as the engine died.
+_SUSPECT_MIN_AGE_S = 0.05
 
 
 class ModelServer:
@@ -98,8 +99,8 @@ class ModelServer:
         # process's parent-death signal (engine_guard.py) fires when the thread that spawned it exits.
         self._restart_in_place = config.engine.restart_in_place
         self._quarantine = Quarantine(quarantine_s=config.engine.poison_quarantine_s)
-        # id(RequestStats) -> (fingerprint, time.monotonic() it entered) of each request in the engine
-        self._in_flight: dict[int, tuple[str, float]] = {}
+        # id(RequestStats) -> (fingerprint, its RequestStats) of each request in the engine
+        self._in_flight: dict[int, tuple[str, RequestStats]] = {}
         self._engine_ready = asyncio.Event()
         self._generation = 0  # engines started in this replica, minus one
         self._restart_task: asyncio.Task | None = None
@@ -141,10 +142,11 @@ class ModelServer:
         """Once per dead engine: quarantine bookkeeping, then a new engine in the background."""
         if not self._restart_in_place or generation != self._generation or self._restart_task is not None:
             return
-        # Suspects: requests the engine had for a moment at least (one that reached it as it died never ran there).
+        # Suspects: requests the engine was running: it had produced output for them, or had them for a moment at
+        # least (a request that reached it as it died never ran there).
         noticed_s = time.monotonic()
-        fingerprints = {fingerprint for fingerprint, entered_s in self._in_flight.values()
-                        if noticed_s - entered_s >= _SUSPECT_MIN_AGE_S}
+        fingerprints = {fingerprint for fingerprint, stats in self._in_flight.values()
+                        if stats.first_token_s is not None or noticed_s - stats.start_s >= _SUSPECT_MIN_AGE_S}
         newly = self._quarantine.record_death(fingerprints, time.monotonic())
         logger.error("The model engine died with %d request(s) in flight; %s", len(fingerprints),
                      f"quarantined {len(newly)} request fingerprint(s) present at two deaths" if newly
@@ -244,7 +246,7 @@ class ModelServer:
         stats = RequestStats()  # its start (time.monotonic()) and start_wall_s are one moment on two clocks
         start_wall_s = time.time()
         self._num_active += 1
-        self._in_flight[id(stats)] = (fingerprint, time.monotonic())
+        self._in_flight[id(stats)] = (fingerprint, stats)
         token = current_request_stats.set(stats)
         try:
             try:

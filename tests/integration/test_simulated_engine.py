@@ -77,7 +77,9 @@ def test_a_streamed_chat_follows_the_profile(client):
     assert expected_prefill_ms <= client_ttft_ms < expected_prefill_ms + 1000
     # Four decode steps of 100 + 1 ms each after the first token.
     assert 4 * (STEP_BASE_MS + DECODE_MS_PER_SEQ) - 1 <= timings["decode_ms"] < 4 * 101 + 100
-    assert (end_s - first_output_s) * 1000 >= 4 * 100
+    # ... which the client sees spread out too (a few ms of slack: frames can reach the client closer together
+    # than the server sent them).
+    assert (end_s - first_output_s) * 1000 >= 4 * 100 - 20
 
 
 def test_a_whole_completion_answers_with_usage_and_the_replica(sim_url):

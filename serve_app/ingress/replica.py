@@ -86,6 +86,7 @@ class Ingress:
         self._metrics_mirror = RegistryMirror.start(
             self._metrics.registry, before=lambda: self._metrics.in_flight.set(self._admission.num_in_flight))
         router = Router(self._served, default_model, deployments, scales_from_zero, self._replicas)
+        self._tenants = tenants
         self._gate = Gate(config, router, self._backends, self._auth, self._admission, tenants, self._metrics)
         self._relay = Relay(self._metrics, build_stage_tracer(config.tracing.otlp_endpoint,
                                                               config.tracing.service_name))
@@ -123,7 +124,12 @@ class Ingress:
             await self._server.check_health()
 
     def record_autoscaling_stats(self) -> dict[str, float]:
-        return self._server.autoscaling_stats() if self._server is not None else {}
+        if self._server is None:
+            return {}
+        stats = self._server.autoscaling_stats()
+        if self._tenants is not None:  # requests tenancy's gate holds wait for this engine too: the policy sees them
+            stats["num_waiting"] += sum(gate.num_waiting for gate in self._tenants.gate_stats().values())
+        return stats
 
     # ------------------------------------------------------------------ other routes
 

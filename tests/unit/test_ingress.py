@@ -150,3 +150,45 @@ def test_importing_the_app_and_the_ingress_loads_neither_vllm_nor_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_requests_waiting_at_tenancys_gate_count_in_the_autoscaling_signal(tmp_path):
+    """Placement with_model: requests tenancy's fair gate holds back wait for this replica's engine, so the
+    autoscaling policy must see them in `num_waiting` (the engine's own queue is empty while the gate holds them)."""
+    profile = tmp_path / "slow.yaml"
+    profile.write_text("""
+name: slow
+model: m
+device: d
+load_time_s: 0
+frontend_ms: 1
+max_num_seqs: 1
+max_num_batched_tokens: 256
+num_kv_cache_tokens: 4096
+block_size_tokens: 16
+max_model_len: 1024
+default_max_tokens: 7
+cost: {step_base_ms: 50, decode_ms_per_seq: 1, prefill_ms_per_token: 0.1}
+sources: {all: test numbers}
+""")
+
+    async def main():
+        config = AppConfig.model_validate({
+            "model": {"source": str(tmp_path / "none"), "served_model_name": "sim"},
+            "engine": {"backend": "simulated", "max_num_seqs": 1, "simulated": {"profile": str(profile)}},
+            "tenancy": {"enabled": True, "reserved_slots": 0, "pace_prefills": False}})
+        ingress = await Ingress.create(config)
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=ingress.asgi_app()), base_url="http://ingress")
+        body = {"model": "sim", "prompt": "hello", "max_tokens": 20}
+        sends = [asyncio.create_task(client.post("/v1/completions", json=body)) for _ in range(3)]
+        waiting = 0.0
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            waiting = max(waiting, ingress.record_autoscaling_stats()["num_waiting"])
+        responses = await asyncio.gather(*sends)
+        ingress._server.shutdown()
+        return waiting, [r.status_code for r in responses]
+
+    waiting, statuses = asyncio.run(main())
+    assert statuses == [200, 200, 200]
+    assert waiting >= 1  # at least one request held at the gate while the engine ran another

@@ -69,6 +69,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     serve_app = [str(REPO / ".venv/bin/serve-app"), "serve", "--port", str(PORT), "--config"]
     runs = {}
@@ -76,19 +77,19 @@ def main() -> None:
         server = Server(f"serve_app_{mode}", serve_app, yaml=f"model: {{source: default}}\n{MODES[mode]}\n")
         deaths: list[dict] = []
         runs[mode] = deaths
-        with running(server, OUT / mode) as launcher:
+        with running(server, args.out / mode) as launcher:
             for _ in range(args.repeats):
                 deaths.append(one_death(launcher))
-                write(runs, args.repeats)  # after every death: a run cut short keeps what it measured
+                write(runs, args.repeats, args.out)  # after every death: a run cut short keeps what it measured
                 time.sleep(5)  # settle (a replaced replica's first requests warm it up)
-    print(write(runs, args.repeats))
+    print(write(runs, args.repeats, args.out))
 
 
-def write(runs: dict[str, list[dict]], repeats: int) -> str:
+def write(runs: dict[str, list[dict]], repeats: int, out: Path) -> str:
     summary = {"machine": machine(), "repeats": repeats, "probe_period_s": PROBE_PERIOD_S,
                "runs": {mode: summarise(deaths) for mode, deaths in runs.items()}}
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     lines = ["| mode | deaths | engine death -> first answer (s): mean [min, max] | what the probes got meanwhile |",
              "|---|---|---|---|"]
     for mode, run in summary["runs"].items():
@@ -104,7 +105,7 @@ def write(runs: dict[str, list[dict]], repeats: int) -> str:
     lines += ["", f"{m['cpu']} ({', '.join(m['cpu_flags'])}), commit {m['commit'][:10]}, {m['date']}; "
               f"`.venv/bin/python benchmarks/engine_recovery.py --repeats {repeats}`"]
     text = "\n".join(lines) + "\n"
-    (OUT / "summary.md").write_text(text)
+    (out / "summary.md").write_text(text)
     return text
 
 

@@ -80,8 +80,11 @@ REGISTRY: tuple[Benchmark, ...] = (
     # Other engineers are writing these; an entry goes live when its script exists.
     Benchmark("autoscale_replay", "autoscale_replay.py", "results/autoscale_replay", ("--out", "{out}"),
               ("--quick", "--out", "{out}"), timeout_min=60, note="owner: loadtest/replay engineer"),
-    Benchmark("simulated_engine_validation", "simulated_engine_validation.py", "results/simulated_engine_validation",
-              ("--out", "{out}"), None, note="planned: owner simulated-engine engineer"),
+    Benchmark("engine_recovery", "engine_recovery.py", "results/engine_recovery", ("--repeats", "3", "--out", "{out}"),
+              ("--repeats", "1", "--modes", "in_place", "--out", "{out}/engine_recovery"), timeout_min=25),
+    Benchmark("simulated_engine_validation", "fit_sim_profile.py", "results/simulated_engine",
+              ("report",), None,
+              note="measure --server real, fit, measure --server simulated, then report (see its docstring)"),
 )
 
 

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +27,7 @@ import httpx
 import pytest
 
 from serve_app.config import AppConfig
+from serve_app.platform.fake_gpu_cluster import stop_process_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.own_ray_cluster]
 
@@ -384,7 +384,7 @@ def fake_autoscaling_cluster(tmp_path: Path):
                 serve.shutdown()
         finally:
             ray.shutdown()
-            _stop_process_group(head)
+            stop_process_group(head)
 
 
 def _can_connect(gcs_address: str) -> bool:
@@ -403,21 +403,6 @@ def _try_init(gcs_address: str) -> bool:
     except Exception:  # The head's raylet may not have registered yet.
         ray.shutdown()
         return False
-
-
-def _stop_process_group(process: subprocess.Popen) -> None:
-    """SIGTERM, then SIGKILL, to the group this test created (the head, its raylets and fake nodes)."""
-    for sig, grace_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            continue
-        # The leader is gone; members may linger a moment.
-        time.sleep(1)
 
 
 def test_pending_model_replica_makes_the_autoscaler_launch_a_node(fake_autoscaling_cluster):

@@ -77,7 +77,7 @@ def app_config(spec: RunSpec) -> dict:
     """The serve_app config of one run (pure)."""
     return {
         "model": {"source": "tiny"},
-        "engine": {"backend": "simulated", "max_num_seqs": spec.max_num_seqs,
+        "engine": {"backend": "simulated", "max_num_seqs": spec.max_num_seqs, "max_model_len": 8192,
                    "simulated": {"profile": spec.profile, "load_time_s": spec.model_load_s,
                                  "max_num_seqs": spec.max_num_seqs, "step_time_scale": spec.step_time_scale}},
         "model_deployment": {

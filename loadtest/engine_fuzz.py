@@ -43,13 +43,10 @@ JSON_SCHEMA = {"type": "object", "properties": {"name": {"type": "string", "maxL
                                                 "age": {"type": "integer"}}, "required": ["name", "age"]}
 
 
-def request_strategy(vocab_size: int = 1000, max_output: int = 24, unbounded: bool = True,
-                     known_open: bool = True):
+def request_strategy(vocab_size: int = 1000, max_output: int = 24, unbounded: bool = True):
     """A hypothesis strategy of (endpoint, body) with random valid options. With `unbounded`, some chat requests
     have no `max_tokens`: greedy on a question a real model answers in a sentence (a random-weight model may never
-    stop: pass False for it). `known_open=False` leaves out the one combination with a known, still open vLLM bug
-    (streamed completions with echo + logprobs + n > 1: rarer since keep_prompt_logprobs, not gone; README), so a
-    bounded run in the suite meets only new classes; the long run draws it."""
+    stop: pass False for it)."""
     from hypothesis import strategies as st
 
     temperature = st.one_of(st.just(0.0), st.floats(0.1, 1.5).map(lambda x: round(x, 2)))
@@ -129,8 +126,7 @@ def request_strategy(vocab_size: int = 1000, max_output: int = 24, unbounded: bo
         draw(output(body, "max_tokens", allow_absent=False))
         body["n"] = draw(st.sampled_from([1, 1, 2]))
         _stream_options(draw, body)
-        if draw(st.integers(0, 3)) == 0 and (known_open or not (body["stream"] and body["n"] > 1
-                                                                 and "logprobs" in body)):
+        if draw(st.integers(0, 3)) == 0:
             body["echo"] = True
         return "completions", body
 

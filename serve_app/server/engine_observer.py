@@ -98,15 +98,18 @@ class ObservedEngine:
 def keep_prompt_logprobs(output: Any, seen: Any) -> Any:
     """Give `output` the request's prompt logprobs if vLLM left them out; return them.
 
-    Streamed (DELTA) outputs carry prompt logprobs on a request's first output only. With `n` > 1 a later
-    choice can appear first in a later output, and vLLM's streamed completions then echo the prompt's token ids
-    with no logprobs beside them (a KeyError that ends the stream with an error event; vLLM 0.32). Only the echo
-    of a completions stream and whole responses read them, so repeating them changes nothing else.
+    Streamed (DELTA) outputs carry a choice's prompt logprobs on its first output only; later ones carry `[]`
+    (vLLM 0.32 `LogprobsProcessor.pop_prompt_logprobs`). With `n` > 1 a choice can appear first in a later
+    output: when the frontend lags, AsyncLLM merges queued outputs (`RequestOutput.add`), keeping the first
+    one's `[]` and dropping the second choice's own prompt logprobs. vLLM's streamed completions then echo the
+    prompt's token ids beside the output's logprobs (a KeyError that ends the stream with an error event).
+    Only the echo of a completions stream and whole responses read them, so repeating them changes nothing
+    else. A prompt has at least one token, so real prompt logprobs are never empty.
     """
     current = getattr(output, "prompt_logprobs", None)
-    if current is not None:
+    if current:
         return current
-    if seen is not None and getattr(output, "prompt_token_ids", None) is not None:
+    if seen and getattr(output, "prompt_token_ids", None) is not None:
         output.prompt_logprobs = seen
     return seen
 

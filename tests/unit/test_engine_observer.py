@@ -72,3 +72,23 @@ def test_later_outputs_keep_the_prompt_logprobs_that_vllm_sends_only_once():
 
     seen = asyncio.run(collect())
     assert [o.prompt_logprobs for o in seen] == [prompt_logprobs, prompt_logprobs]
+
+
+def test_a_merged_output_whose_first_part_had_popped_its_prompt_logprobs_gets_them_back():
+    """vLLM pops a choice's prompt logprobs to [] after its first output; when the frontend lags, AsyncLLM merges
+    queued outputs and keeps the first one's [] for a second choice that appears for the first time (engine fuzz:
+    1 in ~60 streamed completions with echo, logprobs and n 2 ended with KeyError on the first prompt token)."""
+    prompt_logprobs = [None, {7: "lp"}]
+    outputs = [SimpleNamespace(prompt_token_ids=[1, 7], prompt_logprobs=prompt_logprobs, outputs=[]),
+               SimpleNamespace(prompt_token_ids=[1, 7], prompt_logprobs=[], outputs=[]),
+               SimpleNamespace(prompt_token_ids=[1, 7], prompt_logprobs=[], outputs=[])]
+
+    async def engine_outputs():
+        for output in outputs:
+            yield output
+
+    async def collect():
+        return [o async for o in ObservedEngine._observed(engine_outputs(), None)]
+
+    seen = asyncio.run(collect())
+    assert [o.prompt_logprobs for o in seen] == [prompt_logprobs] * 3

@@ -127,8 +127,11 @@ class Ingress:
         if self._server is None:
             return {}
         stats = self._server.autoscaling_stats()
-        if self._tenants is not None:  # requests tenancy's gate holds wait for this engine too: the policy sees them
+        if self._tenants is not None:
+            # Requests tenancy's gate holds wait for this engine too, and those deadline admission refused for want
+            # of capacity are load it could not take: the policy sees both as waiting.
             stats["num_waiting"] += sum(gate.num_waiting for gate in self._tenants.gate_stats().values())
+            stats["num_waiting"] += sum(self._tenants.shed_demand().values())
         return stats
 
     # ------------------------------------------------------------------ other routes

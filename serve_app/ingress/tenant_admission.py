@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from serve_app.api.errors import ServeAppError
+from serve_app.autoscaling.shed_demand import ShedDemand
 from serve_app.config import AppConfig, DeploymentScaling
 from serve_app.tenancy.config import PriorityNotAllowed, TenancyConfig, TenantConfig
 from serve_app.tenancy.accounting import UsageCharge, expected_output_tokens
@@ -127,6 +128,8 @@ class TenantAdmission:
         self._views = {view.model.resolved_name(): view for view in config.model_views()}
         self._gates: dict[str, FairGate] = {}
         self._rates: dict[str, RateEstimator] = {}
+        # Requests refused for want of capacity (deadline, slot wait), as load the autoscaler must still see.
+        self._shed: dict[str, ShedDemand] = {}
         self._sizes: dict[str, GateSize] = {}
         self._mean_output: dict[str, float] = {}
         self._num_ingress = _planned_replicas(config.ingress_deployment)
@@ -139,6 +142,7 @@ class TenantAdmission:
                 if self.tenancy.pace_prefills else None
             self._gates[name] = FairGate(size.capacity, reserved=size.reserved, pacer=pacer)
             self._rates[name] = RateEstimator(PRIOR_RATES)
+            self._shed[name] = ShedDemand()
 
     @staticmethod
     def _spacing_s(rates: EngineRates, size: GateSize) -> float:
@@ -215,6 +219,7 @@ class TenantAdmission:
                                          queued_decode_tokens_ahead=ahead + (charge.output_tokens if full else 0))
             if would_miss_slo(predicted_s, slo_s):
                 self._limiter.refund(tenant, num_tokens)
+                self._shed[model].refused(time.monotonic())
                 raise ServeAppError(
                     f"The request would miss its time-to-first-token target ({slo_s * 1000:.0f} ms; predicted "
                     f"{predicted_s * 1000:.0f} ms behind the queued work).", status_code=429,
@@ -236,6 +241,7 @@ class TenantAdmission:
         except BaseException as exc:  # not admitted (timed out, or the client went away): not counted either
             self._limiter.refund(tenant, num_tokens)
             if isinstance(exc, QueueTimeout):
+                self._shed[model].refused(time.monotonic())
                 retry = {"Retry-After": str(_drain_retry_after_s(gate, rates))}
                 if slo_wait_s is not None:
                     raise ServeAppError(
@@ -259,7 +265,13 @@ class TenantAdmission:
                 self._learn_output(model, output_tokens / max(1, num_sequences))
             correct(charge.settle(used_prompt_tokens, output_tokens))
 
-        return Admitted(tenant, priority, lambda: gate.release(tenant.name, grant), lambda: gate.first_token(grant),
+        granted_s = time.monotonic()
+
+        def release() -> None:
+            gate.release(tenant.name, grant)
+            self._shed[model].held(time.monotonic() - granted_s)
+
+        return Admitted(tenant, priority, release, lambda: gate.first_token(grant),
                         time.monotonic() - start_s, predicted_s, admitted_at_s,
                         lambda num_new: correct(charge.generated(num_new)), settle)
 
@@ -281,6 +293,12 @@ class TenantAdmission:
             rates.observe_prefill(prompt_tokens, 0.0, max(0.0, first_token_at_s - granted_at_s) * 1000.0)
         if decode_s is not None and num_tokens > 1:
             rates.observe_decode(num_tokens - 1, decode_s * 1000.0, max(1, self._gates[model].num_in_use))
+
+    def shed_demand(self) -> dict[str, float]:
+        """Per model: the requests that would be running or waiting now had the ones refused for want of
+        capacity in the last seconds been admitted (serve_app/autoscaling/shed_demand.py)."""
+        now_s = time.monotonic()
+        return {model: shed.concurrency(now_s) for model, shed in self._shed.items()}
 
     def gate_stats(self) -> dict[str, GateStats]:
         """Per model: this ingress replica's slots in use and requests waiting for one (for autoscaling)."""

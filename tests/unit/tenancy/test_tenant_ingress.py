@@ -142,3 +142,32 @@ def test_with_model_placement_gates_only_the_replicas_own_engine():
                            model_deployment={"num_replicas": 4}, tenancy=TENANCY)
     admission.follow_replicas(_view(Model=4))
     assert admission._gates["tiny-llama"].capacity == 9  # not 4 x 8: every other engine has its own gate
+
+
+def test_requests_refused_for_their_deadline_are_demand_the_autoscaler_sees():
+    """Deadline admission keeps the engine's queue short under overload; the refused requests must still reach
+    the policy (as waiting load), or a queue-driven policy never scales up."""
+    import pytest
+
+    from serve_app.api.errors import ServeAppError
+
+    admission = _admission(model={"source": "tiny"}, engine={"max_num_seqs": 2},
+                           tenancy={**TENANCY, "reserved_slots": 0,
+                                    "default_tenant": {"name": "default", "ttft_slo_ms": 50}})
+    tenant = admission.tenancy.default_tenant
+
+    async def main():
+        import time
+
+        now = time.time()
+        held = [await admission.admit("tiny-llama", tenant, {}, 10, 400, now, now + 60) for _ in range(2)]
+        assert admission.shed_demand()["tiny-llama"] == 0.0
+        with pytest.raises(ServeAppError) as refused:  # both slots busy for 400 tokens: the target cannot be met
+            await admission.admit("tiny-llama", tenant, {}, 10, 400, now, now + 60)
+        assert refused.value.status_code == 429 and refused.value.code in ("deadline_unmeetable",
+                                                                           "deadline_missed_in_queue")
+        assert admission.shed_demand()["tiny-llama"] > 0.0
+        for admitted in held:
+            admitted.release()
+
+    asyncio.run(main())

@@ -61,6 +61,15 @@ class RunSpec:
     upscale_delay_s: float = 5.0
     downscale_delay_s: float = 45.0
     drain_s: float = 20.0
+    # "deadline": serve_app's deadline admission (tenancy, TTFT target = the run's): a request that would miss
+    # it gets a fast 429 with Retry-After, and the refused load still reaches the policy (autoscaling/shed_demand.py).
+    # "queue": every request waits its turn, as with Ray Serve alone.
+    admission: str = "queue"
+
+    @property
+    def run_name(self) -> str:
+        default = default_admission(self.policy)
+        return f"{self.trace}__{self.policy}" + ("" if self.admission == default else f"__{self.admission}")
 
     @property
     def min_replicas(self) -> int:
@@ -73,9 +82,17 @@ class RunSpec:
         return 0.75 * self.max_num_seqs
 
 
+def default_admission(policy: str) -> str:
+    """Each policy with the admission its stack has: serve_app's with deadline admission, Ray Serve's without."""
+    return "deadline" if policy == "latency_target" else "queue"
+
+
 def app_config(spec: RunSpec) -> dict:
     """The serve_app config of one run (pure)."""
+    tenancy = {"enabled": True, "limits_backend": "local", "reserved_slots": 0,
+               "default_tenant": {"name": "default", "ttft_slo_ms": spec.ttft_p99_target_ms}}
     return {
+        **({"tenancy": tenancy} if spec.admission == "deadline" else {}),
         "model": {"source": "tiny"},
         "engine": {"backend": "simulated", "max_num_seqs": spec.max_num_seqs, "max_model_len": 8192,
                    "simulated": {"profile": spec.profile, "load_time_s": spec.model_load_s,
@@ -245,13 +262,14 @@ def report(out: Path) -> dict:
         run = json.loads(path.read_text())
         spec = RunSpec(**run["spec"])
         trace = read_trace(REPO / "loadtest/traces" / f"{spec.trace}.jsonl")
-        runs_by_trace.setdefault(spec.trace, {})[spec.policy] = run
+        name = spec.run_name.split("__", 1)[1]
+        runs_by_trace.setdefault(spec.trace, {})[name] = run
         figures = analyze(run, trace)
         bound = lower_bound_of(trace, spec)
         figures["lower_bound_gpu_seconds"] = bound["gpu_seconds"]
         figures["node_gpu_seconds_vs_bound"] = figures["node_gpu_seconds"] / bound["gpu_seconds"] if bound["gpu_seconds"] else None
         figures["machine"] = run.get("machine")
-        rows[f"{spec.trace}/{spec.policy}"] = {"spec": asdict(spec), "figures": figures, "lower_bound": bound}
+        rows[f"{spec.trace}/{name}"] = {"spec": asdict(spec), "figures": figures, "lower_bound": bound}
     summary = {"machine": machine(), "runs": rows}
     (out / "autoscale_replay.json").write_text(json.dumps(summary, indent=1, default=str))
     (out / "autoscale_replay.md").write_text(markdown(rows, _plots(out, runs_by_trace)))
@@ -277,6 +295,12 @@ def markdown(rows: dict[str, dict], plots: list[str]) -> str:
                      f"{f['num_failed']} | {f['scale_events']} | {f['max_replicas_seen']} | {num(f['node_gpu_seconds'])} | "
                      f"{num(f['replica_gpu_seconds'])} | {num(f['lower_bound_gpu_seconds'])} | "
                      f"{num(f['node_gpu_seconds_vs_bound'], '{:.2f}x')} |")
+    lines += ["", "Refusals (429): how fast they came back and the Retry-After they carried:", ""]
+    for name, row in rows.items():
+        f = row["figures"]
+        if f["num_refused_429"]:
+            lines.append(f"- {name}: {f['num_refused_429']} refused, p99 {num(f.get('refusal_ms_p99'))} ms to the "
+                         f"429, Retry-After p50 {num(f.get('retry_after_s_p50'))} s, max {num(f.get('retry_after_s_max'))} s")
     lines += ["", "p99 TTFT per minute (ms):", ""]
     for name, row in rows.items():
         per_minute = ", ".join(f"{m}: {num(v)}" for m, v in row["figures"]["ttft_p99_ms_per_minute"].items())
@@ -337,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policy", choices=POLICIES)
     parser.add_argument("--node-start-delay-s", type=float, default=60.0)
     parser.add_argument("--model-load-s", type=float, default=20.0)
+    parser.add_argument("--admission", choices=("deadline", "queue"),
+                        help="default: deadline for latency_target, queue for ongoing_requests")
     parser.add_argument("--quick", action="store_true", help="step_short, 15 s node start, 5 s load, both policies")
     parser.add_argument("--report", action="store_true", help="only fold the saved runs into tables and plots")
     parser.add_argument("--out", type=Path, default=REPO / "results/autoscale_replay")
@@ -351,12 +377,12 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "runs").mkdir(parents=True, exist_ok=True)
         for policy in policies:
             spec = RunSpec(args.trace, policy, node_start_delay_s=args.node_start_delay_s,
-                           model_load_s=args.model_load_s)
+                           model_load_s=args.model_load_s, admission=args.admission or default_admission(policy))
             started = time.monotonic()
             run = run_one(spec, trace)
             run["machine"] = machine()
             run["wall_s"] = time.monotonic() - started
-            (args.out / "runs" / f"{args.trace}__{policy}.json").write_text(json.dumps(run))
+            (args.out / "runs" / f"{spec.run_name}.json").write_text(json.dumps(run))
             figures = analyze(run, trace)
             print(json.dumps({k: figures[k] for k in ("num_requests", "num_ok", "num_refused_429", "num_failed",
                                                        "share_within_ttft", "share_within_ttft_after_cold_start",

@@ -141,6 +141,9 @@ def summarize(records: list[RequestRecord], *, ttft_target_ms: float, tpot_targe
         "share_within_ttft": within_ttft / num_admitted if num_admitted else None,
         "share_within_tpot": within_tpot / num_admitted if num_admitted else None,
         "retry_after_s_max": max(retry_after, default=None),
+        "retry_after_s_p50": percentile_of(retry_after, 50),
+        # How fast a refusal comes back (a 429 should cost the client almost nothing).
+        "refusal_ms_p99": percentile_of([((r.done_s or r.send_s) - r.send_s) * 1000.0 for r in refused], 99),
         "send_lag_p99_ms": percentile_of([(r.send_s - (r.scheduled_s or 0.0)) * 1000.0 for r in records], 99),
     }
 

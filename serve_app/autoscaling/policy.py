@@ -163,10 +163,13 @@ def decide_num_replicas(params: ScalingParams, obs: ScalingObservation, state: S
         up_reasons.append("queue depth")
     elif growth_per_s > 0 and projected_waiting / num_up >= params.max_waiting_per_replica:
         up_reasons.append("queue growth")
-    if latency_usable and has_latency and latency_ratio >= params.upscale_latency_ratio:
+    capacity = state.saturated_running_per_replica or (total_running / num_up if total_waiting > 0 else None)
+    # A p99 window keeps a burst's slow requests after the burst is served: with nothing waiting and the replicas
+    # well below the batch at which they queue, a high p99 is the past, not a reason to add replicas.
+    is_loaded = total_waiting > 0 or not capacity or total_running / num_up >= params.downscale_max_utilization * capacity
+    if latency_usable and has_latency and latency_ratio >= params.upscale_latency_ratio and is_loaded:
         up_reasons.append("p99 latency")
 
-    capacity = state.saturated_running_per_replica or (total_running / num_up if total_waiting > 0 else None)
     is_starting = obs.num_running_replicas < target
     desired, direction, reason = n, 0, "within targets"
     if up_reasons and n < params.max_replicas:

@@ -21,6 +21,7 @@ class ShedDemand:
             raise ValueError("window_s must be > 0")
         self.window_s = window_s
         self.mean_hold_s = prior_hold_s
+        self._has_observed = False
         self._smoothing = smoothing
         self._refused_at: deque[float] = deque()
 
@@ -29,8 +30,13 @@ class ShedDemand:
         self._evict(now_s)
 
     def held(self, hold_s: float) -> None:
-        """An admitted request released its slot after `hold_s` (a moving mean, so the estimate follows the load)."""
-        if hold_s >= 0:
+        """An admitted request released its slot after `hold_s` (a moving mean, so the estimate follows the load;
+        the first one replaces the prior)."""
+        if hold_s < 0:
+            return
+        if not self._has_observed:
+            self.mean_hold_s, self._has_observed = hold_s, True
+        else:
             self.mean_hold_s += self._smoothing * (hold_s - self.mean_hold_s)
 
     def refusals_per_s(self, now_s: float) -> float:

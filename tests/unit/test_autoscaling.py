@@ -307,6 +307,17 @@ def test_latency_breach_scales_up_and_p99_is_ignored_while_windows_refill():
     assert step(state, WINDOW_S + 5, 2, loaded(2, 0.0, ratio=1.2), params).num_replicas == 3
 
 
+def test_a_stale_p99_with_nothing_waiting_and_light_replicas_adds_none():
+    """Replay (step_short, 2026-12-04): 4 -> 8 replicas on 'p99 latency' with 0 waiting and 1 request running,
+    the window still holding the burst's queued requests after the new replicas had served them."""
+    params = replace(PARAMS, upscale_delay_s=0.0)
+    state = ScalingState(saturated_running_per_replica=BATCH)  # a replica is known to queue at BATCH running
+    light = [ReplicaSignal(5.0 * PARAMS.ttft_p99_target_ms, 0.0, 100, 100, 1.0, 0.0) for _ in range(4)]
+    assert step(state, 0, 4, light, params).num_replicas == 4
+    busy = [ReplicaSignal(5.0 * PARAMS.ttft_p99_target_ms, 0.0, 100, 100, BATCH, 0.0) for _ in range(4)]
+    assert step(state, 0, 4, busy, params).num_replicas > 4  # the same p99 on full replicas is current
+
+
 def test_too_few_samples_never_drive_a_decision():
     params = replace(PARAMS, upscale_delay_s=0.0, downscale_delay_s=0.0)
     few = loaded(2, 0.0, ratio=5.0, samples=PARAMS.min_samples - 1)

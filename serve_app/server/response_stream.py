@@ -8,6 +8,7 @@ usage chunk.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Callable
 
 import msgpack
@@ -76,8 +77,29 @@ def openai_error(error: dict[str, Any], default_status: int = 500) -> tuple[int,
     return status, {"error": {"message": message, "type": kind, "param": error.get("param"), "code": code}}
 
 
+# A null object field in compact JSON text. Inside a JSON string every `"` is escaped (`\\"`), so `,"` or `{"`
+# followed by a key of neither quotes nor backslashes and `":null` only ever matches a real field.
+_NULL_FIELD = re.compile(r',"[^"\\]*":null(?=[,}])|(?<=\{)"[^"\\]*":null(?:,(?=")|(?=\}))')
+
+
+def without_null_fields(event: str) -> str | None:
+    """A one-line SSE event of vLLM's compact JSON (pydantic's, `{"id":"...` first) with its null object fields cut
+    as text: the bytes `drop_nulls` + re-serializing would give, without re-serializing. None where that cannot be
+    sure (not such an event, or a `":null` left: a string that holds one, a key with escapes)."""
+    if not event.startswith('data: {"id":"') or not event.endswith("}\n\n") or "\n" in event[:-2]:
+        return None
+    data = event
+    while '":null' in data:  # adjacent null fields: a pass can leave one whose neighbour it took
+        cut = _NULL_FIELD.sub("", data)
+        if cut == data:
+            return None
+        data = cut
+    return data
+
+
 class StreamReframer:
-    """Re-frames one vLLM SSE stream: compact, null-free events in SSE or msgpack; timings in the usage chunk."""
+    """Re-frames one vLLM SSE stream: compact, null-free events in SSE or msgpack; timings in the usage chunk.
+    Over SSE a plain chunk is forwarded as vLLM framed it, less its null fields (`without_null_fields`)."""
 
     def __init__(self, wire: WireFormat):
         self.wire = wire
@@ -92,6 +114,10 @@ class StreamReframer:
         if isinstance(payload, dict) and "error" in payload and isinstance(payload["error"], dict):
             _, body = openai_error(payload["error"])
             payload, error = body, body["error"]
+        elif (self.wire == "sse" and name is None and not payload.get("usage")
+              and (forwarded := without_null_fields(event)) is not None):
+            # A plain chunk goes out as vLLM framed it, less its nulls (parsed only to see whether it has output).
+            return forwarded, None, has_output(payload)
         else:
             payload = drop_nulls(payload)
             if timings is not None and payload.get("usage") and not payload.get("choices"):

@@ -60,3 +60,40 @@ def _parse(stream: list, wire: str) -> list:
     unpacker = msgpack.Unpacker(raw=False)
     unpacker.feed(b"".join(stream))
     return ["DONE" if o == {"done": True} else o for o in unpacker]
+
+
+_KEYS = st.sampled_from(["content", "text", "reasoning", "role", "logprobs", "finish_reason", "stop_reason",
+                         "tool_calls", "index", "a", "token_ids"])
+_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.text(max_size=8),
+                     st.sampled_from(['","x":null', '"content":"', '\\":null', "null", "{", "}", ", ", '"text":"a']))
+_JSON = st.recursive(_SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                       st.dictionaries(_KEYS, inner, max_size=4)), max_leaves=12)
+
+
+@FUZZ
+@given(choices=st.lists(st.dictionaries(_KEYS, _JSON, max_size=5), max_size=2),
+       extra=st.dictionaries(_KEYS, _JSON, max_size=2))
+def test_a_chunk_forwarded_as_text_is_byte_for_byte_what_re_serializing_sends(choices, extra):
+    """Null fields cut as text (issue 25 item 6) give exactly the bytes of parse, drop nulls, re-serialize; where
+    the text path cannot be sure it declines."""
+    from serve_app.api.framing import sse_event
+    from serve_app.server.response_stream import drop_nulls, without_null_fields
+
+    chunk = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+             "choices": choices, **extra}
+    event = "data: " + json.dumps(chunk, ensure_ascii=False, separators=(",", ":")) + "\n\n"
+    forwarded = without_null_fields(event)
+    if forwarded is not None:
+        assert forwarded == sse_event(drop_nulls(chunk))
+
+
+def test_real_vllm_chunks_are_forwarded_as_text_without_their_nulls():
+    from serve_app.server.response_stream import without_null_fields
+
+    chat = ('data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,'
+            '"delta":{"content":" hi"},"logprobs":null,"finish_reason":null}]}\n\n')
+    expected = ('data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m",'
+                '"choices":[{"index":0,"delta":{"content":" hi"}}]}\n\n')
+    assert without_null_fields(chat) == expected
+    assert StreamReframer("sse").reframe(chat) == (expected, None, True)
+    assert without_null_fields(chat.replace(" hi", 'say \\"x\\":null')) is None  # a string holding `":null`

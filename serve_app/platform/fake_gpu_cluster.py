@@ -9,13 +9,14 @@ so it does not launch a second node for the same demand, exactly as it waits on 
 delay is the replica's own (`engine.simulated.load_time_s`).
 
 `FakeGpuCluster` starts the head with `ray start --head --autoscaling-config` in a process group of its own
-(own ports and temp dir) and stops only that group; it never runs `ray stop`.
+(own ports and temp dir) and stops only that group, then deletes the temp dir; it never runs `ray stop`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -157,6 +158,8 @@ class FakeGpuCluster:
             ray.shutdown()
             if self._head is not None:
                 stop_process_group(self._head)
+            if self._temp_dir:  # the head's sessions and logs (hundreds of MB after a long replay)
+                shutil.rmtree(self._temp_dir, ignore_errors=True)
 
     @staticmethod
     def gpu_nodes() -> list[dict[str, Any]]:

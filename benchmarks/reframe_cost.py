@@ -59,10 +59,11 @@ def main(repeats: int = 7) -> int:
                       for k, v in samples.items()}
         rows[name]["same_bytes"] = same
         rows[name]["ratio"] = rows[name]["pass_through"]["median_us"] / rows[name]["parsed"]["median_us"]
-    result = {"machine": machine(), "repeats": repeats, "chunks": rows}
+    measured_on = machine()
+    result = {"machine": measured_on, "repeats": repeats, "chunks": rows}
     (out / "reframe_cost.json").write_text(json.dumps(result, indent=1))
     lines = ["# Re-framing cost per streamed chunk (model server)", "",
-             f"{machine().get('cpu', '')}, commit {machine().get('commit', '')}, {repeats} interleaved repeats "
+             f"{measured_on['cpu']}, commit {measured_on['commit']}, {repeats} interleaved repeats "
              "(median)", "", "| chunk | parsed + re-serialized | pass-through | ratio | same bytes |", "|---|---|---|---|---|"]
     for name, row in rows.items():
         lines.append(f"| {name} | {row['parsed']['median_us']:.2f} us | {row['pass_through']['median_us']:.2f} us | "

@@ -147,7 +147,7 @@ class ModelServer:
         noticed_s = time.monotonic()
         fingerprints = {fingerprint for fingerprint, stats in self._in_flight.values()
                         if stats.first_token_s is not None or noticed_s - stats.start_s >= _SUSPECT_MIN_AGE_S}
-        newly = self._quarantine.record_death(fingerprints, time.monotonic())
+        newly = self._quarantine.record_death(fingerprints, noticed_s)
         logger.error("The model engine died with %d request(s) in flight; %s", len(fingerprints),
                      f"quarantined {len(newly)} request fingerprint(s) present at two deaths" if newly
                      else "restarting it in place")

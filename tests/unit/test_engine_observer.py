@@ -57,11 +57,8 @@ def test_closing_the_observed_stream_closes_the_engines_at_once():
     assert engine.closed  # vLLM aborts the request when its generator closes
 
 
-def test_later_outputs_keep_the_prompt_logprobs_that_vllm_sends_only_once():
-    """n > 1 with echo: a choice that first appears in a later output must still find the prompt's logprobs."""
-    prompt_logprobs = [None, {7: "lp"}]
-    outputs = [SimpleNamespace(prompt_token_ids=[1, 7], prompt_logprobs=prompt_logprobs, outputs=[]),
-               SimpleNamespace(prompt_token_ids=[1, 7], prompt_logprobs=None, outputs=[])]
+def _observed_all(outputs: list) -> list:
+    """`outputs` as vLLM's generator would yield them, through the observed engine (no request stats)."""
 
     async def engine_outputs():
         for output in outputs:
@@ -70,7 +67,16 @@ def test_later_outputs_keep_the_prompt_logprobs_that_vllm_sends_only_once():
     async def collect():
         return [o async for o in ObservedEngine._observed(engine_outputs(), None)]
 
-    seen = asyncio.run(collect())
+    return asyncio.run(collect())
+
+
+def test_later_outputs_keep_the_prompt_logprobs_that_vllm_sends_only_once():
+    """n > 1 with echo: a choice that first appears in a later output must still find the prompt's logprobs."""
+    prompt_logprobs = [None, {7: "lp"}]
+    outputs = [SimpleNamespace(prompt_token_ids=[1, 7], prompt_logprobs=prompt_logprobs, outputs=[]),
+               SimpleNamespace(prompt_token_ids=[1, 7], prompt_logprobs=None, outputs=[])]
+
+    seen = _observed_all(outputs)
     assert [o.prompt_logprobs for o in seen] == [prompt_logprobs, prompt_logprobs]
 
 
@@ -83,12 +89,5 @@ def test_a_merged_output_whose_first_part_had_popped_its_prompt_logprobs_gets_th
                SimpleNamespace(prompt_token_ids=[1, 7], prompt_logprobs=[], outputs=[]),
                SimpleNamespace(prompt_token_ids=[1, 7], prompt_logprobs=[], outputs=[])]
 
-    async def engine_outputs():
-        for output in outputs:
-            yield output
-
-    async def collect():
-        return [o async for o in ObservedEngine._observed(engine_outputs(), None)]
-
-    seen = asyncio.run(collect())
+    seen = _observed_all(outputs)
     assert [o.prompt_logprobs for o in seen] == [prompt_logprobs] * 3

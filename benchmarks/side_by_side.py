@@ -53,12 +53,23 @@ DEFAULT_ENGINE_YAML = f"engine: {{{ENGINE_ARGS}}}"  # speculation as users get i
 OPTIMIZED = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 
 
+def auto_speculative_config() -> dict:
+    """vLLM's `speculative_config` for serve_app's default (`auto`) speculation."""
+    from serve_app.config import AppConfig
+    from serve_app.server.speculation import speculative_config
+
+    return speculative_config(AppConfig().engine.speculation)
+
+
 def servers(model_dir: str) -> dict[str, Server]:
     serve_app = [str(REPO / ".venv/bin/serve-app"), "serve", "--port", str(PORT), "--config"]
+    vllm = [str(VENV_PY), str(REPO / "scripts/vllm_cli.py"), "serve", model_dir, "--served-model-name", NAME,
+            "--host", "127.0.0.1", "--port", str(PORT), "--dtype", "float32", "--max-model-len", "2048",
+            "--max-num-seqs", "64", "--enforce-eager"]
     return {s.name: s for s in [
-        Server("vllm", [str(VENV_PY), str(REPO / "scripts/vllm_cli.py"), "serve", model_dir, "--served-model-name", NAME,
-                        "--host", "127.0.0.1", "--port", str(PORT), "--dtype", "float32", "--max-model-len", "2048",
-                        "--max-num-seqs", "64", "--enforce-eager"],
+        Server("vllm", vllm, env={"VLLM_CPU_KVCACHE_SPACE": "1"}, uses_ray=False),
+        # Bare vLLM with serve_app's `auto` speculative config: is the default's cost vLLM's or serve_app's?
+        Server("vllm_spec_auto", vllm + ["--speculative-config", json.dumps(auto_speculative_config())],
                env={"VLLM_CPU_KVCACHE_SPACE": "1"}, uses_ray=False),
         # The default: Ray Serve's throughput-optimized mode (config ray_serve_throughput_optimized, on by default).
         Server("serve_app", serve_app, yaml=f"model: {{source: default}}\n{ENGINE_YAML}\n"),
@@ -79,7 +90,7 @@ def servers(model_dir: str) -> dict[str, Server]:
     ]}
 
 
-SERVER_NAMES = ("vllm", "serve_app", "serve_app_default", "serve_app_standard_ray", "serve_app_separate_standard_ray",
+SERVER_NAMES = ("vllm", "vllm_spec_auto", "serve_app", "serve_app_default", "serve_app_standard_ray", "serve_app_separate_standard_ray",
                 "serve_app_direct_ingress", "ray_serve_llm_optimized")
 NUM_REQUESTS = {1: 16, 8: 64, 32: 128, 128: 256}  # measured per run and client (warmup: one per user, apart)
 QUICK_NUM_REQUESTS = {1: 4, 8: 16, 32: 48, 128: 160}

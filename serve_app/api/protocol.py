@@ -5,12 +5,13 @@ Pure (standard library only; no vLLM, no torch, no Ray): the ingress, both backe
 
     ingress --ServerRequest--> model server --WholeResponse | Frame...--> ingress (relay) --> client
                                              \\--EngineStats (stats(), health, /metrics)
-    relay --RequestOutcome--> tenancy's observer (tokens, TTFT, decode time of a finished request)
+    model server --RequestOutcome (on the done frame, on a whole answer)--> relay --> accounting, tenancy's
+        observer, stage metrics and spans (counted by the engine, timed by serve_app/server/timings.py)
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 WireFormat = Literal["sse", "msgpack"]
@@ -41,6 +42,7 @@ class WholeResponse:
     body: dict[str, Any]
     replica: str | None = None  # the model server replica that answered (the x-serve-app-replica header)
     headers: dict[str, str] | None = None  # extra response headers (an error's Retry-After)
+    outcome: "RequestOutcome | None" = None  # a served answer's counts and timings (None on errors)
 
     @classmethod
     def from_error(cls, error: Any) -> "WholeResponse":
@@ -57,35 +59,38 @@ class Frame:
     has_output: bool = False  # carries generated text or a tool-call delta
     is_final: bool = False  # the done marker: nothing follows
     error: dict[str, Any] | None = None
-    timings: dict[str, float] | None = None  # on the done marker: the request's `timings` (for the ingress's metrics)
-    num_prompt_tokens: int | None = None  # on the done marker: the rendered prompt's tokens (tenancy's accounting)
+    outcome: "RequestOutcome | None" = None  # on the done marker of a stream that finished
 
 
 @dataclass(frozen=True, slots=True)
 class RequestOutcome:
-    """How one admitted request ended, as the relay saw it (what tenancy's predictor and estimator learn from)."""
+    """How one served request ended, as its model server counted and timed it.
 
-    status_code: int
-    num_prompt_tokens: int  # counted by the model server when it said so, else the ingress's estimate
-    num_output_tokens: int
-    ttft_s: float | None  # arrival at the ingress -> first token (None: no token came)
-    decode_s: float  # first token -> last token
+    Attached by the model server to a stream's done marker and to a whole answer; the relay feeds it to the
+    accounting (prompt and output tokens), tenancy's observer (TTFT, decode time) and the stage metrics.
+    """
+
+    num_prompt_tokens: int | None  # the rendered prompt's tokens (None: the engine did not say)
+    num_output_tokens: int  # every choice's generated tokens
+    timings_ms: dict[str, float]  # the response's `timings` (serve_app/server/timings.py), arrival-based
 
     @property
-    def is_ok(self) -> bool:
-        return self.status_code == 200 and self.ttft_s is not None
+    def ttft_s(self) -> float | None:
+        """Arrival at the ingress -> first token (None: no token came)."""
+        ttft_ms = self.timings_ms.get("ttft_ms")
+        return None if ttft_ms is None else ttft_ms / 1000.0
+
+    @property
+    def decode_s(self) -> float:
+        """First token -> last token."""
+        return self.timings_ms.get("decode_ms", 0.0) / 1000.0
 
     @classmethod
-    def of_whole(cls, whole: WholeResponse, estimated_prompt_tokens: int) -> "RequestOutcome":
-        """A whole response's outcome, from its usage and serve_app's `timings` (the engine's first token)."""
-        usage = whole.body.get("usage") or {}
-        timings_ms = whole.body.get("timings") or {}
-        ttft_ms = timings_ms.get("ttft_ms")
-        return cls(status_code=whole.status_code,
-                   num_prompt_tokens=usage_count(usage, "prompt_tokens", "input_tokens") or estimated_prompt_tokens,
-                   num_output_tokens=usage_count(usage, "completion_tokens", "output_tokens"),
-                   ttft_s=None if ttft_ms is None else ttft_ms / 1000.0,
-                   decode_s=timings_ms.get("decode_ms", 0.0) / 1000.0)
+    def of_usage(cls, usage: dict[str, Any] | None, timings_ms: dict[str, float]) -> "RequestOutcome":
+        """From an OpenAI `usage` object (chat/completions or Responses names)."""
+        usage = usage or {}
+        return cls(num_prompt_tokens=usage_count(usage, "prompt_tokens", "input_tokens") or None,
+                   num_output_tokens=usage_count(usage, "completion_tokens", "output_tokens"), timings_ms=timings_ms)
 
 
 def usage_count(usage: dict[str, Any], *names: str) -> int:
@@ -107,17 +112,3 @@ class EngineStats:
     spec_accepted_tokens: int = 0
     prefix_cache_queries: int = 0
     prefix_cache_hits: int = 0
-
-    @classmethod
-    def of(cls, stats: "EngineStats | dict[str, Any]") -> "EngineStats":
-        """From a model server's `engine_stats()`: already typed, or its dict form (unknown keys ignored)."""
-        if isinstance(stats, EngineStats):
-            return stats
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in stats.items() if k in known}
-        if "is_healthy" in values:
-            values["is_healthy"] = bool(values["is_healthy"])
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, float]:
-        return {k: float(v) for k, v in asdict(self).items()}

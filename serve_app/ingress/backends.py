@@ -9,13 +9,13 @@ from __future__ import annotations
 import contextlib
 from typing import Any, AsyncIterator, Protocol
 
-from serve_app.api.protocol import ServerRequest
+from serve_app.api.protocol import EngineStats, ServerRequest
 
 
 class ModelBackend(Protocol):
     def generate(self, request: ServerRequest, adapter: str | None = None) -> AsyncIterator[Any]: ...
 
-    async def engine_stats(self) -> dict[str, float]: ...
+    async def engine_stats(self) -> EngineStats: ...
 
     async def close_stream(self, stream: AsyncIterator[Any]) -> None: ...
 
@@ -29,7 +29,7 @@ class InProcessBackend:
     def generate(self, request: ServerRequest, adapter: str | None = None) -> AsyncIterator[Any]:
         return self.server.generate(request)  # the server loads `adapter` (named in the body) on first use
 
-    async def engine_stats(self) -> dict[str, float]:
+    async def engine_stats(self) -> EngineStats:
         return self.server.engine_stats()
 
     async def close_stream(self, stream: AsyncIterator[Any]) -> None:
@@ -50,7 +50,7 @@ class HandleBackend:
         # Ray's router prefers replicas that report this adapter loaded (serve.multiplexed in the model server).
         return self._stream_handle.options(multiplexed_model_id=adapter).generate.remote(request)
 
-    async def engine_stats(self) -> dict[str, float]:
+    async def engine_stats(self) -> EngineStats:
         return await self._handle.engine_stats.remote()
 
     async def close_stream(self, stream: Any) -> None:

@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 
 from serve_app.api.errors import ServeAppError, find_serve_app_error
 from serve_app.api.framing import MSGPACK_CONTENT_TYPE, SSE_CONTENT_TYPE, compact_json, final_error_events, maybe_gzip
-from serve_app.api.protocol import Frame, RequestOutcome, WholeResponse, usage_count
+from serve_app.api.protocol import Frame, WholeResponse
 from serve_app.ingress.gate import UNAVAILABLE_RETRY_AFTER_S, AdmittedRequest
 from serve_app.ingress.metrics import IngressMetrics
 from serve_app.ingress.stream_lifetime import StreamWithCleanup
@@ -83,21 +83,16 @@ class Relay:
     def _whole(self, whole: WholeResponse, request: AdmittedRequest, accept_encoding: str | None) -> Response:
         metrics, model = self._metrics, request.model
         metrics.requests.labels(model=model, route=request.route, status=str(whole.status_code)).inc()
-        if whole.status_code == 200:
-            outcome = RequestOutcome.of_whole(whole, request.estimated_prompt_tokens)
+        outcome = whole.outcome if whole.status_code == 200 else None
+        if outcome is not None:
             metrics.e2e.labels(model=model).observe(time.time() - request.arrival_s)
             metrics.output_tokens.labels(model=model).inc(outcome.num_output_tokens)
-            usage = whole.body.get("usage") or {}
-            metrics.prompt_tokens.labels(model=model).inc(usage_count(usage, "prompt_tokens", "input_tokens"))
-            if whole.body.get("timings"):
-                self._observe_timings(request, whole.body["timings"])
-            if request.on_outcome is not None and outcome.is_ok:
+            metrics.prompt_tokens.labels(model=model).inc(outcome.num_prompt_tokens or 0)
+            self._observe_timings(request, outcome.timings_ms)
+            if request.on_outcome is not None and outcome.ttft_s is not None:
                 request.on_outcome(outcome)
         if request.on_end is not None:  # an error answer used nothing
-            ok = whole.status_code == 200
-            usage = whole.body.get("usage") or {}
-            request.on_end((usage_count(usage, "prompt_tokens", "input_tokens") or None) if ok else 0,
-                           usage_count(usage, "completion_tokens", "output_tokens") if ok else 0)
+            request.on_end(outcome.num_prompt_tokens if outcome else 0, outcome.num_output_tokens if outcome else 0)
         data, encoding = maybe_gzip(compact_json(whole.body).encode(), accept_encoding)
         headers = {REQUEST_ID_HEADER: request.request_id, **encoding}
         if whole.replica:
@@ -114,7 +109,7 @@ class Relay:
         status = "200"
         first_output_s = last_output_s = None
         num_tokens = 0
-        num_prompt_tokens = None  # the model server's count, on its done marker
+        outcome = None  # the model server's counts and timings, on its done marker
         frame = first
         try:
             while True:
@@ -133,13 +128,13 @@ class Relay:
                     output_tokens.inc(frame.num_tokens)
                     if request.on_tokens is not None:
                         request.on_tokens(frame.num_tokens)
-                if frame.num_prompt_tokens is not None:
-                    num_prompt_tokens = frame.num_prompt_tokens
                 if frame.error is not None:
                     status = "500"
-                if frame.timings:
-                    self._observe_timings(request, frame.timings)
-                yield frame.data
+                if frame.outcome is not None:
+                    outcome = frame.outcome
+                    self._observe_timings(request, outcome.timings_ms)
+                if frame.data:  # a Responses stream's closing frame carries only its outcome
+                    yield frame.data
                 if frame.is_final:
                     break
                 try:
@@ -163,13 +158,11 @@ class Relay:
             # Release and count first: under a cancelled scope every await below may be interrupted again.
             request.release()
             if request.on_end is not None:
-                request.on_end(num_prompt_tokens, num_tokens)
+                request.on_end(outcome.num_prompt_tokens if outcome else None, num_tokens)
             metrics.e2e.labels(model=model).observe(time.time() - request.arrival_s)
             metrics.requests.labels(model=model, route=request.route, status=status).inc()
-            if request.on_outcome is not None and first_output_s is not None and status == "200":
-                request.on_outcome(RequestOutcome(
-                    status_code=200, num_prompt_tokens=request.estimated_prompt_tokens, num_output_tokens=num_tokens,
-                    ttft_s=first_output_s - request.arrival_s, decode_s=last_output_s - first_output_s))
+            if request.on_outcome is not None and outcome is not None and outcome.ttft_s is not None and status == "200":
+                request.on_outcome(outcome)
             await request.backend.close_stream(frames)
 
     def _failure(self, exc: Exception, request: AdmittedRequest) -> Response:

@@ -152,7 +152,7 @@ class Ingress:
 
         async def one(backend: ModelBackend) -> EngineStats | None:
             try:
-                return EngineStats.of(await asyncio.wait_for(backend.engine_stats(), timeout=timeout_s))
+                return await asyncio.wait_for(backend.engine_stats(), timeout=timeout_s)
             except Exception as exc:  # noqa: BLE001 - an unreachable model is reported, not raised
                 logger.warning("Engine stats failed: %s", type(exc).__name__)
                 return None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, AsyncIterator
 
+from serve_app.api.protocol import EngineStats
+
 from serve_app.config import AppConfig
 from serve_app.server.factory import build_model_server
 
@@ -17,7 +19,7 @@ class ModelServerDeployment:
         async for item in self._server.generate(request):
             yield item
 
-    def engine_stats(self) -> dict[str, float]:
+    def engine_stats(self) -> EngineStats:
         return self._server.engine_stats()
 
     async def check_health(self) -> None:

@@ -33,7 +33,7 @@ from serve_app.config import AppConfig
 from serve_app.platform.cpu_isolation import engine_spawn_affinity
 from serve_app.api.errors import ServeAppError
 from serve_app.api.framing import done_marker, final_error_events
-from serve_app.api.protocol import Frame, ServerRequest, WholeResponse
+from serve_app.api.protocol import EngineStats, Frame, RequestOutcome, ServerRequest, WholeResponse
 from serve_app.platform.models import resolve_model_path
 from serve_app.platform.ray_env import replica_context
 from serve_app.server.engine_args import engine_environment, engine_kwargs, frontend_kwargs
@@ -272,8 +272,9 @@ class ModelServer:
                 return
             if not hasattr(result, "__aiter__"):
                 body = dump(result)
-                body["timings"] = self._timings(request, stats, start_wall_s)  # serve_app extension
-                yield WholeResponse(200, body, replica=self.replica_id)
+                body["timings"] = timings_ms = self._timings(request, stats, start_wall_s)  # serve_app extension
+                yield WholeResponse(200, body, replica=self.replica_id,
+                                    outcome=RequestOutcome.of_usage(body.get("usage"), timings_ms))
                 return
             async for frame in self._frames(result, request, stats, start_wall_s, generation):
                 yield frame
@@ -312,9 +313,12 @@ class ModelServer:
                     num_new = stats.num_output_tokens - num_sent_tokens
                     num_sent_tokens = stats.num_output_tokens
                     done = data == done_marker(request.wire)
+                    outcome = RequestOutcome(stats.num_prompt_tokens, stats.num_output_tokens, timings()) if done else None
                     yield Frame(data, num_tokens=num_new, has_output=has_output, is_final=done, error=error,
-                                timings=timings() if done else None,
-                                num_prompt_tokens=stats.num_prompt_tokens if done else None)
+                                outcome=outcome)
+            if not done and num_frames and error is None:  # a stream with no done marker (Responses API events)
+                yield Frame("", is_final=True,
+                            outcome=RequestOutcome(stats.num_prompt_tokens, stats.num_output_tokens, timings()))
         except _EngineDiedBeforeOutput:
             raise
         except Exception as exc:  # the engine died mid-stream: end the stream with an error event
@@ -338,23 +342,19 @@ class ModelServer:
         return request_timings(request.timings_ms, request.handoff_time_s or None, start_wall_s, stats.ttft_ms,
                                stats.queue_ms, stats.prefill_ms, output_ms, decode_ms)
 
-    def engine_stats(self) -> dict[str, float]:
+    def engine_stats(self) -> EngineStats:
         # The frontend's unfinished count is exact at any moment; the scheduler's waiting count arrives with
         # engine steps, so it is clamped to it (with nothing unfinished there is no next step).
         num_unfinished = self._engine.output_processor.get_num_unfinished_requests()
         num_waiting = min(self._load.num_waiting, num_unfinished)
-        return {
-            "num_running": num_unfinished - num_waiting,
-            "num_waiting": num_waiting,
-            "num_unfinished": num_unfinished,
-            "num_active_streams": self._num_active,
-            "is_healthy": 0 if self._engine.errored or not self._engine_ready.is_set() else 1,
-            "spec_drafts": self._load.spec_drafts,
-            "spec_draft_tokens": self._load.spec_draft_tokens,
-            "spec_accepted_tokens": self._load.spec_accepted_tokens,
-            "prefix_cache_queries": self._load.prefix_cache_queries,
-            "prefix_cache_hits": self._load.prefix_cache_hits,
-        }
+        load = self._load
+        return EngineStats(
+            num_running=num_unfinished - num_waiting, num_waiting=num_waiting, num_unfinished=num_unfinished,
+            num_active_streams=self._num_active,
+            is_healthy=not self._engine.errored and self._engine_ready.is_set(),
+            spec_drafts=load.spec_drafts, spec_draft_tokens=load.spec_draft_tokens,
+            spec_accepted_tokens=load.spec_accepted_tokens,
+            prefix_cache_queries=load.prefix_cache_queries, prefix_cache_hits=load.prefix_cache_hits)
 
     async def check_health(self) -> None:
         """A dead engine fails it (Ray Serve then replaces the replica), unless it is being restarted in place."""
@@ -370,7 +370,7 @@ class ModelServer:
 
     def autoscaling_stats(self) -> dict[str, float]:
         stats = self.engine_stats()
-        self._latency.set_load(num_running=stats["num_running"], num_waiting=stats["num_waiting"])
+        self._latency.set_load(num_running=stats.num_running, num_waiting=stats.num_waiting)
         return self._latency.snapshot(time.monotonic())
 
     def shutdown(self) -> None:

@@ -15,6 +15,7 @@ import contextlib
 import logging
 from typing import Callable
 
+from serve_app.api.protocol import EngineStats
 from serve_app.platform.ray_env import replica_context
 
 logger = logging.getLogger("ray.serve")
@@ -46,17 +47,17 @@ class ReplicaEngineMetrics:
             metric.set_default_tags({"model": model})
         self._reported = {key: 0.0 for key in _COUNTERS}
 
-    def update(self, stats: dict[str, float]) -> None:
+    def update(self, stats: EngineStats) -> None:
         for key, gauge in self._gauges.items():
-            gauge.set(float(stats.get(key, 0)))
+            gauge.set(float(getattr(stats, key)))
         for key, counter in self._counters.items():
-            total = float(stats.get(key, 0))
+            total = float(getattr(stats, key))
             if total > self._reported[key]:
                 counter.inc(total - self._reported[key])
                 self._reported[key] = total
 
     @classmethod
-    def start(cls, model: str, read_stats: Callable[[], dict[str, float]], interval_s: float) -> asyncio.Task | None:
+    def start(cls, model: str, read_stats: Callable[[], EngineStats], interval_s: float) -> asyncio.Task | None:
         """Report in the background (None outside a Serve replica, where there is nothing to tag)."""
         if replica_context() is None:
             return None

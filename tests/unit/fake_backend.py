@@ -7,7 +7,7 @@ import asyncio
 from typing import Any, AsyncIterator
 
 from serve_app.api.errors import ServeAppError
-from serve_app.api.protocol import EngineStats, Frame, ServerRequest, WholeResponse
+from serve_app.api.protocol import EngineStats, Frame, RequestOutcome, ServerRequest, WholeResponse
 
 
 class FakeBackend:
@@ -46,8 +46,14 @@ class FakeBackend:
         await stream.aclose()
 
 
+def served(body: dict[str, Any], **kwargs: Any) -> WholeResponse:
+    """A model server's 200 answer: the body and its outcome (counts from its usage), as a real server attaches it."""
+    return WholeResponse(200, body, outcome=RequestOutcome.of_usage(body.get("usage"), body.get("timings") or {}),
+                         **kwargs)
+
+
 def sse(payload: str, **kwargs: Any) -> Frame:
     return Frame(f"data: {payload}\n\n", **kwargs)
 
 
-DONE = Frame("data: [DONE]\n\n", is_final=True, timings={"ttft_ms": 5.0})
+DONE = Frame("data: [DONE]\n\n", is_final=True, outcome=RequestOutcome(None, 0, {"ttft_ms": 5.0}))

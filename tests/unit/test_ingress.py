@@ -12,7 +12,7 @@ import pytest
 from serve_app.api.protocol import Frame, WholeResponse
 from serve_app.config import AppConfig
 from serve_app.ingress.replica import Ingress
-from tests.unit.fake_backend import DONE, FakeBackend, sse
+from tests.unit.fake_backend import DONE, FakeBackend, served, sse
 
 CHAT = "/v1/chat/completions"
 BODY = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
@@ -27,8 +27,7 @@ async def _ingress(backend: FakeBackend, **config) -> tuple[Ingress, httpx.Async
 
 def test_a_whole_answer_is_sent_with_its_status_and_the_body_reaches_the_model_as_checked_json():
     async def main():
-        backend = FakeBackend([WholeResponse(200, {"choices": [{"text": "ok"}], "usage": {"completion_tokens": 2}},
-                                             replica="r1")])
+        backend = FakeBackend([served({"choices": [{"text": "ok"}], "usage": {"completion_tokens": 2}}, replica="r1")])
         ingress, client = await _ingress(backend)
         response = await client.post(CHAT, json=BODY, headers={"x-request-id": "ignored"})
         assert response.status_code == 200 and response.json()["choices"][0]["text"] == "ok"

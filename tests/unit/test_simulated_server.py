@@ -93,7 +93,9 @@ def test_a_chat_stream_is_vllm_shaped_sse_with_usage_timings_and_done(config):
     usage_chunk = events[-2]
     assert usage_chunk["choices"] == [] and usage_chunk["usage"]["completion_tokens"] == 5
     assert usage_chunk["usage"]["prompt_tokens"] > 0
-    timings = items[-1].timings
+    outcome = items[-1].outcome
+    timings = outcome.timings_ms
+    assert outcome.num_output_tokens == 5 and outcome.num_prompt_tokens == usage_chunk["usage"]["prompt_tokens"]
     assert set(usage_chunk["timings"]) == set(timings)
     # TTFT from the profile: 5 ms, then 10 ms + 0.5 ms per prompt token (plus the event loop's lateness).
     expected_prefill_ms = 10 + 0.5 * usage_chunk["usage"]["prompt_tokens"]
@@ -178,9 +180,9 @@ def test_closing_a_stream_early_aborts_it_and_the_engine_drains_to_zero(config):
         return busy, idle
 
     busy, idle = asyncio.run(main())
-    assert busy["num_running"] == 4 and busy["num_waiting"] == 2 and busy["num_active_streams"] == 6
-    assert idle["num_running"] == idle["num_waiting"] == idle["num_unfinished"] == idle["num_active_streams"] == 0
-    assert idle["is_healthy"] == 1
+    assert busy.num_running == 4 and busy.num_waiting == 2 and busy.num_active_streams == 6
+    assert idle.num_running == idle.num_waiting == idle.num_unfinished == idle.num_active_streams == 0
+    assert idle.is_healthy
 
 
 def test_concurrent_streams_finish_and_feed_the_autoscaling_window(config):
@@ -207,7 +209,7 @@ def test_a_repeated_prompt_hits_the_prefix_cache(config):
         return stats
 
     stats = asyncio.run(main())
-    assert stats["prefix_cache_hits"] > 0 and stats["prefix_cache_hits"] < stats["prefix_cache_queries"]
+    assert 0 < stats.prefix_cache_hits < stats.prefix_cache_queries
 
 
 def test_the_simulated_engine_imports_neither_vllm_nor_torch():
@@ -259,7 +261,7 @@ def test_config_overrides_replace_the_profile_numbers(tmp_path):
     assert whole.body["usage"]["completion_tokens"] == 3
     # 32 prompt tokens (4 characters each): (10 + 0.5 * 32) ms, twice as slow.
     assert whole.body["timings"]["prefill_ms"] == pytest.approx(2 * (10 + 0.5 * 32), abs=0.1)
-    assert stats["num_running"] == 2 and stats["num_waiting"] == 1
+    assert stats.num_running == 2 and stats.num_waiting == 1
 
 
 def test_a_body_with_wrong_field_types_gets_a_400_not_a_crash(config):

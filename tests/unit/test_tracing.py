@@ -10,7 +10,7 @@ pytest.importorskip("opentelemetry.sdk")
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
 
 from serve_app.api.endpoints import COMPLETION  # noqa: E402
-from serve_app.api.protocol import Frame, WholeResponse  # noqa: E402
+from serve_app.api.protocol import Frame, RequestOutcome, WholeResponse  # noqa: E402
 from serve_app.config import AppConfig  # noqa: E402
 from serve_app.ingress.gate import AdmittedRequest  # noqa: E402
 from serve_app.ingress.metrics import IngressMetrics  # noqa: E402
@@ -97,7 +97,7 @@ def test_the_relay_traces_a_streamed_response_from_its_final_timings():
     timings = {k: v for k, v in TIMINGS.items() if k != "gate_wait_ms"}
     timings["ttft_ms"] = sum(timings[s] for s in STAGES_BEFORE_FIRST_TOKEN if s in timings)
     frames = [Frame("data: a\n\n", num_tokens=1, has_output=True),
-              Frame("data: [DONE]\n\n", is_final=True, timings=timings)]
+              Frame("data: [DONE]\n\n", is_final=True, outcome=RequestOutcome(20, 1, timings))]
     arrival_s = time.time()
 
     async def run():
@@ -114,7 +114,8 @@ def test_the_relay_traces_a_whole_response():
     timings = {"ingress_ms": 2.0, "handoff_ms": 0.1, "frontend_ms": 4.0, "queue_ms": 0.0, "prefill_ms": 150.0,
                "decode_ms": 900.0}
     timings["ttft_ms"] = 156.1
-    whole = WholeResponse(status_code=200, body={"choices": [], "usage": {"completion_tokens": 3}, "timings": timings})
+    body = {"choices": [], "usage": {"completion_tokens": 3}, "timings": timings}
+    whole = WholeResponse(status_code=200, body=body, outcome=RequestOutcome.of_usage(body["usage"], timings))
     arrival_s = time.time()
     response = asyncio.run(relay.respond(_admitted(_Backend([whole]), arrival_s, "req-3"), _HttpRequest()))
     assert response.status_code == 200

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 from serve_app.api.framing import done_marker, encode, final_error_events
-from serve_app.api.protocol import Frame, ServerRequest, WholeResponse
+from serve_app.api.protocol import EngineStats, Frame, RequestOutcome, ServerRequest, WholeResponse
 from serve_app.autoscaling.window import ReplicaLatencyStats
 from serve_app.config import DEFAULT_MODEL_SOURCE, TINY_MODEL_SOURCE, AppConfig, ModelConfig
 from serve_app.server.replica_metrics import ReplicaEngineMetrics
@@ -176,8 +176,9 @@ class SimulatedModelServer:
                         return
                 answer = maker.whole(tokens_text(0, seq.num_output_tokens), "length",
                                      usage(seq.num_prompt_tokens, seq.num_output_tokens, seq.num_cached_prompt_tokens))
-                answer["timings"] = self._timings(request, seq, start_s, start_wall_s)
-                yield WholeResponse(200, answer, replica=self.replica_id)
+                answer["timings"] = timings = self._timings(request, seq, start_s, start_wall_s)
+                yield WholeResponse(200, answer, replica=self.replica_id,
+                                    outcome=RequestOutcome(seq.num_prompt_tokens, seq.num_output_tokens, timings))
                 return
             wire = request.wire
             num_sent = 0
@@ -207,7 +208,8 @@ class SimulatedModelServer:
                                                 seq.num_cached_prompt_tokens))
                 chunk["timings"] = {key: round(value, 2) for key, value in timings.items()}
                 yield Frame(encode(chunk, wire))
-            yield Frame(done_marker(wire), is_final=True, timings=timings)
+            yield Frame(done_marker(wire), is_final=True,
+                        outcome=RequestOutcome(seq.num_prompt_tokens, seq.num_output_tokens, timings))
         finally:
             self._num_active -= 1
             self._queues.pop(seq, None)
@@ -235,21 +237,13 @@ class SimulatedModelServer:
                                (seq.first_token_s - start_s) * 1000.0, queue_ms, prefill_ms, output_ms,
                                (seq.last_token_s - seq.first_token_s) * 1000.0)
 
-    def engine_stats(self) -> dict[str, float]:
+    def engine_stats(self) -> EngineStats:
         scheduler = self._scheduler
         num_running, num_waiting = len(scheduler.running), len(scheduler.waiting)
-        return {
-            "num_running": num_running,
-            "num_waiting": num_waiting,
-            "num_unfinished": num_running + num_waiting,
-            "num_active_streams": self._num_active,
-            "is_healthy": 0 if self._failed() else 1,
-            "spec_drafts": 0,
-            "spec_draft_tokens": 0,
-            "spec_accepted_tokens": 0,
-            "prefix_cache_queries": scheduler.num_prefix_query_tokens,
-            "prefix_cache_hits": scheduler.num_prefix_hit_tokens,
-        }
+        return EngineStats(num_running=num_running, num_waiting=num_waiting, num_unfinished=num_running + num_waiting,
+                           num_active_streams=self._num_active, is_healthy=not self._failed(),
+                           prefix_cache_queries=scheduler.num_prefix_query_tokens,
+                           prefix_cache_hits=scheduler.num_prefix_hit_tokens)
 
     def _failed(self) -> bool:
         task = self._loop_task
@@ -262,7 +256,7 @@ class SimulatedModelServer:
 
     def autoscaling_stats(self) -> dict[str, float]:
         stats = self.engine_stats()
-        self._latency.set_load(num_running=stats["num_running"], num_waiting=stats["num_waiting"])
+        self._latency.set_load(num_running=stats.num_running, num_waiting=stats.num_waiting)
         return self._latency.snapshot(time.monotonic())
 
     def shutdown(self) -> None:

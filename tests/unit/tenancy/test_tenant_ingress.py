@@ -8,11 +8,11 @@ import asyncio
 
 import httpx
 
-from serve_app.api.protocol import Frame, WholeResponse
+from serve_app.api.protocol import Frame, RequestOutcome, WholeResponse
 from serve_app.config import AppConfig
 from serve_app.ingress.auth import hash_key
 from serve_app.ingress.replica import Ingress
-from tests.unit.fake_backend import DONE, FakeBackend, sse
+from tests.unit.fake_backend import DONE, FakeBackend, served, sse
 
 CHAT = "/v1/chat/completions"
 KEY = "sk-tenant-a"
@@ -34,13 +34,12 @@ def _key_tokens(ingress: Ingress) -> int:
 
 def _stream(num_prompt_tokens: int, num_tokens: int) -> list[Frame]:
     chunks = [sse('{"choices":[{"delta":{"content":"x"}}]}', has_output=True, num_tokens=1) for _ in range(num_tokens)]
-    return [*chunks, Frame(DONE.data, is_final=True, num_prompt_tokens=num_prompt_tokens)]
+    return [*chunks, Frame(DONE.data, is_final=True, outcome=RequestOutcome(num_prompt_tokens, num_tokens, {}))]
 
 
 def test_auth_limits_still_hold_with_tenancy_on(monkeypatch):
     async def main():
-        backend = FakeBackend([WholeResponse(200, {"choices": [], "usage": {"prompt_tokens": 5,
-                                                                           "completion_tokens": 1}})])
+        backend = FakeBackend([served({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 1}})])
         _, client = await _ingress(backend, monkeypatch, tenancy=TENANCY,
                                    auth={"enabled": True, "requests_per_minute": 2})
         body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
@@ -64,8 +63,7 @@ def test_a_stream_without_max_tokens_is_charged_the_prompt_the_model_counted_and
 
 def test_n_sequences_are_all_charged_and_an_error_answer_costs_nothing(monkeypatch):
     async def main():
-        backend = FakeBackend([WholeResponse(200, {"choices": [], "usage": {"prompt_tokens": 20,
-                                                                           "completion_tokens": 24}})])
+        backend = FakeBackend([served({"choices": [], "usage": {"prompt_tokens": 20, "completion_tokens": 24}})])
         ingress, client = await _ingress(backend, monkeypatch, tenancy=TENANCY,
                                          auth={"enabled": True, "tokens_per_minute": 100_000})
         body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8, "n": 3}

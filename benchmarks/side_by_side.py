@@ -68,6 +68,10 @@ def servers(model_dir: str) -> dict[str, Server]:
             "--max-num-seqs", "64", "--enforce-eager"]
     return {s.name: s for s in [
         Server("vllm", vllm, env={"VLLM_CPU_KVCACHE_SPACE": "1"}, uses_ray=False),
+        # Bare vLLM with its lone CPU worker in the engine core process, as serve_app runs it
+        # (engine.cpu_worker_in_engine_core): the serving layer's cost apart from that engine setting.
+        Server("vllm_worker_in_core", vllm,
+               env={"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}, uses_ray=False),
         # Bare vLLM with serve_app's `auto` speculative config: is the default's cost vLLM's or serve_app's?
         Server("vllm_spec_auto", vllm + ["--speculative-config", json.dumps(auto_speculative_config())],
                env={"VLLM_CPU_KVCACHE_SPACE": "1"}, uses_ray=False),
@@ -90,7 +94,7 @@ def servers(model_dir: str) -> dict[str, Server]:
     ]}
 
 
-SERVER_NAMES = ("vllm", "vllm_spec_auto", "serve_app", "serve_app_default", "serve_app_standard_ray", "serve_app_separate_standard_ray",
+SERVER_NAMES = ("vllm", "vllm_worker_in_core", "vllm_spec_auto", "serve_app", "serve_app_default", "serve_app_standard_ray", "serve_app_separate_standard_ray",
                 "serve_app_direct_ingress", "ray_serve_llm_optimized")
 NUM_REQUESTS = {1: 16, 8: 64, 32: 128, 128: 256}  # measured per run and client (warmup: one per user, apart)
 QUICK_NUM_REQUESTS = {1: 4, 8: 16, 32: 48, 128: 160}

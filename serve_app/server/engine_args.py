@@ -13,6 +13,11 @@ from serve_app.server.engine_dtype import choose_dtype, read_checkpoint_dtype, r
 def engine_environment(engine: EngineConfig) -> dict[str, str]:
     """Environment variables vLLM reads at start-up (CPU backend settings), derived from config."""
     env = {"VLLM_CPU_KVCACHE_SPACE": f"{engine.cpu_kvcache_space_gib:g}"}
+    if engine.cpu_worker_in_engine_core and engine.num_workers == 1 and engine.distributed_executor_backend is None:
+        # vLLM's CPU platform gives a lone worker its own process unless V1 multiprocessing is off; AsyncLLM keeps
+        # its engine core in a process of its own either way, so this only moves the worker into that process.
+        # (Read elsewhere only by the offline `LLM` class, which then runs its engine core in process too.)
+        env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     if engine.cpu_omp_threads_bind:
         env["VLLM_CPU_OMP_THREADS_BIND"] = engine.cpu_omp_threads_bind
     elif engine.engine_cpus:

@@ -55,3 +55,16 @@ def test_engine_cores_reach_every_model_replica_through_the_config(monkeypatch):
     # An explicit binding wins over the split.
     explicit = AppConfig.model_validate({"engine": {"engine_cpus": [0, 1], "cpu_omp_threads_bind": "0|1"}})
     assert engine_environment(explicit.engine)["VLLM_CPU_OMP_THREADS_BIND"] == "0|1"
+
+
+def test_a_lone_cpu_worker_runs_in_the_engine_core_process_unless_the_config_says_otherwise():
+    """vLLM's CPU platform gives a single worker a process of its own unless V1 multiprocessing is off; the
+    engine then hands every step to it across processes (1.5x slower here: README, Performance)."""
+    from serve_app.config import AppConfig
+    from serve_app.server.engine_args import engine_environment
+
+    assert engine_environment(AppConfig().engine)["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+    for engine in ({"cpu_worker_in_engine_core": False}, {"tensor_parallel_size": 2},
+                   {"distributed_executor_backend": "ray"}):
+        config = AppConfig.model_validate({"engine": engine})
+        assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in engine_environment(config.engine)

@@ -51,8 +51,10 @@ def _isolate_engine_cpus(config: AppConfig) -> None:
         # The engines learn their cores from the config every model replica gets (no environment variable).
         for served in config.models:
             served.engine.engine_cpus = list(split.engine)
-        print(f"CPU isolation: engine computes on cores {list(split.engine)}, Ray and the stages run on "
-              f"{list(split.graph)} (engine.isolate_cpus: false turns this off)", flush=True)
+        where = ("share them (two cores: too few to set one apart)" if split.is_shared
+                 else f"run on {list(split.graph)}")
+        print(f"CPU isolation: engine computes on cores {list(split.engine)}, Ray and the stages {where} "
+              "(engine.isolate_cpus: false turns this off)", flush=True)
 
 
 # How long `serve-app serve` waits after Ctrl-C / SIGTERM for serve_app to stop before it kills what it started.

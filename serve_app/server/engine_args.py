@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from serve_app.config import AppConfig, EngineConfig
+from serve_app.platform.cpu_isolation import parse_cpu_list
 from serve_app.server.speculation import speculative_config
 from serve_app.server.engine_dtype import choose_dtype, read_checkpoint_dtype, read_cpuinfo
 
@@ -22,6 +23,11 @@ def engine_environment(engine: EngineConfig) -> dict[str, str]:
         env["VLLM_CPU_OMP_THREADS_BIND"] = engine.cpu_omp_threads_bind
     elif engine.engine_cpus:
         env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, engine.engine_cpus))
+    binding = env.get("VLLM_CPU_OMP_THREADS_BIND")
+    if binding and binding not in ("auto", "nobind"):
+        # Ray sets OMP_NUM_THREADS to the replica's num_cpus for the processes it starts (1 here), which the engine
+        # process would inherit: one compute thread whatever the binding. One thread per bound core (per rank).
+        env["OMP_NUM_THREADS"] = str(len(parse_cpu_list(binding.split("|")[0])))
     return env
 
 

@@ -12,9 +12,14 @@ def test_parse_cpu_list_accepts_vllm_bind_syntax():
 
 
 def test_one_worker_leaves_the_last_core_to_the_graph_like_vllm_autobind():
-    assert plan_core_split([0, 1], 1, None) == CoreSplit(engine=(0,), graph=(1,))
     split = plan_core_split([0, 1, 2, 3], 1, None)
     assert split.engine == (0, 1, 2) and split.graph == (3,) and split.omp_threads_bind == "0,1,2"
+
+
+def test_on_two_cores_the_engine_computes_on_both_and_the_graph_shares_them():
+    split = plan_core_split([0, 1], 1, None)
+    assert split == CoreSplit(engine=(0, 1), graph=(0, 1)) and split.is_shared and split.omp_threads_bind == "0,1"
+    assert not plan_core_split([0, 1, 2], 1, None).is_shared
 
 
 def test_user_binding_decides_and_the_graph_gets_the_rest():
@@ -51,10 +56,13 @@ def test_engine_cores_reach_every_model_replica_through_the_config(monkeypatch):
     assert pinned == [(3,)]
     for view in config.model_views():
         assert view.engine.engine_cpus == [0, 1, 2]
-        assert engine_environment(view.engine)["VLLM_CPU_OMP_THREADS_BIND"] == "0,1,2"
+        environment = engine_environment(view.engine)
+        # One compute thread per engine core: Ray's OMP_NUM_THREADS (the replica's num_cpus) is not inherited.
+        assert environment["VLLM_CPU_OMP_THREADS_BIND"] == "0,1,2" and environment["OMP_NUM_THREADS"] == "3"
     # An explicit binding wins over the split.
     explicit = AppConfig.model_validate({"engine": {"engine_cpus": [0, 1], "cpu_omp_threads_bind": "0|1"}})
     assert engine_environment(explicit.engine)["VLLM_CPU_OMP_THREADS_BIND"] == "0|1"
+    assert engine_environment(explicit.engine)["OMP_NUM_THREADS"] == "1"  # per tensor-parallel rank
 
 
 def test_a_lone_cpu_worker_runs_in_the_engine_core_process_unless_the_config_says_otherwise():

@@ -91,8 +91,13 @@ def app_config(spec: RunSpec) -> dict:
     """The serve_app config of one run (pure)."""
     tenancy = {"enabled": True, "limits_backend": "local", "reserved_slots": 0,
                "default_tenant": {"name": "default", "ttft_slo_ms": spec.ttft_p99_target_ms}}
+    # From zero the ingress must run apart (with_model has no ingress while no model replica runs): it answers
+    # the cold start's overflow with fast 429s (serve_app/ingress/cold_start.py), told how long a start takes.
+    from_zero = {"ingress_placement": "separate"} if spec.min_replicas == 0 else {}
+    cold_start = {"cold_start_s": spec.node_start_delay_s + spec.model_load_s} if spec.min_replicas == 0 else {}
     return {
         **({"tenancy": tenancy} if spec.admission == "deadline" else {}),
+        **from_zero,
         "model": {"source": "tiny"},
         "engine": {"backend": "simulated", "max_num_seqs": spec.max_num_seqs, "max_model_len": 8192,
                    "simulated": {"profile": spec.profile, "load_time_s": spec.model_load_s,
@@ -101,7 +106,7 @@ def app_config(spec: RunSpec) -> dict:
             "num_replicas": "auto", "min_replicas": spec.min_replicas, "max_replicas": spec.max_replicas,
             "num_cpus": 0.1, "num_gpus": 1, "max_ongoing_requests": 256,
             "autoscaling_policy": spec.policy, "target_ongoing_requests": spec.target_ongoing_requests,
-            "upscale_delay_s": spec.upscale_delay_s, "downscale_delay_s": spec.downscale_delay_s,
+            "upscale_delay_s": spec.upscale_delay_s, "downscale_delay_s": spec.downscale_delay_s, **cold_start,
             "latency_targets": {"ttft_p99_ms": spec.ttft_p99_target_ms, "tpot_p99_ms": spec.tpot_p99_target_ms,
                                 "window_s": 15, "report_interval_s": 1, "min_samples": 5,
                                 "max_waiting_per_replica": 2, "queue_lookahead_s": 10},

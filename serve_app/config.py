@@ -264,6 +264,11 @@ class ModelDeploymentConfig(DeploymentScaling):
     autoscaling_policy: Literal["latency_target", "ongoing_requests"] = "latency_target"
     num_cpus: float = Field(1.0, ge=0)
     prefix_routing: PrefixRoutingConfig = Field(default_factory=PrefixRoutingConfig)
+    # min_replicas 0, placement separate (serve_app/ingress/cold_start.py): while no replica runs, the first
+    # `cold_start_max_waiting` requests (None: the engine's max_num_seqs) wait for the cold start and later ones get
+    # a fast 429 whose Retry-After is the time it still needs: `cold_start_s` until the ingress has timed one.
+    cold_start_s: float = Field(60.0, gt=0)
+    cold_start_max_waiting: int | None = Field(None, ge=1)
 
 
 class AdmissionConfig(StrictModel):

@@ -32,6 +32,10 @@ class ServerRequest:
     handoff_time_s: float = 0.0  # time.time() when the ingress called the model server (0: unknown)
     timings_ms: dict[str, float] = field(default_factory=dict)  # the ingress's stages (serve_app/server/timings.py)
     priority: int | None = None  # vLLM's scheduling priority (tenancy); None leaves the body's own
+    # Placement separate: the sending ingress replica and its share of the model's load that waits at it or was
+    # refused there (serve_app/autoscaling/ingress_demand.py), for the model replica's autoscaling report.
+    ingress_id: str | None = None
+    ingress_demand: float = 0.0
 
 
 @dataclass(slots=True)

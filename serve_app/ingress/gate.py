@@ -9,6 +9,8 @@ the returned request's `release`, whoever ends the request. No vLLM here: the mo
 from __future__ import annotations
 
 import logging
+import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -23,6 +25,7 @@ from serve_app.ingress.admission import AdmissionController
 from serve_app.ingress.auth import ApiKeyAuth
 from serve_app.tenancy.accounting import UsageCharge, expected_output_tokens, requested_n
 from serve_app.ingress.backends import ModelBackend
+from serve_app.ingress.cold_start import ColdStart
 from serve_app.ingress.health import DeploymentReplicas, no_replica_up
 from serve_app.ingress.metrics import IngressMetrics
 from serve_app.ingress.request_checks import (
@@ -38,6 +41,7 @@ from serve_app.ingress.stream_lifetime import Once
 logger = logging.getLogger("ray.serve")
 # Retry-After of a 503 while a model has no running replica: about a replacement replica's start on CPU.
 UNAVAILABLE_RETRY_AFTER_S = 10
+INGRESS_ID = uuid.uuid4().hex[:12]  # this ingress process, as model replicas tell ingress replicas apart
 
 
 @dataclass(slots=True)
@@ -66,22 +70,26 @@ class AdmittedRequest:
     # the model server's prompt count (None: unknown) and all output tokens.
     on_tokens: Callable[[int], None] | None = None
     on_end: Callable[[int | None, int], None] | None = None
+    ingress_demand: float = 0.0  # this ingress replica's share of the model's waiting and shed load (autoscaling)
 
     def server_request(self, handoff_s: float, timings_ms: dict[str, float]) -> ServerRequest:
         return ServerRequest(endpoint=self.endpoint.name, body=self.body, request_id=self.request_id, wire=self.wire,
-                             handoff_time_s=handoff_s, timings_ms=timings_ms, priority=self.priority)
+                             handoff_time_s=handoff_s, timings_ms=timings_ms, priority=self.priority,
+                             ingress_id=INGRESS_ID, ingress_demand=self.ingress_demand)
 
 
 class Router:
     """Client-facing model names (models and adapters) -> the model serving them, and whether it is up."""
 
     def __init__(self, served: dict[str, str], default_model: str, deployments: dict[str, str],
-                 scales_from_zero: dict[str, bool], replicas: DeploymentReplicas):
+                 scales_from_zero: dict[str, bool], replicas: DeploymentReplicas,
+                 cold_starts: dict[str, ColdStart] | None = None):
         self.served = served  # client-facing name -> the model serving it
         self.default_model = default_model
         self.deployments = deployments  # model -> the Serve deployment holding its replicas
         self._scales_from_zero = scales_from_zero  # placement separate only: model -> min_replicas == 0
         self._replicas = replicas
+        self._cold_starts = cold_starts or {}  # models that scale from zero: who waits for a cold start
 
     def route(self, requested: str | None) -> tuple[str, str | None]:
         """The model serving `requested` (None: the default model) and the adapter asked for, if any."""
@@ -108,6 +116,13 @@ class Router:
             raise ServeAppError(f"No replica of model '{model}' is running right now; retry shortly.",
                                 status_code=503, type="server_error", code="model_unavailable",
                                 headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)})
+        cold_start = self._cold_starts.get(model)
+        if cold_start is not None and states is not None:
+            retry_after_s = cold_start.on_request(states.get("RUNNING", 0), time.monotonic())
+            if retry_after_s is not None:
+                raise ServeAppError(f"Model '{model}' is starting (scaled from zero); retry in {retry_after_s} s.",
+                                    status_code=429, type="rate_limit_error", code="model_cold_starting",
+                                    headers={"Retry-After": str(retry_after_s)})
 
 
 class Gate:
@@ -143,6 +158,8 @@ class Gate:
             await self._router.check_replica_up(model)
         except ServeAppError as error:
             self._metrics.requests.labels(model="", route=route, status=str(error.status_code)).inc()
+            if error.code == "model_cold_starting" and self._tenants is not None:
+                self._tenants.note_shed(model)  # demand the replicas must be started for
             raise
         if not self._admission.try_acquire():
             self._metrics.rejected.labels(reason="overloaded").inc()
@@ -200,6 +217,7 @@ class Gate:
             # From arrival, like the reported ttft_ms, so a client can judge the deadline admission's predictor.
             request.predicted_ttft_ms = (admitted.admitted_at_s - request.arrival_s + admitted.predicted_ttft_s) * 1000.0
         request.on_first_output = admitted.first_token
+        request.ingress_demand = tenants.demand_share(model)
         # The estimator learns from the same estimate it predicts from (the body's size, not the served count).
         request.on_outcome = lambda outcome: tenants.observe(
             model, admitted, request.estimated_prompt_tokens, request.arrival_s + outcome.ttft_s,

@@ -26,6 +26,7 @@ from serve_app.api.errors import ServeAppError, error_body
 from serve_app.api.protocol import EngineStats
 from serve_app.config import AppConfig
 from serve_app.ingress.admission import AdmissionController
+from serve_app.ingress.cold_start import ColdStart
 from serve_app.ingress.app import build_fastapi_app, request_id_of
 from serve_app.ingress.auth import ApiKeyAuth
 from serve_app.ingress.backends import HandleBackend, InProcessBackend, ModelBackend
@@ -85,7 +86,11 @@ class Ingress:
         # Every ingress replica's counts through Ray's metrics (tagged by replica), beside this replica's /metrics.
         self._metrics_mirror = RegistryMirror.start(
             self._metrics.registry, before=lambda: self._metrics.in_flight.set(self._admission.num_in_flight))
-        router = Router(self._served, default_model, deployments, scales_from_zero, self._replicas)
+        cold_starts = {view.model.resolved_name(): ColdStart(
+            expected_s=view.model_deployment.cold_start_s,
+            max_waiting=view.model_deployment.cold_start_max_waiting or view.engine.max_num_seqs)
+            for view in models if scales_from_zero.get(view.model.resolved_name())}
+        router = Router(self._served, default_model, deployments, scales_from_zero, self._replicas, cold_starts)
         self._tenants = tenants
         self._gate = Gate(config, router, self._backends, self._auth, self._admission, tenants, self._metrics)
         self._relay = Relay(self._metrics, build_stage_tracer(config.tracing.otlp_endpoint,

@@ -300,6 +300,17 @@ class TenantAdmission:
         now_s = time.monotonic()
         return {model: shed.concurrency(now_s) for model, shed in self._shed.items()}
 
+    def note_shed(self, model: str) -> None:
+        """A request for `model` refused elsewhere for want of capacity (a cold start's 429)."""
+        if model in self._shed:
+            self._shed[model].refused(time.monotonic())
+
+    def demand_share(self, model: str) -> float:
+        """This ingress replica's requests for `model` waiting for a slot or shed, per running model replica: what
+        each model replica adds to its autoscaling report (serve_app/autoscaling/ingress_demand.py)."""
+        waiting = self._gates[model].num_waiting + self._shed[model].concurrency(time.monotonic())
+        return waiting / max(1, self._num_models[model])
+
     def gate_stats(self) -> dict[str, GateStats]:
         """Per model: this ingress replica's slots in use and requests waiting for one (for autoscaling)."""
         return {model: gate.stats() for model, gate in self._gates.items()}

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+import time
+from typing import AsyncIterator
 
-from serve_app.api.protocol import EngineStats
-
+from serve_app.api.protocol import EngineStats, ServerRequest
+from serve_app.autoscaling.ingress_demand import IngressDemand
 from serve_app.config import AppConfig
 from serve_app.server.factory import build_model_server
 
@@ -13,9 +14,12 @@ from serve_app.server.factory import build_model_server
 class ModelServerDeployment:
     async def __init__(self, config: AppConfig):
         self._server = build_model_server(config)
+        self._ingress_demand = IngressDemand()
         await self._server.start()
 
-    async def generate(self, request: Any) -> AsyncIterator[Any]:
+    async def generate(self, request: ServerRequest) -> AsyncIterator:
+        if request.ingress_id is not None:
+            self._ingress_demand.heard(request.ingress_id, request.ingress_demand, time.monotonic())
         async for item in self._server.generate(request):
             yield item
 
@@ -26,7 +30,10 @@ class ModelServerDeployment:
         await self._server.check_health()
 
     def record_autoscaling_stats(self) -> dict[str, float]:
-        return self._server.autoscaling_stats()
+        stats = self._server.autoscaling_stats()
+        # The ingress replicas' gate queues and refusals for want of capacity: load this deployment must see.
+        stats["num_waiting"] = stats.get("num_waiting", 0) + self._ingress_demand.total(time.monotonic())
+        return stats
 
     def __del__(self):
         server = getattr(self, "_server", None)

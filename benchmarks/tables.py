@@ -91,4 +91,7 @@ TABLES: dict[str, tuple[str, Table]] = {
     # name -> (results file relative to the repository, renderer)
     "side_by_side": ("results/side_by_side/summary.json", lambda data: side_by_side(data, "loadtest")),
     "side_by_side_vllm_bench": ("results/side_by_side/summary.json", lambda data: side_by_side(data, "vllm_bench")),
+    # Speculation auto's cost, bare vLLM with the same speculative config beside it (side_by_side.py --out there).
+    "speculation_default_cost": ("results/speculation/default_cost/summary.json",
+                                 lambda data: side_by_side(data, "vllm_bench")),
 }

@@ -299,6 +299,9 @@ class ModelServer:
         def timings() -> dict[str, float]:
             return self._timings(request, stats, start_wall_s, first_output_s)
 
+        def outcome() -> RequestOutcome:
+            return RequestOutcome(stats.num_prompt_tokens, stats.num_output_tokens, timings())
+
         try:
             async with contextlib.aclosing(events):
                 async for event in events:
@@ -313,12 +316,10 @@ class ModelServer:
                     num_new = stats.num_output_tokens - num_sent_tokens
                     num_sent_tokens = stats.num_output_tokens
                     done = data == done_marker(request.wire)
-                    outcome = RequestOutcome(stats.num_prompt_tokens, stats.num_output_tokens, timings()) if done else None
                     yield Frame(data, num_tokens=num_new, has_output=has_output, is_final=done, error=error,
-                                outcome=outcome)
+                                outcome=outcome() if done else None)
             if not done and num_frames and error is None:  # a stream with no done marker (Responses API events)
-                yield Frame("", is_final=True,
-                            outcome=RequestOutcome(stats.num_prompt_tokens, stats.num_output_tokens, timings()))
+                yield Frame("", is_final=True, outcome=outcome())
         except _EngineDiedBeforeOutput:
             raise
         except Exception as exc:  # the engine died mid-stream: end the stream with an error event

@@ -185,7 +185,7 @@ def run_one(spec: RunSpec, trace: Trace) -> dict:
     cluster_spec = FakeGpuClusterSpec(max_gpu_nodes=spec.max_replicas, node_start_delay_s=spec.node_start_delay_s,
                                       idle_timeout_s=30.0)
     config = AppConfig.model_validate(app_config(spec))
-    with FakeGpuCluster(cluster_spec):
+    with FakeGpuCluster(cluster_spec) as cluster:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         deploy_start = time.monotonic()
@@ -200,7 +200,9 @@ def run_one(spec: RunSpec, trace: Trace) -> dict:
             records = asyncio.run(replay(plans, base_url=base_url, model=config.model.resolved_name(),
                                          timeout_s=600))
             time.sleep(spec.drain_s)
-    return {"spec": asdict(spec), "deploy_ready_s": ready_s, "samples": sampler.rows,
+        # The latency-target policy logs each change with its reason and signals (serve_app/autoscaling/hook.py).
+        decisions = cluster.serve_controller_log_lines(f"Autoscaling {MODEL_DEPLOYMENT}")
+    return {"spec": asdict(spec), "deploy_ready_s": ready_s, "samples": sampler.rows, "scaling_decisions": decisions,
             "records": [r.to_dict(keep_text=False) for r in records]}
 
 

@@ -189,6 +189,16 @@ def decide_num_replicas(params: ScalingParams, obs: ScalingObservation, state: S
             desired = _downscale_count(params, n, ttft_ratio, tpot_ratio, total_running, capacity)
             if desired < n:
                 direction, reason = -1, "p99 well below target"
+        elif not has_latency and capacity:
+            # Too few requests per replica to fill a p99 window is itself light load (replay step_4x, 2026-12-04:
+            # 8 replicas held 1.5 req/s for three minutes, each window short of min_samples, so none went).
+            # Size by the batch at which a replica queues, as the p99 path does when both p99s are low.
+            fewest = math.ceil(total_running / (params.downscale_max_utilization * capacity) - 1e-9)
+            desired = max(params.min_replicas, 1, fewest)
+            if desired < n:
+                direction, reason = -1, "too few requests per replica for a p99"
+            else:
+                desired = n
     signals["desired_num_replicas"] = float(desired)
     signals["capacity_per_replica"] = float(capacity or 0.0)
 

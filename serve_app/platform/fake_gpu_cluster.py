@@ -161,6 +161,14 @@ class FakeGpuCluster:
             if self._temp_dir:  # the head's sessions and logs (hundreds of MB after a long replay)
                 shutil.rmtree(self._temp_dir, ignore_errors=True)
 
+    def serve_controller_log_lines(self, contains: str) -> list[str]:
+        """Lines of the Serve controller's logs that contain `contains` (e.g. the autoscaling policy's decisions),
+        read before the temp dir goes."""
+        lines: list[str] = []
+        for path in sorted(Path(self._temp_dir).glob("session_*/logs/serve/controller_*.log")):
+            lines += [line.rstrip() for line in path.read_text(errors="replace").splitlines() if contains in line]
+        return lines
+
     @staticmethod
     def gpu_nodes() -> list[dict[str, Any]]:
         """Alive nodes that carry GPUs (ray.nodes() rows)."""

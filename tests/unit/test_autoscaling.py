@@ -326,6 +326,27 @@ def test_too_few_samples_never_drive_a_decision():
     assert step(ScalingState(), 0, 2, few_low, params).num_replicas == 2
 
 
+def test_light_load_too_thin_for_a_p99_still_scales_down_to_the_load():
+    """Replay step_4x (2026-12-04): after the step, 8 replicas shared 1.5 req/s, no replica's window reached
+    min_samples, and the deployment stayed at 8 for three minutes."""
+    params = replace(PARAMS, max_replicas=8, downscale_delay_s=10.0)
+    state = ScalingState(saturated_running_per_replica=BATCH)
+    thin = [ReplicaSignal(0.0, 0.0, PARAMS.min_samples - 2, PARAMS.min_samples - 2, 1.0, 0.0) for _ in range(8)]
+    decisions = []
+    for t in range(0, 12):
+        decision = step(state, t, 8, thin, params)
+        state = decision.state
+        decisions.append(decision.num_replicas)
+    # Held through the delay, then straight to the fewest that run 8 requests at 75% of a batch of 8: 2.
+    assert decisions[:10] == [8] * 10 and decisions[10] == 2, decisions
+    # Without a known batch limit it holds (a thin window alone says nothing of the size).
+    assert step(ScalingState(), 100, 8, thin, replace(params, downscale_delay_s=0.0)).num_replicas == 8
+    # Anything waiting holds it too.
+    waiting = [replace(r, num_waiting=1.0) for r in thin]
+    assert step(ScalingState(saturated_running_per_replica=BATCH), 0, 8, waiting,
+                replace(params, downscale_delay_s=0.0)).num_replicas >= 8
+
+
 def test_hysteresis_band_holds():
     params = replace(PARAMS, upscale_delay_s=0.0, downscale_delay_s=0.0)
     for ratio in (0.55, 0.7, 0.79):

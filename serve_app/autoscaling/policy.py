@@ -44,7 +44,15 @@ class ReplicaSignal:
     num_ttft_samples: int = 0
     num_tpot_samples: int = 0
     num_running: float = 0.0
+    # All load waiting for this deployment that this replica reports: its own queue plus its share of what waits
+    # or was refused elsewhere (shed demand, ingress replicas' gates).
     num_waiting: float = 0.0
+    # Its own queue only (engine, and its tenancy gate with placement with_model): what says *this* replica is full.
+    num_local_waiting: float | None = None
+
+    @property
+    def own_waiting(self) -> float:
+        return self.num_waiting if self.num_local_waiting is None else self.num_local_waiting
 
     @classmethod
     def from_snapshot(cls, snapshot: Mapping[str, float]) -> "ReplicaSignal":
@@ -56,6 +64,7 @@ class ReplicaSignal:
             num_tpot_samples=int(snapshot.get("num_tpot_samples", num_ttft)),
             num_running=float(snapshot.get("num_running", 0.0)),
             num_waiting=float(snapshot.get("num_waiting", 0.0)),
+            num_local_waiting=float(snapshot["num_local_waiting"]) if "num_local_waiting" in snapshot else None,
         )
 
 
@@ -83,7 +92,7 @@ class ScalingState:
     settled_since_s: float | None = None
     # (time_s, total waiting requests), oldest first, spaced and bounded by the growth window.
     waiting_history: tuple[tuple[float, float], ...] = ()
-    # Running requests of a replica that had a queue, last time one had: what one replica holds.
+    # The most running requests seen on a replica with a queue of its own: what one replica holds when full.
     saturated_running_per_replica: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -123,12 +132,15 @@ def decide_num_replicas(params: ScalingParams, obs: ScalingObservation, state: S
     growth_per_s = _slope(history, now_s, total_waiting, params.queue_growth_window_s)
     is_settled = obs.num_running_replicas == target
     settled_since_s = (state.settled_since_s if state.settled_since_s is not None else now_s) if is_settled else None
-    saturated = [r.num_running for r in obs.replicas if r.num_waiting > 0 and r.num_running > 0]
+    # What one replica runs when full: the most running on a replica with a queue of its own, ever seen. Not the
+    # latest: a request waits a step in an idle engine's queue too, and load refused or queued elsewhere says
+    # nothing of this replica (replay step_4x, 2026-12-04: a latest-value estimate fell to 2 of 8 at light load).
+    saturated = [r.num_running for r in obs.replicas if r.own_waiting > 0 and r.num_running > 0]
     state = replace(
         state,
         waiting_history=history,
         settled_since_s=settled_since_s,
-        saturated_running_per_replica=max(saturated) if saturated else state.saturated_running_per_replica,
+        saturated_running_per_replica=max(saturated + [state.saturated_running_per_replica or 0.0]) or None,
     )
 
     if bounded != target:

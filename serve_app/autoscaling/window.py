@@ -118,4 +118,6 @@ class ReplicaLatencyStats:
                 "num_tpot_samples": float(num_tpot),
                 "num_running": self._num_running,
                 "num_waiting": self._num_waiting,
+                # The replica's own queue; callers add load queued or refused elsewhere to `num_waiting` only.
+                "num_local_waiting": self._num_waiting,
             }

@@ -135,8 +135,10 @@ class Ingress:
         if self._tenants is not None:
             # Requests tenancy's gate holds wait for this engine too, and those deadline admission refused for want
             # of capacity are load it could not take: the policy sees both as waiting.
-            stats["num_waiting"] += sum(gate.num_waiting for gate in self._tenants.gate_stats().values())
-            stats["num_waiting"] += sum(self._tenants.shed_demand().values())
+            gate_waiting = sum(gate.num_waiting for gate in self._tenants.gate_stats().values())
+            stats["num_waiting"] += gate_waiting + sum(self._tenants.shed_demand().values())
+            # This replica's gate holds requests for this replica's engine only: its own queue too.
+            stats["num_local_waiting"] = stats.get("num_local_waiting", 0) + gate_waiting
         return stats
 
     # ------------------------------------------------------------------ other routes

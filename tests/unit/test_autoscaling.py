@@ -347,6 +347,24 @@ def test_light_load_too_thin_for_a_p99_still_scales_down_to_the_load():
                 replace(params, downscale_delay_s=0.0)).num_replicas >= 8
 
 
+def test_a_replicas_capacity_is_learnt_from_its_own_queue_only():
+    """Replay step_4x (2026-12-04): shed demand reported as waiting on a lightly loaded replica, and a request
+    waiting one step in an idle engine, set 'what a full replica runs' to 2 of 8, so scale-down kept 6 of 7."""
+    params = replace(PARAMS, max_replicas=8, upscale_delay_s=0.0)
+    full = ReplicaSignal(0.1 * PARAMS.ttft_p99_target_ms, 0.0, 100, 100, BATCH, 3.0, num_local_waiting=3.0)
+    state = step(ScalingState(), 0, 1, [full], params).state
+    assert state.saturated_running_per_replica == BATCH
+    # Refused load shared out as waiting on a replica running 2 with an empty queue of its own: not a full replica.
+    shed_only = ReplicaSignal(0.1 * PARAMS.ttft_p99_target_ms, 0.0, 100, 100, 2.0, 3.0, num_local_waiting=0.0)
+    assert step(ScalingState(), 0, 4, [shed_only] * 4, params).state.saturated_running_per_replica is None
+    # A step's wait in a light engine's own queue does not lower what is known.
+    blip = ReplicaSignal(0.1 * PARAMS.ttft_p99_target_ms, 0.0, 100, 100, 2.0, 1.0, num_local_waiting=1.0)
+    assert step(state, 1, 4, [blip] * 4, params).state.saturated_running_per_replica == BATCH
+    # Reports without the split (older replicas) count all waiting as their own.
+    assert ReplicaSignal.from_snapshot({"num_waiting": 2.0}).own_waiting == 2.0
+    assert ReplicaSignal.from_snapshot({"num_waiting": 2.0, "num_local_waiting": 0.0}).own_waiting == 0.0
+
+
 def test_hysteresis_band_holds():
     params = replace(PARAMS, upscale_delay_s=0.0, downscale_delay_s=0.0)
     for ratio in (0.55, 0.7, 0.79):

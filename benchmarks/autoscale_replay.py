@@ -65,11 +65,18 @@ class RunSpec:
     # it gets a fast 429 with Retry-After, and the refused load still reaches the policy (autoscaling/shed_demand.py).
     # "queue": every request waits its turn, as with Ray Serve alone.
     admission: str = "queue"
+    # Where the ingress runs: "separate" (its own deployment: one gate over all model replicas) or "with_model"
+    # (inside each model replica: each judges only its own slots). Scale from zero needs "separate".
+    ingress_placement: str = "separate"
 
     @property
     def run_name(self) -> str:
-        default = default_admission(self.policy)
-        return f"{self.trace}__{self.policy}" + ("" if self.admission == default else f"__{self.admission}")
+        name = f"{self.trace}__{self.policy}"
+        if self.admission != default_admission(self.policy):
+            name += f"__{self.admission}"
+        if self.ingress_placement != default_placement(self.policy, self.trace):
+            name += f"__{self.ingress_placement}"
+        return name
 
     @property
     def min_replicas(self) -> int:
@@ -87,17 +94,30 @@ def default_admission(policy: str) -> str:
     return "deadline" if policy == "latency_target" else "queue"
 
 
+def spec_of(run: dict) -> RunSpec:
+    """A saved run's spec; runs saved before `ingress_placement` was recorded ran with_model unless from zero."""
+    legacy = "separate" if run["spec"]["trace"] == "scale_from_zero" else "with_model"
+    return RunSpec(**{"ingress_placement": legacy, **run["spec"]})
+
+
+def default_placement(policy: str, trace: str) -> str:
+    """serve_app's policy with the ingress apart (its gate sees every replica, the placement its docs advise for
+    autoscaling); Ray Serve's with the ingress inside the model replica, as the earlier runs had it."""
+    return "separate" if policy == "latency_target" or trace == "scale_from_zero" else "with_model"
+
+
 def app_config(spec: RunSpec) -> dict:
     """The serve_app config of one run (pure)."""
     tenancy = {"enabled": True, "limits_backend": "local", "reserved_slots": 0,
                "default_tenant": {"name": "default", "ttft_slo_ms": spec.ttft_p99_target_ms}}
     # From zero the ingress must run apart (with_model has no ingress while no model replica runs): it answers
     # the cold start's overflow with fast 429s (serve_app/ingress/cold_start.py), told how long a start takes.
-    from_zero = {"ingress_placement": "separate"} if spec.min_replicas == 0 else {}
+    if spec.min_replicas == 0 and spec.ingress_placement != "separate":
+        raise ValueError("scale from zero needs ingress_placement separate")
     cold_start = {"cold_start_s": spec.node_start_delay_s + spec.model_load_s} if spec.min_replicas == 0 else {}
     return {
         **({"tenancy": tenancy} if spec.admission == "deadline" else {}),
-        **from_zero,
+        "ingress_placement": spec.ingress_placement,
         "model": {"source": "tiny"},
         "engine": {"backend": "simulated", "max_num_seqs": spec.max_num_seqs, "max_model_len": 8192,
                    "simulated": {"profile": spec.profile, "load_time_s": spec.model_load_s,
@@ -226,7 +246,7 @@ def analyze(run: dict, trace: Trace) -> dict:
     from loadtest.records import RequestRecord
     from serve_app.stats import percentile_of
 
-    spec = RunSpec(**run["spec"])
+    spec = spec_of(run)
     records = [RequestRecord.from_dict(r) for r in run["records"]]
     summary = summarize(records, ttft_target_ms=spec.ttft_p99_target_ms, tpot_target_ms=spec.tpot_p99_target_ms)
     samples = run["samples"]
@@ -267,7 +287,7 @@ def report(out: Path) -> dict:
     runs_by_trace: dict[str, dict[str, dict]] = {}
     for path in sorted((out / "runs").glob("*.json")):
         run = json.loads(path.read_text())
-        spec = RunSpec(**run["spec"])
+        spec = spec_of(run)
         trace = read_trace(REPO / "loadtest/traces" / f"{spec.trace}.jsonl")
         name = spec.run_name.split("__", 1)[1]
         runs_by_trace.setdefault(spec.trace, {})[name] = run
@@ -335,7 +355,7 @@ def _plots(out: Path, runs_by_trace: dict[str, dict[str, dict]]) -> list[str]:
         rates = trace.rate_per_interval(10.0)
         axes[0].step([10 * i for i in range(len(rates))], rates, where="post", color="black")
         axes[0].set_ylabel("arrivals (req/s)")
-        spec = RunSpec(**next(iter(runs.values()))["spec"])
+        spec = spec_of(next(iter(runs.values())))
         bound = lower_bound_of(trace, spec)
         axes[1].step([10 * i for i in range(len(bound["replicas"]))], bound["replicas"], where="post",
                      label="lower bound", color="grey", linestyle="--")
@@ -370,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-load-s", type=float, default=20.0)
     parser.add_argument("--admission", choices=("deadline", "queue"),
                         help="default: deadline for latency_target, queue for ongoing_requests")
+    parser.add_argument("--ingress", choices=("separate", "with_model"),
+                        help="default: separate for latency_target and scale from zero, with_model otherwise")
     parser.add_argument("--quick", action="store_true", help="step_short, 15 s node start, 5 s load, both policies")
     parser.add_argument("--report", action="store_true", help="only fold the saved runs into tables and plots")
     parser.add_argument("--out", type=Path, default=REPO / "results/autoscale_replay")
@@ -384,7 +406,8 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "runs").mkdir(parents=True, exist_ok=True)
         for policy in policies:
             spec = RunSpec(args.trace, policy, node_start_delay_s=args.node_start_delay_s,
-                           model_load_s=args.model_load_s, admission=args.admission or default_admission(policy))
+                           model_load_s=args.model_load_s, admission=args.admission or default_admission(policy),
+                           ingress_placement=args.ingress or default_placement(policy, args.trace))
             started = time.monotonic()
             run = run_one(spec, trace)
             run["machine"] = machine()

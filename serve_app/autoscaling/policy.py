@@ -21,6 +21,11 @@ class ScalingParams:
     tpot_p99_target_ms: float = 200.0
     upscale_latency_ratio: float = 0.8
     downscale_latency_ratio: float = 0.5
+    # TPOT adds replicas only past this fraction of its target. It is set by the batch a replica runs, which
+    # max_num_seqs caps: a TPOT under target at a full batch cannot grow with more load (the excess queues and shows
+    # in TTFT), and more replicas only shrink batches that already meet it (replay step_4x, 2026-12-05: TPOT p99
+    # 85 ms of 100 at full batches took 6 replicas to 8 with 27 of 48 slots busy).
+    tpot_upscale_ratio: float = 1.0
     max_waiting_per_replica: float = 4.0
     queue_lookahead_s: float = 10.0
     min_samples: int = 10
@@ -156,7 +161,8 @@ def decide_num_replicas(params: ScalingParams, obs: ScalingObservation, state: S
     num_up = max(1, obs.num_running_replicas)
     projected_waiting = total_waiting + max(0.0, growth_per_s) * params.queue_lookahead_s
     ttft_ratio, tpot_ratio, has_latency = _latency_ratios(params, obs.replicas)
-    latency_ratio = max(ttft_ratio, tpot_ratio)
+    # How far past its upscale mark the worse of the two is (>= 1: a breach).
+    latency_pressure = max(ttft_ratio / params.upscale_latency_ratio, tpot_ratio / params.tpot_upscale_ratio)
     last_change_s = max((t for t in (state.last_scale_up_s, state.last_scale_down_s) if t is not None), default=None)
     latency_usable = last_change_s is None or (
         settled_since_s is not None and now_s - settled_since_s >= params.latency_settle_s
@@ -179,14 +185,14 @@ def decide_num_replicas(params: ScalingParams, obs: ScalingObservation, state: S
     # A p99 window keeps a burst's slow requests after the burst is served: with nothing waiting and the replicas
     # well below the batch at which they queue, a high p99 is the past, not a reason to add replicas.
     is_loaded = total_waiting > 0 or not capacity or total_running / num_up >= params.downscale_max_utilization * capacity
-    if latency_usable and has_latency and latency_ratio >= params.upscale_latency_ratio and is_loaded:
+    if latency_usable and has_latency and latency_pressure >= 1.0 and is_loaded:
         up_reasons.append("p99 latency")
 
     is_starting = obs.num_running_replicas < target
     desired, direction, reason = n, 0, "within targets"
     if up_reasons and n < params.max_replicas:
         desired = _upscale_count(params, n, target - obs.num_running_replicas, total_running, total_waiting, projected_waiting,
-                                 latency_ratio, up_reasons, capacity)
+                                 latency_pressure, up_reasons, capacity)
         if desired > n:
             direction, reason = 1, " + ".join(up_reasons)
         else:
@@ -258,7 +264,7 @@ def _upscale_count(
     total_running: float,
     total_waiting: float,
     projected_waiting: float,
-    latency_ratio: float,
+    latency_pressure: float,
     up_reasons: list[str],
     capacity: float | None,
 ) -> int:
@@ -274,7 +280,7 @@ def _upscale_count(
     if num_starting == 0:
         wanted = n + 1
         if "p99 latency" in up_reasons:
-            wanted = max(wanted, min(2 * n, math.ceil(n * latency_ratio / params.upscale_latency_ratio)))
+            wanted = max(wanted, min(2 * n, math.ceil(n * latency_pressure)))
     if capacity and ("queue depth" in up_reasons or "queue growth" in up_reasons):
         if num_starting > 0:
             # The queue grows mostly for want of the replicas starting: more only for what their slots will not take.
@@ -298,7 +304,7 @@ def _downscale_count(
     batch bound is unknown.
     """
     # A known capacity bounds the batch the replicas left run, and so their TPOT: it need only be under the high mark.
-    tpot_mark = params.upscale_latency_ratio if capacity else params.downscale_latency_ratio
+    tpot_mark = params.tpot_upscale_ratio if capacity else params.downscale_latency_ratio
     if ttft_ratio > params.downscale_latency_ratio or tpot_ratio >= tpot_mark:
         return n
     if capacity:

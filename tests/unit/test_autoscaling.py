@@ -365,6 +365,20 @@ def test_a_replicas_capacity_is_learnt_from_its_own_queue_only():
     assert ReplicaSignal.from_snapshot({"num_waiting": 2.0, "num_local_waiting": 0.0}).own_waiting == 0.0
 
 
+def test_tpot_under_target_at_a_full_batch_adds_no_replica_but_a_breach_does():
+    """Replay step_4x (2026-12-05): a full batch's TPOT p99 (85 ms of a 100 ms target) took 6 replicas to 8."""
+    params = replace(PARAMS, max_replicas=8, upscale_delay_s=0.0)
+    state = ScalingState(saturated_running_per_replica=BATCH)
+
+    def replicas(tpot_ratio):
+        return [ReplicaSignal(0.3 * PARAMS.ttft_p99_target_ms, tpot_ratio * PARAMS.tpot_p99_target_ms, 100, 100,
+                              BATCH, 0.5) for _ in range(4)]
+
+    assert step(state, 0, 4, replicas(0.85), params).num_replicas == 4
+    breach = step(state, 0, 4, replicas(1.2), params)
+    assert breach.num_replicas == 5 and "p99" in breach.reason
+
+
 def test_hysteresis_band_holds():
     params = replace(PARAMS, upscale_delay_s=0.0, downscale_delay_s=0.0)
     for ratio in (0.55, 0.7, 0.79):

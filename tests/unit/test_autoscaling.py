@@ -379,6 +379,17 @@ def test_tpot_under_target_at_a_full_batch_adds_no_replica_but_a_breach_does():
     assert breach.num_replicas == 5 and "p99" in breach.reason
 
 
+def test_a_p99_breach_while_the_queue_drains_adds_no_replica():
+    params = replace(PARAMS, max_replicas=8, upscale_delay_s=0.0)
+    state = ScalingState(saturated_running_per_replica=BATCH)
+    for t, waiting in ((0, 4.0), (3, 2.0), (6, 0.0)):  # a burst's queue, served
+        state = step(state, t, 6, loaded(6, waiting / 6, ratio=0.3), params).state
+    breach = loaded(6, 0.0, ratio=1.35)
+    assert step(state, 9, 6, breach, params).num_replicas == 6
+    # The same p99 with the queue holding: more replicas.
+    assert step(ScalingState(saturated_running_per_replica=BATCH), 9, 6, breach, params).num_replicas > 6
+
+
 def test_hysteresis_band_holds():
     params = replace(PARAMS, upscale_delay_s=0.0, downscale_delay_s=0.0)
     for ratio in (0.55, 0.7, 0.79):

@@ -192,6 +192,10 @@ def decide_num_replicas(params: ScalingParams, obs: ScalingObservation, state: S
         up_reasons.append("p99 latency")
 
     is_starting = obs.num_running_replicas < target
+    # Scale-down needs a quiet queue, not an empty one: at light load a request waits a step for its engine now
+    # and then, and an empty-queue rule restarted the hold at each (replay step_4x, 2026-12-05: 6 replicas kept
+    # 105 s past the step). Quiet: the projected queue under a quarter of the upscale mark.
+    is_quiet = projected_waiting <= 0.25 * params.max_waiting_per_replica * num_up
     desired, direction, reason = n, 0, "within targets"
     if up_reasons and n < params.max_replicas:
         desired = _upscale_count(params, n, target - obs.num_running_replicas, total_running, total_waiting, projected_waiting,
@@ -203,18 +207,18 @@ def decide_num_replicas(params: ScalingParams, obs: ScalingObservation, state: S
             reason = "waiting for new replicas"
     elif up_reasons:
         reason = "at max_replicas"
-    elif n > params.min_replicas and total_waiting == 0 and growth_per_s <= 0 and not is_starting:
-        if total_running == 0:
+    elif n > params.min_replicas and is_quiet and not is_starting:
+        if total_running == 0 and total_waiting == 0:
             desired, direction, reason = params.min_replicas, -1, "idle"
         elif latency_usable and has_latency:
-            desired = _downscale_count(params, n, ttft_ratio, tpot_ratio, total_running, capacity)
+            desired = _downscale_count(params, n, ttft_ratio, tpot_ratio, total_running + total_waiting, capacity)
             if desired < n:
                 direction, reason = -1, "p99 well below target"
         elif not has_latency and capacity:
             # Too few requests per replica to fill a p99 window is itself light load (replay step_4x, 2026-12-04:
             # 8 replicas held 1.5 req/s for three minutes, each window short of min_samples, so none went).
             # Size by the batch at which a replica queues, as the p99 path does when both p99s are low.
-            fewest = math.ceil(total_running / (params.downscale_max_utilization * capacity) - 1e-9)
+            fewest = math.ceil((total_running + total_waiting) / (params.downscale_max_utilization * capacity) - 1e-9)
             desired = max(params.min_replicas, 1, fewest)
             if desired < n:
                 direction, reason = -1, "too few requests per replica for a p99"

@@ -31,6 +31,7 @@ from ray.autoscaler._private.fake_multi_node.node_provider import FakeMultiNodeP
 
 PROVIDER_MODULE = "serve_app.platform.fake_gpu_cluster.DelayedFakeMultiNodeProvider"
 GPU_NODE_TYPE = "gpu_node"
+CPU_NODE_TYPE = "cpu_node"
 
 
 class DelayedFakeMultiNodeProvider(FakeMultiNodeProvider):
@@ -54,13 +55,17 @@ class FakeGpuClusterSpec:
     node_start_delay_s: float = 60.0
     # An idle GPU node is given back after this long (Ray's `idle_timeout_minutes`).
     idle_timeout_s: float = 30.0
+    # CPU-only nodes for CPU-only work that outgrows the head (more ingress replicas), as a real cluster has; without
+    # them Ray's autoscaler starts GPU nodes for it (replay step_4x, 2026-12-05: 3 GPU nodes for ingress replicas).
+    cpus_per_cpu_node: int = 4
+    max_cpu_nodes: int = 4
 
 
 def autoscaler_config(spec: FakeGpuClusterSpec, gcs_address: str) -> dict[str, Any]:
     """A cluster-launcher config for the delayed fake provider (pure)."""
     return {
         "cluster_name": "serve-app-fake-gpu",
-        "max_workers": spec.max_gpu_nodes,
+        "max_workers": spec.max_gpu_nodes + spec.max_cpu_nodes,
         "upscaling_speed": float(spec.max_gpu_nodes),
         "idle_timeout_minutes": spec.idle_timeout_s / 60.0,
         "provider": {
@@ -82,6 +87,12 @@ def autoscaler_config(spec: FakeGpuClusterSpec, gcs_address: str) -> dict[str, A
                 "node_config": {},
                 "min_workers": 0,
                 "max_workers": spec.max_gpu_nodes,
+            },
+            CPU_NODE_TYPE: {
+                "resources": {"CPU": spec.cpus_per_cpu_node},
+                "node_config": {},
+                "min_workers": 0,
+                "max_workers": spec.max_cpu_nodes,
             },
         },
         "head_node_type": "ray.head.default",

@@ -341,10 +341,13 @@ def test_light_load_too_thin_for_a_p99_still_scales_down_to_the_load():
     assert decisions[:10] == [8] * 10 and decisions[10] == 2, decisions
     # Without a known batch limit it holds (a thin window alone says nothing of the size).
     assert step(ScalingState(), 100, 8, thin, replace(params, downscale_delay_s=0.0)).num_replicas == 8
-    # Anything waiting holds it too.
-    waiting = [replace(r, num_waiting=1.0) for r in thin]
-    assert step(ScalingState(saturated_running_per_replica=BATCH), 0, 8, waiting,
-                replace(params, downscale_delay_s=0.0)).num_replicas >= 8
+    # A request waiting a step on a few replicas does not hold it (it restarted the hold at each, replay
+    # 2026-12-05) and is counted in the size; a queue past a quarter of the upscale mark does hold it.
+    now = replace(params, downscale_delay_s=0.0)
+    blips = [replace(r, num_waiting=1.0) if i < 2 else r for i, r in enumerate(thin)]
+    assert step(ScalingState(saturated_running_per_replica=BATCH), 0, 8, blips, now).num_replicas == 2
+    queued = [replace(r, num_waiting=1.5) for r in thin]  # 12 waiting > 0.25 x 4 x 8
+    assert step(ScalingState(saturated_running_per_replica=BATCH), 0, 8, queued, now).num_replicas >= 8
 
 
 def test_a_replicas_capacity_is_learnt_from_its_own_queue_only():

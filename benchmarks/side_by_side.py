@@ -196,6 +196,8 @@ def save_unit(path: Path, unit: dict) -> None:
     if path.exists():
         saved = json.loads(path.read_text())
         unit["cells"] = {**saved["cells"], **unit["cells"]}
+        # The cells kept were measured on the saved unit's commit: the summary names every commit it folds.
+        unit["earlier_machines"] = saved.get("earlier_machines", []) + [saved["machine"]]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(unit, indent=1))
 
@@ -277,7 +279,7 @@ def summarise(units: dict[tuple[int, str], dict], servers: list[str], loads: lis
 def write_summary(out: Path, servers: list[str], loads: list[int], clients: list[str], num_repeats: int) -> dict:
     units = {(repeat, name): json.loads(path.read_text()) for repeat, name in plan(servers, num_repeats)
              if (path := unit_path(out, repeat, name)).exists()}
-    machines = [unit["machine"] for unit in units.values()]
+    machines = [m for unit in units.values() for m in unit.get("earlier_machines", []) + [unit["machine"]]]
     meta = {**(machines[-1] if machines else machine()), "num_repeats": num_repeats, "servers": servers,
             "loads": loads, "clients": clients, "order": "interleaved: " + ", ".join(
                 f"r{r}:{s}" for r, s in plan(servers, num_repeats)),

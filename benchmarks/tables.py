@@ -35,7 +35,7 @@ def format_difference_ms(estimate: dict | None) -> str:
 
 def _other_commits(meta: dict) -> str:
     others = [c[:10] for c in meta.get("commits", []) if c != meta["commit"]]
-    return f" (earlier units at {', '.join(others)})" if others else ""
+    return f" (other cells at {', '.join(others)})" if others else ""
 
 
 SIDE_BY_SIDE_COLUMNS = (("ttft_p50_ms", "TTFT p50"), ("ttft_tail_ms", "TTFT tail"), ("itl_tail_ms", "ITL tail"),

@@ -186,8 +186,9 @@ def decide_num_replicas(params: ScalingParams, obs: ScalingObservation, state: S
     # well below the batch at which they queue, a high p99 is the past, not a reason to add replicas.
     is_loaded = total_waiting > 0 or not capacity or total_running / num_up >= params.downscale_max_utilization * capacity
     # Nor is it one while the queue drains: the breach is behind (replay step_4x, 2026-12-05: a 15 s burst's p99
-    # with nothing waiting and the queue shrinking took 6 replicas to 8, up 60 s after the step had ended).
-    is_draining = total_waiting == 0 and growth_per_s < 0
+    # with under one request waiting and the queue shrinking took 6 replicas to 8, up 60 s after the step ended).
+    # A breach with no queue at all (slope 0, e.g. long prefills) still scales up.
+    is_draining = total_waiting < 1.0 and growth_per_s < 0
     if latency_usable and has_latency and latency_pressure >= 1.0 and is_loaded and not is_draining:
         up_reasons.append("p99 latency")
 

@@ -389,6 +389,8 @@ def test_a_p99_breach_while_the_queue_drains_adds_no_replica():
         state = step(state, t, 6, loaded(6, waiting / 6, ratio=0.3), params).state
     breach = loaded(6, 0.0, ratio=1.35)
     assert step(state, 9, 6, breach, params).num_replicas == 6
+    # Shares of demand reported elsewhere add fractions of a request: still draining.
+    assert step(state, 9, 6, loaded(6, 0.07 / 6, ratio=2.0), params).num_replicas == 6
     # The same p99 with the queue holding: more replicas.
     assert step(ScalingState(saturated_running_per_replica=BATCH), 9, 6, breach, params).num_replicas > 6
 

@@ -250,11 +250,14 @@ def analyze(run: dict, trace: Trace) -> dict:
     records = [RequestRecord.from_dict(r) for r in run["records"]]
     summary = summarize(records, ttft_target_ms=spec.ttft_p99_target_ms, tpot_target_ms=spec.tpot_p99_target_ms)
     samples = run["samples"]
-    node_gpu_s = replica_gpu_s = 0.0
+    # Nodes: every GPU node up (from joining to being given back: model loads, drains and idle time included).
+    # Replicas: running or starting. Serving: running replicas only (what the bound counts, which has no start).
+    node_gpu_s = replica_gpu_s = serving_gpu_s = 0.0
     for a, b in zip(samples, samples[1:]):
         dt = b["t_s"] - a["t_s"]
         node_gpu_s += a["gpu_nodes"] * dt
         replica_gpu_s += (a["running"] + a["starting"]) * dt
+        serving_gpu_s += a["running"] * dt
     wanted = [s["running"] + s["starting"] for s in samples]
     scale_events = sum(1 for a, b in zip(wanted, wanted[1:]) if a != b)
     minutes: dict[int, list[float]] = {}
@@ -275,6 +278,7 @@ def analyze(run: dict, trace: Trace) -> dict:
         "first_request_ttft_ms": ttft_ms(first_ok) if first_ok else None,
         "node_gpu_seconds": round(node_gpu_s, 1),
         "replica_gpu_seconds": round(replica_gpu_s, 1),
+        "serving_gpu_seconds": round(serving_gpu_s, 1),
         "scale_events": scale_events,
         "max_replicas_seen": max(wanted, default=0),
         "deploy_ready_s": run.get("deploy_ready_s"),
@@ -294,7 +298,9 @@ def report(out: Path) -> dict:
         figures = analyze(run, trace)
         bound = lower_bound_of(trace, spec)
         figures["lower_bound_gpu_seconds"] = bound["gpu_seconds"]
-        figures["node_gpu_seconds_vs_bound"] = figures["node_gpu_seconds"] / bound["gpu_seconds"] if bound["gpu_seconds"] else None
+        for kind in ("node", "serving"):
+            figures[f"{kind}_gpu_seconds_vs_bound"] = (figures[f"{kind}_gpu_seconds"] / bound["gpu_seconds"]
+                                                       if bound["gpu_seconds"] else None)
         figures["machine"] = run.get("machine")
         rows[f"{spec.trace}/{name}"] = {"spec": asdict(spec), "figures": figures, "lower_bound": bound}
     summary = {"machine": machine(), "runs": rows}
@@ -306,8 +312,9 @@ def report(out: Path) -> dict:
 def markdown(rows: dict[str, dict], plots: list[str]) -> str:
     lines = ["# Autoscaling replays (fake GPU cluster, simulated engine)", "",
              "| trace / policy | within TTFT | within TTFT after cold start | within TPOT | p99 TTFT | refused (429) | "
-             "failed | scale events | max replicas | GPU-s (nodes) | GPU-s (replicas) | lower bound GPU-s | nodes / bound |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "failed | scale events | max replicas | GPU-s (nodes) | GPU-s (replicas) | GPU-s (serving) | lower bound GPU-s | "
+             "nodes / bound | serving / bound |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def pct(v):
         return "-" if v is None else f"{100 * v:.1f}%"
@@ -320,8 +327,9 @@ def markdown(rows: dict[str, dict], plots: list[str]) -> str:
         lines.append(f"| {name} | {pct(f['share_within_ttft'])} | {pct(f['share_within_ttft_after_cold_start'])} | "
                      f"{pct(f['share_within_tpot'])} | {num(f['ttft_p99_ms'])} ms | {f['num_refused_429']} | "
                      f"{f['num_failed']} | {f['scale_events']} | {f['max_replicas_seen']} | {num(f['node_gpu_seconds'])} | "
-                     f"{num(f['replica_gpu_seconds'])} | {num(f['lower_bound_gpu_seconds'])} | "
-                     f"{num(f['node_gpu_seconds_vs_bound'], '{:.2f}x')} |")
+                     f"{num(f['replica_gpu_seconds'])} | {num(f['serving_gpu_seconds'])} | "
+                     f"{num(f['lower_bound_gpu_seconds'])} | {num(f['node_gpu_seconds_vs_bound'], '{:.2f}x')} | "
+                     f"{num(f['serving_gpu_seconds_vs_bound'], '{:.2f}x')} |")
     lines += ["", "Refusals (429): how fast they came back and the Retry-After they carried:", ""]
     for name, row in rows.items():
         f = row["figures"]

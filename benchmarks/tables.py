@@ -86,8 +86,32 @@ def compression(data: dict) -> str:
     return "\n".join(lines)
 
 
+def autoscale_replay(data: dict) -> str:
+    """Each replay run (benchmarks/autoscale_replay.py --report): targets held, refusals, GPU-seconds against the
+    offline lower bound, and the commit each run was measured on."""
+    names = {"latency_target": "serve_app latency_target", "ongoing_requests": "Ray Serve's ongoing_requests"}
+    lines = ["| trace | policy (admission, ingress) | within TTFT, admitted after the cold start | p99 TTFT | "
+             "refused (429) | failed | max replicas | node GPU-s | serving GPU-s | lower bound | nodes / bound | "
+             "serving / bound | commit |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in sorted(data["runs"].values(), key=lambda r: (r["spec"]["trace"], r["spec"]["policy"])):
+        spec, f = row["spec"], row["figures"]
+        within = f["share_within_ttft_after_cold_start"]
+        serving = f.get("serving_gpu_seconds")
+        serving_ratio = f.get("serving_gpu_seconds_vs_bound")
+        lines.append(
+            f"| {spec['trace']} | {names.get(spec['policy'], spec['policy'])} ({spec['admission']}, "
+            f"{spec.get('ingress_placement', 'with_model')}) | {'-' if within is None else f'{100 * within:.1f}%'} | "
+            f"{f['ttft_p99_ms'] / 1000:.2f} s | {f['num_refused_429']} of {f['num_requests']} | {f['num_failed']} | "
+            f"{f['max_replicas_seen']} | {f['node_gpu_seconds']:,.0f} | "
+            f"{'-' if serving is None else f'{serving:,.0f}'} | {f['lower_bound_gpu_seconds']:,.0f} | "
+            f"{f['node_gpu_seconds_vs_bound']:.2f}x | {'-' if serving_ratio is None else f'{serving_ratio:.2f}x'} | "
+            f"{(f.get('machine') or {}).get('commit', '?')[:7]} |")
+    return "\n".join(lines)
+
+
 TABLES: dict[str, tuple[str, Table]] = {
     "compression": ("results/compression/compression.json", compression),
+    "autoscale_replay": ("results/autoscale_replay/autoscale_replay.json", autoscale_replay),
     # name -> (results file relative to the repository, renderer)
     "side_by_side": ("results/side_by_side/summary.json", lambda data: side_by_side(data, "loadtest")),
     "side_by_side_vllm_bench": ("results/side_by_side/summary.json", lambda data: side_by_side(data, "vllm_bench")),

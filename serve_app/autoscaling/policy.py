@@ -219,12 +219,9 @@ def decide_num_replicas(params: ScalingParams, obs: ScalingObservation, state: S
             # Too few requests per replica to fill a p99 window is itself light load (replay step_4x, 2026-12-04:
             # 8 replicas held 1.5 req/s for three minutes, each window short of min_samples, so none went).
             # Size by the batch at which a replica queues, as the p99 path does when both p99s are low.
-            fewest = math.ceil((total_running + total_waiting) / (params.downscale_max_utilization * capacity) - 1e-9)
-            desired = max(params.min_replicas, 1, fewest)
+            desired = _fewest_at_utilization(params, n, total_running + total_waiting, capacity)
             if desired < n:
                 direction, reason = -1, "too few requests per replica for a p99"
-            else:
-                desired = n
     signals["desired_num_replicas"] = float(desired)
     signals["capacity_per_replica"] = float(capacity or 0.0)
 
@@ -299,8 +296,15 @@ def _upscale_count(
     return min(wanted, params.max_replicas)
 
 
+def _fewest_at_utilization(params: ScalingParams, n: int, load: float, capacity: float) -> int:
+    """The fewest replicas (at most `n`, at least min_replicas and 1) that run `load` requests at
+    `downscale_max_utilization` of a replica's `capacity`."""
+    fewest = math.ceil(load / (params.downscale_max_utilization * capacity) - 1e-9)
+    return min(n, max(params.min_replicas, fewest, 1))
+
+
 def _downscale_count(
-    params: ScalingParams, n: int, ttft_ratio: float, tpot_ratio: float, total_running: float, capacity: float | None
+    params: ScalingParams, n: int, ttft_ratio: float, tpot_ratio: float, load: float, capacity: float | None
 ) -> int:
     """Replicas wanted on the way down (hysteresis): both p99s below the low mark now, and no reason to come
     straight back up on the replicas left.
@@ -316,9 +320,8 @@ def _downscale_count(
     if ttft_ratio > params.downscale_latency_ratio or tpot_ratio >= tpot_mark:
         return n
     if capacity:
-        fewest = math.ceil(total_running / (params.downscale_max_utilization * capacity) - 1e-9)
-        left = max(params.min_replicas, fewest, 1)
-        if left >= n:
+        left = _fewest_at_utilization(params, n, load, capacity)
+        if left == n:
             return n
     else:
         left = n - 1

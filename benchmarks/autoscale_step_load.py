@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from loadtest.sse import async_sse_data
 from serve_app.config import AppConfig
 from serve_app.stats import percentile_of
 
@@ -116,13 +117,13 @@ async def one_request(client: httpx.AsyncClient, url: str, model: str, max_token
     try:
         async with client.stream("POST", url, json=body) as response:
             if response.status_code == 200:
-                async for line in response.aiter_lines():
-                    if line.startswith("data: ") and line != "data: [DONE]":
+                async for data in async_sse_data(response.aiter_bytes()):
+                    if data != "[DONE]":
                         if record["first_token_at_s"] is None:
                             first_token_s = time.monotonic()
                             record["ttft_ms"] = (first_token_s - start) * 1000.0
                             record["first_token_at_s"] = first_token_s - t0
-                        if '"finish_reason":"' in line.replace(" ", ""):
+                        if '"finish_reason":"' in data.replace(" ", ""):
                             record["ok"] = True
     except httpx.HTTPError:
         pass

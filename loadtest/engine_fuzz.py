@@ -26,6 +26,8 @@ from typing import Any
 
 import httpx
 
+from loadtest.sse import sse_data
+
 ENDPOINTS = {"chat": "/v1/chat/completions", "completions": "/v1/completions", "responses": "/v1/responses"}
 # Options a 400 must never name on the default config: speculation `auto` serves everything `off` serves.
 MUST_SERVE = ("top_k", "min_p", "logit_bias", "min_tokens", "logprobs", "seed", "n")
@@ -200,7 +202,7 @@ def judge(endpoint: str, status: int, text: str, stream: bool) -> tuple[str | No
             return (None, None) if data.get("status") in ("completed", "incomplete") else \
                 (f"responses status {data.get('status')!r}", None)
         return (None, None) if data.get("choices") else ("200 without choices", None)
-    events = [line[6:] for line in text.splitlines() if line.startswith("data: ")]
+    events = list(sse_data([text.encode()]))
     for event in events:
         if event == "[DONE]":
             continue

@@ -11,6 +11,7 @@ the next call. Lines are split on bytes before UTF-8 decoding, so a
 multi-byte character cut between two reads is decoded whole.
 """
 
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 
 
@@ -115,3 +116,27 @@ class SSEParser:
         self._data_lines = []
         self._event_type = ""
         return event
+
+
+def sse_data(byte_chunks: Iterable[bytes]) -> Iterator[str]:
+    """Each event's data, from a response's raw bytes (e.g. httpx's `iter_bytes()`).
+
+    Use this, not a line iterator: httpx's `iter_lines` splits as `str.splitlines` does, also on U+2028, U+0085
+    and other characters that JSON leaves unescaped, so a token that decodes to one cuts an event in two.
+    """
+    parser = SSEParser()
+    for chunk in byte_chunks:
+        for event in parser.feed(chunk):
+            yield event.data
+    for event in parser.finish():
+        yield event.data
+
+
+async def async_sse_data(byte_chunks: AsyncIterable[bytes]) -> AsyncIterator[str]:
+    """`sse_data` for an async byte stream (httpx's `aiter_bytes()`)."""
+    parser = SSEParser()
+    async for chunk in byte_chunks:
+        for event in parser.feed(chunk):
+            yield event.data
+    for event in parser.finish():
+        yield event.data

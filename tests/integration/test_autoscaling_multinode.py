@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from loadtest.sse import async_sse_data
 from serve_app.config import AppConfig
 from serve_app.platform.fake_gpu_cluster import stop_process_group
 
@@ -167,10 +168,10 @@ class LoadGenerator:
                 if response.status_code != 200:
                     self.failures.append(f"HTTP {response.status_code}: {(await response.aread())[:200]!r}")
                     return
-                async for line in response.aiter_lines():
-                    if not line.startswith("data: ") or line == "data: [DONE]":
+                async for data in async_sse_data(response.aiter_bytes()):
+                    if data == "[DONE]":
                         continue
-                    event = json.loads(line[len("data: "):])
+                    event = json.loads(data)
                     if "error" in event:
                         self.failures.append(f"stream error: {event['error']}")
                         return

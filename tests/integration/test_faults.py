@@ -21,6 +21,7 @@ import httpx
 import psutil
 import pytest
 
+from loadtest.sse import sse_data
 from tests.integration.conftest import TINY_APP, kill_replica, make_test_config, replica_processes
 from tests.integration.timings_check import assert_timings_add_up
 
@@ -79,10 +80,8 @@ def _stream_then_fault(base_url: str, fault) -> list[str]:
     events: list[str] = []
     with httpx.stream("POST", f"{base_url}/v1/completions", json=LONG_STREAM, timeout=60) as response:
         assert response.status_code == 200
-        for line in response.iter_lines():
-            if not line.startswith("data: "):
-                continue
-            events.append(line[len("data: "):])
+        for data in sse_data(response.iter_bytes()):
+            events.append(data)
             if len(events) == 3:
                 fault()
     return events
@@ -158,11 +157,10 @@ def test_a_request_running_at_two_engine_deaths_is_quarantined(faults_url):
         events = []
         with httpx.stream("POST", f"{faults_url}/v1/completions", json=poison, timeout=60) as response:
             assert response.status_code == 200
-            for line in response.iter_lines():
-                if line.startswith("data: "):
-                    events.append(line[len("data: "):])
-                    if len(events) == 3:
-                        os.kill(engine.pid, signal.SIGKILL)
+            for data in sse_data(response.iter_bytes()):
+                events.append(data)
+                if len(events) == 3:
+                    os.kill(engine.pid, signal.SIGKILL)
         _assert_ended_with_error(events)
     _wait_until_serving(faults_url)
     refused = httpx.post(f"{faults_url}/v1/completions", json={**poison, "stream": False}, timeout=60)

@@ -8,6 +8,7 @@ import time
 import httpx
 import pytest
 
+from loadtest.sse import sse_data
 from tests.integration.conftest import make_test_config
 from tests.integration.timings_check import assert_timings_add_up
 
@@ -93,10 +94,10 @@ def test_client_disconnect_aborts_request_in_engine(serve_app_url, served_model_
     with httpx.Client(timeout=60) as client:
         with client.stream("POST", f"{serve_app_url}/v1/completions", json=body) as resp:
             assert resp.status_code == 200
-            lines = resp.iter_lines()  # kept referenced: dropping the iterator closes the connection
+            events = sse_data(resp.iter_bytes())  # kept referenced: dropping the iterator closes the connection
             received = 0
             while received < 3:
-                received += next(lines).startswith("data: {")
+                received += next(events).startswith("{")
             assert engine_running_requests() >= 1
     disconnected_at = time.monotonic()
     while engine_running_requests() != 0:

@@ -13,6 +13,7 @@ import time
 import httpx
 import pytest
 
+from loadtest.sse import sse_data
 from serve_app.ingress.relay import REPLICA_HEADER
 from tests.integration.conftest import make_test_config
 
@@ -36,11 +37,11 @@ def _stream_once(url: str) -> str:
         with httpx.stream("POST", f"{url}/v1/completions", json=STREAM, timeout=120) as response:
             if response.status_code != 200:
                 return f"status {response.status_code}: {response.read()[:200]!r}"
-            for line in response.iter_lines():
-                if line == "data: [DONE]":
+            for data in sse_data(response.iter_bytes()):
+                if data == "[DONE]":
                     done = True
-                elif line.startswith("data: "):
-                    event = json.loads(line[6:])
+                else:
+                    event = json.loads(data)
                     if "error" in event:
                         return f"error event {event['error']}"
                     for choice in event.get("choices") or []:

@@ -15,6 +15,7 @@ import pytest
 
 from loadtest.prompt_sets import prompt_set
 from loadtest.server_metrics import parse_speculation
+from loadtest.sse import sse_data
 from serve_app.config import ModelConfig
 from serve_app.platform.models import resolve_model_path
 
@@ -88,10 +89,10 @@ def stream_chat(base_url: str, body: dict) -> tuple[str, list[dict], dict, str]:
     with httpx.Client(timeout=120) as client, client.stream("POST", f"{base_url}/v1/chat/completions",
                                                             json=body) as response:
         assert response.status_code == 200
-        for line in response.iter_lines():
-            if not line.startswith("data: {"):
+        for data in sse_data(response.iter_bytes()):
+            if not data.startswith("{"):
                 continue
-            chunk = json.loads(line[6:])
+            chunk = json.loads(data)
             usage = chunk.get("usage") or usage
             for choice in chunk.get("choices") or []:
                 text += choice["delta"].get("content") or ""
@@ -175,8 +176,8 @@ def test_tiny_model_greedy_completion_with_speculation_equals_the_reference(tiny
         if stream:
             with httpx.Client(timeout=120) as client, client.stream("POST", f"{tiny_app_url}/v1/completions",
                                                                     json=body) as response:
-                text = "".join(json.loads(line[6:])["choices"][0]["text"] for line in response.iter_lines()
-                               if line.startswith("data: {") and json.loads(line[6:])["choices"])
+                chunks = [json.loads(data) for data in sse_data(response.iter_bytes()) if data.startswith("{")]
+                text = "".join(chunk["choices"][0]["text"] for chunk in chunks if chunk["choices"])
         else:
             text = httpx.post(f"{tiny_app_url}/v1/completions", json=body, timeout=120).json()["choices"][0]["text"]
         assert text == expected

@@ -17,6 +17,7 @@ import time
 
 import httpx
 
+from loadtest.sse import sse_data
 from serve_app.server.timings import STAGES_BEFORE_FIRST_TOKEN
 
 # The median gap between the client's TTFT and the server's `ttft_ms`: Ray's HTTP proxy in and out, the relay,
@@ -39,10 +40,10 @@ def stream_timed(client: httpx.Client, base_url: str, model: str, headers: dict 
     start_s = time.perf_counter()
     with client.stream("POST", f"{base_url}/v1/chat/completions", json=body, headers=headers or {}) as response:
         assert response.status_code == 200, response.read()[:300]
-        for line in response.iter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
+        for data in sse_data(response.iter_bytes()):
+            if data == "[DONE]":
                 continue
-            chunk = json.loads(line[len("data: "):])
+            chunk = json.loads(data)
             if first_s is None and any((c.get("delta") or {}).get("content") for c in chunk.get("choices") or ()):
                 first_s = time.perf_counter()
             if "timings" in chunk:

@@ -1,7 +1,10 @@
+import asyncio
+import json
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loadtest.sse import SSEEvent, SSEParser
+from loadtest.sse import SSEEvent, SSEParser, async_sse_data, sse_data
 
 STREAM = (
     b": keep-alive\n\n"
@@ -65,3 +68,24 @@ def test_event_without_final_blank_line_is_kept_at_end_of_stream():
     parser = SSEParser()
     assert parser.feed(b"data: last") == []
     assert parser.finish() == [SSEEvent(data="last")]
+
+
+def test_characters_json_leaves_unescaped_do_not_split_an_event():
+    # A token that decodes to U+2028 or NEL (U+0085): valid raw in JSON, a line end to str.splitlines and
+    # to httpx's iter_lines. The event must come back whole, in one read or split inside the character.
+    event = json.dumps({"choices": [{"text": "a\u2028b\x85c"}]}, ensure_ascii=False).encode()
+    stream = b"data: " + event + b"\n\ndata: [DONE]\n\n"
+    assert list(sse_data([stream])) == [event.decode(), "[DONE]"]
+    middle = stream.index("\u2028".encode()) + 1
+    assert list(sse_data([stream[:middle], stream[middle:]])) == [event.decode(), "[DONE]"]
+
+
+def test_async_sse_data_gives_the_same_events_as_sse_data():
+    async def pieces():
+        for i in range(0, len(STREAM), 5):
+            yield STREAM[i:i + 5]
+
+    async def collect():
+        return [data async for data in async_sse_data(pieces())]
+
+    assert asyncio.run(collect()) == [event.data for event in EXPECTED]

@@ -93,7 +93,8 @@ def build_graph(config: AppConfig) -> Application:
         return IngressDeployment.options(name=MODEL_SERVER, **model_options(views[0])).bind(views[0])
     models = {
         view.model.resolved_name(): serve.deployment(ModelServerDeployment, name=model_deployment_name(config, view))
-        .options(**model_options(view), **request_router_options(view.model_deployment.prefix_routing)).bind(view)
+        .options(**model_options(view), **request_router_options(view.model_deployment.prefix_routing,
+                                                                 slots=view.engine_rows)).bind(view)
         for view in views
     }
     return IngressDeployment.options(**ingress_options(config.ingress_deployment)).bind(config, models)

@@ -441,6 +441,12 @@ class AppConfig(StrictModel):
     def model_deployment(self) -> ModelDeploymentConfig:
         return self._only_model().model_deployment
 
+    @property
+    def engine_rows(self) -> int:
+        """Rows of one replica's engine batch: max_num_seqs, plus tenancy's reserved slots above it (so the fair
+        gate keeps them for a quiet tenant without taking them from a tenant alone)."""
+        return self.engine.max_num_seqs + (self.tenancy.reserved_slots if self.tenancy.enabled else 0)
+
     def served_names(self) -> dict[str, str]:
         """Every name a client may pass as `model` (models and their adapters) -> the name of the model serving it."""
         names: dict[str, str] = {}

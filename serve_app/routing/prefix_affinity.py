@@ -4,7 +4,8 @@ A request's prompt is reduced to text (`prompt_text`), cut into blocks of `block
 a chain (`prefix_hashes`: hash i covers the first i + 1 blocks), so two prompts share hash i exactly when they
 share their first (i + 1) * block_chars characters. `PrefixIndex` remembers which replicas were sent which
 block hashes; `decide_replica` sends the request to the replica holding its longest prefix unless that replica
-is more than `max_load_gap` requests busier than the least loaded one, and otherwise uses power-of-two-choices.
+is more than `max_load_gap` requests busier than the least loaded one, and otherwise uses power-of-two-choices;
+given each engine's batch rows (`slots`), only replicas with a free row are candidates while there are any.
 """
 
 from __future__ import annotations
@@ -146,25 +147,31 @@ class RoutingDecision:
 
 
 def decide_replica(matches: Mapping[Hashable, int], loads: Mapping[Hashable, int], max_load_gap: int,
-                   rng: random.Random) -> RoutingDecision:
+                   rng: random.Random, slots: int | None = None) -> RoutingDecision:
     """The replica for one request, and why.
 
     `loads` (replica id -> requests in flight) is the candidate set; `matches` (replica id -> leading blocks
     held, from `PrefixIndex.match`) may name others, which are ignored. Among candidates holding a prefix and
     loaded at most `max_load_gap` over the least loaded candidate: the longest match, then the lower load, then
     `rng`. Otherwise power of two choices on load. Deterministic given `rng`'s state.
+
+    With `slots` (the rows of one replica's engine batch, max_num_seqs), routing is slot-aware: while any
+    candidate has a free slot only those are candidates, so a request never waits in one engine's queue while
+    another engine has a free row (a cached prefix saves a prefill, a queue costs whole decode steps), and the
+    fallback is the least loaded candidate (ties by `rng`), not two drawn at random, which can both be full.
     """
     if not loads:
         raise ValueError("no candidate replicas")
+    any_match = any(matches.get(replica_id, 0) > 0 for replica_id in loads)
+    if slots is not None:
+        loads = {replica_id: load for replica_id, load in loads.items() if load < slots} or loads
     max_allowed_load = min(loads.values()) + max_load_gap
     best_key: tuple[int, int] | None = None
     best_ids: list[Hashable] = []
-    any_match = False
     for replica_id, load in loads.items():
         num_blocks = matches.get(replica_id, 0)
         if num_blocks <= 0:
             continue
-        any_match = True
         if load > max_allowed_load:
             continue
         key = (num_blocks, -load)
@@ -175,7 +182,7 @@ def decide_replica(matches: Mapping[Hashable, int], loads: Mapping[Hashable, int
     if best_key is not None:
         chosen = best_ids[0] if len(best_ids) == 1 else rng.choice(best_ids)
         return RoutingDecision(chosen, RoutingReason.PREFIX_HIT, best_key[0])
-    chosen = power_of_two_choices(loads, rng)
+    chosen = power_of_two_choices(loads, rng) if slots is None else least_loaded(loads, rng)
     reason = RoutingReason.LOAD_FALLBACK if any_match else RoutingReason.NO_MATCH
     return RoutingDecision(chosen, reason, matches.get(chosen, 0))
 
@@ -184,6 +191,13 @@ def choose_replica(matches: Mapping[Hashable, int], loads: Mapping[Hashable, int
                    rng: random.Random) -> Hashable:
     """`decide_replica`'s replica id alone."""
     return decide_replica(matches, loads, max_load_gap, rng).replica_id
+
+
+def least_loaded(loads: Mapping[Hashable, int], rng: random.Random) -> Hashable:
+    """The candidate with the fewest requests in flight; a tie drawn by `rng`."""
+    fewest = min(loads.values())
+    tied = [replica_id for replica_id, load in loads.items() if load == fewest]
+    return tied[0] if len(tied) == 1 else rng.choice(tied)
 
 
 def power_of_two_choices(loads: Mapping[Hashable, int], rng: random.Random) -> Hashable:

@@ -42,17 +42,20 @@ from serve_app.routing.prefix_affinity import (
 
 
 class PrefixAffinityRouter(LocalityMixin, MultiplexMixin, RequestRouter):
-    """Longest cached prefix within a load bound, else power of two choices; adapters first, as Ray's own router."""
+    """Longest cached prefix within a load bound, else the least loaded (slot-aware) or power of two choices;
+    adapters first, as Ray's own router."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.initialize_state()
 
     def initialize_state(self, block_chars: int = 256, max_load_gap: int = 4, max_tracked_blocks: int = 200_000,
-                         seed: int | None = None) -> None:
-        """Called by Serve with `RequestRouterConfig.request_router_kwargs` (PrefixRoutingConfig's fields)."""
+                         seed: int | None = None, slots: int | None = None) -> None:
+        """Called by Serve with `RequestRouterConfig.request_router_kwargs` (PrefixRoutingConfig's fields, and
+        `slots`: the rows of one replica's engine batch, which makes the choice slot-aware; see decide_replica)."""
         self.block_chars = block_chars
         self.max_load_gap = max_load_gap
+        self.slots = slots
         self.index = PrefixIndex(max_tracked_blocks)
         self._rng = random.Random(seed)
         self._num_in_flight: dict[ReplicaID, int] = {}
@@ -85,7 +88,7 @@ class PrefixAffinityRouter(LocalityMixin, MultiplexMixin, RequestRouter):
         available = {r.replica_id: loads[r.replica_id] for r in replicas
                      if loads[r.replica_id] < r.max_ongoing_requests}
         matches = self.index.match(hashes) if hashes else {}
-        decision = decide_replica(matches, available or loads, self.max_load_gap, self._rng)
+        decision = decide_replica(matches, available or loads, self.max_load_gap, self._rng, self.slots)
         self.decision_counts[decision.reason] += 1
         self._decisions_metric.inc(tags={"decision": decision.reason.value})
         return decision
@@ -139,8 +142,9 @@ class PrefixAffinityRouter(LocalityMixin, MultiplexMixin, RequestRouter):
                 self._num_in_flight.pop(replica_id, None)
 
 
-def request_router_options(prefix_routing: PrefixRoutingConfig) -> dict[str, Any]:
-    """The model deployment's `.options(...)` entry for prefix routing: {} when it is off."""
+def request_router_options(prefix_routing: PrefixRoutingConfig, slots: int | None = None) -> dict[str, Any]:
+    """The model deployment's `.options(...)` entry for prefix routing: {} when it is off. `slots`: the rows of
+    one replica's engine batch (max_num_seqs, with tenancy's reserve), for slot-aware routing."""
     if not prefix_routing.enabled:
         return {}
     from ray.serve.config import RequestRouterConfig
@@ -148,5 +152,5 @@ def request_router_options(prefix_routing: PrefixRoutingConfig) -> dict[str, Any
     return {"request_router_config": RequestRouterConfig(
         request_router_class=PrefixAffinityRouter,
         request_router_kwargs={"block_chars": prefix_routing.block_chars, "max_load_gap": prefix_routing.max_load_gap,
-                               "max_tracked_blocks": prefix_routing.max_tracked_blocks},
+                               "max_tracked_blocks": prefix_routing.max_tracked_blocks, "slots": slots},
     )}

@@ -48,9 +48,7 @@ def engine_kwargs(config: AppConfig, model_path: str) -> dict[str, Any]:
         quantization=engine.quantization,
         dtype=resolved_dtype(config, model_path),
         max_model_len=engine.max_model_len,
-        # Tenancy's reserved slots are engine rows above max_num_seqs, so the fair gate keeps them for a quiet
-        # tenant without taking them from a tenant alone (serve_app/ingress/tenant_admission.py).
-        max_num_seqs=engine.max_num_seqs + (config.tenancy.reserved_slots if config.tenancy.enabled else 0),
+        max_num_seqs=config.engine_rows,
         max_num_batched_tokens=engine.max_num_batched_tokens,
         enforce_eager=engine.enforce_eager,
         seed=engine.seed,

@@ -231,6 +231,24 @@ def test_ties_go_to_the_lower_load_then_the_rng():
     assert power_of_two_choices({"a": 2, "b": 2}, random.Random(1)) in ("a", "b")
 
 
+def test_slot_aware_never_queues_behind_a_full_engine_while_another_has_a_free_row():
+    # The bursty replay's fault: with 8 rows per engine, a prefix holder within the load gap, or two replicas
+    # drawn at random, can be full while another replica has free rows; the request then waits in an engine queue.
+    loads = {"a": 8, "b": 8, "c": 5, "d": 9}
+    for seed in range(30):
+        rng = random.Random(seed)
+        assert decide_replica({}, loads, 4, rng, slots=8).replica_id == "c"
+        prefix = decide_replica({"a": 6}, loads, 4, rng, slots=8)
+        assert (prefix.replica_id, prefix.reason) == ("c", RoutingReason.LOAD_FALLBACK)
+    # A prefix holder with a free row still wins within the gap; the least loaded otherwise, ties by the rng.
+    assert decide_replica({"b": 3}, {"a": 2, "b": 6}, 4, random.Random(0), slots=8).replica_id == "b"
+    assert {decide_replica({}, {"a": 2, "b": 2, "c": 7}, 4, random.Random(seed), slots=8).replica_id
+            for seed in range(20)} == {"a", "b"}
+    # Every engine full: join the shortest queue (a prefix holder within the gap still first).
+    assert decide_replica({}, {"a": 12, "b": 9, "c": 10}, 4, random.Random(0), slots=8).replica_id == "b"
+    assert decide_replica({"c": 2}, {"a": 12, "b": 9, "c": 10}, 4, random.Random(0), slots=8).replica_id == "c"
+
+
 def test_decisions_are_deterministic_given_the_rng():
     loads = {f"r{i}": i % 3 for i in range(8)}
     run = [choose_replica({}, loads, 1, rng) for rng in [random.Random(7)] for _ in range(50)]
@@ -401,18 +419,20 @@ def test_request_router_options():
     from ray.serve.config import RequestRouterConfig
 
     assert request_router_options_of(PrefixRoutingConfig(enabled=False)) == {}
-    options = request_router_options_of(PrefixRoutingConfig(block_chars=128, max_load_gap=3, max_tracked_blocks=99))
+    options = request_router_options_of(PrefixRoutingConfig(block_chars=128, max_load_gap=3, max_tracked_blocks=99),
+                                        slots=8)
     config = options["request_router_config"]
     assert isinstance(config, RequestRouterConfig) and list(options) == ["request_router_config"]
     assert config.request_router_class == "serve_app.routing.ray_router.PrefixAffinityRouter"
-    assert config.request_router_kwargs == {"block_chars": 128, "max_load_gap": 3, "max_tracked_blocks": 99}
+    assert config.request_router_kwargs == {"block_chars": 128, "max_load_gap": 3, "max_tracked_blocks": 99,
+                                            "slots": 8}
     assert config.get_request_router_class().__name__ == "PrefixAffinityRouter"
 
 
-def request_router_options_of(prefix_routing):
+def request_router_options_of(prefix_routing, slots=None):
     from serve_app.routing.ray_router import request_router_options
 
-    return request_router_options(prefix_routing)
+    return request_router_options(prefix_routing, slots)
 
 
 def test_router_class_unpickles_in_a_fresh_process(tmp_path):

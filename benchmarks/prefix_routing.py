@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import time
@@ -61,15 +62,18 @@ def run(router: str, args: argparse.Namespace, model_dir: str, out: Path) -> dic
                "--num-requests", str(args.conversations), "--tokenizer", model_dir, "--no-progress", "--no-plots",
                "--allow-invalid", "--out", str(folder / "loadtest")]
     with running(server(router), folder):
-        subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=3600, check=True)
+        subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=3600, check=True,
+                       preexec_fn=lambda: raise_priority(args.client_nice))
         time.sleep(15)  # Ray exports replica metrics every few seconds
         caches = replica_prefix_cache()
-    summary = json.loads((folder / "loadtest" / "result.json").read_text())["summary"]
+    loadtest_result = json.loads((folder / "loadtest" / "result.json").read_text())
+    summary, validity = loadtest_result["summary"], loadtest_result["validity"]
     latency = summary["latency_ms"]
     result = {"ttft_p50_ms": latency["ttft"]["p50"]["value"], "ttft_p99_ms": latency["ttft"]["p99"]["value"],
               "tpot_p50_ms": latency["tpot"]["p50"]["value"], "output_tok_s": summary["output_throughput_tps"],
               "requests_per_s": summary.get("request_throughput_rps"), "error_rate": summary["error_rate"],
-              "num_requests": summary.get("num_requests"),
+              "num_requests": summary.get("num_requests"), "client_nice": args.client_nice,
+              "valid": validity["valid"], "invalid_reasons": validity["reasons"], "machine": machine(),
               "replicas": {replica: {**c, "hit_rate": c.get("hits", 0) / c["queries"] if c.get("queries") else None}
                            for replica, c in caches.items()}}
     (folder / "result.json").write_text(json.dumps(result, indent=1))
@@ -81,19 +85,26 @@ def write_summary(rows: dict, out: Path, meta: dict) -> None:
     lines = ["# Prefix-cache-aware routing vs Ray Serve's default router", "",
              f"{meta['cpu']}, {meta['date']}; two replicas of the default model (float32, speculation off); "
              f"{meta['workload']}; command: `.venv/bin/python benchmarks/prefix_routing.py`.", "",
-             "| router | TTFT p50 ms | TTFT p99 ms | TPOT p50 ms | output tok/s | errors | prefix-cache hit rate per replica |",
-             "|---|---|---|---|---|---|---|"]
+             *[f"- {router}: commit {m['commit'][:7]}{' + uncommitted changes' if m.get('uncommitted') else ''}, "
+               f"{m['date']}, {m['cpu']}" for router in ROUTERS if (m := (rows.get(router) or {}).get("machine"))],
+             "",
+             "| router | TTFT p50 ms | TTFT p99 ms | TPOT p50 ms | output tok/s | errors | prefix-cache hit rate per replica "
+             "| load tester |",
+             "|---|---|---|---|---|---|---|---|"]
     for router in ROUTERS:
         r = rows.get(router)
         if not r or "error" in r:
-            lines.append(f"| {router} | failed: {(r or {}).get('error', 'not run')} ||||||")
+            lines.append(f"| {router} | failed: {(r or {}).get('error', 'not run')} |||||||")
             continue
         hits = ", ".join(f"{c['hit_rate']:.0%}" if c.get("hit_rate") is not None else "n/a"
                          for c in r["replicas"].values())
         lines.append(f"| {router} | {r['ttft_p50_ms']:.0f} | {r['ttft_p99_ms']:.0f} | {r['tpot_p50_ms']:.1f} | "
-                     f"{r['output_tok_s']:.1f} | {r['error_rate']:.0%} | {hits} |")
+                     f"{r['output_tok_s']:.1f} | {r['error_rate']:.0%} | {hits} | {verdict(r)} |")
     a, b = rows.get("prefix_affinity") or {}, rows.get("power_of_two") or {}
-    if "ttft_p50_ms" in a and "ttft_p50_ms" in b:
+    if not (a.get("valid") and b.get("valid")):
+        lines += ["", "A run the load tester marked invalid (or one run from before it was recorded): no ratio is "
+                      "drawn from these rows."]
+    elif "ttft_p50_ms" in a and "ttft_p50_ms" in b:
         ratio, throughput = a["ttft_p50_ms"] / b["ttft_p50_ms"], a["output_tok_s"] / b["output_tok_s"]
         met = ratio <= 0.5 and throughput >= 0.97
         lines += ["", f"TTFT p50 prefix-affinity / default: **{ratio:.2f}x** (target <= 0.5x); output throughput "
@@ -123,6 +134,21 @@ def write_summary(rows: dict, out: Path, meta: dict) -> None:
         print("plot skipped:", exc)
 
 
+def verdict(row: dict) -> str:
+    if "valid" not in row:
+        return "not recorded"
+    return "valid" if row["valid"] else "INVALID: " + "; ".join(row["invalid_reasons"])[:120]
+
+
+def raise_priority(nice: int) -> None:
+    """In the load tester's process, before exec: it is the instrument, and on two cores the engines starve its
+    event loop (the 2026-12-01 runs: loop lag p99 36.6 ms, invalid). Lowering niceness needs root; else ignored."""
+    try:
+        os.nice(nice)
+    except OSError:
+        pass
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(REPO / "results" / "prefix_routing"))
@@ -133,6 +159,8 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, default=64)
     parser.add_argument("--users", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=24)
+    parser.add_argument("--client-nice", type=int, default=-10,
+                        help="niceness increment of the load tester's process (negative: runs before the servers)")
     parser.add_argument("--summarise-only", action="store_true")
     args = parser.parse_args()
     out = Path(args.out)

@@ -17,7 +17,6 @@ import asyncio
 import json
 import os
 import random
-import socket
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import httpx
 
 from loadtest.sse import async_sse_data
 from serve_app.config import AppConfig
+from serve_app.platform.fake_gpu_cluster import free_port
 from serve_app.stats import percentile_of
 
 APP_NAME = "autoscale_bench"
@@ -73,12 +73,6 @@ def bench_config(args: argparse.Namespace) -> AppConfig:
             "admission": {"max_in_flight_requests": 512, "request_timeout_s": 300},
         }
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def add_node_with_retries(cluster, attempts: int = 3, **node_args):

@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,17 +27,12 @@ sys.path.insert(0, str(REPO))
 
 from loadtest.config import LoadTestConfig  # noqa: E402
 from loadtest.experiment import run_experiment  # noqa: E402
+from serve_app.platform.fake_gpu_cluster import free_port  # noqa: E402
 from serve_app.stats import percentile  # noqa: E402
 
 DEFAULT_MODEL_DIR = Path.home() / ".cache/serve_app/models/SmolLM2-135M-Instruct"
 SERVED_NAME = "bench-model"
 AGREEMENT_TOLERANCE = 0.10
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_server(model_dir: Path, port: int, log_path: Path, max_model_len: int) -> subprocess.Popen:

@@ -13,7 +13,6 @@ import json
 import statistics
 import sys
 import timeit
-from pathlib import Path
 from unittest import mock
 
 from harness import REPO, machine

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import time
 
 import httpx
 import pytest
 
 from serve_app.config import AppConfig
+from serve_app.platform.fake_gpu_cluster import free_port
 from serve_app.platform.ray_env import ray_environment
 from tests.conftest import COLLECTED_AT
 from tests.devices import on_device, requested_devices, unavailable_reason
@@ -66,12 +66,6 @@ def device(request) -> str:
     return request.param
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def make_test_config(**overrides) -> AppConfig:
     """The default configuration (model, engine, deployments as a user gets them), with a shorter timeout."""
     data = {
@@ -87,7 +81,7 @@ def serve_instance():
     import ray
     from ray import serve
 
-    port, metrics_port = _free_port(), _free_port()
+    port, metrics_port = free_port(), free_port()
     ray.init(address="local", num_cpus=16, include_dashboard=False, log_to_driver=False,
              _metrics_export_port=metrics_port)
     serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -28,7 +28,7 @@ import pytest
 
 from loadtest.sse import async_sse_data
 from serve_app.config import AppConfig
-from serve_app.platform.fake_gpu_cluster import stop_process_group
+from serve_app.platform.fake_gpu_cluster import free_port, stop_process_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.own_ray_cluster]
 
@@ -45,12 +45,6 @@ def _no_ray_in_this_process():
 APP_NAME = "autoscale_app"
 MODEL_DEPLOYMENT = "ModelServer"
 PROMPT = "The quick brown fox jumps over the lazy dog. " * 3
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def autoscaling_test_config(max_replicas: int = 2) -> AppConfig:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,8 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+
+from serve_app.platform.fake_gpu_cluster import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.own_ray_cluster]
 
@@ -39,12 +40,6 @@ ENGINES_GONE_AFTER_KILL_S = 30
 OUTLIVED_PARENT_S = 5.0
 EXIT_TIMEOUT_S = 90  # `serve-app serve` kills what it started 60 s after a stop signal (cli.STOP_TIMEOUT_S)
 MODEL_REPLICA = "ray::ServeReplica:serve_app:ModelServer"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def alive(process: psutil.Process) -> bool:

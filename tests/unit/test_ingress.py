@@ -7,9 +7,8 @@ import asyncio
 import json
 
 import httpx
-import pytest
 
-from serve_app.api.protocol import Frame, WholeResponse
+from serve_app.api.protocol import WholeResponse
 from serve_app.config import AppConfig
 from serve_app.ingress.replica import Ingress
 from tests.unit.fake_backend import DONE, FakeBackend, served, sse

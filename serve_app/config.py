@@ -444,8 +444,11 @@ class AppConfig(StrictModel):
     @property
     def engine_rows(self) -> int:
         """Rows of one replica's engine batch: max_num_seqs, plus tenancy's reserved slots above it (so the fair
-        gate keeps them for a quiet tenant without taking them from a tenant alone)."""
-        return self.engine.max_num_seqs + (self.tenancy.reserved_slots if self.tenancy.enabled else 0)
+        gate keeps them for a quiet tenant without taking them from a tenant alone). The simulated engine's own
+        `max_num_seqs` where it sets one."""
+        engine = self.engine
+        rows = (engine.simulated.max_num_seqs if engine.backend == "simulated" else None) or engine.max_num_seqs
+        return rows + (self.tenancy.reserved_slots if self.tenancy.enabled else 0)
 
     def served_names(self) -> dict[str, str]:
         """Every name a client may pass as `model` (models and their adapters) -> the name of the model serving it."""

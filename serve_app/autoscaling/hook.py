@@ -105,7 +105,7 @@ def _queued_at_handles(ctx: Any) -> float:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def scaling_params(cfg: "ModelDeploymentConfig") -> ScalingParams:
+def scaling_params(cfg: "ModelDeploymentConfig", slots_per_replica: int | None = None) -> ScalingParams:
     targets = cfg.latency_targets
     return ScalingParams(
         min_replicas=cfg.min_replicas,
@@ -121,12 +121,14 @@ def scaling_params(cfg: "ModelDeploymentConfig") -> ScalingParams:
         downscale_delay_s=cfg.downscale_delay_s,
         latency_settle_s=targets.window_s,
         queue_growth_window_s=max(targets.queue_lookahead_s, 4 * targets.report_interval_s),
+        slots_per_replica=slots_per_replica,
     )
 
 
-def model_autoscaling_config(cfg: "ModelDeploymentConfig") -> dict[str, Any]:
+def model_autoscaling_config(cfg: "ModelDeploymentConfig", slots_per_replica: int | None = None) -> dict[str, Any]:
     """`autoscaling_config=` for the model deployment: the latency-target policy with its targets, or Ray Serve's
-    request-based policy when `autoscaling_policy` is `ongoing_requests`."""
+    request-based policy when `autoscaling_policy` is `ongoing_requests`. `slots_per_replica`: one engine's batch
+    rows (`AppConfig.engine_rows`), what a full replica runs."""
     if cfg.autoscaling_policy == "ongoing_requests":
         return request_based_autoscaling_config(cfg)
     targets = cfg.latency_targets
@@ -139,7 +141,8 @@ def model_autoscaling_config(cfg: "ModelDeploymentConfig") -> dict[str, Any]:
         "metrics_interval_s": targets.report_interval_s,
         # Replicas already window their stats; Ray only needs to keep a few reports.
         "look_back_period_s": max(targets.window_s, 3 * targets.report_interval_s),
-        "policy": {"policy_function": POLICY_IMPORT_PATH, "policy_kwargs": asdict(scaling_params(cfg))},
+        "policy": {"policy_function": POLICY_IMPORT_PATH,
+                   "policy_kwargs": asdict(scaling_params(cfg, slots_per_replica))},
     }
 
 

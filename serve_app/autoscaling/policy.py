@@ -38,6 +38,9 @@ class ScalingParams:
     # Scale down only if the replicas left would run at most this fraction of the batch size at which
     # a replica last started queueing (when that has been seen).
     downscale_max_utilization: float = 0.75
+    # Rows of one replica's engine batch (max_num_seqs, with tenancy's reserve): what a full replica runs. None:
+    # learnt from the replicas' reports instead (the most running seen on a replica with a queue of its own).
+    slots_per_replica: int | None = None
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,10 @@ def decide_num_replicas(params: ScalingParams, obs: ScalingObservation, state: S
     # What one replica runs when full: the most running on a replica with a queue of its own, ever seen. Not the
     # latest: a request waits a step in an idle engine's queue too, and load refused or queued elsewhere says
     # nothing of this replica (replay step_4x, 2026-12-04: a latest-value estimate fell to 2 of 8 at light load).
-    saturated = [r.num_running for r in obs.replicas if r.own_waiting > 0 and r.num_running > 0]
+    # Known rows need no learning: at a burst's start a request waits a step in a replica running 1 or 2, and a
+    # first estimate of 1 sized the cold start for 8 replicas where 4 ran the load (replay bursty_cv3, 2026-12-05).
+    saturated = [r.num_running for r in obs.replicas
+                 if r.own_waiting > 0 and r.num_running > 0 and params.slots_per_replica is None]
     state = replace(
         state,
         waiting_history=history,
@@ -181,7 +187,8 @@ def decide_num_replicas(params: ScalingParams, obs: ScalingObservation, state: S
         up_reasons.append("queue depth")
     elif growth_per_s > 0 and projected_waiting / num_up >= params.max_waiting_per_replica:
         up_reasons.append("queue growth")
-    capacity = state.saturated_running_per_replica or (total_running / num_up if total_waiting > 0 else None)
+    capacity = params.slots_per_replica or state.saturated_running_per_replica or (
+        total_running / num_up if total_waiting > 0 else None)
     # A p99 window keeps a burst's slow requests after the burst is served: with nothing waiting and the replicas
     # well below the batch at which they queue, a high p99 is the past, not a reason to add replicas.
     is_loaded = total_waiting > 0 or not capacity or total_running / num_up >= params.downscale_max_utilization * capacity

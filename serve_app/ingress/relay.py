@@ -107,7 +107,7 @@ class Relay:
         ttft, inter_token, output_tokens = (metrics.ttft.labels(model=model), metrics.inter_token.labels(model=model),
                                             metrics.output_tokens.labels(model=model))
         status = "200"
-        first_output_s = last_output_s = None
+        last_output_s = None
         num_tokens = 0
         outcome = None  # the model server's counts and timings, on its done marker
         frame = first
@@ -116,7 +116,6 @@ class Relay:
                 now_s = time.time()
                 if frame.has_output:
                     if last_output_s is None:
-                        first_output_s = now_s
                         ttft.observe(now_s - request.arrival_s)
                         if request.on_first_output is not None:
                             request.on_first_output()

@@ -368,6 +368,24 @@ def test_a_replicas_capacity_is_learnt_from_its_own_queue_only():
     assert ReplicaSignal.from_snapshot({"num_waiting": 2.0, "num_local_waiting": 0.0}).own_waiting == 0.0
 
 
+def test_known_engine_rows_size_a_burst_not_a_first_replicas_one_step_wait():
+    """Replay bursty_cv3 (2026-12-05): at the burst's start one replica ran 1 request with 1 waiting a step in its
+    own queue; learnt from that, 'a full replica runs 1' took the deployment from 1 to 8 replicas for 18 requests
+    (8-row engines). Given the rows, the step is sized on them."""
+    params = replace(PARAMS, max_replicas=8, upscale_delay_s=0.0)
+    first = ReplicaSignal(0.1 * PARAMS.ttft_p99_target_ms, 0.0, 100, 100, 1.0, 1.0, num_local_waiting=1.0)
+    rest = ReplicaSignal(0.1 * PARAMS.ttft_p99_target_ms, 0.0, 100, 100, 5.0, 11.0, num_local_waiting=0.0)
+    learnt = step(ScalingState(), 0, 2, [first, rest], params)
+    assert learnt.num_replicas == 8  # the fault, kept visible: 17 requests at 1 per replica
+    known = step(ScalingState(), 0, 2, [first, rest], replace(params, slots_per_replica=8))
+    assert known.num_replicas == math.ceil((6 + known.signals["projected_waiting"]) / 8)
+    assert known.signals["capacity_per_replica"] == 8.0 and known.state.saturated_running_per_replica is None
+    # The app hands the policy its engines' rows: max_num_seqs plus tenancy's reserve.
+    cfg = AppConfig.model_validate({"engine": {"max_num_seqs": 6}, "tenancy": {"enabled": True, "reserved_slots": 2}})
+    kwargs = model_autoscaling_config(cfg.model_deployment, cfg.engine_rows)["policy"]["policy_kwargs"]
+    assert ScalingParams(**kwargs).slots_per_replica == 8
+
+
 def test_tpot_under_target_at_a_full_batch_adds_no_replica_but_a_breach_does():
     """Replay step_4x (2026-12-05): a full batch's TPOT p99 (85 ms of a 100 ms target) took 6 replicas to 8."""
     params = replace(PARAMS, max_replicas=8, upscale_delay_s=0.0)

@@ -207,7 +207,10 @@ def run_one(spec: RunSpec, trace: Trace) -> dict:
     config = AppConfig.model_validate(app_config(spec))
     with FakeGpuCluster(cluster_spec) as cluster:
         port = free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        # One proxy, on the head: the nodes of this one-host cluster share 127.0.0.1, so per-node proxies would share
+        # the port (SO_REUSEPORT) with no load balancer to health-check them, and a removed node's proxy took a
+        # connection with it (replay step_4x, 2026-12-05: one ServerDisconnected as a GPU node went away).
+        serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
         deploy_start = time.monotonic()
         serve.run(build_graph(config), name=APP, route_prefix="/", blocking=False)
         base_url = f"http://127.0.0.1:{port}"

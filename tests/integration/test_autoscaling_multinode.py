@@ -92,7 +92,10 @@ def deploy(config: AppConfig, http_port: int, timeout_s: float = 300) -> str:
 
     # Build the tiny checkpoint once here, not in two replicas at the same time.
     resolve_model_path(config.model)
-    serve.start(http_options={"host": "127.0.0.1", "port": http_port})
+    # One proxy, on the head: the nodes of this one-host cluster share 127.0.0.1, so per-node proxies would share
+    # the port (SO_REUSEPORT) with no load balancer to health-check them, and a removed node's proxy took a
+    # connection with it (replay step_4x, 2026-12-05: one ServerDisconnected as a GPU node went away).
+    serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": http_port})
     serve.run(build_graph(config), name=APP_NAME, route_prefix="/", blocking=False)
     base_url = f"http://127.0.0.1:{http_port}"
     wait_for(lambda: health_ok(base_url), timeout_s=timeout_s, what="app healthy")

@@ -59,7 +59,8 @@ def model_options(config: AppConfig) -> dict[str, Any]:
         "health_check_timeout_s": 60,
         # A replica being replaced (upgrade, downscale) lets its streams finish: they may run to the request timeout.
         "graceful_shutdown_timeout_s": config.admission.request_timeout_s + 5,
-        **_replica_count(scaling, model_autoscaling_config(scaling, slots_per_replica=config.engine_rows)),
+        # A full replica runs batch_rows for the load at large: tenancy's reserve is kept for a quiet tenant.
+        **_replica_count(scaling, model_autoscaling_config(scaling, slots_per_replica=config.batch_rows)),
     }
     num_workers = config.engine.num_workers
     if num_workers > 1:

@@ -442,13 +442,23 @@ class AppConfig(StrictModel):
         return self._only_model().model_deployment
 
     @property
-    def engine_rows(self) -> int:
-        """Rows of one replica's engine batch: max_num_seqs, plus tenancy's reserved slots above it (so the fair
-        gate keeps them for a quiet tenant without taking them from a tenant alone). The simulated engine's own
-        `max_num_seqs` where it sets one."""
+    def batch_rows(self) -> int:
+        """Sequences one replica's engine runs for all tenants: `engine.max_num_seqs`; with the simulated engine,
+        its own `max_num_seqs` (set, or its profile's)."""
         engine = self.engine
-        rows = (engine.simulated.max_num_seqs if engine.backend == "simulated" else None) or engine.max_num_seqs
-        return rows + (self.tenancy.reserved_slots if self.tenancy.enabled else 0)
+        if engine.backend != "simulated":
+            return engine.max_num_seqs
+        if engine.simulated.max_num_seqs is not None:
+            return engine.simulated.max_num_seqs
+        from serve_app.server.simulated.profile import load_profile  # a YAML read; no engine import
+
+        return load_profile(engine.simulated.profile, {}).max_num_seqs
+
+    @property
+    def engine_rows(self) -> int:
+        """Rows of one replica's engine batch: `batch_rows`, plus tenancy's reserved slots above them (so the fair
+        gate keeps them for a quiet tenant without taking them from a tenant alone)."""
+        return self.batch_rows + (self.tenancy.reserved_slots if self.tenancy.enabled else 0)
 
     def served_names(self) -> dict[str, str]:
         """Every name a client may pass as `model` (models and their adapters) -> the name of the model serving it."""

@@ -127,8 +127,8 @@ def scaling_params(cfg: "ModelDeploymentConfig", slots_per_replica: int | None =
 
 def model_autoscaling_config(cfg: "ModelDeploymentConfig", slots_per_replica: int | None = None) -> dict[str, Any]:
     """`autoscaling_config=` for the model deployment: the latency-target policy with its targets, or Ray Serve's
-    request-based policy when `autoscaling_policy` is `ongoing_requests`. `slots_per_replica`: one engine's batch
-    rows (`AppConfig.engine_rows`), what a full replica runs."""
+    request-based policy when `autoscaling_policy` is `ongoing_requests`. `slots_per_replica`: what a full replica
+    runs (`AppConfig.batch_rows`)."""
     if cfg.autoscaling_policy == "ongoing_requests":
         return request_based_autoscaling_config(cfg)
     targets = cfg.latency_targets

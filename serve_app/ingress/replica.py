@@ -88,7 +88,7 @@ class Ingress:
             self._metrics.registry, before=lambda: self._metrics.in_flight.set(self._admission.num_in_flight))
         cold_starts = {view.model.resolved_name(): ColdStart(
             expected_s=view.model_deployment.cold_start_s,
-            max_waiting=view.model_deployment.cold_start_max_waiting or view.engine.max_num_seqs)
+            max_waiting=view.model_deployment.cold_start_max_waiting or view.batch_rows)
             for view in models if scales_from_zero.get(view.model.resolved_name())}
         router = Router(self._served, default_model, deployments, scales_from_zero, self._replicas, cold_starts)
         self._tenants = tenants

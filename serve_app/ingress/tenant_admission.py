@@ -72,7 +72,7 @@ def gate_size(view: AppConfig, num_model_replicas: int, num_ingress_replicas: in
     if view.placement != "separate":
         num_model_replicas = num_ingress_replicas = 1
     num_engines = max(1, num_model_replicas) / max(1, num_ingress_replicas)
-    slots = view.tenancy.engine_slots or max(1, int(view.engine.max_num_seqs * num_engines))
+    slots = view.tenancy.engine_slots or max(1, int(view.batch_rows * num_engines))
     reserved = view.tenancy.reserved_slots and max(1, int(view.tenancy.reserved_slots * num_engines))
     return GateSize(slots, reserved, num_engines)
 

@@ -135,8 +135,8 @@ class PrefixIndex:
 
 class RoutingReason(str, enum.Enum):
     PREFIX_HIT = "prefix_hit"  # sent to the replica with the longest cached prefix
-    LOAD_FALLBACK = "load_fallback"  # some replica held a prefix but was too loaded: power of two choices
-    NO_MATCH = "no_match"  # no replica held a prefix: power of two choices
+    LOAD_FALLBACK = "load_fallback"  # some replica held a prefix but was too loaded (or full): by load
+    NO_MATCH = "no_match"  # no replica held a prefix: by load (least loaded when slot-aware, else power of two)
 
 
 @dataclass(frozen=True, slots=True)

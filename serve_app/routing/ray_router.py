@@ -18,6 +18,8 @@ is oldest; the base class fulfils exactly the request the replica was chosen for
 from __future__ import annotations
 
 import random
+import time
+from collections import Counter
 from typing import Any
 
 from ray.serve.request_router import (
@@ -41,6 +43,11 @@ from serve_app.routing.prefix_affinity import (
 )
 
 
+# A choice not yet seen sent counts on its replica for at most this long (a request rejected or cancelled before
+# its send is never seen sent).
+UNSENT_CHOICE_TTL_S = 1.0
+
+
 class PrefixAffinityRouter(LocalityMixin, MultiplexMixin, RequestRouter):
     """Longest cached prefix within a load bound, else the least loaded (slot-aware) or power of two choices;
     adapters first, as Ray's own router."""
@@ -59,6 +66,10 @@ class PrefixAffinityRouter(LocalityMixin, MultiplexMixin, RequestRouter):
         self.index = PrefixIndex(max_tracked_blocks)
         self._rng = random.Random(seed)
         self._num_in_flight: dict[ReplicaID, int] = {}
+        # Choices made but not yet sent (internal request id -> replica, when): Ray's routing task fulfils a burst's
+        # requests back to back, before any send updates the load cache, so without them a burst herds onto the
+        # one replica that looked least loaded.
+        self._unsent: dict[str, tuple[ReplicaID, float]] = {}
         self.decision_counts: dict[RoutingReason, int] = {reason: 0 for reason in RoutingReason}
         # A Ray metric (the base router exports its own the same way): Prometheus shows it with the `ray_` prefix.
         self._decisions_metric = metrics.Counter(
@@ -78,13 +89,16 @@ class PrefixAffinityRouter(LocalityMixin, MultiplexMixin, RequestRouter):
         if not replicas:
             return []
         decision = self.decide(replicas, self.request_hashes(pending_request))
+        if pending_request is not None:
+            self._unsent[pending_request.metadata.internal_request_id] = (decision.replica_id, time.monotonic())
         chosen = self._replicas[decision.replica_id]
         others = [r for r in replicas if r.replica_id != decision.replica_id]
         return [[chosen], others] if others else [[chosen]]
 
     def decide(self, replicas: list[RunningReplica], hashes: list[int]) -> RoutingDecision:
         """The pure decision over these candidates (full replicas left out unless all are full), counted."""
-        loads = {r.replica_id: self.replica_load(r) for r in replicas}
+        unsent = self._unsent_choices()
+        loads = {r.replica_id: self.replica_load(r) + unsent[r.replica_id] for r in replicas}
         available = {r.replica_id: loads[r.replica_id] for r in replicas
                      if loads[r.replica_id] < r.max_ongoing_requests}
         matches = self.index.match(hashes) if hashes else {}
@@ -98,6 +112,13 @@ class PrefixAffinityRouter(LocalityMixin, MultiplexMixin, RequestRouter):
         cached = self._replica_queue_len_cache.get(replica.replica_id)
         return cached if cached is not None else self._num_in_flight.get(replica.replica_id, 0)
 
+    def _unsent_choices(self) -> Counter:
+        """Choices not yet sent, per replica (stale ones forgotten)."""
+        oldest_s = time.monotonic() - UNSENT_CHOICE_TTL_S
+        for request_id in [i for i, (_, at_s) in self._unsent.items() if at_s < oldest_s]:
+            del self._unsent[request_id]
+        return Counter(replica_id for replica_id, _ in self._unsent.values())
+
     def request_hashes(self, pending_request: PendingRequest | None) -> list[int]:
         """Block hashes of the request's prompt, salted with its adapter; [] when the request carries no body."""
         if pending_request is None or not pending_request.args:
@@ -110,12 +131,17 @@ class PrefixAffinityRouter(LocalityMixin, MultiplexMixin, RequestRouter):
 
     def on_request_routed(self, pending_request: PendingRequest, replica_id: ReplicaID, result: Any) -> None:
         super().on_request_routed(pending_request, replica_id, result)
+        self._unsent.pop(pending_request.metadata.internal_request_id, None)
         hashes = self.request_hashes(pending_request)
         if hashes and replica_id in self._replicas:
             self.index.record(hashes, replica_id)
 
     def on_send_request(self, replica_id: ReplicaID) -> None:
         super().on_send_request(replica_id)
+        # The send now counts in the load cache: the oldest choice of this replica is no longer unsent.
+        sent = next((i for i, (chosen, _) in self._unsent.items() if chosen == replica_id), None)
+        if sent is not None:
+            del self._unsent[sent]
         self._num_in_flight[replica_id] = self._num_in_flight.get(replica_id, 0) + 1
 
     def on_request_completed(self, replica_id: ReplicaID, internal_request_id: str) -> None:

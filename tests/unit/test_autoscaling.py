@@ -380,10 +380,20 @@ def test_known_engine_rows_size_a_burst_not_a_first_replicas_one_step_wait():
     known = step(ScalingState(), 0, 2, [first, rest], replace(params, slots_per_replica=8))
     assert known.num_replicas == math.ceil((6 + known.signals["projected_waiting"]) / 8)
     assert known.signals["capacity_per_replica"] == 8.0 and known.state.saturated_running_per_replica is None
-    # The app hands the policy its engines' rows: max_num_seqs plus tenancy's reserve.
-    cfg = AppConfig.model_validate({"engine": {"max_num_seqs": 6}, "tenancy": {"enabled": True, "reserved_slots": 2}})
-    kwargs = model_autoscaling_config(cfg.model_deployment, cfg.engine_rows)["policy"]["policy_kwargs"]
-    assert ScalingParams(**kwargs).slots_per_replica == 8
+    # The app hands the policy what a full replica runs for the load at large: max_num_seqs, not tenancy's reserve
+    # above it (kept for a quiet tenant); the engine and the router get both.
+    cfg = AppConfig.model_validate({"engine": {"max_num_seqs": 6}, "tenancy": {"enabled": True, "reserved_slots": 2},
+                                    "model_deployment": {"num_replicas": "auto"}})
+    assert (cfg.batch_rows, cfg.engine_rows) == (6, 8)
+    from serve_app.app import model_options
+
+    kwargs = model_options(cfg)["autoscaling_config"]["policy"]["policy_kwargs"]
+    assert ScalingParams(**kwargs).slots_per_replica == 6
+    # The simulated engine's rows are its own: set, or its profile's.
+    sim = {"backend": "simulated", "simulated": {"profile": "gpu-h100-llama3.1-8b"}}
+    assert AppConfig.model_validate({"engine": sim}).batch_rows == 1024
+    sim["simulated"]["max_num_seqs"] = 8
+    assert AppConfig.model_validate({"engine": sim}).batch_rows == 8
 
 
 def test_tpot_under_target_at_a_full_batch_adds_no_replica_but_a_breach_does():

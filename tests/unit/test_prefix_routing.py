@@ -301,11 +301,11 @@ def make_router(replicas_spec, **kwargs):
     return router, {r.replica_id.unique_id: r for r in replicas}
 
 
-def pending(body, model_id=""):
+def pending(body, model_id="", internal_id="internal"):
     from ray.serve._private.common import RequestMetadata
     from ray.serve.request_router import PendingRequest
 
-    metadata = RequestMetadata(request_id="req", internal_request_id="internal", multiplexed_model_id=model_id)
+    metadata = RequestMetadata(request_id="req", internal_request_id=internal_id, multiplexed_model_id=model_id)
     return PendingRequest(args=[ServerRequestStub(body)], kwargs={}, metadata=metadata)
 
 
@@ -322,6 +322,42 @@ def finish(router, replica):
     """A request to `replica` ended: Serve's router calls both hooks."""
     router.on_request_completed(replica.replica_id, "internal")
     router.decrement_queue_len_cache(replica.replica_id)
+
+
+def test_a_burst_chosen_before_any_send_spreads_over_the_free_rows():
+    """Ray's routing task fulfils a burst's requests back to back, before any send updates the load cache: each
+    choice must count the ones before it, or the whole burst goes to the replica that looked least loaded."""
+    async def scenario():
+        router, replicas = make_router({"r1": {"queue_len": 3}, "r2": {"queue_len": 5}, "r3": {"queue_len": 5}},
+                                       slots=8)
+        await asyncio.sleep(0.05)  # the base class probes new replicas' queue lengths in a task
+        burst = [pending(chat(f"user {i}"), internal_id=f"burst-{i}") for i in range(9)]
+        chosen = [(await router.choose_replicas(router._replicas_list, request))[0][0].replica_id.unique_id
+                  for request in burst]
+        ends_at = {name: replica.queue_len + chosen.count(name) for name, replica in replicas.items()}
+        # 3 + 5 + 5 in flight and 9 more, 24 rows: every replica ends at its 8 rows or under.
+        assert max(ends_at.values()) <= 8, chosen
+        # Sent: the cache counts them now and the unsent choices are forgotten (no double count).
+        for request, name in zip(burst, chosen):
+            router.on_send_request(replicas[name].replica_id)
+        assert router._unsent_choices() == {}
+        assert {name: router.replica_load(r) for name, r in replicas.items()} == ends_at
+
+    asyncio.run(scenario())
+
+
+def test_an_unsent_choice_stops_counting_after_its_ttl(monkeypatch):
+    from serve_app.routing import ray_router
+
+    async def scenario():
+        router, replicas = make_router({"r1": {}, "r2": {}}, slots=8)
+        await asyncio.sleep(0.05)
+        await router.choose_replicas(router._replicas_list, pending(chat("x"), internal_id="lost"))
+        assert sum(router._unsent_choices().values()) == 1
+        monkeypatch.setattr(ray_router, "UNSENT_CHOICE_TTL_S", 0.0)
+        assert sum(router._unsent_choices().values()) == 0
+
+    asyncio.run(scenario())
 
 
 def test_router_sends_a_conversation_back_to_its_replica():

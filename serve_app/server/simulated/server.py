@@ -64,7 +64,8 @@ class SimulatedModelServer:
         engine = config.engine
         sim = engine.simulated
         self.profile = load_profile(sim.profile, {
-            "load_time_s": sim.load_time_s, "max_num_seqs": sim.max_num_seqs,
+            # Its rows as the vLLM engine gets them (engine_args): tenancy's reserve above the batch.
+            "load_time_s": sim.load_time_s, "max_num_seqs": config.engine_rows,
             "num_kv_cache_tokens": sim.num_kv_cache_tokens, "default_max_tokens": sim.default_max_tokens,
             "max_num_batched_tokens": engine.max_num_batched_tokens})
         self._step_time_scale = sim.step_time_scale

@@ -72,7 +72,7 @@ def run(router: str, args: argparse.Namespace, model_dir: str, out: Path) -> dic
     result = {"ttft_p50_ms": latency["ttft"]["p50"]["value"], "ttft_p99_ms": latency["ttft"]["p99"]["value"],
               "tpot_p50_ms": latency["tpot"]["p50"]["value"], "output_tok_s": summary["output_throughput_tps"],
               "requests_per_s": summary.get("request_throughput_rps"), "error_rate": summary["error_rate"],
-              "num_requests": summary.get("num_requests"), "client_nice": args.client_nice,
+              "num_requests": summary.get("num_requests"), "client_nice": applied_nice(args.client_nice),
               "valid": validity["valid"], "invalid_reasons": validity["reasons"], "machine": machine(),
               "replicas": {replica: {**c, "hit_rate": c.get("hits", 0) / c["queries"] if c.get("queries") else None}
                            for replica, c in caches.items()}}
@@ -147,6 +147,11 @@ def raise_priority(nice: int) -> None:
         os.nice(nice)
     except OSError:
         pass
+
+
+def applied_nice(nice: int) -> int:
+    """The increment `raise_priority` really applies: a negative one only as root."""
+    return nice if nice >= 0 or os.geteuid() == 0 else 0
 
 
 def main() -> None:

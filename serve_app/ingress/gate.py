@@ -41,6 +41,8 @@ from serve_app.ingress.stream_lifetime import Once
 logger = logging.getLogger("ray.serve")
 # Retry-After of a 503 while a model has no running replica: about a replacement replica's start on CPU.
 UNAVAILABLE_RETRY_AFTER_S = 10
+# A view of the replicas that says none runs is read again before a 503 when it is older than this.
+NO_REPLICA_RECHECK_S = 0.25
 INGRESS_ID = uuid.uuid4().hex[:12]  # this ingress process, as model replicas tell ingress replicas apart
 
 
@@ -109,9 +111,13 @@ class Router:
         if model not in self._scales_from_zero:
             return
         states, status = (self._replicas.peek() or {}).get(self.deployments[model], (None, None))
-        if no_replica_up(states, status, self._scales_from_zero[model]) and self._replicas.is_stale():
-            # A view older than its TTL may predate a recovery: refresh it (briefly) before refusing.
-            states, status = (await self._replicas.get() or {}).get(self.deployments[model], (None, None))
+        if no_replica_up(states, status, self._scales_from_zero[model]) and \
+                self._replicas.age_s() > NO_REPLICA_RECHECK_S:
+            # A view may predate the replica's start or recovery, even within its TTL (an ingress replica that read
+            # it just before the model came up refused the first requests after /health said ok): read it again
+            # before refusing, at most every NO_REPLICA_RECHECK_S while the model is really down.
+            states, status = (await self._replicas.get(max_age_s=NO_REPLICA_RECHECK_S) or {}).get(
+                self.deployments[model], (None, None))
         if no_replica_up(states, status, self._scales_from_zero[model]):
             raise ServeAppError(f"No replica of model '{model}' is running right now; retry shortly.",
                                 status_code=503, type="server_error", code="model_unavailable",

@@ -57,8 +57,9 @@ class DeploymentReplicas:
         self._view: dict[str, tuple[dict[str, int], str]] | None = None
         self._refresh: asyncio.Task | None = None
 
-    async def get(self) -> dict[str, tuple[dict[str, int], str]] | None:
-        if self.is_stale():
+    async def get(self, max_age_s: float | None = None) -> dict[str, tuple[dict[str, int], str]] | None:
+        """The view, read again first if it is older than `max_age_s` (default: the TTL)."""
+        if self.age_s() > (self._ttl_s if max_age_s is None else max_age_s):
             self._read_at = time.monotonic()
             try:
                 self._view = await asyncio.wait_for(asyncio.to_thread(_read_status), timeout=5.0)
@@ -67,7 +68,11 @@ class DeploymentReplicas:
         return self._view
 
     def is_stale(self) -> bool:
-        return time.monotonic() - self._read_at > self._ttl_s
+        return self.age_s() > self._ttl_s
+
+    def age_s(self) -> float:
+        """Seconds since the view was last read."""
+        return time.monotonic() - self._read_at
 
     def peek(self) -> dict[str, tuple[dict[str, int], str]] | None:
         """The last view at once; a stale one is refreshed in the background for the next caller."""

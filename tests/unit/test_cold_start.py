@@ -42,8 +42,8 @@ class _Replicas:
     def peek(self):
         return {"ModelServer": ({"RUNNING": self.running, "STARTING": 1 - min(1, self.running)}, "UPSCALING")}
 
-    def is_stale(self) -> bool:
-        return False
+    def age_s(self) -> float:
+        return 0.0
 
 
 def test_the_router_refuses_past_the_waiting_requests_with_429_and_retry_after():
@@ -62,3 +62,27 @@ def test_the_router_refuses_past_the_waiting_requests_with_429_and_retry_after()
     error = asyncio.run(main())
     assert error.status_code == 429 and error.code == "model_cold_starting"
     assert 85 <= int(error.headers["Retry-After"]) <= 90
+
+
+def test_a_view_read_just_before_the_model_came_up_is_read_again_before_a_503(monkeypatch):
+    """prefix_routing benchmark, 2026-12-05: /health said ok through one ingress replica while the other, whose view
+    of the replicas was read a second earlier (within its 2 s TTL), answered the first three requests with 503."""
+    from serve_app.ingress import health
+
+    controller = {"RUNNING": 0, "STARTING": 1}
+    monkeypatch.setattr(health, "_read_status", lambda: {"ModelServer": (dict(controller), "UPDATING")})
+    replicas = health.DeploymentReplicas(ttl_s=2.0)
+    router = Router({"m": "m"}, "m", {"m": "ModelServer"}, {"m": False}, replicas, {})
+
+    async def main():
+        await replicas.get()  # read while the model was still starting
+        controller.update(RUNNING=1, STARTING=0)
+        await asyncio.sleep(0.3)  # past NO_REPLICA_RECHECK_S, well within the TTL
+        await router.check_replica_up("m")  # no 503: the view is read again first
+        controller.update(RUNNING=0, STARTING=1)  # really down (a fresh view says so): still a fast 503
+        await replicas.get(max_age_s=0.0)
+        with pytest.raises(ServeAppError) as down:
+            await router.check_replica_up("m")
+        return down.value
+
+    assert asyncio.run(main()).status_code == 503

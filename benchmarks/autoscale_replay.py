@@ -200,17 +200,15 @@ def run_one(spec: RunSpec, trace: Trace) -> dict:
 
     from serve_app.app import build_graph
     from serve_app.config import AppConfig
-    from serve_app.platform.fake_gpu_cluster import FakeGpuCluster, FakeGpuClusterSpec, free_port
+    from serve_app.platform.fake_gpu_cluster import (FakeGpuCluster, FakeGpuClusterSpec, free_port,
+                                                       start_serve_on_one_host)
 
     cluster_spec = FakeGpuClusterSpec(max_gpu_nodes=spec.max_replicas, node_start_delay_s=spec.node_start_delay_s,
                                       idle_timeout_s=30.0)
     config = AppConfig.model_validate(app_config(spec))
     with FakeGpuCluster(cluster_spec) as cluster:
         port = free_port()
-        # One proxy, on the head: the nodes of this one-host cluster share 127.0.0.1, so per-node proxies would share
-        # the port (SO_REUSEPORT) with no load balancer to health-check them, and a removed node's proxy took a
-        # connection with it (replay step_4x, 2026-12-05: one ServerDisconnected as a GPU node went away).
-        serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
+        start_serve_on_one_host(port)
         deploy_start = time.monotonic()
         serve.run(build_graph(config), name=APP, route_prefix="/", blocking=False)
         base_url = f"http://127.0.0.1:{port}"

@@ -24,7 +24,7 @@ import httpx
 
 from loadtest.sse import async_sse_data
 from serve_app.config import AppConfig
-from serve_app.platform.fake_gpu_cluster import free_port
+from serve_app.platform.fake_gpu_cluster import free_port, start_serve_on_one_host
 from serve_app.stats import percentile_of
 
 APP_NAME = "autoscale_bench"
@@ -220,10 +220,7 @@ def main() -> None:
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, log_to_driver=False)
         port = free_port()
-        # One proxy, on the head: the nodes of this one-host cluster share 127.0.0.1, so per-node proxies would share
-        # the port (SO_REUSEPORT) with no load balancer to health-check them, and a removed node's proxy took a
-        # connection with it (replay step_4x, 2026-12-05: one ServerDisconnected as a GPU node went away).
-        serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
+        start_serve_on_one_host(port)
         serve.run(build_graph(config), name=APP_NAME, route_prefix="/")
         result = asyncio.run(run_load(f"http://127.0.0.1:{port}", config.model.resolved_name(), args))
     finally:

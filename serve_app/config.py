@@ -450,9 +450,9 @@ class AppConfig(StrictModel):
             return engine.max_num_seqs
         if engine.simulated.max_num_seqs is not None:
             return engine.simulated.max_num_seqs
-        from serve_app.server.simulated.profile import load_profile  # a YAML read; no engine import
+        from serve_app.server.simulated.profile import profile_max_num_seqs  # a YAML read; no engine import
 
-        return load_profile(engine.simulated.profile, {}).max_num_seqs
+        return profile_max_num_seqs(engine.simulated.profile)
 
     @property
     def engine_rows(self) -> int:

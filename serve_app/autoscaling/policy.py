@@ -38,8 +38,9 @@ class ScalingParams:
     # Scale down only if the replicas left would run at most this fraction of the batch size at which
     # a replica last started queueing (when that has been seen).
     downscale_max_utilization: float = 0.75
-    # Rows of one replica's engine batch (max_num_seqs, with tenancy's reserve): what a full replica runs. None:
-    # learnt from the replicas' reports instead (the most running seen on a replica with a queue of its own).
+    # What a full replica runs: its engine's max_num_seqs (AppConfig.batch_rows; tenancy's reserve above it is kept
+    # for a quiet tenant). None: learnt from the replicas' reports instead (the most running seen on a replica with
+    # a queue of its own).
     slots_per_replica: int | None = None
 
 
@@ -145,8 +146,8 @@ def decide_num_replicas(params: ScalingParams, obs: ScalingObservation, state: S
     # nothing of this replica (replay step_4x, 2026-12-04: a latest-value estimate fell to 2 of 8 at light load).
     # Known rows need no learning: at a burst's start a request waits a step in a replica running 1 or 2, and a
     # first estimate of 1 sized the cold start for 8 replicas where 4 ran the load (replay bursty_cv3, 2026-12-05).
-    saturated = [r.num_running for r in obs.replicas
-                 if r.own_waiting > 0 and r.num_running > 0 and params.slots_per_replica is None]
+    saturated = [] if params.slots_per_replica else [
+        r.num_running for r in obs.replicas if r.own_waiting > 0 and r.num_running > 0]
     state = replace(
         state,
         waiting_history=history,

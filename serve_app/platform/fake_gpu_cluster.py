@@ -108,6 +108,17 @@ def autoscaler_config(spec: FakeGpuClusterSpec, gcs_address: str) -> dict[str, A
     }
 
 
+def start_serve_on_one_host(port: int) -> None:
+    """Serve with one HTTP proxy, on the head, at 127.0.0.1:`port`, for a cluster whose nodes all run on this host.
+
+    Per-node proxies would all bind 127.0.0.1:`port` (SO_REUSEPORT) with no load balancer to health-check them, and
+    a removed node's proxy took a connection with it (replay step_4x, 2026-12-05: one ServerDisconnected as a GPU
+    node went away)."""
+    from ray import serve
+
+    serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -65,16 +65,14 @@ def test_a_short_step_replay_scales_up_and_back_down_without_a_failed_request():
     from loadtest.traces.format import read_trace
     from loadtest.traces.generate import TRACES_DIR
     from serve_app.app import build_graph
-    from serve_app.platform.fake_gpu_cluster import FakeGpuCluster, FakeGpuClusterSpec, free_port
+    from serve_app.platform.fake_gpu_cluster import (FakeGpuCluster, FakeGpuClusterSpec, free_port,
+                                                       start_serve_on_one_host)
 
     trace = read_trace(TRACES_DIR / "step_short.jsonl")
     config = _config()
     with FakeGpuCluster(FakeGpuClusterSpec(max_gpu_nodes=4, node_start_delay_s=10, idle_timeout_s=20)) as cluster:
         port = free_port()
-        # One proxy, on the head: the nodes of this one-host cluster share 127.0.0.1, so per-node proxies would share
-        # the port (SO_REUSEPORT) with no load balancer to health-check them, and a removed node's proxy took a
-        # connection with it (replay step_4x, 2026-12-05: one ServerDisconnected as a GPU node went away).
-        serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
+        start_serve_on_one_host(port)
         serve.run(build_graph(config), name=APP, route_prefix="/", blocking=False)
         base_url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 240

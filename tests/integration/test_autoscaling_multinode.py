@@ -28,7 +28,7 @@ import pytest
 
 from loadtest.sse import async_sse_data
 from serve_app.config import AppConfig
-from serve_app.platform.fake_gpu_cluster import free_port, stop_process_group
+from serve_app.platform.fake_gpu_cluster import free_port, start_serve_on_one_host, stop_process_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.own_ray_cluster]
 
@@ -92,10 +92,7 @@ def deploy(config: AppConfig, http_port: int, timeout_s: float = 300) -> str:
 
     # Build the tiny checkpoint once here, not in two replicas at the same time.
     resolve_model_path(config.model)
-    # One proxy, on the head: the nodes of this one-host cluster share 127.0.0.1, so per-node proxies would share
-    # the port (SO_REUSEPORT) with no load balancer to health-check them, and a removed node's proxy took a
-    # connection with it (replay step_4x, 2026-12-05: one ServerDisconnected as a GPU node went away).
-    serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": http_port})
+    start_serve_on_one_host(http_port)
     serve.run(build_graph(config), name=APP_NAME, route_prefix="/", blocking=False)
     base_url = f"http://127.0.0.1:{http_port}"
     wait_for(lambda: health_ok(base_url), timeout_s=timeout_s, what="app healthy")

@@ -11,6 +11,7 @@ is the only I/O, in `load_profile`.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,13 @@ def profile_path(name_or_path: str) -> Path:
         known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
         raise FileNotFoundError(f"no simulated engine profile {name_or_path!r}; known: {known}, or a .yaml path")
     return candidate
+
+
+@functools.lru_cache(maxsize=32)
+def profile_max_num_seqs(name_or_path: str) -> int:
+    """The profile's own `max_num_seqs`, read once per process (AppConfig.batch_rows asks for it whenever the
+    ingress resizes its gates)."""
+    return load_profile(name_or_path).max_num_seqs
 
 
 def load_profile(name_or_path: str, overrides: dict[str, Any] | None = None) -> EngineProfile:

@@ -19,8 +19,8 @@ cost). `charge` counts a request admitted without waiting, so the share is measu
 `FairGate` holds `capacity` slots (requests sent on to the engines) and hands a freed slot to the next waiter in
 fair order. Pure asyncio, one event loop, no locks.
 
-With a `pacer` (serve_app/tenancy/pacing.py), a tenant over its share also waits for its turn to start a
-prefill. The gate's `stats` (slots in use, requests waiting) are what the ingress reports for autoscaling.
+With a `pacer` (serve_app/tenancy/pacing.py), beside other tenants a tenant over its share also waits for a
+quiet tenant's prefill, and one already holding a slot starts about one request per engine step. The gate's `stats` (slots in use, requests waiting) are what the ingress reports for autoscaling.
 """
 
 from __future__ import annotations
@@ -371,7 +371,7 @@ class FairGate:
             return 0.0
         present = self._present(tenant, weight, lingering=True)
         return self.pacer.wait_s(tenant, over_share=not self._under_share(tenant, present),
-                                 others_present=len(present) > 1)
+                                 others_present=len(present) > 1, holding=bool(self._held.get(tenant)))
 
     def _take(self, tenant: str, weight: float) -> int:
         grant = next(self._grants)

@@ -271,19 +271,23 @@ async def test_beside_a_quiet_tenant_the_flood_waits_for_its_prefill_then_starts
     b = await gate.acquire("B", 100)  # quiet tenant, under its share: never paced, its prefill protected
     flood = [asyncio.create_task(gate.acquire("A", 100)) for _ in range(20)]
     await settle()
-    assert held_by(gate, "A") == 5  # up to its share beside B (4.5 of 9) at once; then over it ...
-    now[0] = 0.2
+    assert held_by(gate, "A") == 1  # holding none: its first at once; then one per spacing_s, under its share too
+    for expected, at_s in ((2, 0.11), (3, 0.22), (4, 0.33), (5, 0.44)):
+        now[0] = at_s
+        await asyncio.sleep(0.15)  # the gate rechecks on its own timer
+        assert held_by(gate, "A") == expected
+    now[0] = 0.6
     await asyncio.sleep(0.15)
-    assert held_by(gate, "A") == 5  # ... it waits for B's first token (past spacing_s, too)
+    assert held_by(gate, "A") == 5  # over its share (4.5 of 9) it waits for B's first token, past spacing_s too
     gate.first_token(b)
     await settle()
     assert held_by(gate, "A") == 6  # B's prefill done: one more start at once
     await asyncio.sleep(0.15)
-    assert held_by(gate, "A") == 6  # the next only spacing_s later (the gate rechecks on its own timer)
-    now[0] = 0.31
+    assert held_by(gate, "A") == 6  # the next only spacing_s later
+    now[0] = 0.71
     await asyncio.sleep(0.15)
     assert held_by(gate, "A") == 7
-    now[0] = 0.42
+    now[0] = 0.82
     await asyncio.sleep(0.15)
     assert held_by(gate, "A") == 8  # all 8 shared slots: B's slot counts as the reserve, whichever it took
     now[0] = 5.0
@@ -292,6 +296,35 @@ async def test_beside_a_quiet_tenant_the_flood_waits_for_its_prefill_then_starts
     for task in flood:
         task.cancel()
     await asyncio.gather(*flood, return_exceptions=True)
+
+
+async def test_a_flood_whose_requests_end_together_refills_one_per_spacing_beside_a_quiet_tenant():
+    """Closed-loop clients that started together end together: the flood drops under its share at once. Refilled
+    at once, its prefills would share one engine step with the quiet tenant's next (measured 0.5-1.1 s against
+    0.1 s alone); the spacing holds under the share too, and the quiet tenant, holding nothing, is never spaced."""
+    now = [0.0]
+    gate = paced_gate(now)
+    flood = [await gate.acquire("A", 100) for _ in range(8)]  # alone: all 8 shared slots at once
+    b = await gate.acquire("B", 100)
+    gate.first_token(b)
+    now[0] = 1.0
+    for grant in flood[1:]:
+        gate.release("A", grant)  # seven end in the same step
+    refill = [asyncio.create_task(gate.acquire("A", 100)) for _ in range(7)]
+    await settle()
+    assert held_by(gate, "A") == 2  # one of the seven at once (A's last start was long ago), the rest wait ...
+    now[0] = 1.001
+    gate.release("B", b)
+    b2 = await asyncio.wait_for(gate.acquire("B", 100), timeout=1)  # ... and B's next goes at once
+    assert held_by(gate, "B") == 1 and b2 is not None
+    await settle()
+    assert held_by(gate, "A") == 2
+    now[0] = 1.2
+    await asyncio.sleep(0.15)
+    assert held_by(gate, "A") == 3  # one start per spacing_s
+    for task in refill:
+        task.cancel()
+    await asyncio.gather(*refill, return_exceptions=True)
 
 
 async def test_a_prefill_that_never_reports_holds_the_flood_back_only_for_hold_s():
@@ -317,7 +350,7 @@ async def test_a_quiet_tenant_between_two_requests_still_paces_the_flood():
     gate.release("B", b)  # B's request ended; its client sends the next one in a moment
     flood = [asyncio.create_task(gate.acquire("A", 100)) for _ in range(8)]
     await settle()
-    assert held_by(gate, "A") == 5  # up to its share beside B (4.5 of 9) at once, then one per spacing_s
+    assert held_by(gate, "A") == 1  # beside B: holding none, its first at once, then one per spacing_s
     now[0] = 1.5  # B did not come back: A alone, not paced
     await asyncio.sleep(0.6)
     assert held_by(gate, "A") == 8

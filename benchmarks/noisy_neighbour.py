@@ -2,19 +2,23 @@
 and what fairness costs in throughput.
 
 serve_app with tenancy on (fair engine slots, one reserved above max_num_seqs, prefill pacing) vs serve_app first
-come first served (tenancy off), one server at a time; default model, float32, speculation off, engine
-max_num_seqs 8, tenants by header. Per server:
+come first served (tenancy off), in interleaved repeats (fair, fcfs, fair, fcfs, ...: a server started afresh for
+each); default model, float32, speculation off, engine max_num_seqs 8, tenants by header. Per server and repeat:
 - B_alone: tenant B alone, one request at a time (--b-requests);
 - A_alone: tenant A alone with 32 streams for --alone-s (a tenant alone must be as fast as without tenancy);
 - A32_B1: A's 32 streams and B one at a time together for --duration-s (B's TTFT ratio; total output tokens/s);
 - A16_C16 (tenancy only): A (weight 1) and C (weight 2) with 16 streams each (C's share of output tokens: 2/3).
-Targets: B's TTFT p99 beside A <= 1.5x alone; total output tokens/s with tenancy >= 0.95x first come first served.
+Targets: B's TTFT p99 beside A <= 1.5x alone; total output tokens/s with tenancy >= 0.95x first come first served;
+A alone as fast with tenancy as without; C's share within 10% of 2/3. A tail is a p99 over 200+ of B's requests,
+else "max of N"; each ratio is a geometric mean over the repeats with its 95% interval.
 
-    .venv/bin/python benchmarks/noisy_neighbour.py --servers serve_app_fair   # ~8 min on 2 cores
-    .venv/bin/python benchmarks/noisy_neighbour.py --servers serve_app_fcfs   # ~6 min
+    .venv/bin/python benchmarks/noisy_neighbour.py                   # 3 repeats, ~30 min on 2 cores
+    .venv/bin/python benchmarks/noisy_neighbour.py --repeats 1 --b-requests 30 --duration-s 40 --alone-s 20 \
+        --out /tmp/nn_quick                                          # a smoke pass, ~8 min
     .venv/bin/python benchmarks/noisy_neighbour.py --summarise-only
 
-Writes results/noisy_neighbour/<server>/<run>/result.json, summary.{json,md}.
+Writes results/noisy_neighbour/<server>/r<N>/<run>/result.json, summary.{json,md}; the README's table is rendered
+from summary.json (benchmarks/tables.py: noisy_neighbour).
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ import json
 import subprocess
 from pathlib import Path
 
-from harness import NAME, PORT, REPO, VENV_PY, Server, machine, running  # benchmarks/, beside this script
+import tables  # benchmarks/, beside this script
+from harness import NAME, PORT, REPO, VENV_PY, Server, machine, running
+from serve_app.stats import paired_ratio_ci, percentile_of, tail_label, tail_value
 
 MAX_NUM_SEQS = 8
 ENGINE = (f"{{dtype: float32, max_model_len: 2048, max_num_seqs: {MAX_NUM_SEQS}, enforce_eager: true, "
@@ -48,8 +54,7 @@ def server(name: str) -> Server:
     return Server(name, [str(REPO / ".venv/bin/serve-app"), "serve", "--port", str(PORT), "--config"], yaml=yaml)
 
 
-def run(name: str, run_name: str, args: argparse.Namespace, model_dir: str, out: Path) -> dict:
-    folder = out / run_name
+def run(run_name: str, args: argparse.Namespace, model_dir: str, folder: Path) -> dict:
     duration_s = {"A32_B1": args.duration_s, "B_alone": 3600}.get(run_name, args.alone_s)
     command = [str(VENV_PY), "-m", "loadtest.cli", "run", "--base-url", f"http://127.0.0.1:{PORT}", "--endpoint",
                "completions", "--model", NAME, "--tenants", RUNS[run_name].format(b=args.b_requests),
@@ -57,101 +62,115 @@ def run(name: str, run_name: str, args: argparse.Namespace, model_dir: str, out:
                "--num-requests", str(args.b_requests), "--duration-s", str(duration_s),
                "--tokenizer", model_dir, "--no-progress", "--no-plots", "--allow-invalid", "--out", str(folder)]
     subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1800, check=True)
-    result = json.loads((folder / "result.json").read_text())
+    return figures(json.loads((folder / "result.json").read_text()))
+
+
+def figures(result: dict) -> dict:
+    """Per tenant: requests, TTFTs (p50, and the tail over its own sample count), output tokens and share; in all:
+    output tokens/s over the load tester's window and its self-check verdict."""
     summary, tenants = result["summary"], result["summary"]["tenants"]
-
-    def p(t: dict, metric: str, q: str):
-        return ((t.get(metric) or {}).get(q) or {}).get("value")
-
-    row = {name: {"requests": t.get("num_requests"), "ok": t.get("num_ok"), "num_429": t.get("num_429"),
-                  "errors": t.get("num_errors"), "ttft_p50_ms": p(t, "ttft_ms", "p50"),
-                  "ttft_p99_ms": p(t, "ttft_ms", "p99"), "tpot_p50_ms": p(t, "tpot_ms", "p50"),
-                  "output_tokens": t.get("output_tokens"), "output_token_share": t.get("output_token_share")}
-           for name, t in tenants.items()}
+    row = {}
+    for name, t in tenants.items():
+        ttfts = [1000 * (r["first_text_s"] - r["send_s"]) for r in result["records"]
+                 if r.get("tenant") == name and r.get("status_code") == 200 and r.get("first_text_s") is not None]
+        row[name] = {"requests": t.get("num_requests"), "ok": t.get("num_ok"), "num_429": t.get("num_429"),
+                     "errors": t.get("num_errors"), "ttft_n": len(ttfts), "ttft_p50_ms": percentile_of(ttfts, 50),
+                     "ttft_tail_ms": tail_value(ttfts), "ttft_tail": tail_label(len(ttfts)),
+                     "output_tokens": t.get("output_tokens"), "output_token_share": t.get("output_token_share")}
     row["total"] = {"output_tokens_per_s": summary.get("output_throughput_tps"),
                     "window_s": (summary.get("window_s") or {}).get("length"), "num_ok": summary.get("num_ok"),
                     "load_tester_valid": result["validity"]["valid"], "validity_reasons": result["validity"]["reasons"]}
     return row
 
 
-def _ratio(a, b) -> str:
-    return f"{a / b:.2f}x" if a and b else "-"
+def _values(runs: list[dict], run_name: str, who: str, metric: str) -> list[float | None]:
+    return [((r.get(run_name) or {}).get(who) or {}).get(metric) for r in runs]
 
 
-def write_summary(rows: dict, out: Path, meta: dict) -> None:
-    (out / "summary.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
-    get = lambda server, run, who: ((rows.get(server) or {}).get(run) or {}).get(who) or {}
-    lines = ["# Noisy neighbour: quiet tenant B beside tenant A's 32 open streams", "",
-             f"{meta['cpu']}, {meta['date']}, commit {meta.get('commit', '?')}; default model, float32, speculation "
-             f"off, max_num_seqs {MAX_NUM_SEQS}; {meta['workload']}; command: "
-             "`.venv/bin/python benchmarks/noisy_neighbour.py`.", "",
-             "| server | B alone TTFT p50 / p99 ms (n) | B beside A TTFT p50 / p99 ms (n) | B p99 ratio (<= 1.5x) | "
-             "A alone output tok/s | A32+B1 total output tok/s | A TTFT p50 ms beside | load tester |",
-             "|---|---|---|---|---|---|---|---|"]
-    for name in SERVERS:
-        alone, beside = get(name, "B_alone", "B"), get(name, "A32_B1", "B")
-        if not alone or not beside:
-            lines.append(f"| {name} | {(rows.get(name) or {}).get('error', 'not run')} |||||||")
-            continue
-        valid = all(get(name, run, "total").get("load_tester_valid") for run in RUNS if get(name, run, "total"))
-        lines.append(
-            f"| {name} | {alone['ttft_p50_ms']:.0f} / {alone['ttft_p99_ms']:.0f} ({alone['ok']}) | "
-            f"{beside['ttft_p50_ms']:.0f} / {beside['ttft_p99_ms']:.0f} ({beside['ok']}) | "
-            f"**{_ratio(beside['ttft_p99_ms'], alone['ttft_p99_ms'])}** | "
-            f"{get(name, 'A_alone', 'total').get('output_tokens_per_s') or 0:.1f} | "
-            f"{get(name, 'A32_B1', 'total').get('output_tokens_per_s') or 0:.1f} | "
-            f"{get(name, 'A32_B1', 'A').get('ttft_p50_ms') or 0:.0f} | {'valid' if valid else 'INVALID'} |")
-    fair, fcfs = "serve_app_fair", "serve_app_fcfs"
-    lines += ["", "Throughput with tenancy / first come first served: A alone "
-              f"{_ratio(get(fair, 'A_alone', 'total').get('output_tokens_per_s'), get(fcfs, 'A_alone', 'total').get('output_tokens_per_s'))}"
-              ", A32+B1 total "
-              f"{_ratio(get(fair, 'A32_B1', 'total').get('output_tokens_per_s'), get(fcfs, 'A32_B1', 'total').get('output_tokens_per_s'))}"
-              " (target >= 0.95x)."]
-    c = get(fair, "A16_C16", "C")
-    if c:
-        lines += [f"Weights 2:1 (A16_C16, tenancy): C (weight 2) got {c.get('output_token_share') or 0:.3f} of the "
-                  f"output tokens (target 0.667 within 10%: 0.600-0.733); A {get(fair, 'A16_C16', 'A').get('output_tokens')}"
-                  f", C {c.get('output_tokens')} tokens."]
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+def _paired(baseline: list, candidate: list) -> dict | None:
+    """The ratio candidate / baseline over the repeats where both have a figure."""
+    pairs = [(a, b) for a, b in zip(baseline, candidate) if a and b]
+    return paired_ratio_ci(*zip(*pairs)).to_dict() if pairs else None
+
+
+def estimates(runs: dict[str, list[dict]]) -> dict:
+    """The targets' figures over the repeats (pair i: repeat i; a repeat with an error or an invalid phase is left
+    out of every pair it is in)."""
+    def valid(server: str) -> list[dict]:
+        return [r if not r.get("error") and all((p.get("total") or {}).get("load_tester_valid")
+                                                for k, p in r.items() if k in RUNS) else {}
+                for r in runs.get(server, [])]
+    fair, fcfs = valid("serve_app_fair"), valid("serve_app_fcfs")
+    fcfs = fcfs + [{}] * (len(fair) - len(fcfs))
+    tps = "output_tokens_per_s"
+    shares = [s for s in _values(fair, "A16_C16", "C", "output_token_share") if s is not None]
+    return {
+        "b_tail_ratio_fair": _paired(_values(fair, "B_alone", "B", "ttft_tail_ms"),
+                                     _values(fair, "A32_B1", "B", "ttft_tail_ms")),
+        "b_p50_ratio_fair": _paired(_values(fair, "B_alone", "B", "ttft_p50_ms"),
+                                    _values(fair, "A32_B1", "B", "ttft_p50_ms")),
+        "b_tail_ratio_fcfs": _paired(_values(fcfs, "B_alone", "B", "ttft_tail_ms"),
+                                     _values(fcfs, "A32_B1", "B", "ttft_tail_ms")),
+        "a_alone_tps_fair_vs_fcfs": _paired(_values(fcfs, "A_alone", "total", tps),
+                                            _values(fair, "A_alone", "total", tps)),
+        "flood_total_tps_fair_vs_fcfs": _paired(_values(fcfs, "A32_B1", "total", tps),
+                                                _values(fair, "A32_B1", "total", tps)),
+        "c_share_weight_2": {"values": shares, "mean": sum(shares) / len(shares) if shares else None},
+    }
+
+
+def write_summary(runs: dict[str, list[dict]], out: Path, meta: dict) -> None:
+    data = {"meta": meta, "runs": runs, "estimates": estimates(runs)}
+    (out / "summary.json").write_text(json.dumps(data, indent=1))
+    text = tables.noisy_neighbour(data)
+    (out / "summary.md").write_text("# Noisy neighbour: quiet tenant B beside tenant A's 32 open streams\n\n"
+                                    + text + "\n")
+    print(text)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(REPO / "results" / "noisy_neighbour"))
     parser.add_argument("--servers", default=",".join(SERVERS))
-    parser.add_argument("--b-requests", type=int, default=60)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved: every server once per repeat")
+    parser.add_argument("--b-requests", type=int, default=200, help="B's requests per phase (200: a true p99)")
     parser.add_argument("--max-tokens", type=int, default=16)
-    parser.add_argument("--duration-s", type=int, default=150, help="A32_B1's length")
+    parser.add_argument("--duration-s", type=int, default=90, help="A32_B1's length")
     parser.add_argument("--alone-s", type=int, default=45, help="A_alone's and A16_C16's length")
     parser.add_argument("--summarise-only", action="store_true")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {**machine(),
-            "workload": f"completions, 128 prompt tokens, {args.max_tokens} output tokens (ignore_eos), greedy; B sends "
-                        f"{args.b_requests} requests one at a time"}
-    rows = {}
-    if (out / "summary.json").exists():
-        rows = json.loads((out / "summary.json").read_text()).get("results", {})
-    if not args.summarise_only:
-        from serve_app.config import AppConfig
-        from serve_app.platform.models import resolve_model_path
+    if args.summarise_only:
+        data = json.loads((out / "summary.json").read_text())
+        write_summary(data["runs"], out, data["meta"])
+        return
+    meta = {**machine(), "repeats": args.repeats, "command": "benchmarks/noisy_neighbour.py " + " ".join(
+                f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "summarise_only")),
+            "workload": f"completions, 128 prompt tokens, {args.max_tokens} output tokens (ignore_eos), greedy; B "
+                        f"sends up to {args.b_requests} requests one at a time; A32_B1 {args.duration_s} s, A_alone "
+                        f"and A16_C16 {args.alone_s} s"}
+    from serve_app.config import AppConfig
+    from serve_app.platform.models import resolve_model_path
 
-        model_dir = resolve_model_path(AppConfig().model)
+    model_dir = resolve_model_path(AppConfig().model)
+    runs: dict[str, list[dict]] = {}
+    for repeat in range(args.repeats):
         for name in args.servers.split(","):
-            rows[name] = {"meta": meta}
+            folder = out / name / f"r{repeat}"
+            row: dict = {}
             try:
-                with running(server(name), out / name):
+                with running(server(name), folder):
                     for run_name in RUNS:
                         if run_name in TENANCY_ONLY and name != "serve_app_fair":
                             continue
-                        rows[name][run_name] = run(name, run_name, args, model_dir, out / name)
-                        print(name, run_name, rows[name][run_name], flush=True)
+                        row[run_name] = run(run_name, args, model_dir, folder / run_name)
+                        print(repeat, name, run_name, json.dumps(row[run_name]), flush=True)
             except Exception as exc:  # noqa: BLE001 - record and go on
-                rows[name]["error"] = f"{type(exc).__name__}: {str(exc)[-300:]}"
-                print(name, "failed:", rows[name]["error"], flush=True)
-    write_summary(rows, out, meta)
+                row["error"] = f"{type(exc).__name__}: {str(exc)[-300:]}"
+                print(repeat, name, "failed:", row["error"], flush=True)
+            runs.setdefault(name, []).append(row)
+            write_summary(runs, out, meta)  # after every server: a stopped run keeps what it measured
 
 
 if __name__ == "__main__":

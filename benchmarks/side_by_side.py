@@ -43,7 +43,7 @@ import tables  # noqa: E402  (benchmarks/, beside this script: the table rendere
 from harness import NAME, PORT, RAYLLM_PY, REPO, VENV_PY, Server, machine, running  # noqa: E402
 from serve_app.stats import (MIN_SAMPLES_FOR_P99, paired_difference_ci, paired_ratio_ci, percentile_of,  # noqa: E402
                              tail_label, tail_value)
-from tables import format_difference_ms, format_ratio  # noqa: E402
+from tables import format_difference_ms, format_ratio, verdict  # noqa: E402
 
 DIRECT_PORT = 8021
 # Speculation off: this benchmark measures the serving layer's cost; benchmarks/speculation_load.py measures `auto`.
@@ -211,23 +211,6 @@ TARGETS = (("1 user TTFT p50 <= vLLM + 5 ms", 1, "ttft_p50_ms", "plus", 5.0),
            ("128 users tok/s >= 1.0x", 128, "output_tok_s", "at_least", 1.0),
            ("128 users ITL tail <= 1.05x", 128, "itl_tail_ms", "at_most", 1.05))
 RATIO_METRICS = ("ttft_tail_ms", "itl_tail_ms", "output_tok_s")
-MIN_PAIRS = 3  # a verdict needs at least three interleaved repeat pairs
-
-
-def verdict(estimate: dict, kind: str, limit: float) -> str:
-    """met / NOT met when the whole 95% interval is on one side of the target, else undecided (or 1 repeat)."""
-    low, high, value = estimate["ci_low"], estimate["ci_high"], estimate["value"]
-    if estimate["num_pairs"] < MIN_PAIRS:
-        ok = value >= limit if kind == "at_least" else value <= limit
-        return f"not judged: {estimate['num_pairs']} valid pair(s), {MIN_PAIRS} needed ({'inside' if ok else 'outside'})"
-    if low is None:
-        ok = value >= limit if kind == "at_least" else value <= limit
-        return ("met" if ok else "NOT met") + " (1 repeat, no CI)"
-    if kind == "at_least":
-        return "met" if low >= limit else "NOT met" if high < limit else "undecided (CI spans the target)"
-    return "met" if high <= limit else "NOT met" if low > limit else "undecided (CI spans the target)"
-
-
 def summarise(units: dict[tuple[int, str], dict], servers: list[str], loads: list[int], clients: list[str],
               num_repeats: int) -> dict:
     """Per server, client and load: the paired estimates over the repeats where both runs were valid."""

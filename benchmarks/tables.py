@@ -33,6 +33,24 @@ def format_difference_ms(estimate: dict | None) -> str:
     return f"{estimate['value']:+.1f} ms" + _interval(estimate, "{:+.1f}")
 
 
+MIN_PAIRS = 3  # a verdict needs at least three interleaved repeat pairs
+
+
+def verdict(estimate: dict, kind: str, limit: float) -> str:
+    """met / NOT met when the whole 95% interval is on one side of the target, else undecided (or 1 repeat)."""
+    low, high, value = estimate["ci_low"], estimate["ci_high"], estimate["value"]
+    if estimate["num_pairs"] < MIN_PAIRS:
+        ok = value >= limit if kind == "at_least" else value <= limit
+        return (f"not judged: {estimate['num_pairs']} valid pair(s), {MIN_PAIRS} needed "
+                f"({'inside' if ok else 'outside'})")
+    if low is None:
+        ok = value >= limit if kind == "at_least" else value <= limit
+        return ("met" if ok else "NOT met") + " (1 repeat, no CI)"
+    if kind == "at_least":
+        return "met" if low >= limit else "NOT met" if high < limit else "undecided (CI spans the target)"
+    return "met" if high <= limit else "NOT met" if low > limit else "undecided (CI spans the target)"
+
+
 def _other_commits(meta: dict) -> str:
     others = [c[:10] for c in meta.get("commits", []) if c != meta["commit"]]
     return f" (other cells at {', '.join(others)})" if others else ""
@@ -109,9 +127,62 @@ def autoscale_replay(data: dict) -> str:
     return "\n".join(lines)
 
 
+NOISY_NEIGHBOUR_TARGETS = (
+    ("B's TTFT tail beside the flood <= 1.5x alone (tenancy)", "b_tail_ratio_fair", "at_most", 1.5),
+    ("flood + B total output tok/s, tenancy >= 0.95x first come first served", "flood_total_tps_fair_vs_fcfs",
+     "at_least", 0.95),
+    ("A alone output tok/s, tenancy >= 0.97x first come first served", "a_alone_tps_fair_vs_fcfs", "at_least", 0.97))
+
+
+def noisy_neighbour(data: dict) -> str:
+    """benchmarks/noisy_neighbour.py: every repeat's figures, then the targets over the repeats with their 95%
+    intervals and verdicts (a tail is a p99 over 200+ requests, else "max of N")."""
+    meta, runs, est = data["meta"], data["runs"], data["estimates"]
+    lines = [f"{meta['cpu']} ({', '.join(meta['cpu_flags']) or 'no avx512'}), {meta['date']}, commit "
+             f"{meta['commit'][:10]}{' (uncommitted changes)' if meta.get('uncommitted') else ''}; "
+             f"{meta['workload']}; {meta['repeats']} interleaved repeats (a server started afresh for each).", "",
+             "| server | repeat | B alone TTFT p50 / tail ms | B beside A TTFT p50 / tail ms | A alone output tok/s | "
+             "A32+B1 total output tok/s | C's share (weight 2) | load tester |", "|---|---|---|---|---|---|---|---|"]
+
+    def ttft(cell: dict) -> str:
+        if not cell.get("ttft_n"):
+            return "-"
+        return f"{cell['ttft_p50_ms']:.0f} / {cell['ttft_tail_ms']:.0f} ({cell['ttft_tail']})"
+
+    for server in sorted(runs):
+        for repeat, row in enumerate(runs[server]):
+            if row.get("error"):
+                lines.append(f"| {server} | {repeat} | error: {row['error'][:120]} ||||||")
+                continue
+            get = lambda run, who: (row.get(run) or {}).get(who) or {}  # noqa: E731
+            share = get("A16_C16", "C").get("output_token_share")
+            valid = all((phase.get("total") or {}).get("load_tester_valid") for phase in row.values())
+            lines.append(
+                f"| {server} | {repeat} | {ttft(get('B_alone', 'B'))} | {ttft(get('A32_B1', 'B'))} | "
+                f"{get('A_alone', 'total').get('output_tokens_per_s') or 0:.1f} | "
+                f"{get('A32_B1', 'total').get('output_tokens_per_s') or 0:.1f} | "
+                f"{'-' if share is None else f'{share:.3f}'} | {'valid' if valid else 'INVALID'} |")
+    lines += ["", "| target | measured [95% CI over the repeats] | verdict |", "|---|---|---|"]
+    for title, key, kind, limit in NOISY_NEIGHBOUR_TARGETS:
+        estimate = est.get(key)
+        lines.append(f"| {title} | {format_ratio(estimate)} | "
+                     f"{verdict(estimate, kind, limit) if estimate else 'no valid repeat'} |")
+    shares = est["c_share_weight_2"]
+    if shares["values"]:
+        inside = all(0.600 <= v <= 0.733 for v in shares["values"])
+        lines.append(f"| C's share of output tokens at weights 2:1 within 10% of 0.667 (0.600-0.733) | mean "
+                     f"{shares['mean']:.3f} ({', '.join(f'{v:.3f}' for v in shares['values'])}) | "
+                     f"{'met in every repeat' if inside else 'NOT met in every repeat'} |")
+    lines += ["", f"For comparison (no target): B's TTFT p50 beside the flood / alone with tenancy "
+              f"{format_ratio(est.get('b_p50_ratio_fair'))}; B's tail ratio first come first served "
+              f"{format_ratio(est.get('b_tail_ratio_fcfs'))}."]
+    return "\n".join(lines)
+
+
 TABLES: dict[str, tuple[str, Table]] = {
     "compression": ("results/compression/compression.json", compression),
     "autoscale_replay": ("results/autoscale_replay/autoscale_replay.json", autoscale_replay),
+    "noisy_neighbour": ("results/noisy_neighbour/summary.json", noisy_neighbour),
     # name -> (results file relative to the repository, renderer)
     "side_by_side": ("results/side_by_side/summary.json", lambda data: side_by_side(data, "loadtest")),
     "side_by_side_vllm_bench": ("results/side_by_side/summary.json", lambda data: side_by_side(data, "vllm_bench")),

@@ -179,10 +179,41 @@ def noisy_neighbour(data: dict) -> str:
     return "\n".join(lines)
 
 
+def speculation_load(data: dict) -> str:
+    """benchmarks/speculation_load.py: mean output tokens/s per server and the paired ratios with their 95%
+    intervals and verdicts (auto >= 0.97x off everywhere; copy-heavy at 1 user >= 2x bare vLLM)."""
+    meta = data["meta"]
+    lines = [f"{meta['cpu']} ({', '.join(meta['cpu_flags']) or 'no avx512'}), {meta['date']}, commit "
+             f"{meta['commit'][:10]}{' (uncommitted changes)' if meta.get('uncommitted') else ''}; default model, "
+             f"float32, greedy, up to 96 output tokens; {meta['repeats']} interleaved repeats (a server started "
+             "afresh for each); output tokens/s (mean over valid repeats), ratios [95% CI over the repeat pairs]; "
+             "acceptance and tokens per verification step of `auto` from /metrics.", "",
+             "| prompt set | users | vllm serve | serve_app off | serve_app auto | auto / off | auto / vllm | "
+             "acceptance | tokens/step | verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def num(value, digits=1) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    for row in data["estimates"]:
+        mean = row["mean_tok_s"]
+        checks = []
+        if row["auto_vs_serve_app_off"]:
+            checks.append("auto >= 0.97x off: " + verdict(row["auto_vs_serve_app_off"], "at_least", 0.97))
+        if row["prompt_set"] == "copy" and row["users"] == 1 and row["auto_vs_vllm"]:
+            checks.append("auto >= 2x vLLM: " + verdict(row["auto_vs_vllm"], "at_least", 2.0))
+        lines.append(f"| {row['prompt_set']} | {row['users']} | {num(mean.get('vllm'))} | "
+                     f"{num(mean.get('serve_app_off'))} | {num(mean.get('serve_app_auto'))} | "
+                     f"{format_ratio(row['auto_vs_serve_app_off'])} | {format_ratio(row['auto_vs_vllm'])} | "
+                     f"{num(row['acceptance_rate'], 2)} | {num(row['tokens_per_step'], 2)} | "
+                     f"{'; '.join(checks) or '-'} |")
+    return "\n".join(lines)
+
+
 TABLES: dict[str, tuple[str, Table]] = {
     "compression": ("results/compression/compression.json", compression),
     "autoscale_replay": ("results/autoscale_replay/autoscale_replay.json", autoscale_replay),
     "noisy_neighbour": ("results/noisy_neighbour/summary.json", noisy_neighbour),
+    "speculation_load": ("results/speculation/load/summary.json", speculation_load),
     # name -> (results file relative to the repository, renderer)
     "side_by_side": ("results/side_by_side/summary.json", lambda data: side_by_side(data, "loadtest")),
     "side_by_side_vllm_bench": ("results/side_by_side/summary.json", lambda data: side_by_side(data, "vllm_bench")),

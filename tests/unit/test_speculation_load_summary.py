@@ -1,0 +1,38 @@
+"""benchmarks/speculation_load.py's summary: auto's ratios are paired over interleaved repeats, a cell with errors or
+an invalid load tester run is in no pair, and the table's verdicts follow the interval."""
+
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import speculation_load  # noqa: E402
+import tables  # noqa: E402
+
+
+def cell(tok_s: float, valid: bool = True, error_rate: float = 0.0) -> dict:
+    return {"output_tok_s": tok_s, "error_rate": error_rate, "load_tester_valid": valid, "acceptance_rate": 0.5,
+            "tokens_per_step": 3.0}
+
+
+def runs(auto: list[dict], off: list[dict], vllm: list[dict]) -> dict:
+    return {"serve_app_auto": [{"copy_c1": c} for c in auto], "serve_app_off": [{"copy_c1": c} for c in off],
+            "vllm": [{"copy_c1": c} for c in vllm]}
+
+
+def test_ratios_pair_repeats_and_skip_invalid_or_failed_cells():
+    data = runs([cell(60), cell(62), cell(10, valid=False)], [cell(20), cell(21), cell(20)],
+                [cell(15), cell(16), cell(15, error_rate=0.1)])
+    row = speculation_load.estimates(data, [1])[0]
+    assert row["auto_vs_serve_app_off"]["num_pairs"] == 2 and 2.9 < row["auto_vs_serve_app_off"]["value"] < 3.0
+    assert row["auto_vs_vllm"]["num_pairs"] == 2
+    assert row["mean_tok_s"]["serve_app_auto"] == 61.0  # the invalid repeat is not in the mean either
+
+
+def test_three_valid_pairs_give_verdicts_in_the_table():
+    data = runs([cell(60), cell(62), cell(61)], [cell(20), cell(21), cell(20)], [cell(15), cell(16), cell(15)])
+    summary = {"meta": {"cpu": "2-core X", "cpu_flags": [], "date": "d", "commit": "0" * 40, "repeats": 3},
+               "loads": [1], "runs": data, "estimates": speculation_load.estimates(data, [1])}
+    text = tables.speculation_load(summary)
+    assert "auto >= 0.97x off: met" in text and "auto >= 2x vLLM: met" in text

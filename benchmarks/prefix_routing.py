@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import subprocess
 import time
@@ -24,7 +23,8 @@ import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
-from harness import NAME, PORT, REPO, VENV_PY, Server, machine, running  # benchmarks/, beside this script
+from harness import (NAME, PORT, REPO, VENV_PY, Server, applied_nice, machine, raise_priority,  # benchmarks/
+                     running)
 
 RAY_METRICS_PORT = 18093
 ROUTERS = ("prefix_affinity", "power_of_two")
@@ -138,20 +138,6 @@ def verdict(row: dict) -> str:
     if "valid" not in row:
         return "not recorded"
     return "valid" if row["valid"] else "INVALID: " + "; ".join(row["invalid_reasons"])[:120]
-
-
-def raise_priority(nice: int) -> None:
-    """In the load tester's process, before exec: it is the instrument, and on two cores the engines starve its
-    event loop (the 2026-12-01 runs: loop lag p99 36.6 ms, invalid). Lowering niceness needs root; else ignored."""
-    try:
-        os.nice(nice)
-    except OSError:
-        pass
-
-
-def applied_nice(nice: int) -> int:
-    """The increment `raise_priority` really applies: a negative one only as root."""
-    return nice if nice >= 0 or os.geteuid() == 0 else 0
 
 
 def main() -> None:

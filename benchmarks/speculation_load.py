@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 import tables  # benchmarks/, beside this script
-from harness import NAME, PORT, REPO, VENV_PY, Server, machine, running
+from harness import NAME, PORT, REPO, VENV_PY, Server, applied_nice, machine, raise_priority, running
 from serve_app.stats import paired_ratio_ci
 
 ENGINE = "dtype: float32, max_model_len: 2048, max_num_seqs: 64, enforce_eager: true, cpu_kvcache_space_gib: 1"
@@ -43,13 +43,14 @@ def servers(model_dir: str) -> dict[str, Server]:
     ]}
 
 
-def run_cell(prompt_set: str, users: int, model_dir: str, out: Path) -> dict:
+def run_cell(prompt_set: str, users: int, model_dir: str, out: Path, client_nice: int) -> dict:
     num_requests = {1: 16, 8: 32, 32: 96}.get(users, 3 * users)
     command = [str(VENV_PY), "-m", "loadtest.cli", "run", "--base-url", f"http://127.0.0.1:{PORT}", "--endpoint", "chat",
                "--model", NAME, "--prompt-set", prompt_set, "--temperature", "0", "--max-tokens", "96",
                "--concurrency", str(users), "--num-requests", str(num_requests), "--warmup-requests", str(users),
                "--tokenizer", model_dir, "--no-progress", "--no-plots", "--allow-invalid", "--out", str(out)]
-    subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1800, check=True)
+    subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1800, check=True,
+                   preexec_fn=lambda: raise_priority(client_nice))
     result = json.loads((out / "result.json").read_text())
     summary = result["summary"]
     latency, spec = summary["latency_ms"], summary.get("speculation") or {}
@@ -59,14 +60,14 @@ def run_cell(prompt_set: str, users: int, model_dir: str, out: Path) -> dict:
             "tokens_per_step": spec.get("tokens_per_step"), "load_tester_valid": result["validity"]["valid"]}
 
 
-def measure(server: Server, loads: list[int], model_dir: str, folder: Path) -> dict:
+def measure(server: Server, loads: list[int], model_dir: str, folder: Path, client_nice: int) -> dict:
     results: dict = {}
     with running(server, folder):
         for prompt_set in SETS:
             for users in loads:
                 key = f"{prompt_set}_c{users}"
                 try:
-                    results[key] = run_cell(prompt_set, users, model_dir, folder / key)
+                    results[key] = run_cell(prompt_set, users, model_dir, folder / key, client_nice)
                 except Exception as exc:  # noqa: BLE001 - record and go on
                     results[key] = {"error": f"{type(exc).__name__}: {str(exc)[-300:]}"}
                 print(server.name, key, results[key], flush=True)
@@ -116,6 +117,8 @@ def main() -> int:
     parser.add_argument("--loads", default="1,8")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved: every server once per repeat")
     parser.add_argument("--out", type=Path, default=REPO / "results/speculation/load")
+    parser.add_argument("--client-nice", type=int, default=-10,
+                        help="niceness increment of the load tester's process (negative: runs before the servers)")
     parser.add_argument("--summarise-only", action="store_true")
     args = parser.parse_args()
     loads = [int(x) for x in args.loads.split(",")]
@@ -126,13 +129,13 @@ def main() -> int:
         return 0
     model_dir = subprocess.run([str(REPO / ".venv/bin/serve-app"), "models", "prepare", "--model", "default"],
                                capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-    meta = {**machine(), "repeats": args.repeats, "command": f"benchmarks/speculation_load.py --servers "
+    meta = {**machine(), "repeats": args.repeats, "client_nice": applied_nice(args.client_nice), "command": f"benchmarks/speculation_load.py --servers "
             f"{args.servers} --loads {args.loads} --repeats {args.repeats}"}
     runs: dict[str, list[dict]] = {}
     for repeat in range(args.repeats):
         for name in args.servers.split(","):
             try:
-                cells = measure(servers(model_dir)[name], loads, model_dir, args.out / name / f"r{repeat}")
+                cells = measure(servers(model_dir)[name], loads, model_dir, args.out / name / f"r{repeat}", args.client_nice)
             except Exception as exc:  # noqa: BLE001 - a server that did not start: record and go on
                 cells = {"error": f"{type(exc).__name__}: {str(exc)[-300:]}"}
             runs.setdefault(name, []).append(cells)

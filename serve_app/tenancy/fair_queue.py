@@ -95,34 +95,36 @@ class FairQueue:
             state.head_tag = max(self.virtual_time, state.finish_tag)
             self._push_head(tenant, state, seq)
 
-    def pop(self) -> Hashable | None:
-        """The next request in fair order (removed from the queue), or None when none waits."""
+    def pop(self, tenant: str | None = None) -> Hashable | None:
+        """The next request in fair order, or `tenant`'s next (removed from the queue); None when none waits."""
+        if tenant is not None:
+            state = self._tenants.get(tenant)
+            return None if state is None or state.head_tag is None else self._pop_head(tenant, state)
         while self._heads:
-            tag, _, name, version = heapq.heappop(self._heads)
+            _, _, name, version = heapq.heappop(self._heads)
             state = self._tenants.get(name)
             if state is None or state.version != version or state.head_tag is None:
                 continue
-            item_id, item = self._pop_tenant_head(state)
-            self.virtual_time = max(self.virtual_time, tag)
-            state.finish_tag = tag + item.cost_tokens / state.weight
-            if state.num_items:
-                state.head_tag = state.finish_tag
-                self._push_head(name, state, state.heap[0][1])
-            else:
-                self._idle(name, state)
-            return item_id
+            return self._pop_head(name, state)
         return None
 
-    def peek_tenant(self) -> str | None:
-        """The tenant whose request `pop` would return next (nothing is removed), or None when none waits."""
-        while self._heads:
-            _, _, name, version = self._heads[0]
-            state = self._tenants.get(name)
-            if state is None or state.version != version or state.head_tag is None:
-                heapq.heappop(self._heads)
-                continue
-            return name
-        return None
+    def waiting_tenants(self) -> list[str]:
+        """The tenants with waiting requests, in the order `pop` would serve their next ones."""
+        return [name for _, _, name, version in sorted(self._heads)
+                if (state := self._tenants.get(name)) is not None and state.version == version
+                and state.head_tag is not None]
+
+    def _pop_head(self, name: str, state: _Tenant) -> Hashable:
+        tag = state.head_tag
+        item_id, item = self._pop_tenant_head(state)
+        self.virtual_time = max(self.virtual_time, tag)
+        state.finish_tag = tag + item.cost_tokens / state.weight
+        if state.num_items:
+            state.head_tag = state.finish_tag
+            self._push_head(name, state, state.heap[0][1])  # the old entry in the head heap is now stale
+        else:
+            self._idle(name, state)
+        return item_id
 
     def remove(self, item_id: Hashable) -> bool:
         """Drop a waiting request (its client went away); it is not charged. False when it was not queued."""
@@ -383,18 +385,24 @@ class FairGate:
         return grant
 
     def _dispatch(self) -> None:
-        while self.queue:
-            tenant = self.queue.peek_tenant()
-            weight = self._weights.get(tenant, 1.0)
-            wait_s = self._wait_s(tenant, weight)
-            if wait_s is None:
+        """Grant free slots to the waiting tenants in fair order; one that may not take a slot now (its pacing,
+        or the reserve) does not hold back the tenants after it."""
+        while self.queue and self.num_in_use < self.capacity:
+            soonest_s = None
+            for tenant in self.queue.waiting_tenants():
+                weight = self._weights.get(tenant, 1.0)
+                wait_s = self._wait_s(tenant, weight)
+                if wait_s == 0.0:
+                    granted = self._waiters.pop(self.queue.pop(tenant))
+                    if not granted.done():  # a waiter cancelled a moment ago leaves its turn to the next
+                        granted.set_result(self._take(tenant, weight))
+                    break
+                if wait_s is not None:
+                    soonest_s = wait_s if soonest_s is None else min(soonest_s, wait_s)
+            else:
+                if soonest_s is not None:
+                    self._recheck_in(soonest_s)  # a paced tenant's turn comes when its spacing or a hold runs out
                 return
-            if wait_s > 0:
-                self._recheck_in(wait_s)  # the paced tenant's turn comes when its spacing or a hold runs out
-                return
-            granted = self._waiters.pop(self.queue.pop())
-            if not granted.done():  # a waiter cancelled a moment ago leaves its turn to the next
-                granted.set_result(self._take(tenant, weight))
 
     def _recheck_in(self, delay_s: float) -> None:
         loop = asyncio.get_running_loop()

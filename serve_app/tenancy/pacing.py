@@ -9,22 +9,26 @@ closed-loop client is away for milliseconds between requests):
 - a request of a tenant under its weighted share of the slots is *protected*, and never waits for another's;
 - a tenant over its share waits while a protected prefill of another tenant is before its first token (at most
   `hold_s`);
-- a tenant that already holds a slot (under its share or over it) starts at most one request per `spacing_s`
-  (about one engine step per model replica behind the gate, kept current by the caller from the measured step
-  time). A tenant holding none starts at once: a quiet tenant's request is never spaced.
+- a tenant that already holds a slot (under its share or over it) starts its requests evenly: one per
+  `spacing_s` (about one engine step per model replica behind the gate, kept current by the caller from the
+  measured step time), or as often as its requests ended over the last `rate_window_s` when that is more often
+  (many rows and short requests: 64 rows of 16-token requests end four per step). A tenant holding none starts at
+  once: a quiet tenant's request is never spaced.
 
-So a quiet tenant's prefill shares an engine step with at most one of the flood's, and the flood still starts a
-request every engine step: at most one step of delay per start, none in a steady state where the flood's requests
-end one or two per step, so the engines stay full (work-conserving, unlike waiting for each of the flood's own
-first tokens, which left slots empty for a round trip each). The spacing holds under the share too: a closed-loop
-flood's requests end together (they started together), and refilling them all at once put a quiet request's
-prefill in one step with 3-7 of the flood's (noisy-neighbour run of 93aa7b8: 0.5-1.1 s against 0.1 s alone).
+So a quiet tenant's prefill shares an engine step with as few of the flood's as the flood's own rate needs (one
+where its requests end at most one per step), and the flood still starts requests as fast as they end on
+average: the engines stay full (work-conserving, unlike waiting for each of the flood's own first tokens, which
+left slots empty for a round trip each), and a weighted tenant with more rows ends, so starts, more often. The
+spacing holds under the share too: a closed-loop flood's requests end together (they started together), and
+refilling them all at once put a quiet request's prefill in one step with 3-7 of the flood's (noisy-neighbour run
+of 93aa7b8: 0.5-1.1 s against 0.1 s alone); spread at the average rate, the bunch is refilled over a few steps.
 A tenant alone is never paced.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -40,16 +44,18 @@ class PrefillPacer:
     """Which started requests are before their first token, and when a tenant may start its next one."""
 
     def __init__(self, spacing_s: float = 0.05, hold_s: float = 2.0, linger_s: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic):
-        if spacing_s < 0 or hold_s <= 0 or linger_s < 0:
-            raise ValueError("spacing_s and linger_s must be >= 0 and hold_s > 0")
+                 rate_window_s: float = 2.0, clock: Callable[[], float] = time.monotonic):
+        if spacing_s < 0 or hold_s <= 0 or linger_s < 0 or rate_window_s <= 0:
+            raise ValueError("spacing_s and linger_s must be >= 0, hold_s and rate_window_s > 0")
         self.spacing_s = spacing_s
         self.hold_s = hold_s
         self.linger_s = linger_s
+        self.rate_window_s = rate_window_s
         self._clock = clock
         self._prefills: dict[int, _Prefill] = {}
         self._last_start_s: dict[str, float] = {}
         self._last_seen_s: dict[str, float] = {}
+        self._ends: dict[str, deque[float]] = {}  # when each tenant's requests ended, over the last rate_window_s
 
     def wait_s(self, tenant: str, over_share: bool, others_present: bool, holding: bool) -> float:
         """0.0 when `tenant` may start a request now, else the seconds after which to ask again (an earlier
@@ -65,9 +71,20 @@ class PrefillPacer:
             elif over_share and prefill.protected and prefill.tenant != tenant:
                 wait_s = max(wait_s, prefill.started_s + self.hold_s - now_s)
         last_s = self._last_start_s.get(tenant)
-        if last_s is not None and now_s - last_s < self.spacing_s:
-            wait_s = max(wait_s, last_s + self.spacing_s - now_s)
+        interval_s = self._interval_s(tenant, now_s)
+        if last_s is not None and now_s - last_s < interval_s:
+            wait_s = max(wait_s, last_s + interval_s - now_s)
         return wait_s
+
+    def _interval_s(self, tenant: str, now_s: float) -> float:
+        """Between two starts of `tenant`: `spacing_s`, or shorter when its requests ended more often lately."""
+        ends = self._ends.get(tenant)
+        while ends and now_s - ends[0] > self.rate_window_s:
+            ends.popleft()
+        if not ends:
+            self._ends.pop(tenant, None)
+            return self.spacing_s
+        return min(self.spacing_s, self.rate_window_s / len(ends))
 
     def started(self, grant: int, tenant: str, protected: bool) -> None:
         """A request of `tenant` got its slot (`protected`: its tenant was under its share)."""
@@ -82,7 +99,9 @@ class PrefillPacer:
     def ended(self, grant: int, tenant: str) -> None:
         """The request left its slot (its tenant lingers as present for `linger_s`)."""
         self._prefills.pop(grant, None)
-        self._last_seen_s[tenant] = self._clock()
+        now_s = self._clock()
+        self._last_seen_s[tenant] = now_s
+        self._ends.setdefault(tenant, deque()).append(now_s)
 
     def lingering(self, tenant: str) -> list[str]:
         """Other tenants whose last request ended less than `linger_s` ago (present for pacing)."""
@@ -93,4 +112,6 @@ class PrefillPacer:
         for name, started_s in list(self._last_start_s.items()):
             if now_s - started_s >= self.spacing_s:
                 del self._last_start_s[name]  # spacing is over: bounded memory
+        for name in list(self._ends):
+            self._interval_s(name, now_s)  # drops ends older than rate_window_s (and tenants with none)
         return [name for name in self._last_seen_s if name != tenant]

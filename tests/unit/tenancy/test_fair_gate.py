@@ -400,3 +400,37 @@ async def test_with_pacing_a_flood_beside_a_quiet_tenant_keeps_the_engine_rows_f
     for task in waiting:
         task.cancel()
     await asyncio.gather(*waiting, return_exceptions=True)
+
+
+async def test_a_paced_tenant_first_in_fair_order_does_not_hold_back_a_tenant_after_it():
+    now = [0.0]
+    gate = paced_gate(now, spacing_s=0.1)
+    big = await gate.acquire("B", 5000)  # B's last request was large: its next one comes after A's in fair order
+    gate.first_token(big)
+    gate.release("B", big)
+    flood = [asyncio.create_task(gate.acquire("A", 100)) for _ in range(6)]
+    await settle()
+    assert held_by(gate, "A") == 1 and gate.num_waiting == 5  # A holds one: the rest one per spacing_s
+    quiet = asyncio.create_task(gate.acquire("B", 100))
+    await settle()  # no clock advance: A is still spaced
+    assert quiet.done() and held_by(gate, "B") == 1  # B holds nothing, so it is never spaced: it goes past A
+    assert held_by(gate, "A") == 1
+    for task in flood:
+        task.cancel()
+    await asyncio.gather(*flood, return_exceptions=True)
+
+
+def test_a_tenant_whose_requests_end_often_starts_as_often():
+    """Many rows and short requests (64 rows of 16-token requests end ~4 per step): one start per step would
+    leave rows empty; the spacing shortens to the tenant's own recent rate of ends."""
+    now = [0.0]
+    pacer = PrefillPacer(spacing_s=0.1, rate_window_s=1.0, clock=lambda: now[0])
+    for i in range(20):
+        pacer.started(i, "A", protected=False)
+        now[0] = 0.5 + i * 0.02
+        pacer.ended(i, "A")  # 20 ends within the last second: 0.05 s apart on average
+    pacer.started(100, "A", protected=False)
+    assert abs(pacer.wait_s("A", over_share=True, others_present=True, holding=True) - 0.05) < 1e-9
+    now[0] += 2.0  # the window holds no end any more: back to spacing_s
+    pacer.started(101, "A", protected=False)
+    assert abs(pacer.wait_s("A", over_share=True, others_present=True, holding=True) - 0.1) < 1e-9

@@ -86,7 +86,13 @@ def figures(result: dict) -> dict:
 
 
 def _values(runs: list[dict], run_name: str, who: str, metric: str) -> list[float | None]:
-    return [((r.get(run_name) or {}).get(who) or {}).get(metric) for r in runs]
+    """Per repeat, `who`'s `metric` in phase `run_name`; None where the phase failed or its load tester run was
+    INVALID (so that pair is left out, and only that pair)."""
+    def value(phase: dict | None):
+        if not phase or not (phase.get("total") or {}).get("load_tester_valid"):
+            return None
+        return (phase.get(who) or {}).get(metric)
+    return [value(r.get(run_name)) for r in runs]
 
 
 def _paired(baseline: list, candidate: list) -> dict | None:
@@ -96,17 +102,18 @@ def _paired(baseline: list, candidate: list) -> dict | None:
 
 
 def estimates(runs: dict[str, list[dict]]) -> dict:
-    """The targets' figures over the repeats (pair i: repeat i; a repeat with an error or an invalid phase is left
-    out of every pair it is in)."""
+    """The targets' figures over the repeats (pair i: repeat i; a server that failed, or a phase the load tester
+    judged INVALID, is left out of the pairs it is in)."""
     def valid(server: str) -> list[dict]:
-        return [r if not r.get("error") and all((p.get("total") or {}).get("load_tester_valid")
-                                                for k, p in r.items() if k in RUNS) else {}
-                for r in runs.get(server, [])]
+        return [{} if r.get("error") else r for r in runs.get(server, [])]
     fair, fcfs = valid("serve_app_fair"), valid("serve_app_fcfs")
     fcfs = fcfs + [{}] * (len(fair) - len(fcfs))
     tps = "output_tokens_per_s"
     shares = [s for s in _values(fair, "A16_C16", "C", "output_token_share") if s is not None]
+    labels = {f"{run}_{server}": sorted({c for c in _values(rows, run, "B", "ttft_tail") if c})
+              for run in ("B_alone", "A32_B1") for server, rows in (("fair", fair), ("fcfs", fcfs))}
     return {
+        "b_tail_labels": labels,
         "b_tail_ratio_fair": _paired(_values(fair, "B_alone", "B", "ttft_tail_ms"),
                                      _values(fair, "A32_B1", "B", "ttft_tail_ms")),
         "b_p50_ratio_fair": _paired(_values(fair, "B_alone", "B", "ttft_p50_ms"),

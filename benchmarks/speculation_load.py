@@ -95,7 +95,7 @@ def estimates(runs: dict[str, list[dict]], loads: list[int]) -> list[dict]:
             for other in ("serve_app_off", "vllm"):
                 pairs = [(b, a) for a, b in zip(tok_s.get("serve_app_auto", []), tok_s.get(other, [])) if a and b]
                 row[f"auto_vs_{other}"] = paired_ratio_ci(*zip(*pairs)).to_dict() if pairs else None
-            auto = [r.get(key) or {} for r in runs.get("serve_app_auto", [])]
+            auto = [r.get(key) for r in runs.get("serve_app_auto", []) if _usable(r.get(key))]
             for metric in ("acceptance_rate", "tokens_per_step"):
                 values = [c[metric] for c in auto if c.get(metric) is not None]
                 row[metric] = sum(values) / len(values) if values else None

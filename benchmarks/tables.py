@@ -163,8 +163,12 @@ def noisy_neighbour(data: dict) -> str:
                 f"{get('A32_B1', 'total').get('output_tokens_per_s') or 0:.1f} | "
                 f"{'-' if share is None else f'{share:.3f}'} | {'valid' if valid else 'INVALID'} |")
     lines += ["", "| target | measured [95% CI over the repeats] | verdict |", "|---|---|---|"]
+    labels = est.get("b_tail_labels") or {}
     for title, key, kind, limit in NOISY_NEIGHBOUR_TARGETS:
         estimate = est.get(key)
+        if key == "b_tail_ratio_fair":  # the tails compared: a p99 from 200 requests, else the max of N
+            title += (f" (tails: {' / '.join(labels.get('B_alone_fair', [])) or '-'} alone, "
+                      f"{' / '.join(labels.get('A32_B1_fair', [])) or '-'} beside)")
         lines.append(f"| {title} | {format_ratio(estimate)} | "
                      f"{verdict(estimate, kind, limit) if estimate else 'no valid repeat'} |")
     shares = est["c_share_weight_2"]
@@ -175,7 +179,9 @@ def noisy_neighbour(data: dict) -> str:
                      f"{'met in every repeat' if inside else 'NOT met in every repeat'} |")
     lines += ["", f"For comparison (no target): B's TTFT p50 beside the flood / alone with tenancy "
               f"{format_ratio(est.get('b_p50_ratio_fair'))}; B's tail ratio first come first served "
-              f"{format_ratio(est.get('b_tail_ratio_fcfs'))}."]
+              f"{format_ratio(est.get('b_tail_ratio_fcfs'))} (tails: "
+              f"{' / '.join(labels.get('A32_B1_fcfs', [])) or '-'} beside; its requests still waiting when the "
+              "phase ended are not counted, so this understates its tail)."]
     return "\n".join(lines)
 
 

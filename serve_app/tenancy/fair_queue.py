@@ -20,7 +20,8 @@ cost). `charge` counts a request admitted without waiting, so the share is measu
 fair order. Pure asyncio, one event loop, no locks.
 
 With a `pacer` (serve_app/tenancy/pacing.py), beside other tenants a tenant over its share also waits for a
-quiet tenant's prefill, and one already holding a slot starts about one request per engine step. The gate's `stats` (slots in use, requests waiting) are what the ingress reports for autoscaling.
+quiet tenant's prefill, and tenants already holding a slot start about one request per engine step between
+them. The gate's `stats` (slots in use, requests waiting) are what the ingress reports for autoscaling.
 """
 
 from __future__ import annotations
@@ -379,25 +380,29 @@ class FairGate:
         grant = next(self._grants)
         if self.pacer is not None:
             present = self._present(tenant, weight, lingering=True)
-            self.pacer.started(grant, tenant, protected=self._under_share(tenant, present))
+            self.pacer.started(grant, tenant, protected=self._under_share(tenant, present),
+                               beside_others=len(present) > 1)
         self.num_in_use += 1
         self._held[tenant] = self._held.get(tenant, 0) + 1
         return grant
 
     def _dispatch(self) -> None:
-        """Grant free slots to the waiting tenants in fair order; one that may not take a slot now (its pacing,
-        or the reserve) does not hold back the tenants after it."""
+        """Grant free slots to the waiting tenants in fair order. One that may not take a slot now (its pacing, or
+        the reserve) holds back only tenants over their share: one under it (a quiet tenant) goes past, a flood
+        does not take another flood's turn (weights would no longer hold)."""
         while self.queue and self.num_in_use < self.capacity:
-            soonest_s = None
+            soonest_s, blocked = None, False
             for tenant in self.queue.waiting_tenants():
                 weight = self._weights.get(tenant, 1.0)
                 wait_s = self._wait_s(tenant, weight)
-                if wait_s == 0.0:
+                if wait_s == 0.0 and (not blocked or self._under_share(
+                        tenant, self._present(tenant, weight, lingering=True))):
                     granted = self._waiters.pop(self.queue.pop(tenant))
                     if not granted.done():  # a waiter cancelled a moment ago leaves its turn to the next
                         granted.set_result(self._take(tenant, weight))
                     break
-                if wait_s is not None:
+                blocked = True  # a tenant over its share behind this one waits for it
+                if wait_s:
                     soonest_s = wait_s if soonest_s is None else min(soonest_s, wait_s)
             else:
                 if soonest_s is not None:

@@ -426,11 +426,59 @@ def test_a_tenant_whose_requests_end_often_starts_as_often():
     now = [0.0]
     pacer = PrefillPacer(spacing_s=0.1, rate_window_s=1.0, clock=lambda: now[0])
     for i in range(20):
-        pacer.started(i, "A", protected=False)
+        pacer.started(i, "A", protected=False, beside_others=True)
         now[0] = 0.5 + i * 0.02
         pacer.ended(i, "A")  # 20 ends within the last second: 0.05 s apart on average
-    pacer.started(100, "A", protected=False)
+    pacer.started(100, "A", protected=False, beside_others=True)
     assert abs(pacer.wait_s("A", over_share=True, others_present=True, holding=True) - 0.05) < 1e-9
     now[0] += 2.0  # the window holds no end any more: back to spacing_s
-    pacer.started(101, "A", protected=False)
+    pacer.started(101, "A", protected=False, beside_others=True)
     assert abs(pacer.wait_s("A", over_share=True, others_present=True, holding=True) - 0.1) < 1e-9
+
+
+async def test_with_pacing_two_floods_keep_their_weights_and_the_rows_full():
+    """A (weight 1) and C (weight 2), 16 closed-loop clients each, on 8 rows (+1 reserved) stepping every 50 ms,
+    requests of 16 steps. Both are paced; the one whose turn it is in fair order but is spaced must not lose its
+    turn to the other flood, or the weights no longer hold."""
+    now = [0.0]
+    step_s = 0.05
+    gate = FairGate(9, reserved=1, pacer=PrefillPacer(2 * step_s, 2.0, 1.0, clock=lambda: now[0]))
+    running: dict[int, tuple[str, int]] = {}
+    waiting: list[asyncio.Task] = []
+    tokens = {"A": 0, "C": 0}
+
+    def start(tenant: str) -> None:
+        task = asyncio.create_task(gate.acquire(tenant, 144, weight=2.0 if tenant == "C" else 1.0))
+        task.tenant = tenant
+        waiting.append(task)
+
+    for _ in range(16):
+        start("A")
+        start("C")
+    busy_rows: list[int] = []
+    for step in range(600):
+        gate._dispatch()  # what the gate's own recheck timer does on the loop's clock, here on the fake one
+        await asyncio.sleep(0)
+        await settle()
+        for task in [t for t in waiting if t.done()]:
+            waiting.remove(task)
+            running[task.result()] = (task.tenant, 16)
+        busy_rows.append(len(running))
+        now[0] += step_s
+        for grant, (tenant, left) in list(running.items()):
+            if step >= 100:
+                tokens[tenant] += 1
+            if left == 16:
+                gate.first_token(grant)
+            if left == 1:
+                del running[grant]
+                gate.release(tenant, grant)
+                start(tenant)
+            else:
+                running[grant] = (tenant, left - 1)
+    share_c = tokens["C"] / (tokens["A"] + tokens["C"])
+    assert 0.62 <= share_c <= 0.72, share_c  # 2/3 within the gate's granularity
+    assert sum(busy_rows[100:]) / len(busy_rows[100:]) >= 7.5  # work-conserving: the shared rows stay full
+    for task in waiting:
+        task.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)

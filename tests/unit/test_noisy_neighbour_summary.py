@@ -15,7 +15,7 @@ def result(tenants: dict[str, list[float]], tps: float, valid: bool = True) -> d
     """A load tester result.json with each tenant's TTFTs (ms)."""
     records = [{"tenant": name, "status_code": 200, "send_s": 1.0, "first_text_s": 1.0 + ms / 1000}
                for name, ttfts in tenants.items() for ms in ttfts]
-    return {"summary": {"output_throughput_tps": tps, "window_s": {"length": 60.0}, "num_ok": len(records),
+    return {"config": {"warmup_s": 0.0}, "summary": {"output_throughput_tps": tps, "window_s": {"length": 60.0}, "num_ok": len(records),
                         "tenants": {name: {"num_requests": len(t), "num_ok": len(t), "output_tokens": 16 * len(t),
                                            "output_token_share": 0.66 if name == "C" else None}
                                     for name, t in tenants.items()}},
@@ -60,3 +60,12 @@ def test_three_valid_repeats_decide_the_tail_target_by_the_whole_interval():
     assert tables.verdict(est["b_tail_ratio_fair"], "at_most", 1.5) == "NOT met"
     assert tables.verdict(est["a_alone_tps_fair_vs_fcfs"], "at_least", 0.97) == "NOT met"  # 0.90x
     assert est["c_share_weight_2"]["mean"] == 0.66
+
+
+def test_requests_sent_in_the_warm_up_are_not_measured():
+    warm = result({"B": [100.0] * 10}, 10.0)
+    warm["records"][0]["send_s"] = 0.5  # sent while the flood's streams were opening
+    warm["records"][0]["first_text_s"] = 0.5 + 5.0
+    warm["config"]["warmup_s"] = 1.0
+    b = noisy_neighbour.figures(warm)["B"]
+    assert b["ttft_n"] == 9 and abs(b["ttft_tail_ms"] - 100.0) < 1e-6

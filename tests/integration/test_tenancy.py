@@ -3,11 +3,14 @@ does not hold a quiet one back, limits hold per tenant and count what a request 
 as the model server counted it), a request that cannot meet its TTFT target is refused at once, a priority a tenant
 may not use is a 400, and a response's timings add up (a wait for a slot counted once). A second app with auth on
 and tenancy: each key its own tenant whatever the header says, auth's own limits still hold, and the
-tenant labels on /metrics are digests when metrics require auth."""
+tenant labels on /metrics are digests when metrics require auth. Last, each app's limiter actor is killed: the first
+app (`fail_open`) admits on its local share of a limit, the second (`fail_closed`) refuses limited tenants with a
+503 while unlimited ones go on, and both find a new actor after `limits_retry_s`."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import statistics
 import time
@@ -20,6 +23,8 @@ from tests.integration.conftest import make_test_config
 from tests.integration.timings_check import CLIENT_GAP_MS, assert_timings_add_up, check_timings, stream_timed
 
 SLOTS = 4
+RETRY_S = 4.0  # tenancy.limits_retry_s: how long a replica applies its failure mode before asking the actor again
+LEASE_TTL_S = 2.0  # tenancy.limits_lease_ttl_s (the default): a lease's unspent units are spent before any call
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +37,9 @@ def tenancy_url(module_app) -> str:
                  "tenants": {"flood": {"name": "flood"}, "quiet": {"name": "quiet"},
                              "metered": {"name": "metered", "requests_per_minute": 3},
                              "counted": {"name": "counted", "tokens_per_minute": 250},
-                             "strict": {"name": "strict", "ttft_slo_ms": 1}}})
+                             "strict": {"name": "strict", "ttft_slo_ms": 1},
+                             "outage": {"name": "outage", "requests_per_minute": 2}},
+                 "limits_retry_s": RETRY_S})
     return module_app(config, "serve_app_tenancy", "/tenancy")
 
 
@@ -148,7 +155,7 @@ def test_a_tenants_token_limit_counts_every_sequence_and_what_was_used(tenancy_u
     assert statuses == [200, 200, 200, 429], statuses
 
 
-KEYS = ("sk-tenant-one", "sk-tenant-two")
+KEYS = ("sk-tenant-one", "sk-tenant-two", "sk-tenant-three")
 
 
 @pytest.fixture(scope="module")
@@ -159,8 +166,12 @@ def auth_url(module_app, tmp_path_factory) -> str:
         model={"source": "tiny"}, engine={"max_num_seqs": SLOTS, "speculation": {"mode": "off"}},
         auth={"enabled": True, "api_keys_file": str(keys_file), "requests_per_minute": 3,
               "metrics_require_auth": True},
-        tenancy={"enabled": True, "limits_backend": "local",
-                 "tenants": {"metered": {"name": "metered", "requests_per_minute": 1}}})
+        tenancy={"enabled": True, "limits_backend": "cluster", "limits_failure_mode": "fail_closed",
+                 "limits_retry_s": RETRY_S,
+                 "tenants": {"metered": {"name": "metered", "requests_per_minute": 1},
+                             # the third key's tenant has a limit of its own (the other keys' tenants have none)
+                             "sha256:" + hashlib.sha256(KEYS[2].encode()).hexdigest():
+                                 {"name": "three", "requests_per_minute": 50}}})
     return module_app(config, "serve_app_tenancy_auth", "/tenancy_auth")
 
 
@@ -181,3 +192,47 @@ def test_with_auth_each_key_is_its_own_tenant_and_auths_limits_still_hold(auth_u
     assert labels, metrics[:2000]  # tenancy is on
     assert all(label.startswith("t-") for label in labels), labels  # digests: metrics are mirrored to Ray's port
     assert "metered" not in metrics and "key-" not in metrics
+
+
+# ------------------------------------------------ the limiter actor goes away (last: each app gets a new one)
+
+
+def _kill_limiter(app_name: str) -> None:
+    """Kill the app's limiter actor, then wait out the leases the replica holds (spent without asking the actor:
+    its background top-up after the last request leased one more unit), so the next request must ask."""
+    import ray
+
+    from serve_app.tenancy.limiter_actor import SERVE_NAMESPACE, limiter_actor_name
+
+    ray.kill(ray.get_actor(limiter_actor_name(app_name), namespace=SERVE_NAMESPACE), no_restart=True)
+    time.sleep(LEASE_TTL_S + 0.5)
+
+
+def _post_tenant(url: str, tenant: str) -> httpx.Response:
+    return httpx.post(f"{url}/v1/completions", json=_body(2), headers={"x-tenant-id": tenant}, timeout=60)
+
+
+def test_fail_open_admits_on_the_local_share_of_a_limit_while_the_limiter_is_gone(tenancy_url):
+    assert _post_tenant(tenancy_url, "outage").status_code == 200  # a lease from the actor (created if none)
+    _kill_limiter("serve_app_tenancy")
+    started = time.monotonic()
+    statuses = [_post_tenant(tenancy_url, "outage").status_code for _ in range(3)]
+    assert time.monotonic() - started < RETRY_S, "the outage must be seen within one retry period"
+    # fail_open: admitted on this (only) ingress replica's local bucket of 2 requests a minute, then its 429
+    assert statuses == [200, 200, 429], statuses
+    assert _post_tenant(tenancy_url, "quiet").status_code == 200  # a tenant without limits never notices
+    time.sleep(RETRY_S + 0.5)
+    assert _post_tenant(tenancy_url, "outage").status_code == 200  # a new actor, with a full budget
+
+
+def test_fail_closed_refuses_only_limited_tenants_with_a_503_while_the_limiter_is_gone(auth_url):
+    assert _post_as(auth_url, KEYS[2]).status_code == 200
+    _kill_limiter("serve_app_tenancy_auth")
+    refused = _post_as(auth_url, KEYS[2])
+    assert refused.status_code == 503, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "limiter_unavailable" and error["type"] == "server_error"
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert _post_as(auth_url, KEYS[1]).status_code == 200  # its tenant has no limits: not refused
+    time.sleep(RETRY_S + 0.5)
+    assert _post_as(auth_url, KEYS[2]).status_code == 200  # a new actor answers again

@@ -169,8 +169,10 @@ def main() -> None:
         data = json.loads((out / "summary.json").read_text())
         write_summary(data["runs"], out, data["meta"])
         return
-    meta = {**machine(), "repeats": args.repeats, "client_nice": applied_nice(args.client_nice), "command": "benchmarks/noisy_neighbour.py " + " ".join(
-                f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "summarise_only")),
+    options = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+                       if k not in ("out", "summarise_only"))
+    meta = {**machine(), "repeats": args.repeats, "client_nice": applied_nice(args.client_nice),
+            "command": "benchmarks/noisy_neighbour.py " + options,
             "workload": f"completions, 128 prompt tokens, {args.max_tokens} output tokens (ignore_eos), greedy; B "
                         f"sends up to {args.b_requests} requests one at a time; A32_B1 {args.duration_s} s after a "
                         f"{args.beside_warmup_s} s warm-up (the flood's streams opening; not measured) "

@@ -15,7 +15,8 @@ def result(tenants: dict[str, list[float]], tps: float, valid: bool = True) -> d
     """A load tester result.json with each tenant's TTFTs (ms)."""
     records = [{"tenant": name, "status_code": 200, "send_s": 1.0, "first_text_s": 1.0 + ms / 1000}
                for name, ttfts in tenants.items() for ms in ttfts]
-    return {"config": {"warmup_s": 0.0}, "summary": {"output_throughput_tps": tps, "window_s": {"length": 60.0}, "num_ok": len(records),
+    return {"config": {"warmup_s": 0.0},
+            "summary": {"output_throughput_tps": tps, "window_s": {"length": 60.0}, "num_ok": len(records),
                         "tenants": {name: {"num_requests": len(t), "num_ok": len(t), "output_tokens": 16 * len(t),
                                            "output_token_share": 0.66 if name == "C" else None}
                                     for name, t in tenants.items()}},

@@ -6,7 +6,8 @@ of the flood's new requests waits for all their prefills (measured: 230 ms alone
 The rule, only while another tenant is present (holding or waiting for a slot now, or within `linger_s`: a
 closed-loop client is away for milliseconds between requests):
 
-- a request of a tenant under its weighted share of the slots is *protected*, and never waits for another's;
+- a request of a tenant under its weighted share of the slots and holding no other is *protected* (a quiet
+  tenant's), and never waits for another's;
 - a tenant over its share waits while a protected prefill of another tenant is before its first token (at most
   `hold_s`);
 - requests of tenants that already hold a slot (floods, under their share or over it) start evenly, all such

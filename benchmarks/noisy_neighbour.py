@@ -161,6 +161,9 @@ def main() -> None:
     parser.add_argument("--alone-s", type=int, default=40, help="A_alone's and A16_C16's length")
     parser.add_argument("--client-nice", type=int, default=-10,
                         help="niceness increment of the load tester's process (negative: runs before the servers)")
+    parser.add_argument("--runs", default="",
+                        help=f"re-measure only these phases (of {', '.join(RUNS)}) into the existing summary, each "
+                             "repeat's into its own row; the summary names the phases and the commit")
     parser.add_argument("--summarise-only", action="store_true")
     args = parser.parse_args()
     out = Path(args.out)
@@ -182,14 +185,19 @@ def main() -> None:
     from serve_app.platform.models import resolve_model_path
 
     model_dir = resolve_model_path(AppConfig().model)
+    phases = args.runs.split(",") if args.runs else list(RUNS)
     runs: dict[str, list[dict]] = {}
+    if args.runs:  # re-measure some phases into the existing summary: each re-measured phase names its commit
+        previous = json.loads((out / "summary.json").read_text())
+        runs, meta = previous["runs"], {**previous["meta"], "remeasured": {
+            "phases": phases, "commit": meta["commit"], "date": meta["date"], "uncommitted": meta["uncommitted"]}}
     for repeat in range(args.repeats):
         for name in args.servers.split(","):
             folder = out / name / f"r{repeat}"
-            row: dict = {}
+            row: dict = runs[name][repeat] if args.runs else {}
             try:
                 with running(server(name), folder):
-                    for run_name in RUNS:
+                    for run_name in phases:
                         if run_name in TENANCY_ONLY and name != "serve_app_fair":
                             continue
                         row[run_name] = run(name, run_name, args, model_dir, folder / run_name)
@@ -197,7 +205,8 @@ def main() -> None:
             except Exception as exc:  # noqa: BLE001 - record and go on
                 row["error"] = f"{type(exc).__name__}: {str(exc)[-300:]}"
                 print(repeat, name, "failed:", row["error"], flush=True)
-            runs.setdefault(name, []).append(row)
+            if not args.runs:
+                runs.setdefault(name, []).append(row)
             write_summary(runs, out, meta)  # after every server: a stopped run keeps what it measured
 
 

@@ -140,7 +140,10 @@ def noisy_neighbour(data: dict) -> str:
     meta, runs, est = data["meta"], data["runs"], data["estimates"]
     lines = [f"{meta['cpu']} ({', '.join(meta['cpu_flags']) or 'no avx512'}), {meta['date']}, commit "
              f"{meta['commit'][:10]}{' (uncommitted changes)' if meta.get('uncommitted') else ''}; "
-             f"{meta['workload']}; {meta['repeats']} interleaved repeats (a server started afresh for each).", "",
+             f"{meta['workload']}; {meta['repeats']} interleaved repeats (a server started afresh for each)"
+             + (f"; {', '.join(meta['remeasured']['phases'])} re-measured on commit "
+                f"{meta['remeasured']['commit'][:10]}, {meta['remeasured']['date']}" if meta.get("remeasured") else "")
+             + ".", "",
              "| server | repeat | B alone TTFT p50 / tail ms | B beside A TTFT p50 / tail ms | A alone output tok/s | "
              "A32+B1 total output tok/s | C's share (weight 2) | load tester |", "|---|---|---|---|---|---|---|---|"]
 

@@ -56,10 +56,12 @@ def server(name: str) -> Server:
 
 def run(name: str, run_name: str, args: argparse.Namespace, model_dir: str, folder: Path) -> dict:
     beside_s = args.duration_s if name == "serve_app_fair" else args.fcfs_duration_s
-    duration_s = {"A32_B1": beside_s + args.beside_warmup_s, "B_alone": 3600}.get(run_name, args.alone_s)
-    warmup_s = args.beside_warmup_s if run_name == "A32_B1" else 0
+    # With two tenants, the first seconds are not measured: A's streams open together, before the other's, and
+    # their first requests take the rows and fill one engine step before pacing applies (A is alone then).
+    warmup_s = args.beside_warmup_s if run_name in ("A32_B1", "A16_C16") else 0
+    duration_s = {"A32_B1": beside_s, "B_alone": 3600}.get(run_name, args.alone_s) + warmup_s
     # Beside the flood, B's requests in the warm-up are not measured: a few more keep at least --b-requests.
-    b_requests = args.b_requests + (5 if warmup_s else 0)
+    b_requests = args.b_requests + (5 if run_name == "A32_B1" and warmup_s else 0)
     command = [str(VENV_PY), "-m", "loadtest.cli", "run", "--base-url", f"http://127.0.0.1:{PORT}", "--endpoint",
                "completions", "--model", NAME, "--tenants", RUNS[run_name].format(b=b_requests),
                "--input-tokens", "128", "--max-tokens", str(args.max_tokens), "--ignore-eos", "--temperature", "0",
@@ -154,8 +156,8 @@ def main() -> None:
                         help="A32_B1's length with tenancy: B's requests must fit (about 4.4 s each beside the flood "
                              "on a 2-core EPYC without AVX-512)")
     parser.add_argument("--beside-warmup-s", type=int, default=10,
-                        help="A32_B1: B's requests sent in the first seconds, while A's 32 streams open together "
-                             "and their first prefills fill one engine step, are not measured (reported apart)")
+                        help="A32_B1 and A16_C16: requests sent in the first seconds, while A's streams open "
+                             "together and take the rows before the other tenant's, are not measured")
     parser.add_argument("--fcfs-duration-s", type=int, default=120,
                         help="A32_B1's length first come first served (B waits out the backlog: a few requests)")
     parser.add_argument("--alone-s", type=int, default=40, help="A_alone's and A16_C16's length")
@@ -179,7 +181,8 @@ def main() -> None:
             "workload": f"completions, 128 prompt tokens, {args.max_tokens} output tokens (ignore_eos), greedy; B "
                         f"sends up to {args.b_requests} requests one at a time; A32_B1 {args.duration_s} s after a "
                         f"{args.beside_warmup_s} s warm-up (the flood's streams opening; not measured) "
-                        f"({args.fcfs_duration_s} s first come first served), A_alone and A16_C16 {args.alone_s} s; "
+                        f"({args.fcfs_duration_s} s first come first served), A_alone {args.alone_s} s, A16_C16 "
+                        f"{args.alone_s} s after the same warm-up; "
                         f"load tester at niceness {applied_nice(args.client_nice):+d}"}
     from serve_app.config import AppConfig
     from serve_app.platform.models import resolve_model_path
@@ -190,7 +193,8 @@ def main() -> None:
     if args.runs:  # re-measure some phases into the existing summary: each re-measured phase names its commit
         previous = json.loads((out / "summary.json").read_text())
         runs, meta = previous["runs"], {**previous["meta"], "remeasured": {
-            "phases": phases, "commit": meta["commit"], "date": meta["date"], "uncommitted": meta["uncommitted"]}}
+            "phases": phases, "commit": meta["commit"], "date": meta["date"], "uncommitted": meta["uncommitted"],
+            "warmup_s": args.beside_warmup_s}}
     for repeat in range(args.repeats):
         for name in args.servers.split(","):
             folder = out / name / f"r{repeat}"

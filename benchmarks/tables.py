@@ -142,7 +142,8 @@ def noisy_neighbour(data: dict) -> str:
              f"{meta['commit'][:10]}{' (uncommitted changes)' if meta.get('uncommitted') else ''}; "
              f"{meta['workload']}; {meta['repeats']} interleaved repeats (a server started afresh for each)"
              + (f"; {', '.join(meta['remeasured']['phases'])} re-measured on commit "
-                f"{meta['remeasured']['commit'][:10]}, {meta['remeasured']['date']}" if meta.get("remeasured") else "")
+                f"{meta['remeasured']['commit'][:10]}, {meta['remeasured']['date']}, after a "
+                f"{meta['remeasured'].get('warmup_s', 0)} s warm-up" if meta.get("remeasured") else "")
              + ".", "",
              "| server | repeat | B alone TTFT p50 / tail ms | B beside A TTFT p50 / tail ms | A alone output tok/s | "
              "A32+B1 total output tok/s | C's share (weight 2) | load tester |", "|---|---|---|---|---|---|---|---|"]

@@ -38,6 +38,9 @@ class TenantLimiterActor:
     def give_back(self, client_id: str, returns: list[tuple[str, TenantLimits, float, float]]) -> int:
         return self._ledger.give_back(client_id, returns, time.monotonic())
 
+    def ping(self) -> bool:
+        return True
+
 
 def get_or_create_limiter_actor(app_name: str, namespace: str = SERVE_NAMESPACE):
     """The app's limiter actor, created if none is alive (blocking: a GCS round trip)."""
@@ -64,9 +67,16 @@ class RayLimiterBackend:
         actor = await self._get_actor()
         return await self._checked(actor.give_back.remote(client_id, returns))
 
+    async def ready(self) -> None:
+        """Wait until the actor answers (created if none is alive). Its first start takes seconds on a busy node,
+        longer than one lease call may: the limiter awaits this apart, with a start timeout of its own."""
+        await self._get_actor()
+
     async def _get_actor(self):
         if self._actor is None:
-            self._actor = await asyncio.to_thread(get_or_create_limiter_actor, self.app_name, self.namespace)
+            actor = await asyncio.to_thread(get_or_create_limiter_actor, self.app_name, self.namespace)
+            await self._checked(actor.ping.remote())
+            self._actor = actor
         return self._actor
 
     async def _checked(self, object_ref):

@@ -27,7 +27,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -80,6 +80,9 @@ class Decision:
 
 
 ALLOWED = Decision(True)
+# How long a lease call waits for the limiter actor to start (created on first use, or again after it died)
+# before that counts as an outage; a lease call itself then has limits_call_timeout_s.
+BACKEND_START_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -114,6 +117,8 @@ class ClusterLimiter:
     _next_sweep_s: float = field(default=0.0, init=False)
     _down_until_s: float | None = field(default=None, init=False)
     _fallback: dict[str, TenantBudget] = field(default_factory=dict, init=False)
+    # The backend's start (the limiter actor's first answer) in progress, shared by the calls that wait for it.
+    _starting: asyncio.Future | None = field(default=None, init=False)
 
     @classmethod
     def from_config(cls, config: TenancyConfig, backend: LimiterBackend, **kwargs) -> ClusterLimiter:
@@ -238,6 +243,9 @@ class ClusterLimiter:
         """One round trip; None (and the limiter marked down) when the ledger cannot be reached."""
         want_requests, want_tokens = self._lease_size(limits)
         try:
+            ready = getattr(self.backend, "ready", None)
+            if ready is not None:  # a starting actor is not an outage: wait for it (bounded) before the timed call
+                await asyncio.wait_for(asyncio.shield(self._ready(ready)), BACKEND_START_TIMEOUT_S)
             grant = await asyncio.wait_for(
                 self.backend.lease(self.client_id, name, limits, need_requests, need_tokens, want_requests,
                                    want_tokens), self.call_timeout_s)
@@ -246,6 +254,12 @@ class ClusterLimiter:
             return None
         self._mark_up(grant.num_clients)
         return grant
+
+    def _ready(self, ready: Callable[[], Awaitable[None]]) -> asyncio.Future:
+        """One shared wait for the backend to answer, however many requests ask at once."""
+        if self._starting is None or self._starting.done():
+            self._starting = asyncio.ensure_future(ready())
+        return self._starting
 
     def _sweep_expired(self, now_s: float) -> None:
         self._next_sweep_s = now_s + self.lease_ttl_s / 2

@@ -3,13 +3,15 @@ does not hold a quiet one back, limits hold per tenant and count what a request 
 as the model server counted it), a request that cannot meet its TTFT target is refused at once, a priority a tenant
 may not use is a 400, and a response's timings add up (a wait for a slot counted once). A second app with auth on
 and tenancy: each key its own tenant whatever the header says, auth's own limits still hold, and the
-tenant labels on /metrics are digests when metrics require auth. Last, the first app's limiter actor is killed:
-with `fail_open` a limited tenant is admitted on the replica's local share of its limit, then refused, and a tenant
-without limits never notices."""
+tenant labels on /metrics are digests when metrics require auth. Last, each app's limiter actor is killed: with
+`fail_open` a limited tenant is admitted on the replica's local share of its limit, then refused, and a tenant
+without limits never notices; with `fail_closed` (the second app) a limited tenant gets a 503 while an unlimited
+one is served, and the first request after `limits_retry_s` waits for a new actor instead of failing."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import statistics
 import time
@@ -154,7 +156,7 @@ def test_a_tenants_token_limit_counts_every_sequence_and_what_was_used(tenancy_u
     assert statuses == [200, 200, 200, 429], statuses
 
 
-KEYS = ("sk-tenant-one", "sk-tenant-two")
+KEYS = ("sk-tenant-one", "sk-tenant-two", "sk-tenant-three")
 
 
 @pytest.fixture(scope="module")
@@ -165,8 +167,12 @@ def auth_url(module_app, tmp_path_factory) -> str:
         model={"source": "tiny"}, engine={"max_num_seqs": SLOTS, "speculation": {"mode": "off"}},
         auth={"enabled": True, "api_keys_file": str(keys_file), "requests_per_minute": 3,
               "metrics_require_auth": True},
-        tenancy={"enabled": True, "limits_backend": "local",
-                 "tenants": {"metered": {"name": "metered", "requests_per_minute": 1}}})
+        tenancy={"enabled": True, "limits_backend": "cluster", "limits_failure_mode": "fail_closed",
+                 "limits_retry_s": RETRY_S,
+                 "tenants": {"metered": {"name": "metered", "requests_per_minute": 1},
+                             # the third key's tenant has a limit of its own (the other keys' tenants have none)
+                             "sha256:" + hashlib.sha256(KEYS[2].encode()).hexdigest():
+                                 {"name": "three", "requests_per_minute": 50}}})
     return module_app(config, "serve_app_tenancy_auth", "/tenancy_auth")
 
 
@@ -217,3 +223,17 @@ def test_fail_open_admits_on_the_local_share_of_a_limit_while_the_limiter_is_gon
     # replicas the ledger last counted), then that share's 429
     assert statuses[0] == 200 and 429 in statuses and statuses == sorted(statuses), statuses
     assert _post_tenant(tenancy_url, "quiet").status_code == 200  # a tenant without limits never notices
+
+
+def test_fail_closed_refuses_only_limited_tenants_with_a_503_while_the_limiter_is_gone(auth_url):
+    # The app's first limited request waits for the actor's first start (seconds on a busy node), not refused.
+    assert _post_as(auth_url, KEYS[2]).status_code == 200
+    _kill_limiter("serve_app_tenancy_auth")
+    refused = _post_as(auth_url, KEYS[2])
+    assert refused.status_code == 503, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "limiter_unavailable" and error["type"] == "server_error"
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert _post_as(auth_url, KEYS[1]).status_code == 200  # its tenant has no limits: not refused
+    time.sleep(RETRY_S + 1.0)
+    assert _post_as(auth_url, KEYS[2]).status_code == 200  # waits for a new actor to start, then answers

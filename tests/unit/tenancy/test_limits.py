@@ -203,6 +203,31 @@ async def test_a_slow_ledger_counts_as_down():
     assert decision.reason == "limiter_unavailable"
 
 
+async def test_a_starting_backend_is_waited_for_not_counted_as_down():
+    """The limiter actor's first start takes seconds, longer than one call may: with fail_closed the app's first
+    limited requests were refused with 503 before any outage. The start is awaited apart (shared), then the call."""
+    _clock, backend, (limiter,) = make_limiters(1, failure_mode="fail_closed", call_timeout_s=0.01)
+    starts = []
+    started = asyncio.Event()
+    lease = backend.lease
+
+    async def ready() -> None:  # like the Ray backend: create the actor, wait for its first answer
+        if not started.is_set():
+            starts.append(1)
+            await asyncio.sleep(0.05)  # five call timeouts
+            started.set()
+
+    async def lease_after_start(*args):  # a lease call on a starting actor waits for the start too
+        await ready()
+        return await lease(*args)
+
+    backend.ready, backend.lease = ready, lease_after_start
+    tenant = TenantConfig(name="A", requests_per_minute=1000)
+    decisions = await asyncio.gather(*(limiter.check_and_count(tenant, 1) for _ in range(3)))
+    assert all(d.allowed for d in decisions) and not limiter.is_down
+    assert len(starts) <= 2  # concurrent callers share one wait (a top-up may ask again once it is done)
+
+
 async def test_from_config_and_close_returns_leases():
     config = TenancyConfig(limits_lease_fraction=0.5, limits_failure_mode="fail_closed", limits_retry_s=7)
     clock = FakeClock()

@@ -1,6 +1,7 @@
 """FairGate: slots handed out in fair order; fast path without suspending; no slot leaks on cancel or timeout."""
 
 import asyncio
+from collections import Counter
 from contextlib import asynccontextmanager
 
 import pytest
@@ -359,32 +360,33 @@ async def test_a_quiet_tenant_between_two_requests_still_paces_the_flood():
     await asyncio.gather(*flood, return_exceptions=True)
 
 
-async def test_with_pacing_a_flood_beside_a_quiet_tenant_keeps_the_engine_rows_full():
-    """Work-conserving: an engine of 8 rows (+1 reserved) steps every 50 ms; every request takes 1 step to its
-    first token and 16 steps in all. The flood (32 clients) beside a quiet tenant (one at a time) must keep the 8
-    shared rows busy, as it would alone: pacing delays a start by at most about one step."""
-    now = [0.0]
-    step_s = 0.05
-    gate = paced_gate(now, spacing_s=step_s)
+async def run_stepped_engine(gate: FairGate, now: list[float], step_s: float, clients: dict[str, tuple[int, float]],
+                             num_steps: int, recheck_each_step: bool = False) -> list[Counter]:
+    """Closed-loop clients ({tenant: (count, weight)}) through `gate` into an engine that steps every `step_s` on
+    the fake clock `now`: a request gives its first token after 1 step and ends after 16, and its client sends the
+    next at once. Returns, per step, the rows each tenant ran (one output token each). `recheck_each_step`: do
+    what the gate's own recheck timer does on the loop's clock, here on the fake one."""
     running: dict[int, tuple[str, int]] = {}  # grant -> (tenant, steps left)
     waiting: list[asyncio.Task] = []
 
     def start(tenant: str) -> None:
-        task = asyncio.create_task(gate.acquire(tenant, 144))
+        task = asyncio.create_task(gate.acquire(tenant, 144, weight=clients[tenant][1]))
         task.tenant = tenant
         waiting.append(task)
 
-    for _ in range(32):
-        start("A")
-    start("B")
-    busy_rows: list[int] = []
-    for _ in range(400):
+    for tenant, (count, _) in clients.items():
+        for _ in range(count):
+            start(tenant)
+    rows: list[Counter] = []
+    for _ in range(num_steps):
+        if recheck_each_step:
+            gate._dispatch()
         await asyncio.sleep(0)
         await settle()
         for task in [t for t in waiting if t.done()]:
             waiting.remove(task)
             running[task.result()] = (task.tenant, 16)
-        busy_rows.append(sum(1 for tenant, _ in running.values() if tenant == "A"))
+        rows.append(Counter(tenant for tenant, _ in running.values()))
         now[0] += step_s
         for grant, (tenant, left) in list(running.items()):
             if left == 16:
@@ -395,11 +397,23 @@ async def test_with_pacing_a_flood_beside_a_quiet_tenant_keeps_the_engine_rows_f
                 start(tenant)  # closed loop: the client sends its next request at once
             else:
                 running[grant] = (tenant, left - 1)
-    mean_a_rows = sum(busy_rows[20:]) / len(busy_rows[20:])
-    assert mean_a_rows >= 7.5, mean_a_rows  # of 8 shared rows; B runs in the reserved row
     for task in waiting:
         task.cancel()
     await asyncio.gather(*waiting, return_exceptions=True)
+    return rows
+
+
+async def test_with_pacing_a_flood_beside_a_quiet_tenant_keeps_the_engine_rows_full():
+    """Work-conserving: an engine of 8 rows (+1 reserved) steps every 50 ms; every request takes 1 step to its
+    first token and 16 steps in all. The flood (32 clients) beside a quiet tenant (one at a time) must keep the 8
+    shared rows busy, as it would alone: pacing delays a start by at most about one step."""
+    now = [0.0]
+    step_s = 0.05
+    gate = paced_gate(now, spacing_s=step_s)
+    rows = await run_stepped_engine(gate, now, step_s, {"A": (32, 1.0), "B": (1, 1.0)}, num_steps=400)
+    busy_rows = [step_rows["A"] for step_rows in rows]
+    mean_a_rows = sum(busy_rows[20:]) / len(busy_rows[20:])
+    assert mean_a_rows >= 7.5, mean_a_rows  # of 8 shared rows; B runs in the reserved row
 
 
 async def test_a_paced_tenant_first_in_fair_order_does_not_hold_back_a_tenant_after_it():
@@ -443,42 +457,10 @@ async def test_with_pacing_two_floods_keep_their_weights_and_the_rows_full():
     now = [0.0]
     step_s = 0.05
     gate = FairGate(9, reserved=1, pacer=PrefillPacer(2 * step_s, 2.0, 1.0, clock=lambda: now[0]))
-    running: dict[int, tuple[str, int]] = {}
-    waiting: list[asyncio.Task] = []
-    tokens = {"A": 0, "C": 0}
-
-    def start(tenant: str) -> None:
-        task = asyncio.create_task(gate.acquire(tenant, 144, weight=2.0 if tenant == "C" else 1.0))
-        task.tenant = tenant
-        waiting.append(task)
-
-    for _ in range(16):
-        start("A")
-        start("C")
-    busy_rows: list[int] = []
-    for step in range(600):
-        gate._dispatch()  # what the gate's own recheck timer does on the loop's clock, here on the fake one
-        await asyncio.sleep(0)
-        await settle()
-        for task in [t for t in waiting if t.done()]:
-            waiting.remove(task)
-            running[task.result()] = (task.tenant, 16)
-        busy_rows.append(len(running))
-        now[0] += step_s
-        for grant, (tenant, left) in list(running.items()):
-            if step >= 100:
-                tokens[tenant] += 1
-            if left == 16:
-                gate.first_token(grant)
-            if left == 1:
-                del running[grant]
-                gate.release(tenant, grant)
-                start(tenant)
-            else:
-                running[grant] = (tenant, left - 1)
+    rows = await run_stepped_engine(gate, now, step_s, {"A": (16, 1.0), "C": (16, 2.0)}, num_steps=600,
+                                    recheck_each_step=True)
+    tokens = {tenant: sum(step_rows[tenant] for step_rows in rows[100:]) for tenant in ("A", "C")}
+    busy_rows = [sum(step_rows.values()) for step_rows in rows]
     share_c = tokens["C"] / (tokens["A"] + tokens["C"])
     assert 0.62 <= share_c <= 0.72, share_c  # 2/3 within the gate's granularity
     assert sum(busy_rows[100:]) / len(busy_rows[100:]) >= 7.5  # work-conserving: the shared rows stay full
-    for task in waiting:
-        task.cancel()
-    await asyncio.gather(*waiting, return_exceptions=True)

@@ -20,7 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-from serve_app.stats import percentile_of  # the project's one percentile (p50 = the median)
+import tables  # benchmarks/, beside this script
+from harness import machine
+from serve_app.stats import paired_ratio_ci, percentile_of  # the project's one percentile (p50 = the median)
 
 
 async def _run(args: argparse.Namespace) -> dict:
@@ -53,10 +55,15 @@ async def _run(args: argparse.Namespace) -> dict:
     finally:
         for engine in engines.values():
             engine.shutdown()
-    ratios = [c["output_tokens_per_s"] / b["output_tokens_per_s"] for b, c in zip(rounds["base"], rounds["compressed"])]
+    base_tok_s = [r["output_tokens_per_s"] for r in rounds["base"]]
+    compressed_tok_s = [r["output_tokens_per_s"] for r in rounds["compressed"]]
+    ratios = [c / b for b, c in zip(base_tok_s, compressed_tok_s)]
     return {
         "base": args.base, "model": args.model, "dtypes": {n: d for n, (_, d) in targets.items()},
-        "cpu": cpu_summary(), "concurrency": args.concurrency, "max_tokens": args.max_tokens,
+        "machine": machine(), "cpu": cpu_summary(), "concurrency": args.concurrency, "max_tokens": args.max_tokens,
+        "num_rounds": args.rounds,
+        # Geometric mean of the per-round ratios with its 95% t interval (the rounds are interleaved pairs).
+        "speedup": paired_ratio_ci(base_tok_s, compressed_tok_s).to_dict(),
         "measured_at": time.strftime("%Y-%m-%d %H:%M"), "load_average_1m_at_end": os.getloadavg()[0],
         "base_tok_s_median": percentile_of([r["output_tokens_per_s"] for r in rounds["base"]], 50),
         "compressed_tok_s_median": percentile_of([r["output_tokens_per_s"] for r in rounds["compressed"]], 50),
@@ -78,7 +85,8 @@ def main() -> int:
     result = asyncio.run(_run(args))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
-    print(json.dumps({k: result[k] for k in ("base_tok_s_median", "compressed_tok_s_median", "speedup_median")}))
+    Path(args.out).with_suffix(".md").write_text(tables.compression_speed_pair(result))
+    print(tables.compression_speed_pair(result))
     return 0
 
 

@@ -9,6 +9,7 @@ scripts, not a script.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 Table = Callable[[dict], str]
 
@@ -102,6 +103,21 @@ def compression(data: dict) -> str:
                      f"{row['perplexity']:,} ({row['ppl_change_pct']:+.1f}%) | {row['num_correct']} | "
                      f"{row['tok_s_c1']:.1f} | {row['tok_s_c16']:.1f} ({row['speedup_c16']:.2f}x) |")
     return "\n".join(lines)
+
+
+def compression_speed_pair(data: dict) -> str:
+    """benchmarks/compression_speed_pair.py: both speeds, the paired ratio with its interval, and where it ran."""
+    where = data["machine"]
+    flags = ", ".join(where["cpu_flags"]) or "no avx512"
+    return (f"{where['cpu']} ({flags}), {data['measured_at']}, commit {where['commit'][:10]}; both engines alive "
+            f"in one process, {data['num_rounds']} alternated rounds of {data['concurrency']} concurrent requests x "
+            f"{data['max_tokens']} output tokens.\n\n"
+            "| base | compressed | activations | base tok/s (median) | compressed tok/s (median) | speed-up [95% CI] "
+            "| compressed faster? |\n|---|---|---|---|---|---|---|\n"
+            f"| {Path(data['base'].split('@')[0]).name} | {Path(data['model'].split('@')[0]).name} | "
+            f"{data['dtypes']['base']} / {data['dtypes']['compressed']} | {data['base_tok_s_median']:.1f} | "
+            f"{data['compressed_tok_s_median']:.1f} | {format_ratio(data['speedup'])} | "
+            f"{verdict(data['speedup'], 'at_least', 1.0)} |")
 
 
 def autoscale_replay(data: dict) -> str:
@@ -221,6 +237,7 @@ def speculation_load(data: dict) -> str:
 
 TABLES: dict[str, tuple[str, Table]] = {
     "compression": ("results/compression/compression.json", compression),
+    "compression_speed_no_avx512": ("results/compression/speed_pair_w8a8_fp32_no_avx512.json", compression_speed_pair),
     "autoscale_replay": ("results/autoscale_replay/autoscale_replay.json", autoscale_replay),
     "noisy_neighbour": ("results/noisy_neighbour/summary.json", noisy_neighbour),
     "speculation_load": ("results/speculation/load/summary.json", speculation_load),

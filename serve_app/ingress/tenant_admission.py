@@ -94,7 +94,7 @@ def _drain_retry_after_s(gate: FairGate, rates: EngineRates) -> int:
 class Admitted:
     tenant: TenantConfig
     priority: int
-    release: Callable[[], None]
+    release: Callable[[], None]  # idempotent: the slot may be handed on at the request's last step, before its end
     first_token: Callable[[], None]  # call at the first output (ends the request's prefill for pacing)
     waited_s: float
     predicted_ttft_s: float | None  # from `admitted_at_s`; None without a TTFT target
@@ -270,14 +270,30 @@ class TenantAdmission:
             correct(charge.settle(used_prompt_tokens, output_tokens))
 
         granted_s = time.monotonic()
+        released = False
 
         def release() -> None:
-            gate.release(tenant.name, grant)
-            self._shed[model].held(time.monotonic() - granted_s)
+            nonlocal released
+            if not released:
+                released = True
+                gate.release(tenant.name, grant)
+                self._shed[model].held(time.monotonic() - granted_s)
+
+        bound_tokens = max_tokens * max(1, num_sequences) if max_tokens > 0 else None
+
+        def generated(num_new: int) -> None:
+            correct(charge.generated(num_new))
+            # The step that ends the request has begun once what is left fits in one more frame like this one:
+            # hand its slot on now, so the next request reaches the engine while that step runs and takes the row
+            # it frees. Released at the end instead, a refill came through the gate and the frontend during the
+            # next step and started a step later: one step per request (a tenant alone ran 7.3 of 8 rows, 0.90x
+            # first come first served's output with 16-token requests). Only a request ending at its bound is
+            # known this early; one that stops sooner releases at its end.
+            if bound_tokens is not None and bound_tokens - charge.num_generated_tokens <= max(1, num_new):
+                release()
 
         return Admitted(tenant, priority, release, lambda: gate.first_token(grant),
-                        time.monotonic() - start_s, predicted_s, admitted_at_s,
-                        lambda num_new: correct(charge.generated(num_new)), settle)
+                        time.monotonic() - start_s, predicted_s, admitted_at_s, generated, settle)
 
     def _learn_output(self, model: str, output_tokens: float) -> None:
         """Moving mean of the output tokens per sequence (what a request without max_tokens is expected to use)."""

@@ -258,8 +258,7 @@ class FairGate:
     among the tenants now holding or waiting, beside at least one other: a tenant that floods the gate alone fills
     `capacity - reserved` slots, and a quiet tenant's request that arrives then starts at once instead of waiting
     for a flood request to finish. The ingress sizes the gate so that `capacity - reserved` is what the engines
-    run at once (max_num_seqs) and the reserve is the engines' headroom above it. With a pacer, a tenant alone
-    (no other holding, waiting or lingering) may fill the reserve too, so its refills overlap the rows that end.
+    run at once (max_num_seqs) and the reserve is the engines' headroom above it: a tenant alone loses nothing.
     """
 
     def __init__(self, capacity: int, reserved: int = 0, pacer: PrefillPacer | None = None):
@@ -355,30 +354,17 @@ class FairGate:
         return self._held.get(tenant, 0) < self.capacity * present[tenant] / sum(present.values())
 
     def _may_take(self, tenant: str, weight: float) -> bool:
-        """A tenant under its share beside others, or alone (`_alone`), may take any free slot; any other only
-        while the slots not held by tenants under their share (up to `reserved` of theirs count as the reserve,
-        whichever slots they took) leave the reserve free, so a tenant over its share beside others never holds
-        more than `capacity - reserved`."""
+        """A tenant under its share beside others may take any free slot; any other only while the slots not held
+        by such tenants (up to `reserved` of theirs count as the reserve, whichever slots they took) leave the
+        reserve free, so a tenant alone or over its share never holds more than `capacity - reserved`."""
         if self.num_in_use >= self.capacity:
             return False
         present = self._present(tenant, weight, lingering=False)
         if len(present) > 1 and self._under_share(tenant, present):
             return True
-        if self._alone(tenant, weight):
-            return True
         protected = sum(held for name, held in self._held.items()
                         if name != tenant and name in present and self._under_share(name, present))
         return self.num_in_use - min(self.reserved, protected) < self.capacity - self.reserved
-
-    def _alone(self, tenant: str, weight: float) -> bool:
-        """No other tenant holds, waits or (with a pacer) ended a request within its `linger_s`: the reserve is
-        then `tenant`'s too. Each finished row otherwise waits for the next request to come through the gate and
-        the frontend while the engine's step in flight ends (about one step per request: a tenant alone ran at
-        0.90x first come first served, with 7.3 of 8 rows busy); with the reserved row too, a refill is in the
-        engine before the next row frees. A tenant that comes back gets the next freed slot (fair order), and the
-        one alone returns to `capacity - reserved`. Without a pacer nobody is known to linger, so a closed-loop
-        quiet tenant between two requests would look absent: only a paced gate lends the reserve."""
-        return self.pacer is not None and len(self._present(tenant, weight, lingering=True)) == 1
 
     def _wait_s(self, tenant: str, weight: float) -> float | None:
         """None: no slot for `tenant` now; 0.0: it may take one; > 0: a slot, but its pacing says wait this long."""

@@ -266,49 +266,6 @@ async def test_a_tenant_alone_is_never_paced_and_fills_every_shared_slot():
     assert held_by(gate, "A") == 8 and len(set(grants)) == 8 and gate.num_waiting == 0
 
 
-async def test_a_tenant_alone_fills_the_reserve_too_and_a_tenant_that_comes_back_gets_the_next_slot():
-    """Alone, a tenant's refills would wait for the engine's step in flight each time a row ends (7.3 of 8 rows
-    busy, 0.90x first come first served); with the reserved row lent, one refill is already running when a row
-    ends. Only while nobody else holds, waits or lingers; a tenant that comes back takes the next freed slot."""
-    now = [0.0]
-    gate = paced_gate(now, linger_s=1.0)
-    grants = [await gate.acquire("A", 100) for _ in range(8)]
-    b = await gate.acquire("B", 100)  # in the reserve
-    gate.release("B", b)  # B lingers for linger_s
-    flood = [asyncio.create_task(gate.acquire("A", 100)) for _ in range(4)]
-    await settle()
-    assert held_by(gate, "A") == 8  # B lingering: the reserve stays free
-    now[0] = 2.0
-    gate.release("A", grants.pop())  # B gone: A alone takes the freed slot and the reserve
-    await settle()
-    assert held_by(gate, "A") == 9 and gate.num_in_use == 9
-    quiet = asyncio.create_task(gate.acquire("B", 100))
-    await settle()
-    assert not quiet.done()  # no free slot: B waits for A's next end ...
-    gate.release("A", grants.pop())
-    await settle()
-    assert quiet.done() and held_by(gate, "B") == 1  # ... and gets it before A's waiting requests
-    gate.first_token(quiet.result())
-    gate.release("A", grants.pop())
-    now[0] = 2.5
-    await asyncio.sleep(0.15)
-    assert held_by(gate, "A") == 7 + 1  # beside B, A is back to capacity - reserved
-    gate.release("B", quiet.result())
-    for task in flood:
-        task.cancel()
-    await asyncio.gather(*flood, return_exceptions=True)
-
-
-async def test_without_a_pacer_a_tenant_alone_keeps_the_reserve_free():
-    gate = FairGate(9, reserved=1)
-    [await gate.acquire("A", 100) for _ in range(8)]
-    extra = asyncio.create_task(gate.acquire("A", 100))
-    await settle()
-    assert not extra.done() and gate.num_in_use == 8  # nobody is known to linger: the reserve is not lent
-    extra.cancel()
-    await asyncio.gather(extra, return_exceptions=True)
-
-
 async def test_beside_a_quiet_tenant_the_flood_waits_for_its_prefill_then_starts_one_per_spacing():
     now = [0.0]
     gate = paced_gate(now)

@@ -169,3 +169,42 @@ def test_requests_refused_for_their_deadline_are_demand_the_autoscaler_sees():
             admitted.release()
 
     asyncio.run(main())
+
+
+def test_a_slot_is_handed_on_as_the_last_step_of_a_request_at_its_bound_begins():
+    """A refill released at the request's end reaches the engine a step after the row freed (a tenant alone ran
+    0.90x first come first served with 16-token requests); at its bound the last step is known to have begun once
+    what is left fits in one more frame. A request without a bound, or one that stops sooner, holds to its end."""
+    admission = _admission(model={"source": "tiny"}, engine={"max_num_seqs": 4}, tenancy=TENANCY)
+    tenant = admission.tenancy.default_tenant
+    gate = admission._gates["tiny-llama"]
+
+    async def main():
+        import time
+
+        now = time.time()
+        bounded = await admission.admit("tiny-llama", tenant, {}, 10, 4, now, now + 60)
+        unbounded = await admission.admit("tiny-llama", tenant, {}, 10, 0, now, now + 60)
+        two = await admission.admit("tiny-llama", tenant, {}, 10, 3, now, now + 60, num_sequences=2)
+        assert gate.num_in_use == 3
+        for _ in range(2):
+            bounded.generated(1)
+            unbounded.generated(1)
+        assert gate.num_in_use == 3  # 2 of 4 tokens: two steps to go
+        bounded.generated(1)
+        assert gate.num_in_use == 2  # 1 token left: its last step runs now
+        bounded.release()  # the end releases nothing twice
+        assert gate.num_in_use == 2
+        for _ in range(4):
+            two.generated(1)  # n = 2: frames of one sequence's token each
+        assert gate.num_in_use == 2  # 4 of 2 x 3 tokens
+        two.generated(1)
+        assert gate.num_in_use == 1  # the last token of all left
+        for _ in range(500):
+            unbounded.generated(1)
+        assert gate.num_in_use == 1
+        unbounded.release()
+        two.release()
+        assert gate.num_in_use == 0
+
+    asyncio.run(main())

@@ -111,9 +111,7 @@ class FairQueue:
 
     def waiting_tenants(self) -> list[str]:
         """The tenants with waiting requests, in the order `pop` would serve their next ones."""
-        return [name for _, _, name, version in sorted(self._heads)
-                if (state := self._tenants.get(name)) is not None and state.version == version
-                and state.head_tag is not None]
+        return [entry[2] for entry in sorted(self._heads) if self._is_current(entry)]
 
     def _pop_head(self, name: str, state: _Tenant) -> Hashable:
         tag = state.head_tag
@@ -156,7 +154,13 @@ class FairQueue:
             return
         state = self._tenant(tenant, weight)
         shift = delta_tokens / state.weight
-        finish_tag = max(self.virtual_time, state.finish_tag + shift)
+        finish_tag = state.finish_tag + shift
+        if shift < 0:
+            # A refund moves the tenant back by what it was over-charged, not before virtual time, and never
+            # forward: a waiting tenant whose tag is behind virtual time (others were served past it) keeps its
+            # place. Clamped to virtual time, a refund of 10 tokens moved such a tenant thousands of tokens back
+            # in line (weights 2:1 gave the heavier tenant 0.24-0.33 of the tokens).
+            finish_tag = max(finish_tag, min(state.finish_tag, self.virtual_time))
         shift, state.finish_tag = finish_tag - state.finish_tag, finish_tag
         if state.head_tag is not None and shift:
             state.head_tag += shift
@@ -203,6 +207,15 @@ class FairQueue:
     def _push_head(self, name: str, state: _Tenant, seq: int) -> None:
         state.version += 1
         heapq.heappush(self._heads, (state.head_tag, seq, name, state.version))
+        if len(self._heads) > 2 * len(self._tenants) + 32:
+            # `pop(tenant)` and `adjust` leave the old entry behind; only `pop()` skips them from the top. The
+            # gate pops by tenant, so without this the heap grew by one entry per request served, for ever.
+            self._heads = [entry for entry in self._heads if self._is_current(entry)]
+            heapq.heapify(self._heads)
+
+    def _is_current(self, entry: tuple[float, int, str, int]) -> bool:
+        state = self._tenants.get(entry[2])
+        return state is not None and state.version == entry[3] and state.head_tag is not None
 
     def _pop_tenant_head(self, state: _Tenant) -> tuple[Hashable, _Item]:
         while True:

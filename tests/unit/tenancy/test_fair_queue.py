@@ -153,6 +153,14 @@ def test_queue_state_stays_bounded():
             queue.push((round_, tenant), f"t{tenant}", 10)
         drain(queue)
     assert len(queue._tenants) <= 20
+    for round_ in range(200):  # served by tenant, as the gate does, and adjusted: the head heap stays bounded too
+        for tenant in range(3):
+            queue.push((round_, tenant, "x"), f"t{tenant}", 10)
+            queue.push((round_, tenant, "y"), f"t{tenant}", 10)
+        for tenant in range(3):
+            queue.adjust(f"t{tenant}", 5)
+            assert queue.pop(f"t{tenant}") is not None
+    assert len(queue._heads) <= 2 * len(queue._tenants) + 33
 
 
 def test_a_request_that_used_more_than_charged_pushes_its_tenant_back_and_one_that_used_less_does_not_bank():
@@ -169,3 +177,18 @@ def test_a_request_that_used_more_than_charged_pushes_its_tenant_back_and_one_th
     queue.push("a2", "A", 100)
     queue.push("b4", "B", 100)
     assert queue.pop() == "b4" and queue.virtual_time >= 0
+
+
+def test_a_refund_never_moves_a_waiting_tenant_forward_after_others_were_served_past_it():
+    """The gate serves a tenant past one whose turn must wait (pacing), so virtual time can pass the waiting
+    tenant's tags. A small refund (its earlier request used a few tokens fewer than charged) must move it back,
+    never forward to virtual time, which took its place in line."""
+    queue = FairQueue()
+    for i in range(4):
+        queue.push(("c", i), "C", 200, weight=2.0)  # tags 0, 100, 200, 300
+    for i in range(4):
+        queue.push(("a", i), "A", 150)
+    assert [queue.pop("A") for _ in range(3)] == [("a", 0), ("a", 1), ("a", 2)]  # past C: virtual time 300
+    queue.adjust("C", -20, weight=2.0)
+    assert [queue.pop() for _ in range(4)] == [("c", 0), ("c", 1), ("c", 2), ("c", 3)]
+    assert queue.pop() == ("a", 3)

@@ -120,6 +120,54 @@ def compression_speed_pair(data: dict) -> str:
             f"{verdict(data['speedup'], 'at_least', 1.0)} |")
 
 
+def overload_soak(data: dict) -> str:
+    """benchmarks/overload_soak.py: capacity, 5x overload, soak; each tail named for its sample count, each phase
+    with the load tester's own validity, and the targets."""
+    where, cap, over, soak = data["machine"], data["capacity"], data["overload"], data["soak"]
+    checked = data["load_tester"]
+
+    def valid(phase: str) -> str:
+        verdict = checked[phase]
+        return "valid" if verdict["valid"] else "INVALID (" + "; ".join(verdict["reasons"]) + ")"
+
+    def outcomes(counts: dict) -> str:
+        return ", ".join(f"{count} {name}" for name, count in counts.items())
+
+    flags = ", ".join(where["cpu_flags"]) or "no avx512"
+    ratio, reject_tail = over["admitted_ttft_tail_ratio"], over["rejection_latency_tail_ms"]
+    growth = soak["max_memory_growth"]
+    silent = sum(phase["outcomes"][kind] for phase in (over, soak) for kind in ("hung", "lost"))
+    lines = [
+        f"{where['cpu']} ({flags}), {data['measured_at']}, commit {where['commit'][:10]}; load tester at niceness "
+        f"{data['args']['client_nice']:+d}; `benchmarks/overload_soak.py`.", "",
+        "| phase | load | outcomes | latency | load tester |", "|---|---|---|---|---|",
+        f"| capacity | {cap['users']} users closed loop: {cap['request_rate_rps']:.2f} req/s, "
+        f"{cap['output_tok_s']:.1f} tok/s | - | TTFT {cap['ttft_tail']} {cap['ttft_tail_ms']:.0f} ms "
+        f"| {valid('capacity')} |",
+        f"| overload | Poisson {over['offered_rate_rps']:.2f} req/s ({data['args']['overload_factor']:g}x), "
+        f"{data['args']['overload_s']:g} s | {outcomes(over['outcomes'])} | admitted TTFT {over['admitted_ttft_tail']} "
+        f"{over['admitted_ttft_tail_ms'] or 0:.0f} ms; 429 p50 {over['rejection_latency_p50_ms'] or 0:.1f} ms, "
+        f"{over['rejection_latency_tail']} {reject_tail or 0:.1f} ms | {valid('overload')} |",
+        f"| soak | {max(1, cap['users'] // 2)} users closed loop, {soak['duration_s']:g} s: {soak['output_tok_s']:.1f} "
+        f"tok/s | {outcomes(soak['outcomes'])} | memory growth after warm-up, largest process: "
+        f"{growth:+.1%} | {valid('soak')} |" if growth is not None else "| soak | - | - | - | - |",
+        "", "| target | measured | verdict |", "|---|---|---|",
+        f"| overload: admitted TTFT tail <= 2x capacity's | {ratio:.2f}x ({over['admitted_ttft_tail']} / "
+        f"{cap['ttft_tail']}) | {'met' if ratio is not None and ratio <= 2 else 'NOT met'} (one run) |"
+        if ratio is not None else "| overload: admitted TTFT tail <= 2x capacity's | n/a | - |",
+        f"| overload: 429 {over['rejection_latency_tail']} <= 50 ms | {reject_tail or 0:.1f} ms | "
+        f"{'met' if reject_tail is not None and reject_tail <= 50 else 'NOT met'} (one run) |",
+        f"| soak: memory growth after warm-up < 5% (every process) | {growth:+.1%} | "
+        f"{'met' if growth < 0.05 else 'NOT met'} |" if growth is not None else "| soak: memory growth | n/a | - |",
+        f"| no request hung or lost (overload + soak) | {silent} | {'met' if silent == 0 else 'NOT met'} |",
+        "", "| process (RSS >= 50 MB; first name seen) | first MB | last MB | growth after warm-up |",
+        "|---|---|---|---|"]
+    for _, m in sorted(soak["memory_over_50mb"].items(), key=lambda item: (item[1]["name"], int(item[0]))):
+        change = f"{m['growth']:+.1%}" if m["growth"] is not None else "n/a"
+        lines.append(f"| {m['name']} | {m['first_mb']:.0f} | {m['last_mb']:.0f} | {change} |")
+    return "\n".join(lines)
+
+
 def autoscale_replay(data: dict) -> str:
     """Each replay run (benchmarks/autoscale_replay.py --report): targets held, refusals, GPU-seconds against the
     offline lower bound, and the commit each run was measured on."""
@@ -239,6 +287,7 @@ TABLES: dict[str, tuple[str, Table]] = {
     "compression": ("results/compression/compression.json", compression),
     "compression_speed_no_avx512": ("results/compression/speed_pair_w8a8_fp32_no_avx512.json", compression_speed_pair),
     "autoscale_replay": ("results/autoscale_replay/autoscale_replay.json", autoscale_replay),
+    "overload_soak": ("results/overload_soak.json", overload_soak),
     "noisy_neighbour": ("results/noisy_neighbour/summary.json", noisy_neighbour),
     "speculation_load": ("results/speculation/load/summary.json", speculation_load),
     # name -> (results file relative to the repository, renderer)

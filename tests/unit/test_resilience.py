@@ -71,16 +71,22 @@ def test_overload_soak_tables_come_from_raw_samples_with_one_percentile(monkeypa
     from serve_app.stats import percentile_of
 
     soak = _overload_soak_module(monkeypatch)
-    capacity = [float(v) for v in range(1, 101)]
+    import tables
+
+    capacity = [float(v) for v in range(1, 101)]  # 100 samples: the tail is their max, named so
     admitted = [float(v) * 1.5 for v in range(1, 41)]
-    rejections = [5.0, 7.0, 9.0, 30.0]
+    rejections = [float(v % 50) for v in range(300)]  # 300 samples: a p99
     times = [float(t) for t in range(20)]
     result = {
-        "measured_at": "2026-01-01 00:00", "machine": {"cpus": 2, "load_average_1m_at_end": 1.0},
-        "args": {"overload_factor": 5.0, "overload_s": 60.0},
+        "measured_at": "2026-01-01 00:00",
+        "machine": {"cpus": 2, "load_average_1m_at_end": 1.0, "cpu": "2-core Test CPU", "cpu_flags": [],
+                    "commit": "0123456789abcdef"},
+        "args": {"overload_factor": 5.0, "overload_s": 60.0, "client_nice": -10},
+        "load_tester": {"capacity": {"valid": True, "reasons": []}, "soak": {"valid": True, "reasons": []},
+                        "overload": {"valid": False, "reasons": ["loop lag p99 12.0 ms > 10"]}},
         "capacity": {"users": 16, "request_rate_rps": 2.0, "output_tok_s": 50.0},
         "overload": {"offered_rate_rps": 10.0,
-                     "outcomes": {"complete": 40, "rejected": 4, "error": 0, "hung": 0, "lost": 0}},
+                     "outcomes": {"complete": 40, "rejected": 300, "error": 0, "hung": 0, "lost": 0}},
         "soak": {"duration_s": 20.0, "outcomes": {"complete": 9, "rejected": 0, "error": 0, "hung": 0, "lost": 0},
                  "output_tok_s": 30.0},
         "samples": {
@@ -90,15 +96,16 @@ def test_overload_soak_tables_come_from_raw_samples_with_one_percentile(monkeypa
         },
     }
     summary = soak.summarise(json.loads(json.dumps(result)))
-    over = summary["overload"]
-    # The headline ratio divides two p99s of the same definition (serve_app.stats, linear interpolation).
-    assert summary["capacity"]["ttft_p99_ms"] == percentile_of(capacity, 99)
-    assert over["admitted_ttft_p99_ms"] == percentile_of(admitted, 99)
-    assert over["admitted_ttft_p99_ratio"] == percentile_of(admitted, 99) / percentile_of(capacity, 99)
-    assert over["rejection_latency_p99_ms"] == percentile_of(rejections, 99)
+    over, cap = summary["overload"], summary["capacity"]
+    # A tail is a p99 (serve_app.stats, linear interpolation) only over 200+ samples, else the max, named so.
+    assert (cap["ttft_tail_ms"], cap["ttft_tail"]) == (100.0, "max of 100")
+    assert (over["admitted_ttft_tail_ms"], over["admitted_ttft_tail"]) == (60.0, "max of 40")
+    assert over["admitted_ttft_tail_ratio"] == 60.0 / 100.0
+    assert (over["rejection_latency_tail_ms"], over["rejection_latency_tail"]) == (percentile_of(rejections, 99), "p99")
     assert set(summary["soak"]["memory"]) == {101, 102} and set(summary["soak"]["memory_over_50mb"]) == {101}
     assert summary["soak"]["max_memory_growth"] == 0.0
     # Summarising again (as --summarise-only does on the written JSON) gives the same tables.
-    table = soak.to_markdown(summary)
-    assert soak.to_markdown(soak.summarise(json.loads(json.dumps(summary)))) == table
-    assert "| VLLM::EngineCore | 101 | 600 | 600 | +0.0% |" in table and "python" not in table.split("| process")[1]
+    table = tables.overload_soak(summary)
+    assert tables.overload_soak(soak.summarise(json.loads(json.dumps(summary)))) == table
+    assert "| VLLM::EngineCore | 600 | 600 | +0.0% |" in table and "python" not in table.split("| process")[1]
+    assert "TTFT max of 100 100 ms" in table and "INVALID (loop lag p99 12.0 ms > 10)" in table

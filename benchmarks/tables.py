@@ -113,7 +113,7 @@ def compression_speed_pair(data: dict) -> str:
             f"in one process, {data['num_rounds']} alternated rounds of {data['concurrency']} concurrent requests x "
             f"{data['max_tokens']} output tokens.\n\n"
             "| base | compressed | activations | base tok/s (median) | compressed tok/s (median) | speed-up [95% CI] "
-            "| compressed faster? |\n|---|---|---|---|---|---|---|\n"
+            "| speed-up >= 1.0x? |\n|---|---|---|---|---|---|---|\n"
             f"| {Path(data['base'].split('@')[0]).name} | {Path(data['model'].split('@')[0]).name} | "
             f"{data['dtypes']['base']} / {data['dtypes']['compressed']} | {data['base_tok_s_median']:.1f} | "
             f"{data['compressed_tok_s_median']:.1f} | {format_ratio(data['speedup'])} | "

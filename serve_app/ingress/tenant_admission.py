@@ -279,17 +279,20 @@ class TenantAdmission:
                 gate.release(tenant.name, grant)
                 self._shed[model].held(time.monotonic() - granted_s)
 
-        bound_tokens = max_tokens * max(1, num_sequences) if max_tokens > 0 else None
+        num_sequences = max(1, num_sequences)
+        bound_tokens = max_tokens * num_sequences if max_tokens > 0 else None
 
         def generated(num_new: int) -> None:
             correct(charge.generated(num_new))
-            # The step that ends the request has begun once what is left fits in one more frame like this one:
-            # hand its slot on now, so the next request reaches the engine while that step runs and takes the row
-            # it frees. Released at the end instead, a refill came through the gate and the frontend during the
-            # next step and started a step later: one step per request (a tenant alone ran 7.3 of 8 rows, 0.90x
-            # first come first served's output with 16-token requests). Only a request ending at its bound is
-            # known this early; one that stops sooner releases at its end.
-            if bound_tokens is not None and bound_tokens - charge.num_generated_tokens <= max(1, num_new):
+            # The step that ends the request has begun once at most one token per sequence is left: hand its slot
+            # on now, so the next request reaches the engine while that step runs and takes the row it frees.
+            # Released at the end instead, a refill came through the gate and the frontend during the next step
+            # and started a step later: one step per request (a tenant alone ran 7.3 of 8 rows, 0.90x first come
+            # first served's output with 16-token requests). Only a request ending at its bound is known this
+            # early; one that stops sooner releases at its end, and so does one whose frames carry several tokens
+            # (`stream_interval`, speculation): "what is left fits in one more frame like this one" let a client
+            # asking for frames of 1,000 tokens release its slot 999 steps early.
+            if bound_tokens is not None and bound_tokens - charge.num_generated_tokens <= num_sequences:
                 release()
 
         return Admitted(tenant, priority, release, lambda: gate.first_token(grant),

@@ -69,6 +69,9 @@ class FairQueue:
         # (head tag, seq of the head request, tenant, tenant version): the tenants with waiting requests.
         self._heads: list[tuple[float, int, str, int]] = []
         self._seqs = itertools.count()
+        # Versions of head entries, unique across the queue: a tenant forgotten and seen again must not find an
+        # entry of its earlier life current (per-tenant counters restarted at 0 and matched old entries).
+        self._versions = itertools.count(1)
         self._num_queued_tokens = 0
 
     def __len__(self) -> int:
@@ -149,7 +152,8 @@ class FairQueue:
     def adjust(self, tenant: str, delta_tokens: int, weight: float = 1.0) -> None:
         """Correct a tenant's charge by what its served requests really cost (`delta_tokens` = used - charged, of
         either sign), so the share is measured in tokens served, not estimated. A refund never moves the tenant
-        before virtual time (idleness banks no credit)."""
+        before virtual time (idleness banks no credit) nor forward: to a tenant already behind virtual time it is
+        dropped, while a surcharge always counts."""
         if not delta_tokens:
             return
         state = self._tenant(tenant, weight)
@@ -205,7 +209,7 @@ class FairQueue:
         return state
 
     def _push_head(self, name: str, state: _Tenant, seq: int) -> None:
-        state.version += 1
+        state.version = next(self._versions)
         heapq.heappush(self._heads, (state.head_tag, seq, name, state.version))
         if len(self._heads) > 2 * len(self._tenants) + 32:
             # `pop(tenant)` and `adjust` leave the old entry behind; only `pop()` skips them from the top. The
@@ -238,7 +242,7 @@ class FairQueue:
 
     def _idle(self, name: str, state: _Tenant) -> None:
         state.head_tag = None
-        state.version += 1
+        state.version = next(self._versions)
         state.heap.clear()
         # A tenant whose finish tag is behind virtual time would restart at V anyway: forget it (bounded memory).
         if state.finish_tag <= self.virtual_time:

@@ -192,3 +192,18 @@ def test_a_refund_never_moves_a_waiting_tenant_forward_after_others_were_served_
     queue.adjust("C", -20, weight=2.0)
     assert [queue.pop() for _ in range(4)] == [("c", 0), ("c", 1), ("c", 2), ("c", 3)]
     assert queue.pop() == ("a", 3)
+
+
+def test_a_tenant_forgotten_and_seen_again_has_one_current_head():
+    """Served by tenant, a tenant's old head entries stay in the heap; after it is forgotten (idle, nothing owed)
+    and comes back, none of them may count as its current head (per-tenant versions restarted at 0 and did)."""
+    queue = FairQueue()
+    queue.push("a1", "A", 100)
+    queue.push("a2", "A", 100)
+    assert queue.pop("A") == "a1" and queue.pop("A") == "a2"
+    queue.adjust("A", -100)  # its requests used less than charged: nothing owed, A is forgotten
+    assert "A" not in queue._tenants
+    queue.push("b1", "B", 100)
+    queue.push("a3", "A", 100)
+    assert queue.waiting_tenants() == ["B", "A"]
+    assert [queue.pop(), queue.pop(), queue.pop()] == ["b1", "a3", None]

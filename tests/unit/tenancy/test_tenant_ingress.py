@@ -195,14 +195,19 @@ def test_a_slot_is_handed_on_as_the_last_step_of_a_request_at_its_bound_begins()
         assert gate.num_in_use == 2  # 1 token left: its last step runs now
         bounded.release()  # the end releases nothing twice
         assert gate.num_in_use == 2
-        for _ in range(4):
+        for _ in range(3):
             two.generated(1)  # n = 2: frames of one sequence's token each
-        assert gate.num_in_use == 2  # 4 of 2 x 3 tokens
+        assert gate.num_in_use == 2  # 3 of 2 x 3 tokens
         two.generated(1)
-        assert gate.num_in_use == 1  # the last token of all left
+        assert gate.num_in_use == 1  # one token per sequence left: the last step
         for _ in range(500):
             unbounded.generated(1)
         assert gate.num_in_use == 1
+        chunky = await admission.admit("tiny-llama", tenant, {}, 10, 2000, now, now + 60)
+        chunky.generated(1000)  # frames of 1,000 tokens (stream_interval): 1,000 left is 1,000 steps, not one
+        assert gate.num_in_use == 2
+        chunky.generated(999)
+        assert gate.num_in_use == 1  # now one token is left
         unbounded.release()
         two.release()
         assert gate.num_in_use == 0

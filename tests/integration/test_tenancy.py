@@ -21,10 +21,11 @@ import httpx
 import pytest
 
 from tests.integration.conftest import make_test_config
-from tests.integration.timings_check import CLIENT_GAP_MS, assert_timings_add_up, check_timings, stream_timed
+from tests.integration.timings_check import assert_timings_add_up, check_timings, stream_timed
 
 SLOTS = 4
 RETRY_S = 4.0  # tenancy.limits_retry_s: how long a replica applies its failure mode before asking the actor again
+FLOODED_GAP_MS = 200.0  # the client's TTFT over the server's, median, beside a flood on a busy 2-core machine
 LEASE_TTL_S = 2.0  # tenancy.limits_lease_ttl_s (the default): a lease's unspent units are spent before any call
 
 
@@ -135,9 +136,11 @@ def test_streamed_timings_add_up_with_tenancy_and_count_a_wait_for_a_slot_once(t
         assert all(future.result().status_code == 200 for future in flood)
     gaps = [check_timings(timings, client_ms, gate=True) for timings, client_ms in waited]
     assert all(timings["gate_wait_ms"] > 50 for timings, _ in waited), waited
-    # The ingress and Ray's proxy are busy with the flood here (measured: 15-25 ms); a wait counted twice would
-    # put ttft_ms hundreds of ms above the client's.
-    assert statistics.median(gaps) <= 2 * CLIENT_GAP_MS, (gaps, waited)
+    # The ingress and Ray's proxy are busy with the flood here: the client's excess was 15-25 ms with this module
+    # alone and 47-101 ms (median 70) inside the full suite, whose other apps share the two cores (2026-12-05).
+    # What this guards against is seconds: a gate wait (~3.3 s here) missing from ttft_ms; one counted twice fails
+    # check_timings (server above client).
+    assert statistics.median(gaps) <= FLOODED_GAP_MS, (gaps, waited)
 
 
 def test_a_tenants_token_limit_counts_every_sequence_and_what_was_used(tenancy_url):

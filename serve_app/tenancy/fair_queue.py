@@ -105,11 +105,9 @@ class FairQueue:
             state = self._tenants.get(tenant)
             return None if state is None or state.head_tag is None else self._pop_head(tenant, state)
         while self._heads:
-            _, _, name, version = heapq.heappop(self._heads)
-            state = self._tenants.get(name)
-            if state is None or state.version != version or state.head_tag is None:
-                continue
-            return self._pop_head(name, state)
+            entry = heapq.heappop(self._heads)
+            if self._is_current(entry):
+                return self._pop_head(entry[2], self._tenants[entry[2]])
         return None
 
     def waiting_tenants(self) -> list[str]:

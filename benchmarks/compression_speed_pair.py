@@ -65,8 +65,8 @@ async def _run(args: argparse.Namespace) -> dict:
         # Geometric mean of the per-round ratios with its 95% t interval (the rounds are interleaved pairs).
         "speedup": paired_ratio_ci(base_tok_s, compressed_tok_s).to_dict(),
         "measured_at": time.strftime("%Y-%m-%d %H:%M"), "load_average_1m_at_end": os.getloadavg()[0],
-        "base_tok_s_median": percentile_of([r["output_tokens_per_s"] for r in rounds["base"]], 50),
-        "compressed_tok_s_median": percentile_of([r["output_tokens_per_s"] for r in rounds["compressed"]], 50),
+        "base_tok_s_median": percentile_of(base_tok_s, 50),
+        "compressed_tok_s_median": percentile_of(compressed_tok_s, 50),
         "speedup_median": percentile_of(ratios, 50), "speedup_per_round": ratios, "rounds": rounds,
     }
 
@@ -85,8 +85,9 @@ def main() -> int:
     result = asyncio.run(_run(args))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
-    Path(args.out).with_suffix(".md").write_text(tables.compression_speed_pair(result))
-    print(tables.compression_speed_pair(result))
+    table = tables.compression_speed_pair(result)
+    Path(args.out).with_suffix(".md").write_text(table + "\n")
+    print(table)
     return 0
 
 

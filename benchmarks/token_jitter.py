@@ -8,6 +8,9 @@ Run the side by side first, with the servers that split the path (each runs alon
     .venv/bin/python benchmarks/side_by_side.py --servers vllm,vllm_worker_in_core,serve_app,serve_app_haproxy \
         --loads 1 --clients loadtest --repeats 2 --out results/token_jitter/cpu     # CPU per token, by process
     .venv/bin/python benchmarks/token_jitter.py                   # results/token_jitter/jitter.{json,md}
+    .venv/bin/python benchmarks/side_by_side.py --servers vllm_worker_in_core,serve_app,serve_app_control_loop_0_5 \
+        --loads 1 --clients loadtest --repeats 3 --out results/token_jitter/control_loop
+    .venv/bin/python benchmarks/token_jitter.py --out results/token_jitter/control_loop
 
 `vllm_worker_in_core` is bare vLLM with the engine setting serve_app uses (the worker in the engine core's
 process); `serve_app_direct_ingress` is serve_app with the client on the model replica's own HTTP port (no Ray
@@ -111,10 +114,11 @@ def main() -> None:
     data = {"meta": {**machine(), "measured": side_by_side["meta"],
                      "command": "benchmarks/side_by_side.py --loads 1, then benchmarks/token_jitter.py"},
             "servers": summarise(args.out / "runs")}
-    cpu_dir = args.out / "cpu"
-    if (cpu_dir / "summary.json").exists():
-        data["cpu"] = {"measured": json.loads((cpu_dir / "summary.json").read_text())["meta"],
-                       "servers": cpu_per_token(cpu_dir / "runs")}
+    # CPU by process: from a run of its own in cpu/ (the first run here had no CPU accounting), else this run's.
+    cpu_dir = args.out / "cpu" if (args.out / "cpu" / "summary.json").exists() else args.out
+    cpu_servers = cpu_per_token(cpu_dir / "runs")
+    if cpu_servers:
+        data["cpu"] = {"measured": json.loads((cpu_dir / "summary.json").read_text())["meta"], "servers": cpu_servers}
     (args.out / "jitter.json").write_text(json.dumps(data, indent=1) + "\n")
     table = tables.token_jitter(data)
     (args.out / "jitter.md").write_text(table + "\n")

@@ -67,7 +67,7 @@ def test_cpu_per_token_sums_each_role_over_the_valid_repeats(tmp_path):
                                  "servers": token_jitter.summarise(runs),
                                  "cpu": {"measured": {"commit": "0123456789ab", "date": "d"},
                                          "servers": token_jitter.cpu_per_token(runs)}})
-    assert "| vLLM engine core | 42.00 |" in table and "**42.25**" in table
+    assert "| vLLM engine core | 42.00 |" in table and "**0.25**" in table
 
 
 def test_process_roles_come_from_titles_and_leave_the_clients_out():

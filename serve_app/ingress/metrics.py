@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from serve_app.api.protocol import EngineStats
+from serve_app.tenancy.fair_queue import GateStats
 from serve_app.server.timings import STAGES
 
 _LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 60)
@@ -43,6 +46,10 @@ class IngressMetrics:
         self.speculation = SpeculationCollector()
         r.register(self.speculation)
 
+    def watch_gates(self, read: Callable[[], dict[str, GateStats]]) -> None:
+        """Tenancy's fair gates, read on scrape: `read()` gives each model's gate as it stands."""
+        self.registry.register(GateCollector(read))
+
     def observe_timings(self, model: str, timings_ms: dict[str, float]) -> None:
         """A response's `timings`: its stages (serve_app/server/timings.py), not their total or the prediction."""
         for key in STAGES:
@@ -51,6 +58,30 @@ class IngressMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class GateCollector:
+    """Tenancy's fair gate of each model at this ingress replica (read on scrape): the engine slots it hands out
+    (they follow the live replica counts), how many are held, and the requests and tokens waiting for one (the
+    queue the model's autoscaling adds to the engines' own)."""
+
+    def __init__(self, read: Callable[[], dict[str, GateStats]]):
+        self._read = read
+
+    def collect(self):
+        families = [GaugeMetricFamily("serve_app_tenancy_gate_slots", "Engine slots this ingress replica's fair gate "
+                                      "hands out (follows the running replicas)", labels=["model"]),
+                    GaugeMetricFamily("serve_app_tenancy_gate_in_use", "Gate slots held by admitted requests",
+                                      labels=["model"]),
+                    GaugeMetricFamily("serve_app_tenancy_gate_waiting", "Requests waiting at the gate for a slot",
+                                      labels=["model"]),
+                    GaugeMetricFamily("serve_app_tenancy_gate_queued_tokens", "Tokens charged to the waiting requests",
+                                      labels=["model"])]
+        for model, stats in self._read().items():
+            for family, value in zip(families, (stats.capacity, stats.num_in_use, stats.num_waiting,
+                                                stats.queued_tokens)):
+                family.add_metric([model], value)
+        return families
 
 
 class SpeculationCollector:

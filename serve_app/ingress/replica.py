@@ -83,15 +83,16 @@ class Ingress:
                                       replicas=self._replicas if context else None, deployments=deployments,
                                       ingress_deployment=context.deployment if context else None)
         self._metrics = IngressMetrics()
+        self._tenants = tenants
+        if tenants is not None:
+            self._metrics.watch_gates(tenants.gate_stats)
         # Every ingress replica's counts through Ray's metrics (tagged by replica), beside this replica's /metrics.
-        self._metrics_mirror = RegistryMirror.start(
-            self._metrics.registry, before=lambda: self._metrics.in_flight.set(self._admission.num_in_flight))
+        self._metrics_mirror = RegistryMirror.start(self._metrics.registry, before=self._before_scrape)
         cold_starts = {view.model.resolved_name(): ColdStart(
             expected_s=view.model_deployment.cold_start_s,
             max_waiting=view.model_deployment.cold_start_max_waiting or view.batch_rows)
             for view in models if scales_from_zero.get(view.model.resolved_name())}
         router = Router(self._served, default_model, deployments, scales_from_zero, self._replicas, cold_starts)
-        self._tenants = tenants
         self._gate = Gate(config, router, self._backends, self._auth, self._admission, tenants, self._metrics)
         self._relay = Relay(self._metrics, build_stage_tracer(config.tracing.otlp_endpoint,
                                                               config.tracing.service_name))
@@ -199,8 +200,15 @@ class Ingress:
             self._metrics.engine_waiting.labels(model=name).set(stats.num_waiting)
             self._metrics.engine_healthy.labels(model=name).set(1 if stats.is_healthy else 0)
             self._metrics.speculation.update(name, stats)
-        self._metrics.in_flight.set(self._admission.num_in_flight)
+        self._before_scrape()
         return Response(self._metrics.render(), media_type="text/plain; version=0.0.4")
+
+    def _before_scrape(self) -> None:
+        """The gauges read from state, set in the event loop before the registry is read (here or by the mirror,
+        which reads it in a thread)."""
+        self._metrics.in_flight.set(self._admission.num_in_flight)
+        if self._tenants is not None:
+            self._tenants.follow_live_replicas()
 
     def list_models(self, request: Request) -> Response:
         request_id = request_id_of(request)

@@ -21,6 +21,7 @@ Per request, in order (each refusal is immediate, in the OpenAI error format):
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ from serve_app.tenancy.ttft_predictor import (
     would_miss_slo,
 )
 
+# While requests wait at a gate, how often it reads the replica view again (a view older than 2 s is re-read).
+FOLLOW_INTERVAL_S = 1.0
 # Until measured: rates of a small model on a CPU (the estimator replaces them after a few requests).
 PRIOR_RATES = EngineRates(prefill_tokens_per_s=2000.0, decode_step_base_s=0.02, decode_step_per_seq_s=0.004)
 
@@ -117,6 +120,7 @@ class TenantAdmission:
         self._deployments = deployments or {}
         self._ingress_deployment = ingress_deployment
         self._seen_view = None
+        self._follower: asyncio.Task | None = None
         self._hash_labels = config.auth.metrics_require_auth
         if self.tenancy.limits_backend == "cluster":
             from serve_app.tenancy.limiter_actor import RayLimiterBackend
@@ -167,6 +171,19 @@ class TenantAdmission:
             if size != self._sizes[name]:
                 self._sizes[name] = size
                 self._gates[name].set_capacity(size.capacity, size.reserved)
+
+    def _keep_following(self) -> None:
+        """While requests wait at a gate, read the replica view again every `FOLLOW_INTERVAL_S`: a replica the
+        autoscaler adds takes waiters as soon as it runs, not at the next arrival (a closed-loop flood whose
+        clients all wait at the gate sends none)."""
+        if self._replica_view is None or (self._follower is not None and not self._follower.done()):
+            return
+        self._follower = asyncio.get_running_loop().create_task(self._follow_while_waiting())
+
+    async def _follow_while_waiting(self) -> None:
+        while any(gate.num_waiting for gate in self._gates.values()):
+            await asyncio.sleep(FOLLOW_INTERVAL_S)
+            self.follow_replicas(self._replica_view.peek())
 
     def tenant_of(self, key_digest: str | None, headers) -> TenantConfig:
         """The API key's tenant (auth on); else the tenant header's, only when the config trusts it."""
@@ -240,6 +257,8 @@ class TenantAdmission:
             timeout_s = max(0.001, slo_wait_s)
         else:
             slo_wait_s = None
+        if gate.num_waiting or gate.num_in_use >= gate.capacity - gate.reserved:
+            self._keep_following()  # this request may wait: the gate must see replicas added meanwhile
         try:
             grant = await gate.acquire(tenant.name, cost, tenant.weight, priority, timeout_s=timeout_s)
         except BaseException as exc:  # not admitted (timed out, or the client went away): not counted either
@@ -333,6 +352,12 @@ class TenantAdmission:
         each model replica adds to its autoscaling report (serve_app/autoscaling/ingress_demand.py)."""
         waiting = self._gates[model].num_waiting + self._shed[model].concurrency(time.monotonic())
         return waiting / max(1, self._num_models[model])
+
+    def follow_live_replicas(self) -> None:
+        """Resize the gates for the replica view (re-read in the background when stale), in the event loop: a
+        scrape calls it first, so the gates it shows follow a scale change that no request has come through yet."""
+        if self._replica_view is not None:
+            self.follow_replicas(self._replica_view.peek())
 
     def gate_stats(self) -> dict[str, GateStats]:
         """Per model: this ingress replica's slots in use and requests waiting for one (for autoscaling)."""

@@ -135,6 +135,62 @@ def test_gates_follow_the_running_replicas_of_the_model_and_of_the_ingress():
     assert admission.gate_stats()["tiny-llama"].capacity == 13
 
 
+class _ReplicaView:
+    """health.DeploymentReplicas as the gate reads it: `peek()` gives the last view at once."""
+
+    def __init__(self, view: dict):
+        self.view = view
+
+    def peek(self) -> dict:
+        return self.view
+
+
+def test_a_request_waiting_at_the_gate_takes_a_replica_added_meanwhile_without_a_new_arrival(monkeypatch):
+    """A closed-loop flood whose clients all wait at the gate sends no new request: the gate must read the replica
+    view again while they wait, or the replica the autoscaler added for them stays idle until one finishes."""
+    from serve_app.ingress import tenant_admission
+
+    monkeypatch.setattr(tenant_admission, "FOLLOW_INTERVAL_S", 0.01)
+    replicas = _ReplicaView(_view(Model=1, Ingress=1))
+    admission = tenant_admission.TenantAdmission(
+        AppConfig.model_validate({"model": {"source": "tiny"}, "engine": {"max_num_seqs": 1},
+                                  "ingress_placement": "separate", "tenancy": {**TENANCY, "reserved_slots": 0}}),
+        "test", replicas=replicas, deployments={"tiny-llama": "Model"}, ingress_deployment="Ingress")
+    tenant = admission.tenancy.default_tenant
+
+    async def main():
+        import time
+
+        now = time.time()
+        held = await admission.admit("tiny-llama", tenant, {}, 10, 100, now, now + 60)
+        waiting = asyncio.ensure_future(admission.admit("tiny-llama", tenant, {}, 10, 100, now, now + 60))
+        await asyncio.sleep(0.05)
+        assert not waiting.done() and admission.gate_stats()["tiny-llama"].num_waiting == 1
+        replicas.view = _view(Model=2, Ingress=1)  # the autoscaler's new replica is running
+        second = await asyncio.wait_for(waiting, timeout=2)
+        stats = admission.gate_stats()["tiny-llama"]
+        assert (stats.capacity, stats.num_in_use, stats.num_waiting) == (2, 2, 0)
+        for admitted in (held, second):
+            admitted.release()
+        replicas.view = _view(Model=1, Ingress=1)  # scaled back down: a scrape shows it before any new request
+        admission.follow_live_replicas()
+        assert admission.gate_stats()["tiny-llama"].capacity == 1
+
+    asyncio.run(main())
+
+
+def test_the_gates_are_on_the_ingress_metrics(monkeypatch):
+    async def main():
+        ingress, client = await _ingress(FakeBackend([_stream(5, 3)]), monkeypatch, model={"source": "tiny"},
+                                         engine={"max_num_seqs": 4}, auth={"enabled": True}, tenancy=TENANCY)
+        async with client:
+            text = (await client.get("/metrics")).text
+        assert 'serve_app_tenancy_gate_slots{model="tiny-llama"} 5.0' in text  # 4 rows + 1 reserved above them
+        assert 'serve_app_tenancy_gate_waiting{model="tiny-llama"} 0.0' in text
+
+    asyncio.run(main())
+
+
 def test_with_model_placement_gates_only_the_replicas_own_engine():
     admission = _admission(model={"source": "tiny"}, engine={"max_num_seqs": 8}, ingress_placement="with_model",
                            model_deployment={"num_replicas": 4}, tenancy=TENANCY)

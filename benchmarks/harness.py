@@ -151,6 +151,11 @@ PROCESS_ROLES = (("loadtest.cli", None), ("bench serve", None), ("benchmarks/", 
                  ("ray::", "Ray (other)"), ("ray/", "Ray (other)"), ("vllm_cli.py", "vLLM API server"))
 
 
+def process_role(title: str) -> str | None:
+    """The role of the process with this command line and name (None: a client or the benchmark itself)."""
+    return next((name for key, name in PROCESS_ROLES if key in title), "other (kernel threads, machine)")
+
+
 def cpu_seconds_by_role() -> dict[str, float]:
     """CPU seconds (user + system) each role's processes have used so far, over every process on the machine but
     the clients and the benchmark itself: two snapshots around a run give what serving it cost, by role (a
@@ -159,11 +164,9 @@ def cpu_seconds_by_role() -> dict[str, float]:
 
     by_role: dict[str, float] = {}
     for process in psutil.process_iter(["name", "cmdline", "cpu_times"]):
-        title = " ".join(process.info["cmdline"] or []) + " " + (process.info["name"] or "")
-        role = next((name for key, name in PROCESS_ROLES if key in title), "other (kernel threads, machine)")
+        role = process_role(" ".join(process.info["cmdline"] or []) + " " + (process.info["name"] or ""))
         times = process.info["cpu_times"]
         if role is None or times is None:
             continue
         by_role[role] = by_role.get(role, 0.0) + times.user + times.system
     return by_role
-

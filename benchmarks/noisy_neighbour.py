@@ -172,6 +172,8 @@ def main() -> None:
                              "summary names the commit of each added repeat")
     parser.add_argument("--summarise-only", action="store_true")
     args = parser.parse_args()
+    if args.add_repeats and args.runs:
+        parser.error("--add-repeats runs every phase; re-measure phases (--runs) apart")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.summarise_only:
@@ -199,6 +201,8 @@ def main() -> None:
     if args.add_repeats:  # more repeats beside the existing ones: each added repeat's row names its commit
         previous = json.loads((out / "summary.json").read_text())
         runs = previous["runs"]
+        if len({len(rows) for rows in runs.values()}) != 1:
+            raise SystemExit("the saved servers have different repeat counts: pairs would not line up")
         first_repeat, num_repeats = len(runs[SERVERS[0]]), args.add_repeats
         added = {"first": first_repeat, "count": num_repeats, "commit": meta["commit"], "date": meta["date"],
                  "uncommitted": meta["uncommitted"]}

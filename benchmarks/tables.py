@@ -287,17 +287,18 @@ def speculation_load(data: dict) -> str:
     return "\n".join(lines)
 
 
-TOKEN_JITTER_ORDER = ("vllm", "vllm_worker_in_core", "serve_app_direct_ingress", "serve_app_haproxy", "serve_app",
-                      "serve_app_control_loop_0_5")
+TOKEN_JITTER_ORDER = ("vllm", "vllm_worker_in_core", "serve_app_direct_ingress", "serve_app_haproxy",
+                      "serve_app_control_loop_0_1", "serve_app", "serve_app_control_loop_0_5")
 
 
 def token_jitter(data: dict) -> str:
     """The 1-user inter-token gaps per server (benchmarks/token_jitter.py), pooled over the valid repeats."""
     measured = data["meta"]["measured"]
+    uncommitted = " (uncommitted changes in benchmarks/)" if measured.get("uncommitted") else ""
     lines = [f"{measured['cpu']} ({', '.join(measured['cpu_flags']) or 'no AVX-512'}), {measured['date']}, commit "
-             f"{measured['commit'][:10]}; loadtest, 1 user, 128-token prompts, 64 output tokens; gaps between a "
-             "stream's successive tokens at the client, pooled over the valid repeats.", "",
-             "| server | gaps | p50 | p90 | p99 | p99.9 | max | gaps > 1.25x p50 | > 1.5x p50 | stall ms per 1,000 tokens | "
+             f"{measured['commit'][:10]}{uncommitted}; loadtest, 1 user, 128-token prompts, 64 output tokens; gaps "
+             "between a stream's successive tokens at the client, pooled over the valid repeats.", "",
+             "| server | gaps | p50 | p90 | p99 | p99.9 | max | gaps > 1.25x p50 | > 1.5x p50 | stall ms per 1,000 gaps | "
              "p99 per repeat |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     servers = data["servers"]
     for name in sorted(servers, key=lambda n: (TOKEN_JITTER_ORDER + (n,)).index(n)):
@@ -311,7 +312,7 @@ def token_jitter(data: dict) -> str:
             f"| {name} | {pooled['num_gaps']} | {pooled['p50_ms']:.1f} ms | {pooled['p90_ms']:.1f} ms | "
             f"{pooled['p99_ms']:.1f} ms | {pooled['p99_9_ms']:.1f} ms | {pooled['max_ms']:.1f} ms | "
             f"{100 * pooled['share_over_1_25x_median']:.1f}% | {100 * pooled['share_over_1_5x_median']:.1f}% | "
-            f"{pooled['stall_ms_per_1000_tokens']:.0f} | {per_repeat} |")
+            f"{pooled['stall_ms_per_1000_gaps']:.0f} | {per_repeat} |")
     cpu = data.get("cpu")
     if cpu:
         cpu_servers = sorted(cpu["servers"], key=lambda n: (TOKEN_JITTER_ORDER + (n,)).index(n))

@@ -3,14 +3,17 @@ them, per server, from the loadtest runs of a side by side (benchmarks/side_by_s
 
 Run the side by side first, with the servers that split the path (each runs alone, interleaved repeats):
 
-    .venv/bin/python benchmarks/side_by_side.py --servers vllm,vllm_worker_in_core,serve_app,serve_app_direct_ingress \
-        --loads 1 --repeats 3 --out results/token_jitter          # ~55 min on 2 cores without AVX-512
-    .venv/bin/python benchmarks/side_by_side.py --servers vllm,vllm_worker_in_core,serve_app,serve_app_haproxy \
-        --loads 1 --clients loadtest --repeats 2 --out results/token_jitter/cpu     # CPU per token, by process
-    .venv/bin/python benchmarks/token_jitter.py                   # results/token_jitter/jitter.{json,md}
-    .venv/bin/python benchmarks/side_by_side.py --servers vllm_worker_in_core,serve_app,serve_app_control_loop_0_5 \
-        --loads 1 --clients loadtest --repeats 3 --out results/token_jitter/control_loop
-    .venv/bin/python benchmarks/token_jitter.py --out results/token_jitter/control_loop
+    .venv/bin/python benchmarks/side_by_side.py --servers vllm,vllm_worker_in_core,serve_app,serve_app_direct_ingress,\
+serve_app_haproxy --loads 1 --repeats 3 --out results/token_jitter         # ~43 min on 2 cores without AVX-512
+    .venv/bin/python benchmarks/side_by_side.py --servers vllm,vllm_worker_in_core,serve_app --loads 1 \
+        --clients loadtest --repeats 2 --out results/token_jitter/cpu      # ~10 min: CPU per token, by process
+    .venv/bin/python benchmarks/token_jitter.py                          # results/token_jitter/jitter.{json,md}
+    .venv/bin/python benchmarks/side_by_side.py --servers vllm_worker_in_core,serve_app,serve_app_control_loop_0_1 \
+        --loads 1 --clients loadtest --repeats 3 --out <folder>           # Serve's controller loop, 0.5 s vs 0.1 s
+    .venv/bin/python benchmarks/token_jitter.py --out <folder>
+
+(results/token_jitter/control_loop was measured before 0.5 s became the default: there `serve_app` loops every
+0.1 s and `serve_app_control_loop_0_5` every 0.5 s.)
 
 `vllm_worker_in_core` is bare vLLM with the engine setting serve_app uses (the worker in the engine core's
 process); `serve_app_direct_ingress` is serve_app with the client on the model replica's own HTTP port (no Ray
@@ -24,7 +27,8 @@ computes on every core is time taken from the engine's steps.
 
 Per server, over every measured request of every valid repeat: the gap percentiles (p50, p90, p99, p99.9), the
 share of gaps over 1.25x and 1.5x the server's median gap ("stalls": over 1.25x), and the time the stalls add
-beyond the median per 1,000 tokens. Per repeat, the p99 too, so the spread between repeats shows.
+beyond the median per 1,000 gaps (a 64-token stream has 63). Per repeat, the p99 too, so the spread between
+repeats shows.
 """
 
 from __future__ import annotations
@@ -63,7 +67,7 @@ def distribution(gaps: list[float]) -> dict:
         "max_ms": max(gaps),
         "share_over_1_25x_median": len(stalls) / len(gaps),
         "share_over_1_5x_median": sum(g > 1.5 * p50 for g in gaps) / len(gaps),
-        "stall_ms_per_1000_tokens": 1000.0 * sum(g - p50 for g in stalls) / len(gaps),
+        "stall_ms_per_1000_gaps": 1000.0 * sum(g - p50 for g in stalls) / len(gaps),
     }
 
 

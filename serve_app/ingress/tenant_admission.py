@@ -116,7 +116,9 @@ class TenantAdmission:
     def __init__(self, config: AppConfig, app_name: str, replicas=None, deployments: dict[str, str] | None = None,
                  ingress_deployment: str | None = None):
         self.tenancy: TenancyConfig = config.tenancy
-        self._replica_view = replicas
+        # Only placement `separate` sizes gates by the replica counts (with `with_model` each ingress gates its own
+        # engine): there is nothing to follow otherwise, and each read of the view is a call to Serve's controller.
+        self._replica_view = replicas if config.placement == "separate" else None
         self._deployments = deployments or {}
         self._ingress_deployment = ingress_deployment
         self._seen_view = None
@@ -183,7 +185,7 @@ class TenantAdmission:
     async def _follow_while_waiting(self) -> None:
         while any(gate.num_waiting for gate in self._gates.values()):
             await asyncio.sleep(FOLLOW_INTERVAL_S)
-            self.follow_replicas(self._replica_view.peek())
+            self.follow_replicas(await self._replica_view.get(max_age_s=FOLLOW_INTERVAL_S))
 
     def tenant_of(self, key_digest: str | None, headers) -> TenantConfig:
         """The API key's tenant (auth on); else the tenant header's, only when the config trusts it."""

@@ -46,8 +46,11 @@ def read_metric(base_url: str, name: str) -> float | None:
     """One series' value from the app's /metrics (None: not there)."""
     import httpx
 
-    match = re.search(rf"^{name}(?:\{{[^}}]*\}})? ([0-9.e+-]+)$", httpx.get(f"{base_url}/metrics", timeout=10).text,
-                      re.MULTILINE)
+    try:  # a scrape waits up to 15 s for every engine's stats; during a scale change one may not answer
+        text = httpx.get(f"{base_url}/metrics", timeout=20).text
+    except httpx.HTTPError:
+        return None
+    match = re.search(rf"^{name}(?:\{{[^}}]*\}})? ([0-9.e+-]+)$", text, re.MULTILINE)
     return float(match.group(1)) if match else None
 
 
@@ -59,8 +62,9 @@ class ReplayRun:
     gpu_nodes_at_end: int = 0
 
 
-def run_step_replay(config, metric: str | None = None) -> ReplayRun:
-    """Replay the step trace, then wait (up to 120 s) for the deployment to come back to one replica."""
+def run_step_replay(config, metric: str | None = None, metric_settles_to: float | None = None) -> ReplayRun:
+    """Replay the step trace, then wait (up to 120 s) for the deployment to come back to one replica; with
+    `metric_settles_to`, then up to 15 s more for `metric` to read that value (its last sample is the last read)."""
     import httpx
     from ray import serve
 
@@ -107,6 +111,11 @@ def run_step_replay(config, metric: str | None = None) -> ReplayRun:
                 await asyncio.sleep(2)  # one more sample at one replica
             finally:
                 sampler.cancel()
+            if metric is not None and metric_settles_to is not None:
+                end = time.monotonic() + 15
+                while time.monotonic() < end and run.metric_seen[-1:] != [metric_settles_to]:
+                    run.metric_seen.append(await asyncio.to_thread(read_metric, base_url, metric))
+                    await asyncio.sleep(1)
 
         asyncio.run(scenario())
         run.gpu_nodes_at_end = len(cluster.gpu_nodes())

@@ -70,3 +70,16 @@ def test_requests_sent_in_the_warm_up_are_not_measured():
     warm["config"]["warmup_s"] = 1.0
     b = noisy_neighbour.figures(warm)["B"]
     assert b["ttft_n"] == 9 and abs(b["ttft_tail_ms"] - 100.0) < 1e-6
+
+
+def test_added_repeats_name_their_commit_and_still_pair_and_render():
+    """`--add-repeats` rows carry the commit they ran on beside their phases; the summary and the table read past it."""
+    fair = [{**repeat(100, 140, 98, 100, True), "commit": c} for c in ("a" * 40, "a" * 40, "b" * 40)]
+    fcfs = [{**repeat(100, 4000, 100, 100, False), "commit": c} for c in ("a" * 40, "a" * 40, "b" * 40)]
+    est = noisy_neighbour.estimates({"serve_app_fair": fair, "serve_app_fcfs": fcfs})
+    assert est["b_tail_ratio_fair"]["num_pairs"] == 3
+    meta = {"cpu": "2-core X", "cpu_flags": [], "date": "d", "commit": "a" * 40, "workload": "w", "repeats": 3,
+            "added_repeats": [{"first": 2, "count": 1, "commit": "b" * 40, "date": "d2", "uncommitted": False}]}
+    text = tables.noisy_neighbour({"meta": meta, "runs": {"serve_app_fair": fair, "serve_app_fcfs": fcfs},
+                                   "estimates": est})
+    assert "repeats 2-2 added on commit bbbbbbbbbb, d2" in text and "INVALID" not in text

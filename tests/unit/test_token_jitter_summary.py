@@ -49,7 +49,7 @@ def test_stalls_are_gaps_over_a_quarter_above_the_median(tmp_path):
     assert pooled["num_gaps"] == 100
     assert (pooled["p50_ms"], pooled["max_ms"]) == pytest.approx((40.0, 100.0))
     assert pooled["share_over_1_25x_median"] == pytest.approx(0.05)
-    assert pooled["stall_ms_per_1000_tokens"] == pytest.approx(1000.0 * 5 * 60.0 / 100)
+    assert pooled["stall_ms_per_1000_gaps"] == pytest.approx(1000.0 * 5 * 60.0 / 100)
     assert summary["repeats"]["r2"] == {"valid": False, "reasons": ["loop lag"]}
 
 
@@ -71,9 +71,8 @@ def test_cpu_per_token_sums_each_role_over_the_valid_repeats(tmp_path):
 
 
 def test_process_roles_come_from_titles_and_leave_the_clients_out():
-    def role(title: str):
-        return next((name for key, name in harness.PROCESS_ROLES if key in title), "other")
-
+    role = harness.process_role
+    assert role("kdamond.0") == "other (kernel threads, machine)"
     assert role("VLLM::EngineCore") == "vLLM engine core"
     assert role("ray::ServeReplica:serve_app:ModelServer") == "Serve replica (model server, ingress)"
     assert role(".venv/bin/serve-app serve --config runs/r1/serve_app_haproxy/config.yaml") == "serve-app CLI"

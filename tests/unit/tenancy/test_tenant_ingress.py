@@ -136,12 +136,15 @@ def test_gates_follow_the_running_replicas_of_the_model_and_of_the_ingress():
 
 
 class _ReplicaView:
-    """health.DeploymentReplicas as the gate reads it: `peek()` gives the last view at once."""
+    """health.DeploymentReplicas as the gate reads it: the last view at once (`peek`), or a fresh one (`get`)."""
 
     def __init__(self, view: dict):
         self.view = view
 
     def peek(self) -> dict:
+        return self.view
+
+    async def get(self, max_age_s: float | None = None) -> dict:
         return self.view
 
 
@@ -186,7 +189,8 @@ def test_the_gates_are_on_the_ingress_metrics(monkeypatch):
         async with client:
             text = (await client.get("/metrics")).text
         assert 'serve_app_tenancy_gate_slots{model="tiny-llama"} 5.0' in text  # 4 rows + 1 reserved above them
-        assert 'serve_app_tenancy_gate_waiting{model="tiny-llama"} 0.0' in text
+        for idle in ("in_use", "waiting", "queued_tokens"):
+            assert f'serve_app_tenancy_gate_{idle}{{model="tiny-llama"}} 0.0' in text
 
     asyncio.run(main())
 

@@ -44,7 +44,7 @@ from serve_app.tenancy.ttft_predictor import (
     would_miss_slo,
 )
 
-# While requests wait at a gate, how often it reads the replica view again (a view older than 2 s is re-read).
+# While requests wait at a gate (placement `separate`), how often it reads the replica view afresh.
 FOLLOW_INTERVAL_S = 1.0
 # Until measured: rates of a small model on a CPU (the estimator replaces them after a few requests).
 PRIOR_RATES = EngineRates(prefill_tokens_per_s=2000.0, decode_step_base_s=0.02, decode_step_per_seq_s=0.004)
@@ -228,8 +228,7 @@ class TenantAdmission:
                 code="limiter_unavailable" if unavailable else "rate_limit_exceeded",
                 headers={"Retry-After": str(max(1, decision.retry_after_s))})
         admitted_at_s = time.time()
-        if self._replica_view is not None:
-            self.follow_replicas(self._replica_view.peek())
+        self.follow_live_replicas()
         gate, rates = self._gates[model], self._rates[model].rates()
         if gate.pacer is not None:
             gate.pacer.spacing_s = self._spacing_s(rates, self._sizes[model], prompt_tokens)
@@ -356,8 +355,8 @@ class TenantAdmission:
         return waiting / max(1, self._num_models[model])
 
     def follow_live_replicas(self) -> None:
-        """Resize the gates for the replica view (re-read in the background when stale), in the event loop: a
-        scrape calls it first, so the gates it shows follow a scale change that no request has come through yet."""
+        """Resize the gates for the replica view (re-read in the background when stale), in the event loop: each
+        admission, and a scrape first, so the gates it shows follow a scale change no request has come through yet."""
         if self._replica_view is not None:
             self.follow_replicas(self._replica_view.peek())
 

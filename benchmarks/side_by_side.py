@@ -89,11 +89,10 @@ def servers(model_dir: str) -> dict[str, Server]:
                env={"RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(DIRECT_PORT),
                     "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(DIRECT_PORT + 10)},
                client_port=DIRECT_PORT),
-        # Serve's controller looping every 0.1 s (Ray's default) instead of serve_app's 0.5 s: its loop cost 1.1 ms of
-        # CPU per token at one user on 2 cores (results/token_jitter/control_loop, measured as 0.1 s `serve_app`
-        # against `serve_app_control_loop_0_5` before 0.5 s became the default).
-        Server("serve_app_control_loop_0_1", serve_app,
-               yaml=f"model: {{source: default}}\n{ENGINE_YAML}\nray_serve_control_loop_interval_s: 0.1\n"),
+        # Serve's controller looping every 0.5 s instead of Ray's 0.1 s (config ray_serve_control_loop_interval_s):
+        # its loop cost 1.1 ms of CPU per token at one user on 2 cores (results/token_jitter/control_loop).
+        Server("serve_app_control_loop_0_5", serve_app,
+               yaml=f"model: {{source: default}}\n{ENGINE_YAML}\nray_serve_control_loop_interval_s: 0.5\n"),
         # Ray's HAProxy on the serving port instead of its Python proxy (config ray_serve_haproxy): no Python hop.
         Server("serve_app_haproxy", serve_app,
                yaml=f"model: {{source: default}}\n{ENGINE_YAML}\nray_serve_haproxy: true\n"),
@@ -105,7 +104,7 @@ def servers(model_dir: str) -> dict[str, Server]:
 
 SERVER_NAMES = ("vllm", "vllm_worker_in_core", "vllm_spec_auto", "serve_app", "serve_app_default",
                 "serve_app_standard_ray", "serve_app_separate_standard_ray", "serve_app_direct_ingress",
-                "serve_app_haproxy", "serve_app_control_loop_0_1", "ray_serve_llm_optimized")
+                "serve_app_haproxy", "serve_app_control_loop_0_5", "ray_serve_llm_optimized")
 NUM_REQUESTS = {1: 16, 8: 64, 32: 128, 128: 256}  # measured per run and client (warmup: one per user, apart)
 QUICK_NUM_REQUESTS = {1: 4, 8: 16, 32: 48, 128: 160}
 ORDER = ("vllm", "serve_app", "serve_app_default")

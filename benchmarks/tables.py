@@ -288,7 +288,7 @@ def speculation_load(data: dict) -> str:
 
 
 TOKEN_JITTER_ORDER = ("vllm", "vllm_worker_in_core", "serve_app_direct_ingress", "serve_app_haproxy",
-                      "serve_app_control_loop_0_1", "serve_app", "serve_app_control_loop_0_5")
+                      "serve_app", "serve_app_control_loop_0_5")
 
 
 def token_jitter(data: dict) -> str:

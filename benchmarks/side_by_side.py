@@ -102,9 +102,6 @@ def servers(model_dir: str) -> dict[str, Server]:
     ]}
 
 
-SERVER_NAMES = ("vllm", "vllm_worker_in_core", "vllm_spec_auto", "serve_app", "serve_app_default",
-                "serve_app_standard_ray", "serve_app_separate_standard_ray", "serve_app_direct_ingress",
-                "serve_app_haproxy", "serve_app_control_loop_0_5", "ray_serve_llm_optimized")
 NUM_REQUESTS = {1: 16, 8: 64, 32: 128, 128: 256}  # measured per run and client (warmup: one per user, apart)
 QUICK_NUM_REQUESTS = {1: 4, 8: 16, 32: 48, 128: 160}
 ORDER = ("vllm", "serve_app", "serve_app_default")
@@ -291,7 +288,7 @@ def write_summary(out: Path, servers: list[str], loads: list[int], clients: list
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--servers", default=",".join(ORDER), help=f"'vllm' first; known: {', '.join(SERVER_NAMES)}")
+    parser.add_argument("--servers", default=",".join(ORDER), help=f"'vllm' first; known: {', '.join(servers('MODEL_DIR'))}")
     parser.add_argument("--loads", default="1,8,32")
     parser.add_argument("--clients", default="loadtest,vllm_bench")
     parser.add_argument("--repeats", type=int, default=3)

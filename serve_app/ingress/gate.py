@@ -26,7 +26,7 @@ from serve_app.ingress.auth import ApiKeyAuth
 from serve_app.tenancy.accounting import UsageCharge, expected_output_tokens, requested_n
 from serve_app.ingress.backends import ModelBackend
 from serve_app.ingress.cold_start import ColdStart
-from serve_app.ingress.health import DeploymentReplicas, no_replica_up
+from serve_app.ingress.health import NO_REPLICA_RECHECK_S, DeploymentReplicas, no_replica_up
 from serve_app.ingress.metrics import IngressMetrics
 from serve_app.ingress.request_checks import (
     RequestLimits,
@@ -41,8 +41,6 @@ from serve_app.ingress.stream_lifetime import Once
 logger = logging.getLogger("ray.serve")
 # Retry-After of a 503 while a model has no running replica: about a replacement replica's start on CPU.
 UNAVAILABLE_RETRY_AFTER_S = 10
-# A view of the replicas that says none runs is read again before a 503 when it is older than this.
-NO_REPLICA_RECHECK_S = 0.25
 INGRESS_ID = uuid.uuid4().hex[:12]  # this ingress process, as model replicas tell ingress replicas apart
 
 

@@ -88,7 +88,8 @@ def run_step_replay(config, metric: str | None = None, metric_settles_to: float 
         while time.monotonic() < deadline and running_replicas() < 1:
             time.sleep(1)
         assert running_replicas() == 1
-        assert httpx.get(f"{base_url}/health", timeout=10).status_code == 200
+        health = httpx.get(f"{base_url}/health", timeout=10)
+        assert health.status_code == 200, health.text[:500]
 
         async def scenario():
             async def sample():

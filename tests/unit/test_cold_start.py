@@ -86,3 +86,31 @@ def test_a_view_read_just_before_the_model_came_up_is_read_again_before_a_503(mo
         return down.value
 
     assert asyncio.run(main()).status_code == 503
+
+
+def test_requests_arriving_together_wait_for_the_read_in_flight_instead_of_taking_the_old_view(monkeypatch):
+    """CI, 2026-12-05 (tests/integration/test_tenancy_replicas.py): a flood's twelve requests reached an ingress
+    replica whose view said no model replica ran; the first began a new read and the other eleven, seeing a read
+    just begun, took the old view and one answered 503 while both model replicas served."""
+    import time
+
+    from serve_app.ingress import health
+
+    controller = {"RUNNING": 0, "STARTING": 2}
+
+    def slow_read():
+        time.sleep(0.2)  # a controller call under load
+        return {"ModelServer": (dict(controller), "HEALTHY")}
+
+    monkeypatch.setattr(health, "_read_status", slow_read)
+    replicas = health.DeploymentReplicas(ttl_s=2.0)
+    router = Router({"m": "m"}, "m", {"m": "ModelServer"}, {"m": False}, replicas, {})
+
+    async def main():
+        await replicas.get()  # read while the model replicas were starting
+        controller.update(RUNNING=2, STARTING=0)
+        await asyncio.sleep(0.3)
+        results = await asyncio.gather(*(router.check_replica_up("m") for _ in range(12)), return_exceptions=True)
+        return [result for result in results if result is not None]
+
+    assert asyncio.run(main()) == []

@@ -3,7 +3,7 @@
 import pytest
 
 from serve_app.api.protocol import EngineStats
-from serve_app.ingress.health import DEGRADED, OK, UNAVAILABLE, model_health, no_replica_up
+from serve_app.ingress.health import DEGRADED, OK, UNAVAILABLE, model_health, no_replica_up, view_predates_replica
 
 HEALTHY_ENGINE = EngineStats(is_healthy=True)
 
@@ -33,3 +33,12 @@ def test_model_health(states, status, engine, expected):
 ])
 def test_no_replica_up(states, status, scales_from_zero, refuse):
     assert no_replica_up(states, status, scales_from_zero) is refuse
+
+
+def test_an_engine_answering_while_the_view_says_none_runs_means_the_view_is_old():
+    healthy = EngineStats(is_healthy=True)
+    assert view_predates_replica({"RUNNING": 0, "STARTING": 1}, healthy)
+    assert not view_predates_replica({"RUNNING": 1}, healthy)
+    assert not view_predates_replica({"RUNNING": 0, "STARTING": 1}, None)  # nothing answered: really down
+    assert not view_predates_replica({"RUNNING": 0}, EngineStats(is_healthy=False))
+    assert not view_predates_replica(None, healthy)  # no view: the engine's answer decides already

@@ -360,10 +360,9 @@ class AppConfig(StrictModel):
     # How often Serve's controller runs its control loop (RAY_SERVE_CONTROL_LOOP_INTERVAL_S; Ray's default 0.1 s).
     # Ray reads it on the head node. At one user on 2 cores the 0.1 s loop cost 1.1 ms of CPU per output token out
     # of the engine's steps; 0.5 s gave a 1-user inter-token p99 of 51-54 ms against 58 ms (results/token_jitter).
-    # Deployment changes and autoscaling decisions then wait up to 0.5 s more, and Serve's status lags: with 0.5 s
-    # tests/integration/test_tenancy_replicas.py got a spurious 503 `model_unavailable` (the ingress read 0 RUNNING
-    # replicas) in 3 of 6 runs, none in 3 with 0.1 s. So Ray's 0.1 s stays the default; 0.5 is an opt-in.
-    ray_serve_control_loop_interval_s: float = Field(0.1, gt=0)
+    # Deployment changes and autoscaling decisions then wait up to 0.5 s more, and Serve's status lags with them
+    # (the ingress reads it again before refusing a request for a model it sees without a running replica).
+    ray_serve_control_loop_interval_s: float = Field(0.5, gt=0)
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)

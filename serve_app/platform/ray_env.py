@@ -5,8 +5,8 @@ on the replica's own event loop (no separate thread), calls between deployments 
 replica also serves HTTP directly on a port of its own (direct ingress) beside Ray's proxy. Measured side by side
 (results/side_by_side): the fastest serve_app variant at 8 and 32 users, equal to bare vLLM at one user.
 `ray_serve_haproxy` puts Ray's HAProxy in front instead of its Python proxy (clients then reach the ingress
-replicas' own ports through HAProxy: no Python hop). `ray_serve_control_loop_interval_s` (default Ray's 0.1 s)
-can slow Serve's controller loop, whose CPU on a 2-core machine comes out of the engine's steps.
+replicas' own ports through HAProxy: no Python hop). `ray_serve_control_loop_interval_s` (0.5 s; Ray's default
+0.1 s) slows Serve's controller loop, whose CPU on a 2-core machine came out of the engine's steps.
 """
 
 from __future__ import annotations

@@ -89,7 +89,7 @@ def servers(model_dir: str) -> dict[str, Server]:
                env={"RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(DIRECT_PORT),
                     "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(DIRECT_PORT + 10)},
                client_port=DIRECT_PORT),
-        # Serve's controller looping every 0.5 s (serve_app's default since becaa08) or at Ray's 0.1 s (config
+        # Serve's controller looping every 0.5 s (serve_app's default since 72fd443) or at Ray's 0.1 s (config
         # ray_serve_control_loop_interval_s): at 0.1 s its loop cost 1.1 ms of CPU per token at one user on 2 cores
         # (results/token_jitter/control_loop, run when 0.1 s was the default).
         Server("serve_app_control_loop_0_5", serve_app,

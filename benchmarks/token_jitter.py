@@ -8,8 +8,9 @@ serve_app_haproxy --loads 1 --repeats 3 --out results/token_jitter         # ~43
     .venv/bin/python benchmarks/side_by_side.py --servers vllm,vllm_worker_in_core,serve_app --loads 1 \
         --clients loadtest --repeats 2 --out results/token_jitter/cpu      # ~10 min: CPU per token, by process
     .venv/bin/python benchmarks/token_jitter.py                          # results/token_jitter/jitter.{json,md}
-    .venv/bin/python benchmarks/side_by_side.py --servers vllm_worker_in_core,serve_app,serve_app_control_loop_0_5 \
+    .venv/bin/python benchmarks/side_by_side.py --servers vllm_worker_in_core,serve_app_control_loop_0_1,serve_app \
         --loads 1 --clients loadtest --repeats 3 --out results/token_jitter/control_loop  # loop 0.1 vs 0.5 s
+        # (the committed run, at 3464001, named serve_app (then 0.1 s) and serve_app_control_loop_0_5)
     .venv/bin/python benchmarks/token_jitter.py --out results/token_jitter/control_loop
 
 `vllm_worker_in_core` is bare vLLM with the engine setting serve_app uses (the worker in the engine core's

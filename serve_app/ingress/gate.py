@@ -104,16 +104,18 @@ class Router:
         return model, (requested if requested != model else None)
 
     async def check_replica_up(self, model: str) -> None:
-        """Placement separate: 503 with Retry-After at once when the controller reports no running replica of
-        `model` (with_model: this replica is one). Reads the controller's view cached by `DeploymentReplicas`."""
+        """Placement separate: 503 with Retry-After, without waiting for the model, when the controller reports no
+        running replica of `model` (with_model: this replica is one). Reads the controller's view cached by
+        `DeploymentReplicas`; one that says none runs is read again first unless it answered just now."""
         if model not in self._scales_from_zero:
             return
         states, status = (self._replicas.peek() or {}).get(self.deployments[model], (None, None))
         if no_replica_up(states, status, self._scales_from_zero[model]) and \
-                self._replicas.age_s() > NO_REPLICA_RECHECK_S:
+                self._replicas.since_landed_s() > NO_REPLICA_RECHECK_S:
             # A view may predate the replica's start or recovery, even within its TTL (an ingress replica that read
             # it just before the model came up refused the first requests after /health said ok): read it again
-            # before refusing, at most every NO_REPLICA_RECHECK_S while the model is really down.
+            # before refusing, unless one answered within NO_REPLICA_RECHECK_S (while the model is really down, the
+            # requests of that moment get their 503 without a read each; those arriving together share one).
             states, status = (await self._replicas.get(max_age_s=NO_REPLICA_RECHECK_S) or {}).get(
                 self.deployments[model], (None, None))
         if no_replica_up(states, status, self._scales_from_zero[model]):

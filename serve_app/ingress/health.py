@@ -72,6 +72,7 @@ class DeploymentReplicas:
         self._view: dict[str, tuple[dict[str, int], str]] | None = None
         self._reading: asyncio.Task | None = None
         self._reading_since = float("-inf")
+        self._landed_at = float("-inf")  # when the read behind `_view` answered
 
     async def get(self, max_age_s: float | None = None) -> dict[str, tuple[dict[str, int], str]] | None:
         """The view, read again first if it is older than `max_age_s` (default: the TTL)."""
@@ -90,6 +91,10 @@ class DeploymentReplicas:
         """Seconds since the read behind the view began (infinite before the first)."""
         return time.monotonic() - self._read_at
 
+    def since_landed_s(self) -> float:
+        """Seconds since the read behind the view answered (infinite before the first)."""
+        return time.monotonic() - self._landed_at
+
     def peek(self) -> dict[str, tuple[dict[str, int], str]] | None:
         """The last view at once; a stale one is refreshed in the background for the next caller."""
         if self.is_stale() and (self._reading is None or self._reading.done()):
@@ -106,7 +111,7 @@ class DeploymentReplicas:
         except Exception:  # noqa: BLE001 - the controller's view is a refinement; the engines still answer
             view = None
         if began >= self._read_at:  # a slower, older read never replaces a newer one
-            self._view, self._read_at = view, began
+            self._view, self._read_at, self._landed_at = view, began, time.monotonic()
 
 
 def _read_status() -> dict[str, tuple[dict[str, int], str]]:

@@ -31,8 +31,7 @@ from serve_app.ingress.app import build_fastapi_app, request_id_of
 from serve_app.ingress.auth import ApiKeyAuth
 from serve_app.ingress.backends import HandleBackend, InProcessBackend, ModelBackend
 from serve_app.ingress.gate import Gate, Router
-from serve_app.ingress.health import (DEGRADED, NO_REPLICA_RECHECK_S, OK, UNAVAILABLE, DeploymentReplicas,
-                                      model_health, view_predates_replica)
+from serve_app.ingress.health import DEGRADED, OK, UNAVAILABLE, DeploymentReplicas, model_health, view_predates_replica
 from serve_app.ingress.metrics import IngressMetrics
 from serve_app.ingress.ray_metrics_mirror import RegistryMirror
 from serve_app.ingress.relay import REQUEST_ID_HEADER, Relay, error_response
@@ -174,7 +173,7 @@ class Ingress:
         stats, replicas = await asyncio.gather(self._all_engine_stats(timeout_s=5.0), self._replicas.get())
         if any(view_predates_replica((replicas or {}).get(self._deployments[name], (None, None))[0], engine)
                for name, engine in stats.items()):
-            replicas = await self._replicas.get(max_age_s=NO_REPLICA_RECHECK_S)
+            replicas = await self._replicas.get(max_age_s=0.0)  # a read begun now, not the one just shared
         models, counts = {}, {}
         for name, engine in stats.items():
             states, status = (replicas or {}).get(self._deployments[name], (None, None))

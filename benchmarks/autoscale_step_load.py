@@ -24,7 +24,7 @@ import httpx
 
 from loadtest.sse import async_sse_data
 from serve_app.config import AppConfig
-from serve_app.platform.fake_gpu_cluster import free_port, start_serve_on_one_host
+from serve_app.platform.fake_gpu_cluster import add_node_with_retries, free_port, start_serve_on_one_host
 from serve_app.stats import percentile_of
 
 APP_NAME = "autoscale_bench"
@@ -73,20 +73,6 @@ def bench_config(args: argparse.Namespace) -> AppConfig:
             "admission": {"max_in_flight_requests": 512, "request_timeout_s": 300},
         }
     )
-
-
-def add_node_with_retries(cluster, attempts: int = 3, **node_args):
-    """A raylet waits only 30 s for itself to register; on a loaded 2-core machine that can be too short."""
-    for attempt in range(attempts):
-        try:
-            args = dict(node_args)
-            if cluster.head_node is None:
-                args["gcs_server_port"] = free_port()
-            return cluster.add_node(**args)
-        except Exception:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(5)
 
 
 def replica_counts() -> tuple[int, int]:

@@ -199,6 +199,21 @@ class FakeGpuCluster:
         return [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("GPU")]
 
 
+def add_node_with_retries(cluster, attempts: int = 3, **node_args):
+    """`ray.cluster_utils.Cluster.add_node`, retried: a raylet waits only 30 s for itself to register, which on a
+    loaded 2-core machine can be too short."""
+    for attempt in range(attempts):
+        try:
+            args = dict(node_args)
+            if cluster.head_node is None:
+                args["gcs_server_port"] = free_port()
+            return cluster.add_node(**args)
+        except Exception:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(5)
+
+
 def stop_process_group(process: subprocess.Popen) -> None:
     """SIGTERM, then SIGKILL, to the group `process` leads (the head, its raylets and the fake nodes)."""
     for sig, grace_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):

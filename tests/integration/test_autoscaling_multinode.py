@@ -28,7 +28,8 @@ import pytest
 
 from loadtest.sse import async_sse_data
 from serve_app.config import AppConfig
-from serve_app.platform.fake_gpu_cluster import free_port, start_serve_on_one_host, stop_process_group
+from serve_app.platform.fake_gpu_cluster import (add_node_with_retries, free_port, start_serve_on_one_host,
+                                                   stop_process_group)
 
 pytestmark = [pytest.mark.integration, pytest.mark.own_ray_cluster]
 
@@ -205,20 +206,6 @@ async def poll(predicate, timeout_s: float, what: str, period_s: float = 1.0):
 
 
 # ---------------------------------------------------------------------------------------------- (a)
-
-
-def add_node_with_retries(cluster, attempts: int = 3, **node_args):
-    """A raylet waits only 30 s for itself to register; on a loaded 2-core machine that can be too short."""
-    for attempt in range(attempts):
-        try:
-            args = dict(node_args)
-            if cluster.head_node is None:
-                args["gcs_server_port"] = free_port()
-            return cluster.add_node(**args)
-        except Exception:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(5)
 
 
 @contextlib.contextmanager

@@ -346,6 +346,12 @@ TABLES: dict[str, tuple[str, Table]] = {
     # name -> (results file relative to the repository, renderer)
     "side_by_side": ("results/side_by_side/summary.json", lambda data: side_by_side(data, "loadtest")),
     "side_by_side_vllm_bench": ("results/side_by_side/summary.json", lambda data: side_by_side(data, "vllm_bench")),
+    # The same side by side on a 2-core EPYC without AVX-512, today's defaults, 1 and 32 users.
+    "side_by_side_no_avx512": ("results/side_by_side/no_avx512/summary.json",
+                               lambda data: side_by_side(data, "loadtest")),
+    "side_by_side_no_avx512_vllm_bench": ("results/side_by_side/no_avx512/summary.json",
+                                          lambda data: side_by_side(data, "vllm_bench")),
+    "token_jitter_no_avx512": ("results/side_by_side/no_avx512/jitter.json", token_jitter),
     # Speculation auto's cost, bare vLLM with the same speculative config beside it (side_by_side.py --out there).
     "speculation_default_cost": ("results/speculation/default_cost/summary.json",
                                  lambda data: side_by_side(data, "vllm_bench")),

@@ -110,7 +110,7 @@ def test_no_running_model_replica_is_a_fast_503_with_retry_after(ingress_client,
     client = ingress_client(ingress_placement="separate", model_deployment={"min_replicas": min_replicas})
     ingress = client.ingress
     ingress._replicas.peek = lambda: {"ModelServer": (states, status)}
-    ingress._replicas.age_s = lambda: 0.0
+    ingress._replicas.since_landed_s = lambda: 0.0  # the view answered just now: no second read
     response = client.post(CHAT, content="{" + HI + "}")
     if expected is None:  # it reached the (unreachable, so failing) fake model: a 503 of another kind
         assert response.json()["error"]["code"] == "unavailable"

@@ -291,7 +291,8 @@ def write_summary(out: Path, servers: list[str], loads: list[int], clients: list
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--servers", default=",".join(ORDER), help=f"'vllm' first; known: {', '.join(servers('MODEL_DIR'))}")
+    parser.add_argument("--servers", default=",".join(ORDER),
+                        help=f"'vllm' first; known: {', '.join(servers('MODEL_DIR'))}")
     parser.add_argument("--loads", default="1,8,32")
     parser.add_argument("--clients", default="loadtest,vllm_bench")
     parser.add_argument("--repeats", type=int, default=3)

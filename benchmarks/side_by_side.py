@@ -96,6 +96,10 @@ def servers(model_dir: str) -> dict[str, Server]:
                yaml=f"model: {{source: default}}\n{ENGINE_YAML}\nray_serve_control_loop_interval_s: 0.5\n"),
         Server("serve_app_control_loop_0_1", serve_app,
                yaml=f"model: {{source: default}}\n{ENGINE_YAML}\nray_serve_control_loop_interval_s: 0.1\n"),
+        # Ray's own niceness for its workers (config ray_worker_niceness; serve_app's default is 0): the replicas,
+        # their engines, the proxy and the controller run at 15, below Ray's daemons at 0.
+        Server("serve_app_ray_worker_niceness_15", serve_app,
+               yaml=f"model: {{source: default}}\n{ENGINE_YAML}\nray_worker_niceness: 15\n"),
         # Ray's HAProxy on the serving port instead of its Python proxy (config ray_serve_haproxy): no Python hop.
         Server("serve_app_haproxy", serve_app,
                yaml=f"model: {{source: default}}\n{ENGINE_YAML}\nray_serve_haproxy: true\n"),

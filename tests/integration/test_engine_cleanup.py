@@ -209,7 +209,7 @@ def assert_engines_level_with_ray_daemons(server: Server, engines: list[Engine])
     daemon_niceness = raylets[0].nice()
     for engine in engines:
         assert (engine.process.nice(), engine.parent.nice()) == (daemon_niceness, daemon_niceness), \
-            f"{engine}: niceness {engine.process.nice()}, its parent {engine.parent.nice()}, the raylet {daemon_niceness}"
+            f"{engine}: niceness {engine.process.nice()}, its parent's {engine.parent.nice()}, Ray's {daemon_niceness}"
 
 
 def assert_engines_gone(engines: list[Engine], after: str, server: Server, timeout_s: float) -> None:

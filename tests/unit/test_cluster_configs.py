@@ -283,3 +283,29 @@ def test_both_vllm_extras_pin_the_installed_vllm_version():
     if not providers:
         pytest.skip("vllm is not installed")
     assert {metadata.version(d) for d in providers} == {gpu}
+
+
+def test_every_node_starts_ray_with_the_environment_the_default_config_asks_for():
+    """What `serve-app serve` sets before Ray starts (serve_app/platform/ray_env.py), each cluster file sets on its
+    nodes: Serve's mode and the workers' niceness on every node (each raylet reads it), the controller loop on the
+    head (the controller runs there)."""
+    from serve_app.platform.ray_env import ray_environment
+
+    wanted = ray_environment(AppConfig())
+    head_only = {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S"}
+    launcher = load_yaml("ray-cluster.yaml")
+    head_command = " ".join(launcher["head_start_ray_commands"])
+    worker_command = " ".join(launcher["worker_start_ray_commands"])
+    cluster = load_yaml("kuberay-rayservice.yaml")["spec"]["rayClusterConfig"]
+
+    def pod_env(group: dict) -> dict[str, str]:
+        container = group["template"]["spec"]["containers"][0]
+        return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+
+    for name, value in wanted.items():
+        assert f"{name}={value}" in head_command, name
+        assert pod_env(cluster["headGroupSpec"]).get(name) == value, name
+        if name not in head_only:
+            assert f"{name}={value}" in worker_command, name
+            for group in cluster["workerGroupSpecs"]:
+                assert pod_env(group).get(name) == value, (group["groupName"], name)

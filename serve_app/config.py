@@ -363,11 +363,12 @@ class AppConfig(StrictModel):
     # Deployment changes and autoscaling decisions then wait up to 0.5 s more, and Serve's status lags with them
     # (the ingress reads it again before refusing a request for a model it sees without a running replica).
     ray_serve_control_loop_interval_s: float = Field(0.5, gt=0)
-    # Niceness of Ray's worker processes: every replica, the vLLM engines they start, Ray's HTTP proxy and Serve's
-    # controller (RAY_worker_niceness, read by each node's raylet). Ray's default, 15, ranks them below Ray's own
-    # daemons (GCS, raylet, dashboard, agents, log monitor, autoscaler monitor: all at 0), so where a CPU engine
-    # shares cores with those daemons each of their wakeups preempts the engine mid-step. 0 ranks them level, as
-    # `vllm serve` runs beside its own processes (measured: README, Performance).
+    # How much nicer than Ray's daemons its worker processes run: every replica, the vLLM engines they start, Ray's
+    # HTTP proxy and Serve's controller (RAY_worker_niceness: each worker adds it to the niceness it inherits from
+    # its node's raylet). Ray's default, 15, ranks them below the daemons (GCS, raylet, dashboard, agents, log
+    # monitor, autoscaler monitor), so where a CPU engine shares cores with those daemons each of their wakeups
+    # preempts the engine mid-step. 0 ranks them level, as `vllm serve` runs beside its own processes. An
+    # inherited RAY_worker_niceness in the environment of `serve-app serve` wins over this.
     ray_worker_niceness: int = Field(0, ge=0, le=19)
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)

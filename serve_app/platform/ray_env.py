@@ -7,8 +7,8 @@ replica also serves HTTP directly on a port of its own (direct ingress) beside R
 `ray_serve_haproxy` puts Ray's HAProxy in front instead of its Python proxy (clients then reach the ingress
 replicas' own ports through HAProxy: no Python hop). `ray_serve_control_loop_interval_s` (0.5 s; Ray's default
 0.1 s) slows Serve's controller loop, whose CPU on a 2-core machine came out of the engine's steps.
-`ray_worker_niceness` (0; Ray's default 15) sets the niceness the raylet gives every worker it starts (replicas,
-their engines, the proxy, the controller): at 15 Ray's daemons, at 0, preempt a CPU engine that shares their cores.
+`ray_worker_niceness` (0; Ray's default 15) is how much nicer than its raylet every worker runs (replicas, their
+engines, the proxy, the controller): at 15 Ray's daemons preempt a CPU engine that shares their cores.
 """
 
 from __future__ import annotations

@@ -26,7 +26,9 @@ import httpx
 import psutil
 import pytest
 
+from serve_app.config import AppConfig
 from serve_app.platform.fake_gpu_cluster import free_port
+from serve_app.platform.ray_env import ray_environment
 
 pytestmark = [pytest.mark.integration, pytest.mark.own_ray_cluster]
 
@@ -78,6 +80,8 @@ class Server:
         self.log_path = log_path
         env = {**os.environ, "RAY_memory_monitor_refresh_ms": "0"}  # other jobs' memory must not kill replicas
         env.pop("RAY_ADDRESS", None)
+        for key in ray_environment(AppConfig()):  # this session's conftest set them: the CLI must set them itself
+            env.pop(key, None)
         with open(log_path, "wb") as log:
             self.process = subprocess.Popen(
                 [SERVE_APP, "serve", "--model", "tiny", "--port", str(self.port)]
@@ -204,7 +208,11 @@ def running_engines(server: Server) -> list[Engine]:
 def assert_engines_level_with_ray_daemons(server: Server, engines: list[Engine]) -> None:
     """The engine and the replica that started it run at the raylet's niceness (config `ray_worker_niceness`: 0),
     not at Ray's default of 15 for workers, below the daemons that then preempt the engine mid-step."""
-    raylets = [p for p in server.processes() if p.name() == "raylet"]
+    raylets = []
+    for process in server.processes():
+        with contextlib.suppress(psutil.Error):  # one may end meanwhile (an idle worker Ray lets go)
+            if process.name() == "raylet":
+                raylets.append(process)
     assert len(raylets) == 1, describe(server.processes())
     daemon_niceness = raylets[0].nice()
     for engine in engines:

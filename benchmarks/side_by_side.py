@@ -40,8 +40,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import tables  # noqa: E402  (benchmarks/, beside this script: the table renderers)
-from harness import (NAME, PORT, RAYLLM_PY, REPO, VENV_PY, Server, cpu_seconds_by_role, machine,  # noqa: E402
-                     running)
+from harness import (NAME, PORT, RAYLLM_PY, REPO, VENV_PY, Server, applied_nice, cpu_seconds_by_role,  # noqa: E402
+                     machine, raise_priority, running)
 from serve_app.stats import (MIN_SAMPLES_FOR_P99, paired_difference_ci, paired_ratio_ci, percentile_of,  # noqa: E402
                              tail_label, tail_value)
 from tables import format_difference_ms, format_ratio, verdict  # noqa: E402
@@ -114,13 +114,14 @@ QUICK_NUM_REQUESTS = {1: 4, 8: 16, 32: 48, 128: 160}
 ORDER = ("vllm", "serve_app", "serve_app_default")
 
 
-def run_loadtest(port: int, users: int, num_requests: int, model_dir: str, out: Path) -> dict:
+def run_loadtest(port: int, users: int, num_requests: int, model_dir: str, out: Path, client_nice: int = 0) -> dict:
     """One loadtest run; its summary's figures, sample counts and the client's self-check verdict."""
     command = [str(VENV_PY), "-m", "loadtest.cli", "run", "--base-url", f"http://127.0.0.1:{port}", "--endpoint",
                "completions", "--model", NAME, "--concurrency", str(users), "--num-requests", str(num_requests + users),
                "--warmup-requests", str(users), "--input-tokens", "128", "--max-tokens", "64", "--ignore-eos",
                "--tokenizer", model_dir, "--no-progress", "--no-plots", "--allow-invalid", "--out", str(out)]
-    subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1800, check=True)
+    subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1800, check=True,
+                   preexec_fn=lambda: raise_priority(client_nice))
     result = json.loads((out / "result.json").read_text())
     summary, latency = result["summary"], result["summary"]["latency_ms"]
 
@@ -136,7 +137,7 @@ def run_loadtest(port: int, users: int, num_requests: int, model_dir: str, out: 
             "valid": result["validity"]["valid"], "invalid_reasons": result["validity"]["reasons"]}
 
 
-def run_vllm_bench(port: int, users: int, num_requests: int, model_dir: str, out: Path) -> dict:
+def run_vllm_bench(port: int, users: int, num_requests: int, model_dir: str, out: Path, client_nice: int = 0) -> dict:
     """One `vllm bench serve` run (raw per-request samples saved, --save-detailed); it has no self-check."""
     out.mkdir(parents=True, exist_ok=True)
     command = [str(VENV_PY), str(REPO / "scripts/vllm_cli.py"), "bench", "serve", "--backend", "openai",
@@ -148,7 +149,7 @@ def run_vllm_bench(port: int, users: int, num_requests: int, model_dir: str, out
                "--num-warmups", str(users), "--save-result", "--save-detailed",
                "--result-dir", str(out), "--result-filename", "bench.json"]
     subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1800, check=True,
-                   env={**os.environ, "VLLM_TARGET_DEVICE": "cpu"})
+                   env={**os.environ, "VLLM_TARGET_DEVICE": "cpu"}, preexec_fn=lambda: raise_priority(client_nice))
     data = json.loads((out / "bench.json").read_text())
     ttfts_ms = [t * 1000.0 for t in data["ttfts"] if t]
     itls_ms = [t * 1000.0 for request in data["itls"] for t in request]
@@ -163,7 +164,7 @@ CLIENTS = {"loadtest": run_loadtest, "vllm_bench": run_vllm_bench}
 
 
 def measure_unit(server: Server, loads: list[int], clients: list[str], counts: dict[int, int], model_dir: str,
-                 folder: Path) -> dict:
+                 folder: Path, client_nice: int = 0) -> dict:
     """Start `server`, run every load with every client (an invalid loadtest run once more), stop it."""
     cells: dict = {}
     started_s, measured_on = time.monotonic(), machine()  # the commit the server starts from
@@ -175,7 +176,8 @@ def measure_unit(server: Server, loads: list[int], clients: list[str], counts: d
                     for attempt in (1, 2):
                         cpu_before_s = cpu_seconds_by_role()
                         try:
-                            cell = CLIENTS[client](server.client_port, users, counts[users], model_dir, folder / key)
+                            cell = CLIENTS[client](server.client_port, users, counts[users], model_dir, folder / key,
+                                                   client_nice)
                         except Exception as exc:  # noqa: BLE001 - record and go on with the other points
                             cell = {"error": f"{type(exc).__name__}: {str(exc)[-300:]}"}
                         cell["cpu_s_by_role"] = {role: round(used_s - cpu_before_s.get(role, 0.0), 3)
@@ -189,7 +191,7 @@ def measure_unit(server: Server, loads: list[int], clients: list[str], counts: d
         cells["error"] = f"{type(exc).__name__}: {exc}"
         print(server.name, "failed:", exc, flush=True)
     return {"server": server.name, "cells": cells, "wall_s": round(time.monotonic() - started_s, 1),
-            "machine": measured_on}
+            "machine": measured_on, "client_nice": applied_nice(client_nice)}
 
 
 def plan(servers: list[str], num_repeats: int) -> list[tuple[int, str]]:
@@ -284,6 +286,7 @@ def write_summary(out: Path, servers: list[str], loads: list[int], clients: list
             "loads": loads, "clients": clients, "order": "interleaved: " + ", ".join(
                 f"r{r}:{s}" for r, s in plan(servers, num_repeats)),
             "commits": sorted({m["commit"] for m in machines}), "num_units": len(units),
+            "client_nice": sorted({unit.get("client_nice", 0) for unit in units.values()}),
             "num_requests_per_run": {str(u): NUM_REQUESTS.get(u) for u in loads},
             "engine": ENGINE_YAML, "prompt_tokens": 128, "output_tokens": 64}
     summary = {"meta": meta, **summarise(units, servers, loads, clients, num_repeats)}
@@ -306,6 +309,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "results/side_by_side")
     parser.add_argument("--summarise-only", action="store_true", help="rewrite summary.{json,md} from the units")
     parser.add_argument("--fresh", action="store_true", help="delete the saved units first (new code to measure)")
+    parser.add_argument("--client-nice", type=int, default=0,
+                        help="niceness increment for both clients (-10: they outrank every server process, as a "
+                             "client on another machine would not share its cores; needs root, else 0)")
     args = parser.parse_args()
     if args.fresh and not args.summarise_only:
         shutil.rmtree(args.out / "runs", ignore_errors=True)
@@ -332,7 +338,7 @@ def main() -> int:
                 return 1
             print(f"unit r{repeat} {name} ({index + 1} of {len(pending)})", flush=True)
             unit = measure_unit(known[name], loads, clients, counts, model_dir,
-                                unit_path(args.out, repeat, name).parent)
+                                unit_path(args.out, repeat, name).parent, args.client_nice)
             save_unit(unit_path(args.out, repeat, name), unit)
             last_unit_s = unit["wall_s"]
             write_summary(args.out, servers_named, loads, clients, args.repeats)

@@ -66,8 +66,9 @@ def side_by_side(summary: dict, client: str = "loadtest") -> str:
     sample floor ("p99" or "max of N" per repeat), and how many of the repeats were valid."""
     meta = summary["meta"]
     lines = [f"{meta['cpu']} ({', '.join(meta['cpu_flags']) or 'no avx512'}), {meta['date']}, commit "
-             f"{meta['commit'][:10]}{_other_commits(meta)}; {client}; interleaved repeats per server: "
-             f"{meta['num_repeats']}; "
+             f"{meta['commit'][:10]}{_other_commits(meta)}; {client}"
+             + "".join(f" at niceness {nice:+d}" for nice in meta.get("client_nice", []) if nice)
+             + f"; interleaved repeats per server: {meta['num_repeats']}; "
              "ratio or difference to bare `vllm serve` [95% CI over the repeat pairs].", "",
              "| server | users | " + " | ".join(title for _, title in SIDE_BY_SIDE_COLUMNS) + " | tail over | valid pairs |",
              "|---|---|" + "---|" * (len(SIDE_BY_SIDE_COLUMNS) + 2)]

@@ -96,8 +96,12 @@ def servers(model_dir: str) -> dict[str, Server]:
                yaml=f"model: {{source: default}}\n{ENGINE_YAML}\nray_serve_control_loop_interval_s: 0.5\n"),
         Server("serve_app_control_loop_0_1", serve_app,
                yaml=f"model: {{source: default}}\n{ENGINE_YAML}\nray_serve_control_loop_interval_s: 0.1\n"),
-        # Ray's own niceness for its workers (config ray_worker_niceness; serve_app's default is 0): the replicas,
-        # their engines, the proxy and the controller run at 15, below Ray's daemons at 0.
+        # Ray's workers (the replicas, their engines, the proxy, the controller) level with its daemons (config
+        # ray_worker_niceness: 0) or at Ray's default 15 below them (serve_app's default). The committed run
+        # (results/side_by_side/no_avx512_worker_niceness) ran while 0 was the default: its `serve_app` is
+        # `serve_app_ray_worker_niceness_0` today, and its `..._15` today's `serve_app`.
+        Server("serve_app_ray_worker_niceness_0", serve_app,
+               yaml=f"model: {{source: default}}\n{ENGINE_YAML}\nray_worker_niceness: 0\n"),
         Server("serve_app_ray_worker_niceness_15", serve_app,
                yaml=f"model: {{source: default}}\n{ENGINE_YAML}\nray_worker_niceness: 15\n"),
         # Ray's HAProxy on the serving port instead of its Python proxy (config ray_serve_haproxy): no Python hop.

@@ -363,13 +363,13 @@ class AppConfig(StrictModel):
     # Deployment changes and autoscaling decisions then wait up to 0.5 s more, and Serve's status lags with them
     # (the ingress reads it again before refusing a request for a model it sees without a running replica).
     ray_serve_control_loop_interval_s: float = Field(0.5, gt=0)
-    # How much nicer than Ray's daemons its worker processes run: every replica, the vLLM engines they start, Ray's
-    # HTTP proxy and Serve's controller (RAY_worker_niceness: each worker adds it to the niceness it inherits from
-    # its node's raylet). Ray's default, 15, ranks them below the daemons (GCS, raylet, dashboard, agents, log
-    # monitor, autoscaler monitor), so where a CPU engine shares cores with those daemons each of their wakeups
-    # preempts the engine mid-step. 0 ranks them level, as `vllm serve` runs beside its own processes. An
-    # inherited RAY_worker_niceness in the environment of `serve-app serve` wins over this.
-    ray_worker_niceness: int = Field(0, ge=0, le=19)
+    # How much nicer than Ray's daemons (GCS, raylet, agents, log monitor) its worker processes run: every replica,
+    # the vLLM engines they start, Ray's HTTP proxy and Serve's controller (RAY_worker_niceness: each worker adds it
+    # to the niceness it inherits from its node's raylet). Ray's default, 15, is kept: 0 (level with the daemons, as
+    # `vllm serve` runs) was measured on 2 cores and gave no better 1-user inter-token tail, and at 32 users
+    # multi-second stalls (README, Performance: "Ray's worker niceness"). An inherited RAY_worker_niceness in the
+    # environment of `serve-app serve` wins over this.
+    ray_worker_niceness: int = Field(15, ge=0, le=19)
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)

@@ -7,13 +7,15 @@ replica also serves HTTP directly on a port of its own (direct ingress) beside R
 `ray_serve_haproxy` puts Ray's HAProxy in front instead of its Python proxy (clients then reach the ingress
 replicas' own ports through HAProxy: no Python hop). `ray_serve_control_loop_interval_s` (0.5 s; Ray's default
 0.1 s) slows Serve's controller loop, whose CPU on a 2-core machine came out of the engine's steps.
-`ray_worker_niceness` (0; Ray's default 15) is how much nicer than its raylet every worker runs (replicas, their
-engines, the proxy, the controller): at 15 Ray's daemons preempt a CPU engine that shares their cores.
+`ray_worker_niceness` (Ray's default, 15) is how much nicer than its raylet every worker runs (replicas, their
+engines, the proxy, the controller); set only when it differs from Ray's default.
 """
 
 from __future__ import annotations
 
 from serve_app.config import AppConfig
+
+RAY_DEFAULT_WORKER_NICENESS = 15  # Ray's worker_niceness (ray_config_def.h)
 
 
 def replica_context():
@@ -30,7 +32,8 @@ def ray_environment(config: AppConfig) -> dict[str, str]:
     """Variables to set before Ray starts (the CLI and the test suite set them; a cluster sets them itself)."""
     env = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"} if config.ray_serve_throughput_optimized else {}
     env["RAY_SERVE_CONTROL_LOOP_INTERVAL_S"] = f"{config.ray_serve_control_loop_interval_s:g}"
-    env["RAY_worker_niceness"] = str(config.ray_worker_niceness)
+    if config.ray_worker_niceness != RAY_DEFAULT_WORKER_NICENESS:
+        env["RAY_worker_niceness"] = str(config.ray_worker_niceness)
     if config.ray_serve_haproxy:
         env["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
     return env

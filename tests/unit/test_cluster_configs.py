@@ -287,8 +287,8 @@ def test_both_vllm_extras_pin_the_installed_vllm_version():
 
 def test_every_node_starts_ray_with_the_environment_the_default_config_asks_for():
     """What `serve-app serve` sets before Ray starts (serve_app/platform/ray_env.py), each cluster file sets on its
-    nodes: Serve's mode and the workers' niceness on every node (each raylet reads it), the controller loop on the
-    head (the controller runs there)."""
+    nodes: Serve's mode on every node (each process reads it), the controller loop on the head (the controller
+    runs there)."""
     from serve_app.platform.ray_env import ray_environment
 
     wanted = ray_environment(AppConfig())

@@ -353,6 +353,13 @@ TABLES: dict[str, tuple[str, Table]] = {
     "side_by_side_no_avx512_vllm_bench": ("results/side_by_side/no_avx512/summary.json",
                                           lambda data: side_by_side(data, "vllm_bench")),
     "token_jitter_no_avx512": ("results/side_by_side/no_avx512/jitter.json", token_jitter),
+    # Ray's worker niceness, 0 (then the default: `serve_app`, `serve_app_default`) against Ray's 15, clients at 0.
+    "side_by_side_worker_niceness": ("results/side_by_side/no_avx512_worker_niceness/summary.json",
+                                     lambda data: side_by_side(data, "loadtest")),
+    "token_jitter_worker_niceness": ("results/side_by_side/no_avx512_worker_niceness/jitter.json", token_jitter),
+    # The same at 1 user with the load tester at niceness -10 (`serve_app`: workers at 0).
+    "token_jitter_worker_niceness_client_nice": ("results/side_by_side/worker_niceness_client_nice/jitter.json",
+                                                 token_jitter),
     # Speculation auto's cost, bare vLLM with the same speculative config beside it (side_by_side.py --out there).
     "speculation_default_cost": ("results/speculation/default_cost/summary.json",
                                  lambda data: side_by_side(data, "vllm_bench")),

@@ -360,6 +360,9 @@ TABLES: dict[str, tuple[str, Table]] = {
     # The same at 1 user with the load tester at niceness -10 (`serve_app`: workers at 0).
     "token_jitter_worker_niceness_client_nice": ("results/side_by_side/worker_niceness_client_nice/jitter.json",
                                                  token_jitter),
+    # 32 users, the load tester at niceness -10: workers at 0 against Ray's 15 (today's `serve_app`).
+    "side_by_side_worker_niceness_client_nice_c32": ("results/side_by_side/worker_niceness_client_nice_c32/summary.json",
+                                                     lambda data: side_by_side(data, "loadtest")),
     # Speculation auto's cost, bare vLLM with the same speculative config beside it (side_by_side.py --out there).
     "speculation_default_cost": ("results/speculation/default_cost/summary.json",
                                  lambda data: side_by_side(data, "vllm_bench")),

@@ -366,9 +366,9 @@ class AppConfig(StrictModel):
     # How much nicer than Ray's daemons (GCS, raylet, agents, log monitor) its worker processes run: every replica,
     # the vLLM engines they start, Ray's HTTP proxy and Serve's controller (RAY_worker_niceness: each worker adds it
     # to the niceness it inherits from its node's raylet). Ray's default, 15, is kept: 0 (level with the daemons, as
-    # `vllm serve` runs) was measured on 2 cores and gave no better 1-user inter-token tail, and at 32 users
-    # multi-second stalls (README, Performance: "Ray's worker niceness"). An inherited RAY_worker_niceness in the
-    # environment of `serve-app serve` wins over this.
+    # `vllm serve` runs) was measured on 2 cores and gave no better inter-token tail (1 user, the load tester
+    # outranking both: p99 140 against 79 ms; README, Performance: "Ray's worker niceness"). An inherited
+    # RAY_worker_niceness in the environment of `serve-app serve` wins over this.
     ray_worker_niceness: int = Field(15, ge=0, le=19)
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)

@@ -192,15 +192,14 @@ def main() -> None:
 
     from serve_app.app import build_graph
     from serve_app.platform.models import resolve_model_path
-    from serve_app.platform.ray_env import ray_environment
+    from serve_app.platform.ray_env import apply_ray_environment
 
     config = bench_config(args)
     resolve_model_path(config.model)
     # Ray's memory monitor kills workers (the Serve controller too) when the whole machine nears full memory,
     # whoever uses it; raylets started below inherit this and leave that to the kernel.
     os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
-    for key, value in ray_environment(config).items():  # as `serve-app serve` starts Ray (each process reads them)
-        os.environ.setdefault(key, value)
+    apply_ray_environment(config)  # as `serve-app serve` starts Ray (each process reads it)
     cluster = Cluster()
     try:
         add_node_with_retries(cluster, num_cpus=4, include_dashboard=False)

@@ -162,10 +162,9 @@ def _serve(args: argparse.Namespace, config: AppConfig) -> int:
     # Prepare (convert) the models once here rather than in every deployment at once.
     for view in config.model_views():
         print(f"Model: {view.model.resolved_name()} from {resolve_model_path(view.model)}", flush=True)
-    from serve_app.platform.ray_env import ray_environment
+    from serve_app.platform.ray_env import apply_ray_environment
 
-    for key, value in ray_environment(config).items():
-        os.environ.setdefault(key, value)  # before Ray is imported and started: every Ray process reads it
+    apply_ray_environment(config)  # before Ray is imported and started: every Ray process reads it
     import ray
     from ray import serve
 

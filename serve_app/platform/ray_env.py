@@ -13,6 +13,8 @@ engines, the proxy, the controller); set only when it differs from Ray's default
 
 from __future__ import annotations
 
+import os
+
 from serve_app.config import AppConfig
 
 RAY_DEFAULT_WORKER_NICENESS = 15  # Ray's worker_niceness (ray_config_def.h)
@@ -37,3 +39,10 @@ def ray_environment(config: AppConfig) -> dict[str, str]:
     if config.ray_serve_haproxy:
         env["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
     return env
+
+
+def apply_ray_environment(config: AppConfig) -> None:
+    """Put `ray_environment(config)` into this process's environment before Ray starts here (every Ray process it
+    starts inherits it); a variable already set wins."""
+    for key, value in ray_environment(config).items():
+        os.environ.setdefault(key, value)

@@ -9,7 +9,6 @@ them is up at a time: the machine has 24 GB and every app holds its own engine a
 
 from __future__ import annotations
 
-import os
 import re
 import time
 
@@ -18,14 +17,13 @@ import pytest
 
 from serve_app.config import AppConfig
 from serve_app.platform.fake_gpu_cluster import free_port
-from serve_app.platform.ray_env import ray_environment
+from serve_app.platform.ray_env import apply_ray_environment
 from tests.conftest import COLLECTED_AT
 from tests.devices import on_device, requested_devices, unavailable_reason
 
 # Ray as `serve-app serve` starts it for the default configuration (its Serve mode is read from the environment
 # by every Ray process, so it is set before this session imports or starts Ray).
-for _key, _value in ray_environment(AppConfig()).items():
-    os.environ.setdefault(_key, _value)
+apply_ray_environment(AppConfig())
 
 MAIN_APP = "serve_app_test"
 

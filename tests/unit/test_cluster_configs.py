@@ -17,6 +17,7 @@ import yaml
 from packaging.requirements import Requirement
 
 from serve_app.config import DEFAULT_MODEL_SOURCE, TINY_MODEL_SOURCE, AppConfig, ModelConfig
+from serve_app.platform.ray_env import ray_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "cluster"
@@ -289,8 +290,6 @@ def test_every_node_starts_ray_with_the_environment_the_default_config_asks_for(
     """What `serve-app serve` sets before Ray starts (serve_app/platform/ray_env.py), each cluster file sets on its
     nodes: Serve's mode on every node (each process reads it), the controller loop on the head (the controller
     runs there)."""
-    from serve_app.platform.ray_env import ray_environment
-
     wanted = ray_environment(AppConfig())
     head_only = {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S"}
     launcher = load_yaml("ray-cluster.yaml")

@@ -170,3 +170,16 @@ def cpu_seconds_by_role() -> dict[str, float]:
             continue
         by_role[role] = by_role.get(role, 0.0) + times.user + times.system
     return by_role
+
+
+def request_gaps_ms(result: dict) -> list[float]:
+    """The gaps between successive text events of each measured request (the first `warmup_requests` by send time
+    are not measured, as in loadtest's own summary)."""
+    records = sorted(result["records"], key=lambda r: r["send_s"])[result["config"].get("warmup_requests") or 0:]
+    gaps = []
+    for record in records:
+        if record["status_code"] != 200:
+            continue
+        times = record.get("event_times_s") or []
+        gaps.extend((b - a) * 1000.0 for a, b in zip(times, times[1:]))
+    return gaps

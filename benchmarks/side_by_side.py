@@ -19,6 +19,7 @@ that would not fit, so the whole run is a few commands of ~10 minutes each under
     .venv/bin/python benchmarks/side_by_side.py --quick --out /tmp/sbs_quick     # smoke: 1 and 8 users, 1 repeat
     .venv/bin/python benchmarks/side_by_side.py --summarise-only                 # summary.{json,md} from the units
     ... --fresh                                                                   # first chunk on new code: drop saved units
+    ... --clients loadtest --ramp-up-s 20                                         # users staggered over 20 s: no waves
     bash benchmarks/install_ray_serve_llm.sh                                      # once, for the ray_serve_llm row
 
 Writes results/side_by_side/runs/r<k>/<server>/<client>_c<N>/... (each client's own result files), unit.json per
@@ -118,12 +119,15 @@ QUICK_NUM_REQUESTS = {1: 4, 8: 16, 32: 48, 128: 160}
 ORDER = ("vllm", "serve_app", "serve_app_default")
 
 
-def run_loadtest(port: int, users: int, num_requests: int, model_dir: str, out: Path, client_nice: int = 0) -> dict:
-    """One loadtest run; its summary's figures, sample counts and the client's self-check verdict."""
+def run_loadtest(port: int, users: int, num_requests: int, model_dir: str, out: Path, client_nice: int = 0,
+                 ramp_up_s: float = 0.0) -> dict:
+    """One loadtest run; its summary's figures, sample counts and the client's self-check verdict. With
+    `ramp_up_s`, user i starts at ramp_up_s * i / users (staggered: no prefill waves, benchmarks/wave_stalls.py)."""
     command = [str(VENV_PY), "-m", "loadtest.cli", "run", "--base-url", f"http://127.0.0.1:{port}", "--endpoint",
                "completions", "--model", NAME, "--concurrency", str(users), "--num-requests", str(num_requests + users),
                "--warmup-requests", str(users), "--input-tokens", "128", "--max-tokens", "64", "--ignore-eos",
-               "--tokenizer", model_dir, "--no-progress", "--no-plots", "--allow-invalid", "--out", str(out)]
+               "--tokenizer", model_dir, "--no-progress", "--no-plots", "--allow-invalid", "--out", str(out),
+               "--ramp-up-s", str(ramp_up_s)]
     subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1800, check=True,
                    preexec_fn=lambda: raise_priority(client_nice))
     result = json.loads((out / "result.json").read_text())
@@ -141,8 +145,12 @@ def run_loadtest(port: int, users: int, num_requests: int, model_dir: str, out: 
             "valid": result["validity"]["valid"], "invalid_reasons": result["validity"]["reasons"]}
 
 
-def run_vllm_bench(port: int, users: int, num_requests: int, model_dir: str, out: Path, client_nice: int = 0) -> dict:
-    """One `vllm bench serve` run (raw per-request samples saved, --save-detailed); it has no self-check."""
+def run_vllm_bench(port: int, users: int, num_requests: int, model_dir: str, out: Path, client_nice: int = 0,
+                   ramp_up_s: float = 0.0) -> dict:
+    """One `vllm bench serve` run (raw per-request samples saved, --save-detailed); it has no self-check, and no
+    staggered start of a closed loop (`ramp_up_s` must be 0)."""
+    if ramp_up_s:
+        raise ValueError("vllm bench serve has no staggered closed-loop start: --ramp-up-s is for loadtest only")
     out.mkdir(parents=True, exist_ok=True)
     command = [str(VENV_PY), str(REPO / "scripts/vllm_cli.py"), "bench", "serve", "--backend", "openai",
                "--base-url", f"http://127.0.0.1:{port}", "--endpoint", "/v1/completions", "--model", NAME,
@@ -168,7 +176,7 @@ CLIENTS = {"loadtest": run_loadtest, "vllm_bench": run_vllm_bench}
 
 
 def measure_unit(server: Server, loads: list[int], clients: list[str], counts: dict[int, int], model_dir: str,
-                 folder: Path, client_nice: int = 0) -> dict:
+                 folder: Path, client_nice: int = 0, ramp_up_s: float = 0.0) -> dict:
     """Start `server`, run every load with every client (an invalid loadtest run once more), stop it."""
     cells: dict = {}
     started_s, measured_on = time.monotonic(), machine()  # the commit the server starts from
@@ -181,7 +189,7 @@ def measure_unit(server: Server, loads: list[int], clients: list[str], counts: d
                         cpu_before_s = cpu_seconds_by_role()
                         try:
                             cell = CLIENTS[client](server.client_port, users, counts[users], model_dir, folder / key,
-                                                   client_nice)
+                                                   client_nice, ramp_up_s)
                         except Exception as exc:  # noqa: BLE001 - record and go on with the other points
                             cell = {"error": f"{type(exc).__name__}: {str(exc)[-300:]}"}
                         cell["cpu_s_by_role"] = {role: round(used_s - cpu_before_s.get(role, 0.0), 3)
@@ -195,7 +203,7 @@ def measure_unit(server: Server, loads: list[int], clients: list[str], counts: d
         cells["error"] = f"{type(exc).__name__}: {exc}"
         print(server.name, "failed:", exc, flush=True)
     return {"server": server.name, "cells": cells, "wall_s": round(time.monotonic() - started_s, 1),
-            "machine": measured_on, "client_nice": applied_nice(client_nice)}
+            "machine": measured_on, "client_nice": applied_nice(client_nice), "ramp_up_s": ramp_up_s}
 
 
 def plan(servers: list[str], num_repeats: int) -> list[tuple[int, str]]:
@@ -291,6 +299,7 @@ def write_summary(out: Path, servers: list[str], loads: list[int], clients: list
                 f"r{r}:{s}" for r, s in plan(servers, num_repeats)),
             "commits": sorted({m["commit"] for m in machines}), "num_units": len(units),
             "client_nice": sorted({unit.get("client_nice", 0) for unit in units.values()}),
+            "ramp_up_s": sorted({unit.get("ramp_up_s", 0.0) for unit in units.values()}),
             "num_requests_per_run": {str(u): NUM_REQUESTS.get(u) for u in loads},
             "engine": ENGINE_YAML, "prompt_tokens": 128, "output_tokens": 64}
     summary = {"meta": meta, **summarise(units, servers, loads, clients, num_repeats)}
@@ -316,7 +325,12 @@ def main() -> int:
     parser.add_argument("--client-nice", type=int, default=0,
                         help="niceness increment for both clients (-10: they outrank every server process, as a "
                              "client on another machine would not share its cores; needs root, else 0)")
+    parser.add_argument("--ramp-up-s", type=float, default=0.0,
+                        help="loadtest only: start user i at RAMP * i / users instead of all at once (a staggered "
+                             "closed loop, no prefill waves: benchmarks/wave_stalls.py)")
     args = parser.parse_args()
+    if args.ramp_up_s and "vllm_bench" in args.clients.split(","):
+        parser.error("--ramp-up-s: vllm bench serve has no staggered closed-loop start; use --clients loadtest")
     if args.fresh and not args.summarise_only:
         shutil.rmtree(args.out / "runs", ignore_errors=True)
     if args.quick:
@@ -342,7 +356,7 @@ def main() -> int:
                 return 1
             print(f"unit r{repeat} {name} ({index + 1} of {len(pending)})", flush=True)
             unit = measure_unit(known[name], loads, clients, counts, model_dir,
-                                unit_path(args.out, repeat, name).parent, args.client_nice)
+                                unit_path(args.out, repeat, name).parent, args.client_nice, args.ramp_up_s)
             save_unit(unit_path(args.out, repeat, name), unit)
             last_unit_s = unit["wall_s"]
             write_summary(args.out, servers_named, loads, clients, args.repeats)

@@ -68,6 +68,7 @@ def side_by_side(summary: dict, client: str = "loadtest") -> str:
     lines = [f"{meta['cpu']} ({', '.join(meta['cpu_flags']) or 'no avx512'}), {meta['date']}, commit "
              f"{meta['commit'][:10]}{_other_commits(meta)}; {client}"
              + "".join(f" at niceness {nice:+d}" for nice in meta.get("client_nice", []) if nice)
+             + "".join(f", users staggered over {ramp:g} s (--ramp-up-s)" for ramp in meta.get("ramp_up_s", []) if ramp)
              + f"; interleaved repeats per server: {meta['num_repeats']}; "
              "ratio or difference to bare `vllm serve` [95% CI over the repeat pairs].", "",
              "| server | users | " + " | ".join(title for _, title in SIDE_BY_SIDE_COLUMNS) + " | tail over | valid pairs |",
@@ -335,6 +336,31 @@ def token_jitter(data: dict) -> str:
     return "\n".join(lines)
 
 
+def wave_stalls(data: dict) -> str:
+    """The many-user runs of side by sides (benchmarks/wave_stalls.py), one row per server and client: per repeat
+    the prefill-wave stalls against the p99's rank, and the p99 (in bold where it landed on a stall)."""
+    meta = data["meta"]
+    lines = [f"{meta['users']} users, closed loop; a stall is a gap over {meta['stall_over_median']:g}x the run's "
+             "median gap. Runs from " + "; ".join(f"`{folder}` ({m['cpu']}, {m['date']}, commit {m['commit'][:10]})"
+                                                  for folder, m in meta["measured"].items()) + ".", "",
+             "| side by side | server | client | gaps per run | p99 rank | stalls per repeat | shortest stall | "
+             "ITL p99 per repeat (**on a stall**) |", "|---|---|---|---|---|---|---|---|"]
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for row in data["runs"]:
+        groups.setdefault((row["folder"], row["server"], row["client"]), []).append(row)
+    for (folder, server, client), rows in groups.items():
+        rows = sorted(rows, key=lambda r: r["repeat"])
+        p99s = ", ".join((f"**{r['p99_ms'] / 1000:.2f} s**" if r["p99_on_a_stall"] else f"{r['p99_ms'] / 1000:.2f} s")
+                         + (" (INVALID)" if r["valid"] is False else "") for r in rows)
+        stalls = [r["shortest_stall_ms"] for r in rows if r["shortest_stall_ms"] is not None]
+        num_gaps = sorted({r["num_gaps"] for r in rows})
+        lines.append(f"| {folder.removeprefix('results/side_by_side/')} | {server} | {client} | "
+                     + "-".join(str(n) for n in num_gaps[::max(1, len(num_gaps) - 1)])
+                     + f" | {rows[0]['p99_rank']} | {', '.join(str(r['num_stalls']) for r in rows)} | "
+                     + (f"{min(stalls) / 1000:.2f} s" if stalls else "-") + f" | {p99s} |")
+    return "\n".join(lines)
+
+
 TABLES: dict[str, tuple[str, Table]] = {
     "compression": ("results/compression/compression.json", compression),
     "compression_speed_no_avx512": ("results/compression/speed_pair_w8a8_fp32_no_avx512.json", compression_speed_pair),
@@ -363,6 +389,8 @@ TABLES: dict[str, tuple[str, Table]] = {
     # 32 users, the load tester at niceness -10: workers at 0 against Ray's 15 (today's `serve_app`).
     "side_by_side_worker_niceness_client_nice_c32": ("results/side_by_side/worker_niceness_client_nice_c32/summary.json",
                                                      lambda data: side_by_side(data, "loadtest")),
+    # The 32-user runs' prefill-wave stalls against the p99's rank (benchmarks/wave_stalls.py).
+    "wave_stalls_c32": ("results/side_by_side/wave_stalls_c32/wave_stalls.json", wave_stalls),
     # Speculation auto's cost, bare vLLM with the same speculative config beside it (side_by_side.py --out there).
     "speculation_default_cost": ("results/speculation/default_cost/summary.json",
                                  lambda data: side_by_side(data, "vllm_bench")),

@@ -39,21 +39,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import tables  # noqa: E402
-from harness import REPO, machine  # noqa: E402
+from harness import REPO, machine, request_gaps_ms  # noqa: E402
 from serve_app.stats import percentile_of  # noqa: E402
-
-
-def request_gaps_ms(result: dict) -> list[float]:
-    """The gaps between successive text events of each measured request (the first `warmup_requests` by send time
-    are not measured, as in loadtest's own summary)."""
-    records = sorted(result["records"], key=lambda r: r["send_s"])[result["config"].get("warmup_requests") or 0:]
-    gaps = []
-    for record in records:
-        if record["status_code"] != 200:
-            continue
-        times = record.get("event_times_s") or []
-        gaps.extend((b - a) * 1000.0 for a, b in zip(times, times[1:]))
-    return gaps
 
 
 def distribution(gaps: list[float]) -> dict:

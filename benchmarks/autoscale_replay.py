@@ -403,8 +403,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="default: separate for latency_target and scale from zero, with_model otherwise")
     parser.add_argument("--quick", action="store_true", help="step_short, 15 s node start, 5 s load, both policies")
     parser.add_argument("--report", action="store_true", help="only fold the saved runs into tables and plots")
-    parser.add_argument("--out", type=Path, default=REPO / "results/autoscale_replay")
+    parser.add_argument("--out", type=Path,
+                        help="default results/autoscale_replay; with --quick /tmp/serve_app_quick/autoscale_replay")
     args = parser.parse_args(argv)
+    if args.out is None:  # a smoke pass never writes over (or beside) the README's results
+        args.out = Path("/tmp/serve_app_quick/autoscale_replay") if args.quick else REPO / "results/autoscale_replay"
     if args.quick:
         args.trace, args.node_start_delay_s, args.model_load_s = "step_short", 15.0, 5.0
     if not args.report:

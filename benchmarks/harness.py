@@ -173,12 +173,18 @@ def cpu_seconds_by_role() -> dict[str, float]:
 
 
 def request_gaps_ms(result: dict) -> list[float]:
-    """The gaps between successive text events of each measured request (the first `warmup_requests` by send time
-    are not measured, as in loadtest's own summary)."""
-    records = sorted(result["records"], key=lambda r: r["send_s"])[result["config"].get("warmup_requests") or 0:]
+    """The gaps between successive text events of each measured request of a loadtest result: those sent from the
+    start of its measurement window on (after `warmup_s` and the first `warmup_requests`, as in loadtest's own
+    summary: loadtest/metrics.py measurement_window_s)."""
+    config, sends = result["config"], sorted(r["send_s"] for r in result["records"])
+    start_s, warmup_requests = config.get("warmup_s") or 0.0, config.get("warmup_requests") or 0
+    if warmup_requests and len(sends) > warmup_requests:
+        start_s = max(start_s, sends[warmup_requests])
+    elif warmup_requests:
+        return []
     gaps = []
-    for record in records:
-        if record["status_code"] != 200:
+    for record in result["records"]:
+        if record["status_code"] != 200 or record["send_s"] < start_s:
             continue
         times = record.get("event_times_s") or []
         gaps.extend((b - a) * 1000.0 for a, b in zip(times, times[1:]))

@@ -19,7 +19,7 @@ that would not fit, so the whole run is a few commands of ~10 minutes each under
     .venv/bin/python benchmarks/side_by_side.py --quick --out /tmp/sbs_quick     # smoke: 1 and 8 users, 1 repeat
     .venv/bin/python benchmarks/side_by_side.py --summarise-only                 # summary.{json,md} from the units
     ... --fresh                                                                   # first chunk on new code: drop saved units
-    ... --clients loadtest --ramp-up-s 20                                         # users staggered over 20 s: no waves
+    ... --clients loadtest --ramp-up-s 16                                         # users staggered over 16 s
     bash benchmarks/install_ray_serve_llm.sh                                      # once, for the ray_serve_llm row
 
 Writes results/side_by_side/runs/r<k>/<server>/<client>_c<N>/... (each client's own result files), unit.json per
@@ -122,12 +122,13 @@ ORDER = ("vllm", "serve_app", "serve_app_default")
 def run_loadtest(port: int, users: int, num_requests: int, model_dir: str, out: Path, client_nice: int = 0,
                  ramp_up_s: float = 0.0) -> dict:
     """One loadtest run; its summary's figures, sample counts and the client's self-check verdict. With
-    `ramp_up_s`, user i starts at ramp_up_s * i / users (staggered: no prefill waves, benchmarks/wave_stalls.py)."""
+    `ramp_up_s`, user i starts at ramp_up_s * i / users (staggered, so that no prefill waves are expected:
+    benchmarks/wave_stalls.py), and what is sent before the ramp ends is not measured."""
     command = [str(VENV_PY), "-m", "loadtest.cli", "run", "--base-url", f"http://127.0.0.1:{port}", "--endpoint",
                "completions", "--model", NAME, "--concurrency", str(users), "--num-requests", str(num_requests + users),
                "--warmup-requests", str(users), "--input-tokens", "128", "--max-tokens", "64", "--ignore-eos",
                "--tokenizer", model_dir, "--no-progress", "--no-plots", "--allow-invalid", "--out", str(out),
-               "--ramp-up-s", str(ramp_up_s)]
+               "--ramp-up-s", str(ramp_up_s), "--warmup-s", str(ramp_up_s)]  # the ramp is not measured
     subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1800, check=True,
                    preexec_fn=lambda: raise_priority(client_nice))
     result = json.loads((out / "result.json").read_text())
@@ -327,8 +328,10 @@ def main() -> int:
                              "client on another machine would not share its cores; needs root, else 0)")
     parser.add_argument("--ramp-up-s", type=float, default=0.0,
                         help="loadtest only: start user i at RAMP * i / users instead of all at once (a staggered "
-                             "closed loop, no prefill waves: benchmarks/wave_stalls.py)")
+                             "closed loop: benchmarks/wave_stalls.py); what is sent during the ramp is not measured")
     args = parser.parse_args()
+    if args.ramp_up_s < 0:
+        parser.error("--ramp-up-s must be >= 0")
     if args.ramp_up_s and "vllm_bench" in args.clients.split(","):
         parser.error("--ramp-up-s: vllm bench serve has no staggered closed-loop start; use --clients loadtest")
     if args.fresh and not args.summarise_only:

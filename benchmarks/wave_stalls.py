@@ -5,7 +5,7 @@ With N users in a closed loop, every user sending 128-token prompts for 64 outpu
 the same step and send their next requests together. The engine prefills that wave in a step or a few, and each
 stream then waits for the whole wave's prefill between two of its tokens: a "wave stall", seconds long on 2 cores.
 A run has a fixed number of them per wave, and at 32 users with 128 measured requests (8,064 gaps) they are about
-0.9% of the gaps, just under the p99's rank (the 81st longest gap): the p99 lands on an ordinary decode gap when the
+0.9% of the gaps, just under the p99's rank (between the 82nd and 81st longest gap): the p99 lands on an ordinary decode gap when the
 waves stay whole, and on a stall when a wave splits (its requests reach the engine over more than one step, one
 sub-wave's prefill stalling the other), which takes it from ~0.5 s to 1-3.6 s.
 
@@ -60,6 +60,9 @@ def summarise(folders: list[Path], users: int) -> list[dict]:
             client = path.parent.name.rsplit("_c", 1)[0]
             if (client, path.name) not in (("loadtest", "result.json"), ("vllm_bench", "bench.json")):
                 continue
+            unit = json.loads((path.parents[1] / "unit.json").read_text())
+            if "error" in unit["cells"].get(path.parent.name, {"error": "not saved"}):
+                continue  # that cell failed: a file here is an earlier run's
             data = json.loads(path.read_text())
             valid = data["validity"]["valid"] if client == "loadtest" else None
             gaps = request_gaps_ms(data) if client == "loadtest" else vllm_bench_gaps_ms(data)

@@ -245,7 +245,10 @@ TARGETS = (("1 user TTFT p50 <= vLLM + 5 ms", 1, "ttft_p50_ms", "plus", 5.0),
 RATIO_METRICS = ("ttft_tail_ms", "itl_tail_ms", "output_tok_s")
 def summarise(units: dict[tuple[int, str], dict], servers: list[str], loads: list[int], clients: list[str],
               num_repeats: int) -> dict:
-    """Per server, client and load: the paired estimates over the repeats where both runs were valid."""
+    """Per server, client and load: the paired estimates against the first server (the baseline: bare `vllm`, or
+    e.g. `vllm_worker_in_core`) over the repeats where both runs were valid; the issue's targets (against bare vLLM)
+    are judged only when the baseline is `vllm`."""
+    baseline = servers[0]
     runs, comparisons, baselines, targets = [], [], [], []
     for (repeat, server), unit in sorted(units.items()):
         for key, cell in unit["cells"].items():
@@ -259,16 +262,16 @@ def summarise(units: dict[tuple[int, str], dict], servers: list[str], loads: lis
 
     for client in clients:
         for users in loads:
-            base_cells = [c for r in range(1, num_repeats + 1) if (c := cell(r, "vllm", client, users))]
+            base_cells = [c for r in range(1, num_repeats + 1) if (c := cell(r, baseline, client, users))]
             if base_cells:
                 baselines.append({"client": client, "users": users, "num_repeats": len(base_cells),
                                   **{m: sum(c[m] for c in base_cells) / len(base_cells)
                                      for m in ("ttft_p50_ms", "output_tok_s")}})
             for server in servers:
-                if server == "vllm":
+                if server == baseline:
                     continue
                 pairs = [(a, b) for r in range(1, num_repeats + 1)
-                         if (a := cell(r, "vllm", client, users)) and (b := cell(r, server, client, users))]
+                         if (a := cell(r, baseline, client, users)) and (b := cell(r, server, client, users))]
                 row = {"server": server, "client": client, "users": users, "num_repeats": num_repeats,
                        "num_valid_pairs": len(pairs), "estimates": {},
                        "tail_label": tail_label(min((min(a["num_ttft"], b["num_ttft"]) for a, b in pairs),
@@ -281,7 +284,7 @@ def summarise(units: dict[tuple[int, str], dict], servers: list[str], loads: lis
                         row["estimates"][metric] = paired_ratio_ci(
                             [a[metric] for a, _ in pairs], [b[metric] for _, b in pairs]).to_dict()
                 comparisons.append(row)
-                for label, target_users, metric, kind, limit in TARGETS:
+                for label, target_users, metric, kind, limit in TARGETS if baseline == "vllm" else ():
                     estimate = row["estimates"].get(metric)
                     if target_users != users or estimate is None:
                         continue
@@ -296,6 +299,7 @@ def write_summary(out: Path, servers: list[str], loads: list[int], clients: list
              if (path := unit_path(out, repeat, name)).exists()}
     machines = [m for unit in units.values() for m in unit.get("earlier_machines", []) + [unit["machine"]]]
     meta = {**(machines[-1] if machines else machine()), "num_repeats": num_repeats, "servers": servers,
+            "baseline": servers[0],
             "loads": loads, "clients": clients, "order": "interleaved: " + ", ".join(
                 f"r{r}:{s}" for r, s in plan(servers, num_repeats)),
             "commits": sorted({m["commit"] for m in machines}), "num_units": len(units),
@@ -313,7 +317,8 @@ def write_summary(out: Path, servers: list[str], loads: list[int], clients: list
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--servers", default=",".join(ORDER),
-                        help=f"'vllm' first; known: {', '.join(servers('MODEL_DIR'))}")
+                        help="the first is the baseline every ratio is to ('vllm', bare vllm serve, unless another is "
+                             f"named first); known: {', '.join(servers('MODEL_DIR'))}")
     parser.add_argument("--loads", default="1,8,32")
     parser.add_argument("--clients", default="loadtest,vllm_bench")
     parser.add_argument("--repeats", type=int, default=3)

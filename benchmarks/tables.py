@@ -65,12 +65,13 @@ def side_by_side(summary: dict, client: str = "loadtest") -> str:
     """Each server against bare `vllm serve` measured by one client: the paired estimate per metric, the tail's
     sample floor ("p99" or "max of N" per repeat), and how many of the repeats were valid."""
     meta = summary["meta"]
+    baseline = "bare `vllm serve`" if meta.get("baseline", "vllm") == "vllm" else f"`{meta['baseline']}`"
     lines = [f"{meta['cpu']} ({', '.join(meta['cpu_flags']) or 'no avx512'}), {meta['date']}, commit "
              f"{meta['commit'][:10]}{_other_commits(meta)}; {client}"
              + "".join(f" at niceness {nice:+d}" for nice in meta.get("client_nice", []) if nice)
              + "".join(f", users staggered over {ramp:g} s (--ramp-up-s)" for ramp in meta.get("ramp_up_s", []) if ramp)
              + f"; interleaved repeats per server: {meta['num_repeats']}; "
-             "ratio or difference to bare `vllm serve` [95% CI over the repeat pairs].", "",
+             f"ratio or difference to {baseline} [95% CI over the repeat pairs].", "",
              "| server | users | " + " | ".join(title for _, title in SIDE_BY_SIDE_COLUMNS) + " | tail over | valid pairs |",
              "|---|---|" + "---|" * (len(SIDE_BY_SIDE_COLUMNS) + 2)]
     for row in summary["comparisons"]:
@@ -86,7 +87,7 @@ def side_by_side(summary: dict, client: str = "loadtest") -> str:
         lines.append(f"| {row['server']} | {row['users']} | " + " | ".join(cells)
                      + f" | {tail} | {row['num_valid_pairs']} of {row['num_repeats']} |")
     baselines = [b for b in summary["baselines"] if b["client"] == client]
-    lines += ["", "Bare `vllm serve` (mean over its valid repeats): "
+    lines += ["", f"{baseline[0].upper()}{baseline[1:]} (mean over its valid repeats): "
               + ("; ".join(f"{b['users']} user{'s' if b['users'] > 1 else ''}: TTFT p50 {b['ttft_p50_ms']:.1f} ms, "
                            f"{b['output_tok_s']:.1f} tok/s" for b in baselines) or "no valid run") + "."]
     targets = [t for t in summary.get("targets", []) if t["client"] == client]
@@ -391,6 +392,20 @@ TABLES: dict[str, tuple[str, Table]] = {
                                                      lambda data: side_by_side(data, "loadtest")),
     # The 32-user runs' prefill-wave stalls against the p99's rank (benchmarks/wave_stalls.py).
     "wave_stalls_c32": ("results/side_by_side/wave_stalls_c32/wave_stalls.json", wave_stalls),
+    # 32 users staggered over 16 s (side_by_side.py --ramp-up-s 16), and its gaps counted as wave_stalls does.
+    "side_by_side_staggered_c32": ("results/side_by_side/staggered_c32/summary.json",
+                                   lambda data: side_by_side(data, "loadtest")),
+    "wave_stalls_staggered_c32": ("results/side_by_side/staggered_c32/wave_stalls.json", wave_stalls),
+    # 8 and 128 users on the 2-core EPYC without AVX-512, clients at niceness -10 (2026-12-06).
+    "side_by_side_no_avx512_c8": ("results/side_by_side/no_avx512_c8/summary.json",
+                                  lambda data: side_by_side(data, "loadtest")),
+    "side_by_side_no_avx512_c8_vllm_bench": ("results/side_by_side/no_avx512_c8/summary.json",
+                                             lambda data: side_by_side(data, "vllm_bench")),
+    "side_by_side_no_avx512_c128": ("results/side_by_side/no_avx512_c128/summary.json",
+                                    lambda data: side_by_side(data, "loadtest")),
+    # 32 users staggered, serve_app against vLLM with its worker in the engine core as the baseline.
+    "side_by_side_staggered_c32_worker_in_core": ("results/side_by_side/staggered_c32_worker_in_core/summary.json",
+                                                  lambda data: side_by_side(data, "loadtest")),
     # Speculation auto's cost, bare vLLM with the same speculative config beside it (side_by_side.py --out there).
     "speculation_default_cost": ("results/speculation/default_cost/summary.json",
                                  lambda data: side_by_side(data, "vllm_bench")),

@@ -63,3 +63,16 @@ def test_verdicts_need_the_whole_interval_on_one_side():
     assert tables.verdict(estimate, "at_most", 1.05) == "met"
     assert tables.verdict({**estimate, "ci_high": 1.08}, "at_most", 1.05).startswith("undecided")
     assert tables.verdict({**estimate, "value": 0.9, "ci_low": 0.85, "ci_high": 0.95}, "at_least", 1.0) == "NOT met"
+
+
+def test_the_first_server_is_the_baseline_and_only_bare_vllm_is_judged_against_the_issues_targets():
+    units = {key: unit for key, unit in _units([203.0, 204.0, 202.0]).items()}
+    units = {(repeat, "vllm_worker_in_core" if name == "vllm" else name): unit for (repeat, name), unit in units.items()}
+    summary = side_by_side.summarise(units, ["vllm_worker_in_core", "serve_app"], [1], ["loadtest"], 3)
+    row = _row(summary)
+    assert row["num_valid_pairs"] == 3 and abs(row["estimates"]["output_tok_s"]["value"] - 1.01) < 1e-9
+    assert summary["targets"] == []  # the issue's targets are against bare vLLM
+    meta = {"cpu": "2-core X", "cpu_flags": [], "date": "2026-12-06", "commit": "0" * 40, "num_repeats": 3,
+            "baseline": "vllm_worker_in_core"}
+    table = tables.side_by_side({"meta": meta, **summary}, "loadtest")
+    assert "ratio or difference to `vllm_worker_in_core`" in table and "bare `vllm serve`" not in table

@@ -173,19 +173,21 @@ def cpu_seconds_by_role() -> dict[str, float]:
 
 
 def request_gaps_ms(result: dict) -> list[float]:
-    """The gaps between successive text events of each measured request of a loadtest result: those sent from the
-    start of its measurement window on (after `warmup_s` and the first `warmup_requests`, as in loadtest's own
-    summary: loadtest/metrics.py measurement_window_s)."""
-    config, sends = result["config"], sorted(r["send_s"] for r in result["records"])
-    start_s, warmup_requests = config.get("warmup_s") or 0.0, config.get("warmup_requests") or 0
-    if warmup_requests and len(sends) > warmup_requests:
-        start_s = max(start_s, sends[warmup_requests])
-    elif warmup_requests:
-        return []
+    """The gaps between successive text events of each measured request of a loadtest result: the requests its own
+    summary measures (loadtest/metrics.py measured_records: after `warmup_s` and the first `warmup_requests`)."""
+    from types import SimpleNamespace
+
+    from loadtest.metrics import measured_records
+
+    config = result["config"]
+    window = SimpleNamespace(warmup_s=config.get("warmup_s") or 0.0, cooldown_s=config.get("cooldown_s") or 0.0,
+                             warmup_requests=config.get("warmup_requests") or 0)
+    records = [SimpleNamespace(scheduled_s=r.get("scheduled_s"), send_s=r["send_s"], done_s=r.get("done_s"), raw=r)
+               for r in result["records"]]
     gaps = []
-    for record in result["records"]:
-        if record["status_code"] != 200 or record["send_s"] < start_s:
+    for record in measured_records(records, window):
+        if record.raw["status_code"] != 200:
             continue
-        times = record.get("event_times_s") or []
+        times = record.raw.get("event_times_s") or []
         gaps.extend((b - a) * 1000.0 for a, b in zip(times, times[1:]))
     return gaps

@@ -93,6 +93,19 @@ def measurement_window_s(records: list[RequestRecord], config: LoadTestConfig) -
     return start_s, end_s
 
 
+def measured_records(records: list[RequestRecord], config: LoadTestConfig) -> list[RequestRecord]:
+    """The requests whose latencies the summary reports: after the first `warmup_requests` by start, and starting
+    inside the measurement window (in start order)."""
+    window_start_s, window_end_s = measurement_window_s(records, config)
+    ordered = sorted(records, key=lambda r: (r.scheduled_s if r.scheduled_s is not None else r.send_s))
+    return [
+        r
+        for i, r in enumerate(ordered)
+        if i >= config.warmup_requests
+        and window_start_s <= (r.scheduled_s if r.scheduled_s is not None else r.send_s) <= window_end_s
+    ]
+
+
 def is_good(metrics: dict, slos: dict[str, float]) -> bool:
     """True when every SLO (metric name with _ms -> limit in ms) is met."""
     for name, limit_ms in slos.items():
@@ -109,13 +122,7 @@ def summarize_run(records: list[RequestRecord], config: LoadTestConfig) -> dict:
         return {"num_requests": 0}
     window_start_s, window_end_s = measurement_window_s(records, config)
     window_s = window_end_s - window_start_s
-    ordered = sorted(records, key=lambda r: (r.scheduled_s if r.scheduled_s is not None else r.send_s))
-    measured = [
-        r
-        for i, r in enumerate(ordered)
-        if i >= config.warmup_requests
-        and window_start_s <= (r.scheduled_s if r.scheduled_s is not None else r.send_s) <= window_end_s
-    ]
+    measured = measured_records(records, config)
     per_request = {id(r): request_metrics(r) for r in records}
 
     samples: dict[str, list[float]] = {name: [] for name in LATENCY_METRICS}

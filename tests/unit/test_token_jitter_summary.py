@@ -19,11 +19,11 @@ import token_jitter  # noqa: E402
 def result(gaps_ms: list[list[float]], valid: bool = True, warmup: int = 1) -> dict:
     records = []
     for i, gaps in enumerate(gaps_ms):
-        times, t = [0.5], 0.5
+        times, t = [i + 0.5], i + 0.5
         for gap in gaps:
             t += gap / 1000.0
             times.append(t)
-        records.append({"send_s": float(i), "status_code": 200 if gaps else 500, "event_times_s": times})
+        records.append({"send_s": float(i), "done_s": t, "status_code": 200 if gaps else 500, "event_times_s": times})
     return {"config": {"warmup_requests": warmup}, "records": records,
             "validity": {"valid": valid, "reasons": [] if valid else ["loop lag"]}}
 

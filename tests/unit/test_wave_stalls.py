@@ -42,7 +42,7 @@ def test_as_many_stalls_as_the_rank_put_the_p99_on_a_stall():
 
 def loadtest_result(requests: list[tuple[float, list[float]]], warmup_requests: int, warmup_s: float = 0.0) -> dict:
     return {"config": {"warmup_requests": warmup_requests, "warmup_s": warmup_s}, "validity": {"valid": False},
-            "records": [{"send_s": send_s, "status_code": 200, "event_times_s": times}
+            "records": [{"send_s": send_s, "done_s": times[-1], "status_code": 200, "event_times_s": times}
                         for send_s, times in requests]}
 
 

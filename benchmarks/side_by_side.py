@@ -80,6 +80,11 @@ def servers(model_dir: str) -> dict[str, Server]:
         # The default: Ray Serve's throughput-optimized mode (config ray_serve_throughput_optimized, on by default).
         Server("serve_app", serve_app, yaml=f"model: {{source: default}}\n{ENGINE_YAML}\n"),
         Server("serve_app_default", serve_app, yaml=f"model: {{source: default}}\n{DEFAULT_ENGINE_YAML}\n"),
+        # The default without its n-gram draft governor (engine.speculation.draft_governor, on by default since
+        # it was measured against this variant): drafts proposed whatever their recent acceptance.
+        Server("serve_app_default_ungoverned", serve_app,
+               yaml=f"model: {{source: default}}\nengine: {{{ENGINE_ARGS}, "
+                    "speculation: {draft_governor: {enabled: false}}}\n"),
         Server("serve_app_standard_ray", serve_app,
                yaml=f"model: {{source: default}}\n{ENGINE_YAML}\nray_serve_throughput_optimized: false\n"),
         Server("serve_app_separate_standard_ray", serve_app,

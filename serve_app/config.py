@@ -58,6 +58,16 @@ class ModelConfig(StrictModel):
 MEASURED_AUTO_SCHEDULE: list[tuple[int, int, int]] = [(1, 2, 8), (3, 4, 2), (5, 1 << 20, 0)]
 
 
+class DraftGovernorConfig(StrictModel):
+    """Per request, n-gram drafts of at most `probe_tokens` until its own drafts are accepted (`min_acceptance` of
+    its last `window_tokens` draft tokens, and at least one); then the schedule's (server/draft_governor.py)."""
+
+    enabled: bool = True
+    min_acceptance: float = Field(0.1, ge=0.0, le=1.0)
+    window_tokens: int = Field(16, ge=1)
+    probe_tokens: int = Field(2, ge=1)
+
+
 class SpeculationConfig(StrictModel):
     """Speculative decoding (serve_app/server/speculation.py).
 
@@ -74,6 +84,8 @@ class SpeculationConfig(StrictModel):
     prompt_lookup_max: int = Field(4, ge=1)
     auto_schedule: list[tuple[int, int, int]] = Field(default_factory=lambda: list(MEASURED_AUTO_SCHEDULE))
     draft_model: str | None = None
+    # n-gram modes (auto, ngram): no drafts while recent drafts were rejected
+    draft_governor: DraftGovernorConfig = Field(default_factory=DraftGovernorConfig)
 
     @field_validator("mode", mode="before")
     @classmethod

@@ -7,6 +7,7 @@ from typing import Any
 
 from serve_app.config import AppConfig, EngineConfig
 from serve_app.platform.cpu_isolation import parse_cpu_list
+from serve_app.server.draft_governor import DRAFT_GOVERNOR_ENV, DraftGovernor
 from serve_app.server.speculation import speculative_config
 from serve_app.server.engine_dtype import choose_dtype, read_checkpoint_dtype, read_cpuinfo
 
@@ -23,6 +24,10 @@ def engine_environment(engine: EngineConfig) -> dict[str, str]:
         env["VLLM_CPU_OMP_THREADS_BIND"] = engine.cpu_omp_threads_bind
     elif engine.engine_cpus:
         env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, engine.engine_cpus))
+    governor = engine.speculation.draft_governor
+    if engine.speculation.mode in ("auto", "ngram") and governor.enabled:
+        env[DRAFT_GOVERNOR_ENV] = DraftGovernor(governor.min_acceptance, governor.window_tokens,
+                                                governor.probe_tokens).to_env()
     binding = env.get("VLLM_CPU_OMP_THREADS_BIND")
     if binding and binding not in ("auto", "nobind"):
         # Ray sets OMP_NUM_THREADS to the replica's num_cpus for the processes it starts (1 here), which the engine

@@ -5,9 +5,11 @@ afresh for each); loadtest's three built-in prompt sets (copy-heavy customer-ser
 chat; greedy, up to 96 output tokens) at each load. Acceptance rate and tokens per verification step come from
 each server's own /metrics. Each ratio is the geometric mean over the repeats with its 95% interval; a verdict
 needs three valid pairs (benchmarks/tables.py: verdict). Targets: copy-heavy at 1 user >= 2x bare vLLM; auto
->= 0.97x off in every cell.
+>= 0.97x off in every cell. `serve_app_auto_ungoverned` (optional) is `auto` without its draft governor.
 
     .venv/bin/python benchmarks/speculation_load.py                  # 3 repeats of 1 and 8 users, ~35 min on 2 cores
+    .venv/bin/python benchmarks/speculation_load.py --servers \
+        serve_app_auto,serve_app_off,vllm,serve_app_auto_ungoverned   # and auto without its governor, ~47 min
     .venv/bin/python benchmarks/speculation_load.py --loads 1,8,32   # ~55 min
     .venv/bin/python benchmarks/speculation_load.py --summarise-only
 
@@ -36,6 +38,9 @@ def servers(model_dir: str) -> dict[str, Server]:
     return {s.name: s for s in [
         Server("serve_app_auto", serve_app, yaml=f"model: {{source: default}}\nengine: {{{ENGINE}}}\n"),
         Server("serve_app_off", serve_app, yaml=f"model: {{source: default}}\nengine: {{{ENGINE}, speculation: {{mode: off}}}}\n"),
+        # `auto` without its draft governor (engine.speculation.draft_governor): drafts whatever their acceptance.
+        Server("serve_app_auto_ungoverned", serve_app, yaml=f"model: {{source: default}}\nengine: {{{ENGINE}, "
+                                                            "speculation: {draft_governor: {enabled: false}}}\n"),
         Server("vllm", [str(VENV_PY), str(REPO / "scripts/vllm_cli.py"), "serve", model_dir, "--served-model-name", NAME,
                         "--host", "127.0.0.1", "--port", str(PORT), "--dtype", "float32", "--max-model-len", "2048",
                         "--max-num-seqs", "64", "--enforce-eager"],
@@ -92,7 +97,7 @@ def estimates(runs: dict[str, list[dict]], loads: list[int]) -> list[dict]:
             row = {"prompt_set": prompt_set, "users": users,
                    "mean_tok_s": {name: (sum(v for v in values if v) / len([v for v in values if v]))
                                   if any(values) else None for name, values in tok_s.items()}}
-            for other in ("serve_app_off", "vllm"):
+            for other in ("serve_app_off", "vllm", "serve_app_auto_ungoverned"):
                 pairs = [(b, a) for a, b in zip(tok_s.get("serve_app_auto", []), tok_s.get(other, [])) if a and b]
                 row[f"auto_vs_{other}"] = paired_ratio_ci(*zip(*pairs)).to_dict() if pairs else None
             auto = [r.get(key) for r in runs.get("serve_app_auto", []) if _usable(r.get(key))]

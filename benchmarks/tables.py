@@ -270,7 +270,8 @@ def speculation_load(data: dict) -> str:
              "afresh for each); output tokens/s (mean over valid repeats), ratios [95% CI over the repeat pairs]; "
              "acceptance and tokens per verification step of `auto` from /metrics.", "",
              "| prompt set | users | vllm serve | serve_app off | serve_app auto | auto / off | auto / vllm | "
-             "acceptance | tokens/step | verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "auto / auto ungoverned | acceptance | tokens/step | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def num(value, digits=1) -> str:
         return "-" if value is None else f"{value:.{digits}f}"
@@ -285,6 +286,7 @@ def speculation_load(data: dict) -> str:
         lines.append(f"| {row['prompt_set']} | {row['users']} | {num(mean.get('vllm'))} | "
                      f"{num(mean.get('serve_app_off'))} | {num(mean.get('serve_app_auto'))} | "
                      f"{format_ratio(row['auto_vs_serve_app_off'])} | {format_ratio(row['auto_vs_vllm'])} | "
+                     f"{format_ratio(row.get('auto_vs_serve_app_auto_ungoverned'))} | "
                      f"{num(row['acceptance_rate'], 2)} | {num(row['tokens_per_step'], 2)} | "
                      f"{'; '.join(checks) or '-'} |")
     return "\n".join(lines)

@@ -81,7 +81,8 @@ def servers(model_dir: str) -> dict[str, Server]:
         Server("serve_app", serve_app, yaml=f"model: {{source: default}}\n{ENGINE_YAML}\n"),
         Server("serve_app_default", serve_app, yaml=f"model: {{source: default}}\n{DEFAULT_ENGINE_YAML}\n"),
         # The default without its n-gram draft governor (engine.speculation.draft_governor, on by default since
-        # it was measured against this variant): drafts proposed whatever their recent acceptance.
+        # it was measured against this variant): drafts proposed whatever their recent acceptance. (The same patch
+        # still skips the proposer where the schedule gives 0 draft tokens, which changes no output.)
         Server("serve_app_default_ungoverned", serve_app,
                yaml=f"model: {{source: default}}\nengine: {{{ENGINE_ARGS}, "
                     "speculation: {draft_governor: {enabled: false}}}\n"),

@@ -9,8 +9,9 @@ of the inter-token gaps, which is where a p99 sits (random prompts: 0 of 153 dra
 So a request proposes at most `probe_tokens` draft tokens per step (a probe: a step barely wider than a plain
 one) until its own drafts are being accepted, `min_acceptance` or more of its last `window_tokens` draft tokens
 and at least one; then as many as the batch-size schedule (`auto_schedule`) gives. A request that copies its
-prompt gets its full drafts after its first accepted probe; one whose drafts are rejected never verifies more
-than a probe. Each request is judged on its own, so one request's text never costs another its drafts.
+prompt gets its full drafts after its first accepted probe (after a run of rejected probes, once accepted tokens
+are `min_acceptance` of its window again); one whose drafts are rejected never verifies more than a probe.
+Each request is judged on its own, so one request's text never costs another its drafts.
 """
 
 from __future__ import annotations
@@ -70,8 +71,13 @@ class DraftGovernor:
                 drafts[index] = drafts[index][:cap]
         return drafts
 
+    def forget(self, finished_req_ids) -> None:
+        """Drop the state of requests that finished (or were aborted)."""
+        for req_id in finished_req_ids:
+            self._requests.pop(req_id, None)
+
     def forget_all_but(self, live_req_ids: list[str]) -> None:
-        """Drop the state of requests no longer in the batch (called now and then, not every step)."""
+        """Drop every request's state but these (a guard against ids never reported finished)."""
         live = set(live_req_ids)
         for req_id in [r for r in self._requests if r not in live]:
             del self._requests[req_id]
@@ -97,7 +103,8 @@ def step_acceptance(scheduled_drafts: dict[str, list[int]], req_ids: list[str],
     of its own)."""
     verified = []
     for index, req_id in enumerate(req_ids[:len(sampled)]):
-        drafts = scheduled_drafts.get(req_id)
-        if drafts:
-            verified.append((req_id, len(drafts), min(len(drafts), max(0, len(sampled[index]) - 1))))
+        # vLLM schedules -1 placeholders (fixed-k n-gram, a request that needs one new token): not drafts
+        proposed = sum(1 for token in scheduled_drafts.get(req_id) or () if token >= 0)
+        if proposed:
+            verified.append((req_id, proposed, min(proposed, max(0, len(sampled[index]) - 1))))
     return verified

@@ -6,7 +6,8 @@ k draft tokens per request while the running batch is small, none once it is pas
 drafts costs more than it saves. The schedule is measured, not guessed: `benchmarks/speculation_schedule.py`
 runs the engine offline at several batch sizes and draft lengths on three prompt sets and `choose_schedule`
 (pure) picks, per batch size, the draft length with the best mean speed-up among those that slow no prompt set
-below `floor` of speculation off.
+below `floor` of speculation off. Within what the schedule gives, each request drafts only a short probe until
+its own drafts are accepted (draft_governor.py, applied in the engine by vllm_patches/ngram_draft_governor.py).
 """
 
 from __future__ import annotations

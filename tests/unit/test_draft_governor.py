@@ -32,13 +32,25 @@ def test_drafts_that_pay_keep_their_length_and_one_request_never_costs_another_i
     assert governor.limit([[1] * 8, [1] * 8, [1]], ["copy", "random", "new"]) == [[1] * 8, [1, 1], [1]]
 
 
-def test_requests_that_left_the_batch_are_forgotten():
+def test_requests_that_finished_are_forgotten():
     governor = DraftGovernor()
-    for req_id in ("a", "b", "c"):
+    for req_id in ("a", "b", "c", "d"):
         governor.record(req_id, 2, 1)
-    governor.record("d", 0, 0)  # no drafts verified: nothing to keep
+    governor.record("e", 0, 0)  # no drafts verified: nothing to keep
+    governor.forget({"a", "x"})
+    assert governor.tracked == 3
     governor.forget_all_but(["b"])
     assert governor.tracked == 1 and governor.cap("b") is None and governor.cap("a") == 2
+
+
+def test_one_accepted_probe_after_a_run_of_rejected_ones_is_not_yet_enough():
+    governor = DraftGovernor(min_acceptance=0.1, window_tokens=16, probe_tokens=2)
+    for _ in range(8):
+        governor.record("r", 2, 0)
+    governor.record("r", 2, 1)  # 1 of the window's 16 tokens: under 0.1
+    assert governor.cap("r") == 2
+    governor.record("r", 2, 2)
+    assert governor.cap("r") is None
 
 
 def test_step_acceptance_counts_each_requests_verified_drafts():
@@ -46,6 +58,9 @@ def test_step_acceptance_counts_each_requests_verified_drafts():
     sampled = [[1, 2, 9], [7], [6]]  # a: 2 of 3 accepted plus its own; b: no drafts; c: none accepted
     assert step_acceptance(scheduled, ["a", "b", "c"], sampled) == [("a", 3, 2), ("c", 2, 0)]
     assert step_acceptance({}, ["a"], [[1]]) == []
+    # vLLM's -1 placeholders (fixed-k n-gram, a request needing one new token) are not drafts
+    assert step_acceptance({"a": [-1, -1, -1]}, ["a"], [[4]]) == []
+    assert step_acceptance({"a": [3, -1]}, ["a"], [[3, 4]]) == [("a", 1, 1)]
 
 
 def test_config_reaches_the_engine_only_for_ngram_speculation():
@@ -66,8 +81,9 @@ def fake_runner(governor: DraftGovernor | None, req_ids: list[str], method: str 
                                  _serve_app_draft_governor=governor)
 
 
-def step(scheduled: dict, k: int = 8):
-    return types.SimpleNamespace(scheduled_spec_decode_tokens=scheduled, num_spec_tokens_to_schedule=k)
+def step(scheduled: dict, k: int = 8, finished: frozenset = frozenset()):
+    return types.SimpleNamespace(scheduled_spec_decode_tokens=scheduled, num_spec_tokens_to_schedule=k,
+                                 finished_req_ids=set(finished))
 
 
 def test_the_runner_wrapper_skips_the_proposer_where_it_cannot_draft_and_cuts_unaccepted_drafts():
@@ -88,6 +104,8 @@ def test_the_runner_wrapper_skips_the_proposer_where_it_cannot_draft_and_cuts_un
     # a accepted both of its probe's tokens, b none: a gets the full draft, b another probe
     assert propose(runner, step({"a": [5, 6], "b": [5, 6]}), [[5, 6, 9], [4]]) == [[5, 6, 7, 8], [5, 6]]
     assert calls == [2, 2]
+    assert propose(runner, step({}, k=0, finished={"a"}), [[1], [2]]) == [[], []]
+    assert governor.tracked == 1  # a finished: its state is gone, b's kept
     # not governed (speculation settings without a governor) or another method: the proposer as it was
     assert propose(fake_runner(None, ["a"]), step({}), [[1]]) == [[5, 6, 7, 8]]
     assert propose(fake_runner(governor, ["a"], method="eagle"), step({}, k=0), [[1]]) == [[5, 6, 7, 8]]

@@ -28,6 +28,7 @@ VLLM_VERSIONS = ("0.32.0",)
 PROCESSES = ("engine",)
 
 _UNSET = object()
+MAX_TRACKED = 4096  # requests' states kept: past it, all but the batch's are dropped (finished ids are dropped anyway)
 
 
 def check() -> None:
@@ -37,7 +38,8 @@ def check() -> None:
     require(__name__, VLLM_VERSIONS, gpu_model_runner.GPUModelRunner.propose_draft_token_ids,
             "num_spec_tokens_to_schedule = scheduler_output.num_spec_tokens_to_schedule",
             'if spec_config.method == "ngram":')
-    require(__name__, VLLM_VERSIONS, SchedulerOutput, "scheduled_spec_decode_tokens: dict[str, list[int]]")
+    require(__name__, VLLM_VERSIONS, SchedulerOutput, "scheduled_spec_decode_tokens: dict[str, list[int]]",
+            "finished_req_ids: set[str]")
 
 
 def governor_of(runner) -> DraftGovernor | None:
@@ -64,7 +66,8 @@ def governed(original):
             for req_id, proposed, accepted in step_acceptance(scheduler_output.scheduled_spec_decode_tokens,
                                                               req_ids, sampled_token_ids):
                 governor.record(req_id, proposed, accepted)
-            if governor.tracked > 2 * len(req_ids) + 64:
+            governor.forget(scheduler_output.finished_req_ids)
+            if governor.tracked > MAX_TRACKED:
                 governor.forget_all_but(req_ids)
         if scheduler_output.num_spec_tokens_to_schedule == 0:
             return [[] for _ in sampled_token_ids]

@@ -408,6 +408,12 @@ TABLES: dict[str, tuple[str, Table]] = {
     # 32 users staggered, serve_app against vLLM with its worker in the engine core as the baseline.
     "side_by_side_staggered_c32_worker_in_core": ("results/side_by_side/staggered_c32_worker_in_core/summary.json",
                                                   lambda data: side_by_side(data, "loadtest")),
+    # The n-gram draft governor at 1 user: the default, the default without it, serve_app speculation off, bare vLLM.
+    "token_jitter_draft_governor": ("results/side_by_side/draft_governor_c1/jitter.json", token_jitter),
+    # The same runs, every ratio to the default without its governor (--summarise-only on the same runs/).
+    "side_by_side_draft_governor_vs_ungoverned_vllm_bench": (
+        "results/side_by_side/draft_governor_c1_vs_ungoverned/summary.json",
+        lambda data: side_by_side(data, "vllm_bench")),
     # Speculation auto's cost, bare vLLM with the same speculative config beside it (side_by_side.py --out there).
     "speculation_default_cost": ("results/speculation/default_cost/summary.json",
                                  lambda data: side_by_side(data, "vllm_bench")),

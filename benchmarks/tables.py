@@ -408,6 +408,11 @@ TABLES: dict[str, tuple[str, Table]] = {
     # 32 users staggered, serve_app against vLLM with its worker in the engine core as the baseline.
     "side_by_side_staggered_c32_worker_in_core": ("results/side_by_side/staggered_c32_worker_in_core/summary.json",
                                                   lambda data: side_by_side(data, "loadtest")),
+    # 1 user on today's code (the draft governor's run): every server against bare vLLM.
+    "side_by_side_c1_today": ("results/side_by_side/draft_governor_c1/summary.json",
+                              lambda data: side_by_side(data, "loadtest")),
+    "side_by_side_c1_today_vllm_bench": ("results/side_by_side/draft_governor_c1/summary.json",
+                                         lambda data: side_by_side(data, "vllm_bench")),
     # The n-gram draft governor at 1 user: the default, the default without it, serve_app speculation off, bare vLLM.
     "token_jitter_draft_governor": ("results/side_by_side/draft_governor_c1/jitter.json", token_jitter),
     # The same runs, every ratio to the default without its governor (--summarise-only on the same runs/).

@@ -413,6 +413,12 @@ TABLES: dict[str, tuple[str, Table]] = {
                               lambda data: side_by_side(data, "loadtest")),
     "side_by_side_c1_today_vllm_bench": ("results/side_by_side/draft_governor_c1/summary.json",
                                          lambda data: side_by_side(data, "vllm_bench")),
+    # The draft governor at 32 users staggered: the default against the default without it.
+    "side_by_side_draft_governor_c32": ("results/side_by_side/draft_governor_c32_staggered/summary.json",
+                                        lambda data: side_by_side(data, "loadtest")),
+    # 32 users staggered on today's code: serve_app and the default against bare vLLM.
+    "side_by_side_c32_staggered_today": ("results/side_by_side/c32_staggered_today/summary.json",
+                                         lambda data: side_by_side(data, "loadtest")),
     # The n-gram draft governor at 1 user: the default, the default without it, serve_app speculation off, bare vLLM.
     "token_jitter_draft_governor": ("results/side_by_side/draft_governor_c1/jitter.json", token_jitter),
     # The same runs, every ratio to the default without its governor (--summarise-only on the same runs/).

@@ -11,17 +11,21 @@ target is 10 / 50 ms at 5x), whether anything admitted was lost (admitted = not 
 neither completed nor ended with an error the client saw), and for serve_app the TTFT predictor's error
 (predicted at admission, carried in the response's `timings.predicted_ttft_ms`, against the client's TTFT).
 
-    .venv/bin/python benchmarks/goodput.py                          # ~25 min on 2 cores
-    .venv/bin/python benchmarks/goodput.py --servers serve_app --capacity-rps 0.8 --factors 2
+    .venv/bin/python benchmarks/goodput.py --servers vllm,serve_app,serve_app_haproxy   # 3 repeats, ~45 min, 2 cores
+    .venv/bin/python benchmarks/goodput.py --servers serve_app --capacity-rps 0.8 --factors 2 --repeats 1 --out /tmp/g
     .venv/bin/python benchmarks/goodput.py --summarise-only
     bash benchmarks/install_ray_serve_llm.sh                        # once, for the ray_serve_llm row
 
-Writes results/goodput/<server>/x<factor>.json (raw records), summary.json and summary.md.
+Interleaved repeats (vllm, serve_app, ..., vllm, serve_app, ...; each server started afresh), so that every ratio
+to bare vLLM comes with a 95% interval over the repeats. Writes results/goodput/<server>/r<N>/x<factor>.json.gz
+(raw records), summary.json and summary.md; the README's table is rendered from summary.json
+(benchmarks/tables.py: goodput).
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import sys
 import time
@@ -32,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from loadtest.config import LoadTestConfig  # noqa: E402
 from loadtest.experiment import records_of, run_experiment  # noqa: E402
 from loadtest.resilience import outcome_counts, rejection_latencies_ms  # noqa: E402
-from serve_app.stats import percentile_of  # noqa: E402
+from serve_app.stats import paired_ratio_ci, percentile_of, tail_label, tail_value  # noqa: E402
 from serve_app.tenancy.ttft_predictor import PredictionErrors  # noqa: E402
 from harness import (  # noqa: E402  (benchmarks/, beside this script)
     NAME,
@@ -44,6 +48,7 @@ from harness import (  # noqa: E402  (benchmarks/, beside this script)
     machine,
     running,
 )
+from tables import goodput as goodput_table  # noqa: E402
 
 MAX_NUM_SEQS = 8  # TPOT at a full batch ~90 ms here: the TPOT target is met by the engine; TTFT is what queues
 CAPACITY_SEARCH = (0.9, 0.75, 0.6, 0.45)
@@ -137,6 +142,7 @@ def judge(result: dict) -> dict:
         if predicted is not None and r.ok and r.first_text_s is not None:
             errors.record(predicted / 1000.0, r.first_text_s - r.send_s)
     latency = summary["latency_ms"]
+    validity = result.get("validity") or {}
     return {
         "offered": len(records),
         "good_fraction": summary["goodput"]["good_fraction"],
@@ -147,101 +153,163 @@ def judge(result: dict) -> dict:
         # timeout counts separately: `outcomes.hung`).
         "admitted_lost": counts["lost"],
         "admitted_ttft_p50_ms": (latency["ttft"].get("p50") or {}).get("value"),
-        "admitted_ttft_p99_ms": (latency["ttft"].get("p99") or {}).get("value"),
+        "admitted_ttft_n": latency["ttft"].get("n") or 0,
         "tpot_p50_ms": (latency["tpot"].get("p50") or {}).get("value"),
         "refused_after_waiting": len(waited),
-        "refusal_p50_ms": percentile_of(rejections, 50) if rejections else None,
-        "refusal_p99_ms": percentile_of(rejections, 99) if rejections else None,
+        # Kept whole so that the summary pools them over the repeats (a p99 from 200 refusals on).
+        "refusal_on_arrival_ms": [round(v, 2) for v in rejections],
+        "admitted_ttft_ms": [round((r.first_text_s - r.send_s) * 1000.0, 1) for r in records
+                             if r.ok and r.first_text_s is not None],
         "prediction": errors.summary() if len(errors) else None,
+        "load_tester_valid": bool(validity.get("valid", True)),
+        "invalid_reasons": validity.get("reasons", []),
     }
+
+
+def estimate(data: dict) -> dict:
+    """Over the repeats: each server's goodput against bare vLLM's in the same repeat (paired ratio, 95% CI over
+    the repeats where both runs were valid and vLLM had any good request), and per server and load the pooled
+    refusal latencies and admitted TTFTs (a tail is a p99 over 200+ samples, else the max of N)."""
+    results, factors = data["results"], data["factors"]
+    baseline = results.get("vllm") or []
+    out: dict = {}
+    for name, repeats in results.items():
+        by_load = out[name] = {}
+        for factor in factors:
+            key = f"x{factor:g}"
+            cells = [(i, (row or {}).get(key) or {}) for i, row in enumerate(repeats)]
+            ok = [(i, c) for i, c in cells if c and "error" not in c]
+            valid = [(i, c) for i, c in ok if c.get("load_tester_valid", True)]
+            refusals = [v for _, c in valid for v in c.get("refusal_on_arrival_ms", [])]
+            ttfts = [v for _, c in valid for v in c.get("admitted_ttft_ms", [])]
+            cell = {
+                "good_fraction": [c.get("good_fraction") for _, c in ok],
+                "goodput_rps": [c.get("goodput_rps") for _, c in ok],
+                "valid": [c.get("load_tester_valid", True) for _, c in ok],
+                "admitted_lost": sum(c.get("admitted_lost", 0) for _, c in ok),
+                "client_timeouts": sum((c.get("outcomes") or {}).get("hung", 0) for _, c in ok),
+                "refused_after_waiting": sum(c.get("refused_after_waiting", 0) for _, c in ok),
+                "refusal_n": len(refusals),
+                "refusal_p50_ms": percentile_of(refusals, 50) if refusals else None,
+                "refusal_tail_ms": tail_value(refusals),
+                "refusal_tail": tail_label(len(refusals)),
+                "admitted_ttft_n": len(ttfts),
+                "admitted_ttft_p50_ms": percentile_of(ttfts, 50) if ttfts else None,
+                "admitted_ttft_tail_ms": tail_value(ttfts),
+                "admitted_ttft_tail": tail_label(len(ttfts)),
+            }
+            if name != "vllm" and baseline:
+                pairs = [(((baseline[i] or {}).get(key) or {}), c) for i, c in valid if i < len(baseline)]
+                pairs = [(b, c) for b, c in pairs if b and "error" not in b and b.get("load_tester_valid", True)
+                         and (b.get("good_fraction") or 0) > 0 and (c.get("good_fraction") or 0) > 0]
+                if pairs:
+                    cell["good_ratio_to_vllm"] = paired_ratio_ci([b["good_fraction"] for b, _ in pairs],
+                                                                 [c["good_fraction"] for _, c in pairs]).to_dict()
+            by_load[key] = cell
+    return out
+
+
+def write_summary(data: dict, out: Path) -> None:
+    data["estimates"] = estimate(data)
+    (out / "summary.json").write_text(json.dumps(data, indent=1))
+    lines = ["# Goodput under overload", "", goodput_table(data), "", "Per repeat:", "",
+             f"| server | repeat | load | offered | good % | goodput req/s | complete / refused (429, 503) / other "
+             f"error / client timeout ({REQUEST_TIMEOUT_S} s) / lost | admitted TTFT p50 ms | TPOT p50 ms | "
+             "refused after waiting | load tester |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, repeats in data["results"].items():
+        for repeat, row in enumerate(repeats, start=1):
+            if "error" in (row or {}):
+                lines.append(f"| {name} | {repeat} | {row['error'][:120]} |||||||||")
+                continue
+            for factor in data["factors"]:
+                r = (row or {}).get(f"x{factor:g}")
+                if r is None or "error" in r:
+                    lines.append(f"| {name} | {repeat} | {factor:g}x | {(r or {}).get('error', 'not run')[:120]} "
+                                 "||||||||")
+                    continue
+                o = r["outcomes"]
+                lines.append(
+                    f"| {name} | {repeat} | {factor:g}x | {r['offered']} | {fmt(r['good_fraction'], 1, 100)} | "
+                    f"{fmt(r['goodput_rps'], 2)} | {o['complete']} / {r['refused']} / "
+                    f"{o['error'] - (r['refused'] - o['rejected'])} / {o['hung']} / {o['lost']} | "
+                    f"{fmt(r['admitted_ttft_p50_ms'])} | {fmt(r['tpot_p50_ms'])} | {r.get('refused_after_waiting', 0)} | "
+                    f"{'valid' if r.get('load_tester_valid', True) else 'INVALID: ' + '; '.join(r['invalid_reasons'])[:80]} |")
+    lines += ["", "TTFT predictor (serve_app; predicted at admission vs measured at the client, admitted requests):", "",
+              "| repeat | load | n | mean error ms (+ = pessimistic) | abs error p50 / p90 / p99 ms | "
+              "relative error p50 / p90 |",
+              "|---|---|---|---|---|---|"]
+    for repeat, row in enumerate(data["results"].get("serve_app") or [], start=1):
+        for factor in data["factors"]:
+            p = ((row or {}).get(f"x{factor:g}") or {}).get("prediction")
+            if p:
+                lines.append(f"| {repeat} | {factor:g}x | {p['n']} | {fmt(p['mean_error_s'], 0, 1000)} | "
+                             f"{fmt(p['abs_error_p50_s'], 0, 1000)} / {fmt(p['abs_error_p90_s'], 0, 1000)} / "
+                             f"{fmt(p['abs_error_p99_s'], 0, 1000)} | {fmt(p['rel_error_p50'], 2)} / "
+                             f"{fmt(p['rel_error_p90'], 2)} |")
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 def fmt(value, digits: int = 0, scale: float = 1.0) -> str:
     return "-" if value is None else f"{value * scale:.{digits}f}"
 
 
-def write_summary(data: dict, out: Path) -> None:
-    (out / "summary.json").write_text(json.dumps(data, indent=1))
-    meta, rows = data["meta"], data["results"]
-    factors = data["factors"]
-    lines = ["# Goodput under overload", "",
-             f"{meta['cpu']}, {meta['date']}; SmolLM2-135M-Instruct float32, eager, max_num_seqs {MAX_NUM_SEQS}, "
-             f"speculation off; {INPUT_TOKENS} prompt + {OUTPUT_TOKENS} output tokens (ignore_eos); Poisson arrivals "
-             f"for {data['duration_s']:.0f} s per load; capacity {data['capacity_rps']:.2f} req/s (the highest rate at which "
-             f"bare vLLM has >= 90% good requests: {(data.get('capacity') or {}).get('search')} of its closed-loop "
-             f"throughput {(data.get('capacity') or {}).get('closed_loop_rps') or 0:.2f} req/s at {MAX_NUM_SEQS} users). Good: TTFT <= {TTFT_SLO_MS:.0f} ms and TPOT <= {TPOT_SLO_MS:.0f} ms. "
-             "Command: `.venv/bin/python benchmarks/goodput.py`.", "",
-             f"| server | load | offered | good % | goodput req/s | complete / refused (429, 503) / other error / client timeout ({REQUEST_TIMEOUT_S} s) / lost | "
-             "admitted TTFT p50 / p99 ms | TPOT p50 ms | refused on arrival: p50 / p99 ms | refused after waiting |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for name, by_factor in rows.items():
-        if "error" in by_factor:
-            lines.append(f"| {name} | {by_factor['error'][:120]} ||||||||")
-            continue
+def raw_path(out: Path, name: str, repeat: int, factor: float) -> Path:
+    return out / name / f"r{repeat}" / f"x{factor:g}.json.gz"
+
+
+def measure(name: str, server: Server, model_dir: str, data: dict, factors: list[float], duration_s: float,
+            out: Path, repeat: int) -> dict:
+    """One server, started afresh: capacity (the first server of the first repeat, unless given), the idle refusal
+    floor (serve_app), then each load; raw records to `raw_path`, their figures returned."""
+    rows: dict = {}
+    with running(server, out / name / f"r{repeat}"):
+        if data["capacity_rps"] is None:
+            data["capacity"] = capacity_rps(model_dir, out)
+            data["capacity_rps"] = data["capacity"]["rps"]
+            print("capacity", data["capacity_rps"], "req/s", flush=True)
+        else:
+            load(model_dir, concurrency=2, num_requests=4)  # warm-up
+        if name.startswith("serve_app"):
+            rows["idle_refusal"] = idle_refusal_ms()
+            print("idle refusal", rows["idle_refusal"], flush=True)
         for factor in factors:
-            r = by_factor.get(f"x{factor:g}")
-            if r is None or "error" in r:
-                lines.append(f"| {name} | {factor:g}x | {(r or {}).get('error', 'not run')[:120]} |||||||")
-                continue
-            o = r["outcomes"]
-            lines.append(
-                f"| {name} | {factor:g}x | {r['offered']} | {fmt(r['good_fraction'], 1, 100)} | {fmt(r['goodput_rps'], 2)} | "
-                f"{o['complete']} / {r['refused']} / {o['error'] - (r['refused'] - o['rejected'])} / {o['hung']} / "
-                f"{o['lost']} | {fmt(r['admitted_ttft_p50_ms'])} / {fmt(r['admitted_ttft_p99_ms'])} | "
-                f"{fmt(r['tpot_p50_ms'])} | {fmt(r['refusal_p50_ms'], 1)} / {fmt(r['refusal_p99_ms'], 1)} | "
-                f"{r.get('refused_after_waiting', 0)} |")
-    lines += ["", "Targets (issue 16):", ""]
-
-    def good(name: str, factor: float):
-        return ((rows.get(name) or {}).get(f"x{factor:g}") or {}).get("good_fraction")
-
-    ours, base = good("serve_app", 2), good("vllm", 2)
-    if ours is not None and base is not None:
-        ratio = ours / base if base > 0 else float("inf")
-        lines.append(f"- 2x capacity: serve_app goodput {ours * 100:.1f}% vs vLLM {base * 100:.1f}% = "
-                     f"{ratio:.1f}x (target >= 2x: {'met' if ratio >= 2 else 'not met'})")
-    for name in ("serve_app", "serve_app_haproxy"):
-        five = (rows.get(name) or {}).get("x5") or {}
-        if five.get("refusal_p50_ms") is None:
-            continue
-        met = five["refusal_p50_ms"] <= 10 and five["refusal_p99_ms"] <= 50
-        idle = (rows.get(name) or {}).get("idle_refusal")
-        floor = f"; the same refusal on the idle server: p50 {idle['p50_ms']:.1f} ms, p99 {idle['p99_ms']:.1f} ms" if idle else ""
-        lines.append(f"- 5x capacity: {name} 429 on arrival at the client p50 {five['refusal_p50_ms']:.1f} ms, p99 "
-                     f"{five['refusal_p99_ms']:.1f} ms (target 10 / 50 ms: {'met' if met else 'not met'}){floor}")
-    lost = sum(((rows.get("serve_app") or {}).get(f"x{f:g}") or {}).get("admitted_lost", 0) for f in factors)
-    lines.append(f"- admitted and lost by serve_app, all loads: {lost}")
-    lines += ["", "TTFT predictor (serve_app; predicted at admission vs measured at the client, admitted requests):", "",
-              "| load | n | mean error ms (+ = pessimistic) | abs error p50 / p90 / p99 ms | relative error p50 / p90 |",
-              "|---|---|---|---|---|"]
-    for factor in factors:
-        p = ((rows.get("serve_app") or {}).get(f"x{factor:g}") or {}).get("prediction")
-        if p:
-            lines.append(f"| {factor:g}x | {p['n']} | {fmt(p['mean_error_s'], 0, 1000)} | {fmt(p['abs_error_p50_s'], 0, 1000)} / "
-                         f"{fmt(p['abs_error_p90_s'], 0, 1000)} / {fmt(p['abs_error_p99_s'], 0, 1000)} | "
-                         f"{fmt(p['rel_error_p50'], 2)} / {fmt(p['rel_error_p90'], 2)} |")
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+            try:
+                result = load(model_dir, mode="open", rate_rps=factor * data["capacity_rps"], duration_s=duration_s,
+                              seed=1)
+                with gzip.open(raw_path(out, name, repeat, factor), "wt") as f:
+                    json.dump(result, f)
+                rows[f"x{factor:g}"] = judge(result)
+            except Exception as exc:  # noqa: BLE001 - record and go on with the other loads
+                rows[f"x{factor:g}"] = {"error": f"{type(exc).__name__}: {str(exc)[-300:]}"}
+            shown = {k: v for k, v in rows[f"x{factor:g}"].items() if not isinstance(v, list)}
+            print(name, f"r{repeat}", factor, shown, flush=True)
+    return rows
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--servers", default=",".join(SERVERS))
     parser.add_argument("--factors", default="1,2,5")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved: every server once per repeat, started "
+                                                               "afresh")
     parser.add_argument("--duration-s", type=float, default=40.0)
     parser.add_argument("--capacity-rps", type=float, help="skip measuring capacity; use this rate for 1x")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "goodput")
-    parser.add_argument("--summarise-only", action="store_true", help="rewrite summary.md from summary.json")
+    parser.add_argument("--summarise-only", action="store_true",
+                        help="judge every run again from its raw records and rewrite summary.{json,md}")
     args = parser.parse_args()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    if args.summarise_only:  # every row judged again from the raw records kept beside the summary
+    if args.summarise_only:
         data = json.loads((out / "summary.json").read_text())
-        for name, rows in data["results"].items():
-            for factor in data["factors"]:
-                raw = out / name / f"x{factor:g}.json"
-                if raw.exists():
-                    rows[f"x{factor:g}"] = judge(json.loads(raw.read_text()))
+        for name, repeats in data["results"].items():
+            for repeat, row in enumerate(repeats, start=1):
+                for factor in data["factors"]:
+                    raw = raw_path(out, name, repeat, factor)
+                    if raw.exists() and row is not None and "error" not in row:
+                        with gzip.open(raw, "rt") as f:
+                            row[f"x{factor:g}"] = judge(json.load(f))
         write_summary(data, out)
         return 0
     from serve_app.config import AppConfig
@@ -249,42 +317,23 @@ def main() -> int:
 
     model_dir = resolve_model_path(AppConfig().model)
     factors = [float(f) for f in args.factors.split(",")]
-    previous = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
-    data = {"meta": machine(), "factors": factors, "duration_s": args.duration_s,
-            "capacity_rps": args.capacity_rps, "results": previous.get("results", {})}
-    if args.capacity_rps is not None and previous.get("capacity_rps") == args.capacity_rps:
-        data["capacity"] = previous.get("capacity")  # re-running some servers at the measured capacity
+    names = args.servers.split(",")
+    data = {"meta": machine(), "factors": factors, "duration_s": args.duration_s, "repeats": args.repeats,
+            "order": "interleaved: " + ", ".join(f"r{r}:{n}" for r in range(1, args.repeats + 1) for n in names),
+            "capacity_rps": args.capacity_rps, "results": {name: [] for name in names}}
     known = servers(model_dir)
-    for name in args.servers.split(","):
-        if name == "ray_serve_llm" and not RAYLLM_PY.exists():
-            data["results"][name] = {"error": "no .venv-rayllm: run benchmarks/install_ray_serve_llm.sh"}
-            continue
-        rows: dict = {}
-        try:
-            with running(known[name], out / name):
-                if data["capacity_rps"] is None:
-                    data["capacity"] = capacity_rps(model_dir, out)
-                    data["capacity_rps"] = data["capacity"]["rps"]
-                    print("capacity", data["capacity_rps"], "req/s", flush=True)
-                else:
-                    load(model_dir, concurrency=2, num_requests=4)  # warm-up
-                if name.startswith("serve_app"):
-                    rows["idle_refusal"] = idle_refusal_ms()
-                    print("idle refusal", rows["idle_refusal"], flush=True)
-                for factor in factors:
-                    try:
-                        result = load(model_dir, mode="open", rate_rps=factor * data["capacity_rps"],
-                                      duration_s=args.duration_s, seed=1)
-                        (out / name / f"x{factor:g}.json").write_text(json.dumps(result))
-                        rows[f"x{factor:g}"] = judge(result)
-                    except Exception as exc:  # noqa: BLE001 - record and go on with the other loads
-                        rows[f"x{factor:g}"] = {"error": f"{type(exc).__name__}: {str(exc)[-300:]}"}
-                    print(name, factor, rows[f"x{factor:g}"], flush=True)
-        except Exception as exc:  # noqa: BLE001
-            rows = {"error": f"{type(exc).__name__}: {str(exc)[-300:]}"}
-            print(name, "failed:", exc, flush=True)
-        data["results"][name] = rows
-        write_summary(data, out)
+    for repeat in range(1, args.repeats + 1):
+        for name in names:
+            if name == "ray_serve_llm" and not RAYLLM_PY.exists():
+                rows = {"error": "no .venv-rayllm: run benchmarks/install_ray_serve_llm.sh"}
+            else:
+                try:
+                    rows = measure(name, known[name], model_dir, data, factors, args.duration_s, out, repeat)
+                except Exception as exc:  # noqa: BLE001 - record and go on with the other servers
+                    rows = {"error": f"{type(exc).__name__}: {str(exc)[-300:]}"}
+                    print(name, "failed:", exc, flush=True)
+            data["results"][name].append(rows)
+            write_summary(data, out)
     return 0
 
 

@@ -260,6 +260,66 @@ def noisy_neighbour(data: dict) -> str:
     return "\n".join(lines)
 
 
+def goodput(data: dict) -> str:
+    """benchmarks/goodput.py: per server and load, the good share in each repeat, goodput against bare vLLM's in the
+    same repeat (paired, 95% CI), admitted TTFT and refusal latency pooled over the valid repeats; then the targets."""
+    meta, est = data["meta"], data["estimates"]
+    capacity = data.get("capacity") or {}
+    lines = [f"{meta['cpu']} ({', '.join(meta['cpu_flags']) or 'no avx512'}), {meta['date']}, commit "
+             f"{meta['commit'][:10]}{' (uncommitted changes)' if meta.get('uncommitted') else ''}; "
+             f"{data['repeats']} interleaved repeats (each server started afresh); Poisson arrivals for "
+             f"{data['duration_s']:.0f} s per load; 1x = {data['capacity_rps']:.2f} req/s (the highest rate at which "
+             f"bare vLLM had >= 90% good requests in a {GOODPUT_PROBE}: "
+             f"{', '.join(f'{k} -> {v:.0%}' for k, v in (capacity.get('search') or {}).items())} of its closed-loop "
+             f"{capacity.get('closed_loop_rps') or 0:.2f} req/s); good: TTFT <= 2 s and TPOT <= 200 ms.", "",
+             "| server | load | good % per repeat | goodput req/s (mean) | good / vLLM's [95% CI] | admitted TTFT "
+             "p50 / tail ms | refused on arrival p50 / tail ms | client timeouts / lost | load tester |",
+             "|---|---|---|---|---|---|---|---|---|"]
+
+    def ms(value) -> str:
+        return "-" if value is None else f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+
+    for server, by_load in est.items():
+        for factor in data["factors"]:
+            c = by_load.get(f"x{factor:g}") or {}
+            goods = [g for g in c.get("good_fraction", []) if g is not None]
+            rates = [g for g in c.get("goodput_rps", []) if g is not None]
+            if not goods:
+                lines.append(f"| {server} | {factor:g}x | not run or error |||||||")
+                continue
+            valid = c.get("valid", [])
+            lines.append(
+                f"| {server} | {factor:g}x | {', '.join(f'{g * 100:.1f}' for g in goods)} | "
+                f"{sum(rates) / len(rates):.2f} | "
+                f"{format_ratio(c.get('good_ratio_to_vllm')) if server != 'vllm' else '-'} | "
+                f"{ms(c.get('admitted_ttft_p50_ms'))} / {ms(c.get('admitted_ttft_tail_ms'))} "
+                f"({c.get('admitted_ttft_tail')}) | "
+                + (f"{ms(c['refusal_p50_ms'])} / {ms(c['refusal_tail_ms'])} ({c['refusal_tail']}) | "
+                   if c.get("refusal_n") else "- | ")
+                + f"{c.get('client_timeouts', 0)} / {c.get('admitted_lost', 0)} | "
+                f"{sum(valid)} of {len(valid)} valid |")
+    lines += ["", "| target | measured | verdict |", "|---|---|---|"]
+    two = (est.get("serve_app") or {}).get("x2", {}).get("good_ratio_to_vllm")
+    lines.append(f"| 2x capacity: serve_app's good requests >= 2x bare vLLM's | {format_ratio(two)} | "
+                 f"{verdict(two, 'at_least', 2.0) if two else 'no valid pair'} |")
+    for server in ("serve_app", "serve_app_haproxy"):
+        c = (est.get(server) or {}).get("x5") or {}
+        if not c.get("refusal_n"):
+            continue
+        met = c["refusal_p50_ms"] <= 10 and c["refusal_tail_ms"] <= 50
+        lines.append(f"| 5x capacity: {server} 429 on arrival at the client p50 <= 10 ms, p99 <= 50 ms (pooled "
+                     f"over the valid repeats, {c['refusal_tail']}) | {c['refusal_p50_ms']:.1f} / "
+                     f"{c['refusal_tail_ms']:.1f} ms | {'met' if met else 'NOT met'} |")
+    lost = sum(c.get("admitted_lost", 0) for server, by_load in est.items() if server.startswith("serve_app")
+               for c in by_load.values())
+    lines.append(f"| nothing admitted lost by serve_app (every load and repeat) | {lost} lost | "
+                 f"{'met' if lost == 0 else 'NOT met'} |")
+    return "\n".join(lines)
+
+
+GOODPUT_PROBE = "30 s probe at these fractions"
+
+
 def speculation_load(data: dict) -> str:
     """benchmarks/speculation_load.py: mean output tokens/s per server and the paired ratios with their 95%
     intervals and verdicts (auto >= 0.97x off everywhere; copy-heavy at 1 user >= 2x bare vLLM)."""
@@ -370,6 +430,7 @@ TABLES: dict[str, tuple[str, Table]] = {
     "autoscale_replay": ("results/autoscale_replay/autoscale_replay.json", autoscale_replay),
     "overload_soak": ("results/overload_soak.json", overload_soak),
     "noisy_neighbour": ("results/noisy_neighbour/summary.json", noisy_neighbour),
+    "goodput": ("results/goodput/summary.json", goodput),
     "speculation_load": ("results/speculation/load/summary.json", speculation_load),
     "token_jitter": ("results/token_jitter/jitter.json", token_jitter),
     "token_jitter_control_loop": ("results/token_jitter/control_loop/jitter.json", token_jitter),

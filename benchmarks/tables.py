@@ -430,6 +430,8 @@ TABLES: dict[str, tuple[str, Table]] = {
     "autoscale_replay": ("results/autoscale_replay/autoscale_replay.json", autoscale_replay),
     "overload_soak": ("results/overload_soak.json", overload_soak),
     "noisy_neighbour": ("results/noisy_neighbour/summary.json", noisy_neighbour),
+    # The same benchmark on a 2-core Intel Xeon with AVX-512 (today's code, 2026-12-06; --out there).
+    "noisy_neighbour_xeon": ("results/noisy_neighbour_xeon/summary.json", noisy_neighbour),
     "goodput": ("results/goodput/summary.json", goodput),
     "speculation_load": ("results/speculation/load/summary.json", speculation_load),
     "token_jitter": ("results/token_jitter/jitter.json", token_jitter),

@@ -45,7 +45,9 @@ from harness import (  # noqa: E402  (benchmarks/, beside this script)
     REPO,
     VENV_PY,
     Server,
+    applied_nice,
     machine,
+    raise_priority,
     running,
 )
 from tables import goodput as goodput_table  # noqa: E402
@@ -296,6 +298,9 @@ def main() -> int:
     parser.add_argument("--duration-s", type=float, default=40.0)
     parser.add_argument("--capacity-rps", type=float, help="skip measuring capacity; use this rate for 1x")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "goodput")
+    parser.add_argument("--client-nice", type=int, default=-10,
+                        help="niceness increment of this process, whose load tester measures in-process (negative: "
+                             "runs before the servers, which are started at the niceness it had)")
     parser.add_argument("--summarise-only", action="store_true",
                         help="judge every run again from its raw records and rewrite summary.{json,md}")
     args = parser.parse_args()
@@ -318,7 +323,9 @@ def main() -> int:
     model_dir = resolve_model_path(AppConfig().model)
     factors = [float(f) for f in args.factors.split(",")]
     names = args.servers.split(",")
-    data = {"meta": machine(), "factors": factors, "duration_s": args.duration_s, "repeats": args.repeats,
+    raise_priority(args.client_nice)  # the load tester is this process: on two cores the engine starves its loop
+    data = {"meta": {**machine(), "client_nice": applied_nice(args.client_nice)}, "factors": factors,
+            "duration_s": args.duration_s, "repeats": args.repeats,
             "order": "interleaved: " + ", ".join(f"r{r}:{n}" for r in range(1, args.repeats + 1) for n in names),
             "capacity_rps": args.capacity_rps, "results": {name: [] for name in names}}
     known = servers(model_dir)

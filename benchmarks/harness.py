@@ -22,6 +22,9 @@ VENV_PY = REPO / ".venv/bin/python"
 RAYLLM_PY = REPO / ".venv-rayllm/bin/python"
 NAME = "SmolLM2-135M-Instruct"
 PORT = 8011
+# This process's niceness when harness was imported: every server `running` starts gets it back, so that a benchmark
+# that raises its own priority for an in-process load tester (goodput.py --client-nice) does not pass that on.
+BASE_NICE = os.getpriority(os.PRIO_PROCESS, 0)
 
 
 @dataclass
@@ -117,7 +120,8 @@ def running(server: Server, folder: Path):
         command.append(str(folder / "config.yaml"))
     with open(folder / "server.log", "w") as log:
         process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                   env={**os.environ, **server.env})
+                                   env={**os.environ, **server.env},
+                                   preexec_fn=lambda: os.setpriority(os.PRIO_PROCESS, 0, BASE_NICE))
         try:
             wait_ready(server.client_port, 900, process)
             yield process  # the server's launcher (the leader of its process group and session)

@@ -271,7 +271,8 @@ def goodput(data: dict) -> str:
              f"{data['duration_s']:.0f} s per load; 1x = {data['capacity_rps']:.2f} req/s (the highest rate at which "
              f"bare vLLM had >= 90% good requests in a {GOODPUT_PROBE}: "
              f"{', '.join(f'{k} -> {v:.0%}' for k, v in (capacity.get('search') or {}).items())} of its closed-loop "
-             f"{capacity.get('closed_loop_rps') or 0:.2f} req/s); good: TTFT <= 2 s and TPOT <= 200 ms.", "",
+             f"{capacity.get('closed_loop_rps') or 0:.2f} req/s); good: TTFT <= 2 s and TPOT <= 200 ms"
+             + (f"; load tester at niceness {meta['client_nice']:+d}" if meta.get("client_nice") else "") + ".", "",
              "| server | load | good % per repeat | goodput req/s (mean) | good / vLLM's [95% CI] | admitted TTFT "
              "p50 / tail ms | refused on arrival p50 / tail ms | client timeouts / lost | load tester |",
              "|---|---|---|---|---|---|---|---|---|"]

@@ -155,7 +155,6 @@ def judge(result: dict) -> dict:
         # timeout counts separately: `outcomes.hung`).
         "admitted_lost": counts["lost"],
         "admitted_ttft_p50_ms": (latency["ttft"].get("p50") or {}).get("value"),
-        "admitted_ttft_n": latency["ttft"].get("n") or 0,
         "tpot_p50_ms": (latency["tpot"].get("p50") or {}).get("value"),
         "refused_after_waiting": len(waited),
         # Kept whole so that the summary pools them over the repeats (a p99 from 200 refusals on).

@@ -269,7 +269,7 @@ def goodput(data: dict) -> str:
              f"{meta['commit'][:10]}{' (uncommitted changes)' if meta.get('uncommitted') else ''}; "
              f"{data['repeats']} interleaved repeats (each server started afresh); Poisson arrivals for "
              f"{data['duration_s']:.0f} s per load; 1x = {data['capacity_rps']:.2f} req/s (the highest rate at which "
-             f"bare vLLM had >= 90% good requests in a {GOODPUT_PROBE}: "
+             f"bare vLLM had >= 90% good requests in a 30 s probe at these fractions: "
              f"{', '.join(f'{k} -> {v:.0%}' for k, v in (capacity.get('search') or {}).items())} of its closed-loop "
              f"{capacity.get('closed_loop_rps') or 0:.2f} req/s); good: TTFT <= 2 s and TPOT <= 200 ms"
              + (f"; load tester at niceness {meta['client_nice']:+d}" if meta.get("client_nice") else "") + ".", "",
@@ -316,9 +316,6 @@ def goodput(data: dict) -> str:
     lines.append(f"| nothing admitted lost by serve_app (every load and repeat) | {lost} lost | "
                  f"{'met' if lost == 0 else 'NOT met'} |")
     return "\n".join(lines)
-
-
-GOODPUT_PROBE = "30 s probe at these fractions"
 
 
 def speculation_load(data: dict) -> str:

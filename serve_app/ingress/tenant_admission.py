@@ -14,8 +14,7 @@ Per request, in order (each refusal is immediate, in the OpenAI error format):
    engine's) run in the engines at once, following the live replica counts (`follow_replicas`), plus
    `reserved_slots` per engine above them (the engines' headroom) for tenants under their share; the rest wait
    in weighted fair order by tokens (serve_app/tenancy/fair_queue.py), at most `max_queue_wait_s` (then 429).
-   The engine's own queue stays empty, so vLLM's first-come-first-served order never decides who waits (but for
-   a tenant alone's next requests, handed their slots `alone_hand_on_tokens` early at a later vLLM priority); with
+   The engine's own queue stays empty, so vLLM's first-come-first-served order never decides who waits; with
    `pace_prefills` a tenant over its share starts about one request per engine step (serve_app/tenancy/pacing.py).
    `gate_stats` is the queue the autoscaler should add to the engines' own.
 """
@@ -97,7 +96,7 @@ def _drain_retry_after_s(gate: FairGate, rates: EngineRates) -> int:
 @dataclass
 class Admitted:
     tenant: TenantConfig
-    priority: int  # what the engine gets (vLLM: lower is sooner); see `engine_priority` in `admit`
+    priority: int
     release: Callable[[], None]  # idempotent: the slot may be handed on at the request's last step, before its end
     first_token: Callable[[], None]  # call at the first output (ends the request's prefill for pacing)
     waited_s: float
@@ -302,17 +301,9 @@ class TenantAdmission:
 
         num_sequences = max(1, num_sequences)
         bound_tokens = max_tokens * num_sequences if max_tokens > 0 else None
-        alone_lead_tokens = num_sequences * self.tenancy.alone_hand_on_tokens
-        # A request granted while its tenant is alone may have been handed its slot early (below): it goes to vLLM
-        # one priority later, so a tenant arriving now is scheduled before it in vLLM's queue.
-        engine_priority = priority + 1 if self.tenancy.alone_hand_on_tokens > 1 and gate.is_alone(tenant.name) \
-            else priority
 
         def generated(num_new: int) -> None:
             correct(charge.generated(num_new))
-            if bound_tokens is None:
-                return
-            left = bound_tokens - charge.num_generated_tokens
             # The step that ends the request has begun once at most one token per sequence is left: hand its slot
             # on now, so the next request reaches the engine while that step runs and takes the row it frees.
             # Released at the end instead, a refill came through the gate and the frontend during the next step
@@ -321,14 +312,10 @@ class TenantAdmission:
             # early; one that stops sooner releases at its end, and so does one whose frames carry several tokens
             # (`stream_interval`, speculation): "what is left fits in one more frame like this one" let a client
             # asking for frames of 1,000 tokens release its slot 999 steps early.
-            # A tenant alone hands on `alone_hand_on_tokens` before its bound: the refill's way to the engine took
-            # ~2.5 steps, and refilled one by one on arrival, a closed-loop tenant alone ran 0.89x first come first
-            # served's output (noisy-neighbour run of fe22352 on a 2-core Xeon), where vLLM's queue holds the next
-            # requests ready. Its refills wait in vLLM's queue for the rows, behind anyone else's (`engine_priority`).
-            if left <= num_sequences or (left <= alone_lead_tokens and gate.is_alone(tenant.name)):
+            if bound_tokens is not None and bound_tokens - charge.num_generated_tokens <= num_sequences:
                 release()
 
-        return Admitted(tenant, engine_priority, release, lambda: gate.first_token(grant),
+        return Admitted(tenant, priority, release, lambda: gate.first_token(grant),
                         time.monotonic() - start_s, predicted_s, admitted_at_s, generated, settle)
 
     def _learn_output(self, model: str, output_tokens: float) -> None:

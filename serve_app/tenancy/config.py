@@ -128,13 +128,6 @@ class TenancyConfig(StrictModel):
     # quiet tenant's prefill is not batched with a burst of the flood's (an engine step runs all new prefills
     # together). A tenant under its share, or alone, is never paced.
     pace_prefills: bool = True
-    # A tenant alone (no other holding, waiting, or seen within the pacer's linger) hands a request's slot on this
-    # many tokens before its max_tokens, not one: the next request then crosses the gate, relay and vLLM's
-    # frontend (~2.5 engine steps on a 2-core CPU) while the row is still busy, and waits in vLLM's queue for
-    # it, as it would first come first served. Such requests go to vLLM one priority later (vLLM: lower is
-    # sooner), so a tenant that arrives meanwhile is scheduled before any of them. 1: hand on at the last step
-    # only, alone or not.
-    alone_hand_on_tokens: int = Field(4, ge=1)
     # A request that has not reported its first token (e.g. not streamed) stops holding others back after this.
     prefill_hold_s: float = Field(2.0, gt=0)
     # Tenants made for keys that `tenants` does not list, by digest (bounded by the number of issued keys).

@@ -365,10 +365,6 @@ class FairGate:
         present[tenant] = weight
         return present
 
-    def is_alone(self, tenant: str) -> bool:
-        """No other tenant holds or waits for a slot (nor, with a pacer, ended a request within its linger)."""
-        return len(self._present(tenant, self._weights.get(tenant, 1.0), lingering=True)) == 1
-
     def _under_share(self, tenant: str, present: dict[str, float]) -> bool:
         return self._held.get(tenant, 0) < self.capacity * present[tenant] / sum(present.values())
 

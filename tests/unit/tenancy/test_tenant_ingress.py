@@ -235,8 +235,7 @@ def test_a_slot_is_handed_on_as_the_last_step_of_a_request_at_its_bound_begins()
     """A refill released at the request's end reaches the engine a step after the row freed (a tenant alone ran
     0.90x first come first served with 16-token requests); at its bound the last step is known to have begun once
     what is left fits in one more frame. A request without a bound, or one that stops sooner, holds to its end."""
-    admission = _admission(model={"source": "tiny"}, engine={"max_num_seqs": 4},
-                           tenancy={**TENANCY, "alone_hand_on_tokens": 1})
+    admission = _admission(model={"source": "tiny"}, engine={"max_num_seqs": 4}, tenancy=TENANCY)
     tenant = admission.tenancy.default_tenant
     gate = admission._gates["tiny-llama"]
 
@@ -271,45 +270,6 @@ def test_a_slot_is_handed_on_as_the_last_step_of_a_request_at_its_bound_begins()
         assert gate.num_in_use == 1  # now one token is left
         unbounded.release()
         two.release()
-        assert gate.num_in_use == 0
-
-    asyncio.run(main())
-
-
-def test_a_tenant_alone_hands_its_slots_on_early_at_a_later_engine_priority_and_beside_another_at_the_last_step():
-    """Alone, a request hands its slot on `alone_hand_on_tokens` before its bound (the refill waits in vLLM's queue,
-    as first come first served), and requests granted alone go to vLLM one priority later, so a tenant that
-    arrives is scheduled before them; beside another tenant, the hand-on is at the last step and priorities are
-    the tenants' own."""
-    tenancy = {**TENANCY, "trust_tenant_header": True, "alone_hand_on_tokens": 4,
-               "tenants": {"A": {"name": "A"}, "B": {"name": "B"}}}
-    admission = _admission(model={"source": "tiny"}, engine={"max_num_seqs": 4}, tenancy=tenancy)
-    a, b = admission.tenancy.tenants["A"], admission.tenancy.tenants["B"]
-    gate = admission._gates["tiny-llama"]
-
-    async def main():
-        import time
-
-        now = time.time()
-        alone = await admission.admit("tiny-llama", a, {}, 10, 16, now, now + 60)
-        assert alone.priority == 1  # granted alone: after anyone else's in vLLM's queue
-        for _ in range(11):
-            alone.generated(1)
-        assert gate.num_in_use == 1  # 5 tokens left
-        alone.generated(1)
-        assert gate.num_in_use == 0  # 4 left: handed on early while A is alone
-        flood = await admission.admit("tiny-llama", a, {}, 10, 16, now, now + 60)
-        quiet = await admission.admit("tiny-llama", b, {}, 10, 16, now, now + 60)
-        assert quiet.priority == 0  # B arrived beside A: its own priority, before A's early refills
-        for _ in range(14):
-            flood.generated(1)
-        assert gate.num_in_use == 2  # 2 left beside B: no early hand-on
-        flood.generated(1)
-        assert gate.num_in_use == 1  # the last step
-        beside = await admission.admit("tiny-llama", a, {}, 10, 16, now, now + 60)
-        assert beside.priority == 0  # granted beside B
-        for admitted in (alone, flood, quiet, beside):
-            admitted.release()
         assert gate.num_in_use == 0
 
     asyncio.run(main())

@@ -5,7 +5,8 @@ serve_app with tenancy on (fair engine slots, one reserved above max_num_seqs, p
 come first served (tenancy off), in interleaved repeats (fair, fcfs, fair, fcfs, ...: a server started afresh for
 each); default model, float32, speculation off, engine max_num_seqs 8, tenants by header. Per server and repeat:
 - B_alone: tenant B alone, one request at a time (--b-requests);
-- A_alone: tenant A alone with 32 streams for --alone-s (a tenant alone must be as fast as without tenancy);
+- A_alone: tenant A alone with 32 streams for --alone-s after --alone-warmup-s (a tenant alone must be as fast as
+  without tenancy);
 - A32_B1: A's 32 streams and B one at a time together for --duration-s (B's TTFT ratio; total output tokens/s);
 - A16_C16 (tenancy only): A (weight 1) and C (weight 2) with 16 streams each (C's share of output tokens: 2/3).
 Targets: B's TTFT p99 beside A <= 1.5x alone; total output tokens/s with tenancy >= 0.95x first come first served;
@@ -59,7 +60,10 @@ def run(name: str, run_name: str, args: argparse.Namespace, model_dir: str, fold
     beside_s = args.duration_s if name == "serve_app_fair" else args.fcfs_duration_s
     # With two tenants, the first seconds are not measured: A's streams open together, before the other's, and
     # their first requests take the rows and fill one engine step before pacing applies (A is alone then).
-    warmup_s = args.beside_warmup_s if run_name in ("A32_B1", "A16_C16") else 0
+    # A alone: its 32 streams' first requests, which vLLM's queue takes in together and the gate 8 at a time, are
+    # not measured either (40 s phases that counted them spread 37.7-50.5 tok/s over fresh servers of one config).
+    warmup_s = {"A32_B1": args.beside_warmup_s, "A16_C16": args.beside_warmup_s,
+                "A_alone": args.alone_warmup_s}.get(run_name, 0)
     duration_s = {"A32_B1": beside_s, "B_alone": 3600}.get(run_name, args.alone_s) + warmup_s
     # Beside the flood, B's requests in the warm-up are not measured: a few more keep at least --b-requests.
     b_requests = args.b_requests + (5 if run_name == "A32_B1" and warmup_s else 0)
@@ -161,7 +165,9 @@ def main() -> None:
                              "together and take the rows before the other tenant's, are not measured")
     parser.add_argument("--fcfs-duration-s", type=int, default=120,
                         help="A32_B1's length first come first served (B waits out the backlog: a few requests)")
-    parser.add_argument("--alone-s", type=int, default=40, help="A_alone's and A16_C16's length")
+    parser.add_argument("--alone-s", type=int, default=60, help="A_alone's and A16_C16's length (after the warm-up)")
+    parser.add_argument("--alone-warmup-s", type=int, default=10,
+                        help="A_alone: its streams' first requests, sent in the first seconds, are not measured")
     parser.add_argument("--client-nice", type=int, default=-10,
                         help="niceness increment of the load tester's process (negative: runs before the servers)")
     parser.add_argument("--runs", default="",
@@ -187,8 +193,8 @@ def main() -> None:
             "workload": f"completions, 128 prompt tokens, {args.max_tokens} output tokens (ignore_eos), greedy; B "
                         f"sends up to {args.b_requests} requests one at a time; A32_B1 {args.duration_s} s after a "
                         f"{args.beside_warmup_s} s warm-up (the flood's streams opening; not measured) "
-                        f"({args.fcfs_duration_s} s first come first served), A_alone {args.alone_s} s, A16_C16 "
-                        f"{args.alone_s} s after the same warm-up; "
+                        f"({args.fcfs_duration_s} s first come first served), A_alone {args.alone_s} s after a "
+                        f"{args.alone_warmup_s} s warm-up, A16_C16 {args.alone_s} s after the beside warm-up; "
                         f"load tester at niceness {applied_nice(args.client_nice):+d}"}
     from serve_app.config import AppConfig
     from serve_app.platform.models import resolve_model_path
@@ -212,7 +218,7 @@ def main() -> None:
         previous = json.loads((out / "summary.json").read_text())
         runs, meta = previous["runs"], {**previous["meta"], "remeasured": {
             "phases": phases, "commit": meta["commit"], "date": meta["date"], "uncommitted": meta["uncommitted"],
-            "warmup_s": args.beside_warmup_s}}
+            "warmup_s": args.beside_warmup_s, "alone_s": args.alone_s, "alone_warmup_s": args.alone_warmup_s}}
     for repeat in range(first_repeat, first_repeat + num_repeats):
         for name in args.servers.split(","):
             folder = out / name / f"r{repeat}"

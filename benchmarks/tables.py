@@ -202,6 +202,11 @@ NOISY_NEIGHBOUR_TARGETS = (
     ("A alone output tok/s, tenancy >= 0.97x first come first served", "a_alone_tps_fair_vs_fcfs", "at_least", 0.97))
 
 
+def _remeasured_warmup(remeasured: dict) -> str:
+    """The warm-up key of re-measured phases: A_alone's own when it was the only one."""
+    return "alone_warmup_s" if remeasured["phases"] == ["A_alone"] and "alone_warmup_s" in remeasured else "warmup_s"
+
+
 def noisy_neighbour(data: dict) -> str:
     """benchmarks/noisy_neighbour.py: every repeat's figures, then the targets over the repeats with their 95%
     intervals and verdicts (a tail is a p99 over 200+ requests, else "max of N")."""
@@ -211,7 +216,9 @@ def noisy_neighbour(data: dict) -> str:
              f"{meta['workload']}; {meta['repeats']} interleaved repeats (a server started afresh for each)"
              + (f"; {', '.join(meta['remeasured']['phases'])} re-measured on commit "
                 f"{meta['remeasured']['commit'][:10]}, {meta['remeasured']['date']}, after a "
-                f"{meta['remeasured'].get('warmup_s', 0)} s warm-up" if meta.get("remeasured") else "")
+                f"{meta['remeasured'].get(_remeasured_warmup(meta['remeasured']), 0)} s warm-up"
+                + (f", A_alone for {meta['remeasured']['alone_s']} s" if 'A_alone' in meta['remeasured']['phases']
+                   and 'alone_s' in meta['remeasured'] else "") if meta.get("remeasured") else "")
              + "".join(f"; repeats {a['first']}-{a['first'] + a['count'] - 1} added on commit {a['commit'][:10]}, "
                        f"{a['date']}" for a in meta.get("added_repeats", []))
              + ".", "",

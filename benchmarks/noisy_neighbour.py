@@ -224,7 +224,9 @@ def main() -> None:
             folder = out / name / f"r{repeat}"
             row: dict = runs[name][repeat] if args.runs else {"commit": measured_commit}
             try:
-                with running(server(name), folder):
+                # A re-measure's server log goes beside its phase's results, not over the full run's log.
+                with running(server(name), folder / phases[0] if args.runs and len(phases) == 1 else
+                             folder / "remeasured" if args.runs else folder):
                     for run_name in phases:
                         if run_name in TENANCY_ONLY and name != "serve_app_fair":
                             continue

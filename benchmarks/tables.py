@@ -487,6 +487,8 @@ TABLES: dict[str, tuple[str, Table]] = {
     # 32 users staggered on today's code: serve_app and the default against bare vLLM.
     "side_by_side_c32_staggered_today": ("results/side_by_side/c32_staggered_today/summary.json",
                                          lambda data: side_by_side(data, "loadtest")),
+    # 1 user on today's code on the 2-core Intel Xeon: serve_app and the default against bare vLLM.
+    "side_by_side_c1_xeon": ("results/side_by_side/c1_xeon/summary.json", lambda data: side_by_side(data, "loadtest")),
     # The n-gram draft governor at 1 user: the default, the default without it, serve_app speculation off, bare vLLM.
     "token_jitter_draft_governor": ("results/side_by_side/draft_governor_c1/jitter.json", token_jitter),
     # The same runs, every ratio to the default without its governor (--summarise-only on the same runs/).

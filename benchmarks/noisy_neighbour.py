@@ -56,14 +56,18 @@ def server(name: str) -> Server:
     return Server(name, [str(REPO / ".venv/bin/serve-app"), "serve", "--port", str(PORT), "--config"], yaml=yaml)
 
 
+def phase_warmup_s(run_name: str, args: argparse.Namespace) -> int:
+    """The unmeasured first seconds of a phase. With two tenants, A's streams open together, before the other's,
+    and their first requests take the rows and fill one engine step before pacing applies (A is alone then). A
+    alone: its 32 streams' first requests, which vLLM's queue takes in together and the gate 8 at a time (40 s
+    phases that counted them spread 37.7-50.5 tok/s over fresh servers of one config)."""
+    return {"A32_B1": args.beside_warmup_s, "A16_C16": args.beside_warmup_s,
+            "A_alone": args.alone_warmup_s}.get(run_name, 0)
+
+
 def run(name: str, run_name: str, args: argparse.Namespace, model_dir: str, folder: Path) -> dict:
     beside_s = args.duration_s if name == "serve_app_fair" else args.fcfs_duration_s
-    # With two tenants, the first seconds are not measured: A's streams open together, before the other's, and
-    # their first requests take the rows and fill one engine step before pacing applies (A is alone then).
-    # A alone: its 32 streams' first requests, which vLLM's queue takes in together and the gate 8 at a time, are
-    # not measured either (40 s phases that counted them spread 37.7-50.5 tok/s over fresh servers of one config).
-    warmup_s = {"A32_B1": args.beside_warmup_s, "A16_C16": args.beside_warmup_s,
-                "A_alone": args.alone_warmup_s}.get(run_name, 0)
+    warmup_s = phase_warmup_s(run_name, args)
     duration_s = {"A32_B1": beside_s, "B_alone": 3600}.get(run_name, args.alone_s) + warmup_s
     # Beside the flood, B's requests in the warm-up are not measured: a few more keep at least --b-requests.
     b_requests = args.b_requests + (5 if run_name == "A32_B1" and warmup_s else 0)
@@ -218,15 +222,15 @@ def main() -> None:
         previous = json.loads((out / "summary.json").read_text())
         runs, meta = previous["runs"], {**previous["meta"], "remeasured": {
             "phases": phases, "commit": meta["commit"], "date": meta["date"], "uncommitted": meta["uncommitted"],
-            "warmup_s": args.beside_warmup_s, "alone_s": args.alone_s, "alone_warmup_s": args.alone_warmup_s}}
+            "warmup_s": {phase: phase_warmup_s(phase, args) for phase in phases},
+            **({"alone_s": args.alone_s} if "A_alone" in phases else {})}}
     for repeat in range(first_repeat, first_repeat + num_repeats):
         for name in args.servers.split(","):
             folder = out / name / f"r{repeat}"
             row: dict = runs[name][repeat] if args.runs else {"commit": measured_commit}
             try:
-                # A re-measure's server log goes beside its phase's results, not over the full run's log.
-                with running(server(name), folder / phases[0] if args.runs and len(phases) == 1 else
-                             folder / "remeasured" if args.runs else folder):
+                # A re-measure's server log goes beside its phases' results, not over the full run's log.
+                with running(server(name), folder / "+".join(phases) if args.runs else folder):
                     for run_name in phases:
                         if run_name in TENANCY_ONLY and name != "serve_app_fair":
                             continue

@@ -202,9 +202,14 @@ NOISY_NEIGHBOUR_TARGETS = (
     ("A alone output tok/s, tenancy >= 0.97x first come first served", "a_alone_tps_fair_vs_fcfs", "at_least", 0.97))
 
 
-def _remeasured_warmup(remeasured: dict) -> str:
-    """The warm-up key of re-measured phases: A_alone's own when it was the only one."""
-    return "alone_warmup_s" if remeasured["phases"] == ["A_alone"] and "alone_warmup_s" in remeasured else "warmup_s"
+def _remeasured(remeasured: dict) -> str:
+    """Which phases a noisy-neighbour summary re-measured, on what, and each one's warm-up (and A_alone's length)."""
+    warmups = remeasured["warmup_s"]  # phase -> seconds
+    return (f"; {', '.join(remeasured['phases'])} re-measured on commit {remeasured['commit'][:10]}, "
+            f"{remeasured['date']}, after "
+            + ", ".join(f"a {seconds} s warm-up" + (f" ({phase})" if len(warmups) > 1 else "")
+                        for phase, seconds in warmups.items())
+            + (f", A_alone for {remeasured['alone_s']} s" if "alone_s" in remeasured else ""))
 
 
 def noisy_neighbour(data: dict) -> str:
@@ -214,11 +219,7 @@ def noisy_neighbour(data: dict) -> str:
     lines = [f"{meta['cpu']} ({', '.join(meta['cpu_flags']) or 'no avx512'}), {meta['date']}, commit "
              f"{meta['commit'][:10]}{' (uncommitted changes)' if meta.get('uncommitted') else ''}; "
              f"{meta['workload']}; {meta['repeats']} interleaved repeats (a server started afresh for each)"
-             + (f"; {', '.join(meta['remeasured']['phases'])} re-measured on commit "
-                f"{meta['remeasured']['commit'][:10]}, {meta['remeasured']['date']}, after a "
-                f"{meta['remeasured'].get(_remeasured_warmup(meta['remeasured']), 0)} s warm-up"
-                + (f", A_alone for {meta['remeasured']['alone_s']} s" if 'A_alone' in meta['remeasured']['phases']
-                   and 'alone_s' in meta['remeasured'] else "") if meta.get("remeasured") else "")
+             + (_remeasured(meta["remeasured"]) if meta.get("remeasured") else "")
              + "".join(f"; repeats {a['first']}-{a['first'] + a['count'] - 1} added on commit {a['commit'][:10]}, "
                        f"{a['date']}" for a in meta.get("added_repeats", []))
              + ".", "",

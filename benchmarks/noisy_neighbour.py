@@ -4,7 +4,8 @@ and what fairness costs in throughput.
 serve_app with tenancy on (fair engine slots, one reserved above max_num_seqs, prefill pacing) vs serve_app first
 come first served (tenancy off), in interleaved repeats (fair, fcfs, fair, fcfs, ...: a server started afresh for
 each); default model, float32, speculation off, engine max_num_seqs 8, tenants by header. Per server and repeat:
-- B_alone: tenant B alone, one request at a time (--b-requests);
+- B_alone: tenant B alone, one request at a time (--b-requests), after --b-alone-warmup-s (a fresh server's first
+  requests are not its steady state: the A32_B1 phase that B is compared in runs on a server B_alone warmed);
 - A_alone: tenant A alone with 32 streams for --alone-s after --alone-warmup-s (a tenant alone must be as fast as
   without tenancy);
 - A32_B1: A's 32 streams and B one at a time together for --duration-s (B's TTFT ratio; total output tokens/s);
@@ -60,17 +61,32 @@ def phase_warmup_s(run_name: str, args: argparse.Namespace) -> int:
     """The unmeasured first seconds of a phase. With two tenants, A's streams open together, before the other's,
     and their first requests take the rows and fill one engine step before pacing applies (A is alone then). A
     alone: its 32 streams' first requests, which vLLM's queue takes in together and the gate 8 at a time (40 s
-    phases that counted them spread 37.7-50.5 tok/s over fresh servers of one config)."""
+    phases that counted them spread 37.7-50.5 tok/s over fresh servers of one config). B alone: the first requests
+    of a fresh server (one fresh machine's first server took 0.9-2.0 s for four of them, against a median of 0.2 s)."""
     return {"A32_B1": args.beside_warmup_s, "A16_C16": args.beside_warmup_s,
-            "A_alone": args.alone_warmup_s}.get(run_name, 0)
+            "A_alone": args.alone_warmup_s, "B_alone": args.b_alone_warmup_s}.get(run_name, 0)
+
+
+def remeasure_records(previous: dict | list | None, record: dict) -> list[dict]:
+    """The summary's re-measure records after `record`: earlier ones keep only the phases it did not re-measure
+    (a record is dropped when none is left), so each phase names the commit and warm-up it was last measured with.
+    An older summary holds one record as a dict."""
+    earlier = [previous] if isinstance(previous, dict) else list(previous or [])
+    kept = []
+    for old in earlier:
+        phases = [phase for phase in old["phases"] if phase not in record["phases"]]
+        if phases:
+            kept.append({**{k: v for k, v in old.items() if k != "alone_s" or "A_alone" in phases}, "phases": phases,
+                         "warmup_s": {p: s for p, s in old["warmup_s"].items() if p in phases}})
+    return kept + [record]
 
 
 def run(name: str, run_name: str, args: argparse.Namespace, model_dir: str, folder: Path) -> dict:
     beside_s = args.duration_s if name == "serve_app_fair" else args.fcfs_duration_s
     warmup_s = phase_warmup_s(run_name, args)
     duration_s = {"A32_B1": beside_s, "B_alone": 3600}.get(run_name, args.alone_s) + warmup_s
-    # Beside the flood, B's requests in the warm-up are not measured: a few more keep at least --b-requests.
-    b_requests = args.b_requests + (5 if run_name == "A32_B1" and warmup_s else 0)
+    # B's requests in a warm-up are not measured: a few more keep at least --b-requests.
+    b_requests = args.b_requests + (5 if run_name in ("A32_B1", "B_alone") and warmup_s else 0)
     command = [str(VENV_PY), "-m", "loadtest.cli", "run", "--base-url", f"http://127.0.0.1:{PORT}", "--endpoint",
                "completions", "--model", NAME, "--tenants", RUNS[run_name].format(b=b_requests),
                "--input-tokens", "128", "--max-tokens", str(args.max_tokens), "--ignore-eos", "--temperature", "0",
@@ -172,6 +188,8 @@ def main() -> None:
     parser.add_argument("--alone-s", type=int, default=60, help="A_alone's and A16_C16's length (after the warm-up)")
     parser.add_argument("--alone-warmup-s", type=int, default=10,
                         help="A_alone: its streams' first requests, sent in the first seconds, are not measured")
+    parser.add_argument("--b-alone-warmup-s", type=int, default=3,
+                        help="B alone's unmeasured first seconds (about 5 requests; 5 more are sent)")
     parser.add_argument("--client-nice", type=int, default=-10,
                         help="niceness increment of the load tester's process (negative: runs before the servers)")
     parser.add_argument("--runs", default="",
@@ -195,7 +213,8 @@ def main() -> None:
     meta = {**machine(), "repeats": args.repeats, "client_nice": applied_nice(args.client_nice),
             "command": "benchmarks/noisy_neighbour.py " + options,
             "workload": f"completions, 128 prompt tokens, {args.max_tokens} output tokens (ignore_eos), greedy; B "
-                        f"sends up to {args.b_requests} requests one at a time; A32_B1 {args.duration_s} s after a "
+                        f"sends up to {args.b_requests} requests one at a time (B alone after a "
+                        f"{args.b_alone_warmup_s} s warm-up); A32_B1 {args.duration_s} s after a "
                         f"{args.beside_warmup_s} s warm-up (the flood's streams opening; not measured) "
                         f"({args.fcfs_duration_s} s first come first served), A_alone {args.alone_s} s after a "
                         f"{args.alone_warmup_s} s warm-up, A16_C16 {args.alone_s} s after the beside warm-up; "
@@ -220,10 +239,11 @@ def main() -> None:
                 "added_repeats": previous["meta"].get("added_repeats", []) + [added]}
     elif args.runs:  # re-measure some phases into the existing summary: each re-measured phase names its commit
         previous = json.loads((out / "summary.json").read_text())
-        runs, meta = previous["runs"], {**previous["meta"], "remeasured": {
-            "phases": phases, "commit": meta["commit"], "date": meta["date"], "uncommitted": meta["uncommitted"],
-            "warmup_s": {phase: phase_warmup_s(phase, args) for phase in phases},
-            **({"alone_s": args.alone_s} if "A_alone" in phases else {})}}
+        record = {"phases": phases, "commit": meta["commit"], "date": meta["date"], "uncommitted": meta["uncommitted"],
+                  "warmup_s": {phase: phase_warmup_s(phase, args) for phase in phases},
+                  **({"alone_s": args.alone_s} if "A_alone" in phases else {})}
+        runs, meta = previous["runs"], {**previous["meta"],
+                                        "remeasured": remeasure_records(previous["meta"].get("remeasured"), record)}
     for repeat in range(first_repeat, first_repeat + num_repeats):
         for name in args.servers.split(","):
             folder = out / name / f"r{repeat}"

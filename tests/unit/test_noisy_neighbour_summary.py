@@ -83,3 +83,30 @@ def test_added_repeats_name_their_commit_and_still_pair_and_render():
     text = tables.noisy_neighbour({"meta": meta, "runs": {"serve_app_fair": fair, "serve_app_fcfs": fcfs},
                                    "estimates": est})
     assert "repeats 2-2 added on commit bbbbbbbbbb, d2" in text and "INVALID" not in text
+
+
+def test_a_remeasure_keeps_each_phase_with_the_commit_and_warmup_it_was_last_measured_on():
+    first = {"phases": ["A_alone"], "commit": "a" * 40, "date": "d1", "uncommitted": False,
+             "warmup_s": {"A_alone": 10}, "alone_s": 60}  # an older summary's single record
+    second = {"phases": ["B_alone", "A32_B1"], "commit": "b" * 40, "date": "d2", "uncommitted": False,
+              "warmup_s": {"B_alone": 3, "A32_B1": 10}}
+    records = noisy_neighbour.remeasure_records(first, second)
+    assert [r["phases"] for r in records] == [["A_alone"], ["B_alone", "A32_B1"]]
+    third = {"phases": ["A_alone", "B_alone"], "commit": "c" * 40, "date": "d3", "uncommitted": False,
+             "warmup_s": {"A_alone": 10, "B_alone": 3}, "alone_s": 60}
+    records = noisy_neighbour.remeasure_records(records, third)
+    # A_alone's first record is gone; the second keeps only A32_B1, with its own warm-up and no A_alone length.
+    assert [r["phases"] for r in records] == [["A32_B1"], ["A_alone", "B_alone"]]
+    assert records[0]["warmup_s"] == {"A32_B1": 10} and "alone_s" not in records[0]
+    runs = {"serve_app_fair": [repeat(100, 140, 98, 100, True)] * 3,
+            "serve_app_fcfs": [repeat(100, 4000, 100, 100, False)] * 3}
+    text = tables.noisy_neighbour({"meta": {"cpu": "2-core X", "cpu_flags": [], "date": "d", "commit": "0" * 40,
+                                            "workload": "w", "repeats": 3, "remeasured": records},
+                                   "runs": runs, "estimates": noisy_neighbour.estimates(runs)})
+    assert "A32_B1 re-measured on commit bbbbbbbbbb, d2, after a 10 s warm-up;" in text
+    assert "A_alone, B_alone re-measured on commit cccccccccc, d3" in text and "A_alone for 60 s" in text
+
+
+def test_b_alone_phase_has_an_unmeasured_warmup():
+    args = type("Args", (), {"beside_warmup_s": 10, "alone_warmup_s": 10, "b_alone_warmup_s": 3})()
+    assert noisy_neighbour.phase_warmup_s("B_alone", args) == 3

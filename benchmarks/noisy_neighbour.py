@@ -68,13 +68,19 @@ def phase_warmup_s(run_name: str, args: argparse.Namespace) -> int:
 
 
 def remeasure_records(previous: dict | list | None, record: dict) -> list[dict]:
-    """The summary's re-measure records after `record`: earlier ones keep only the phases it did not re-measure
-    (a record is dropped when none is left), so each phase names the commit and warm-up it was last measured with.
-    An older summary holds one record as a dict."""
+    """The summary's re-measure records after `record`: an earlier one keeps only the phases `record` did not
+    re-measure for all of its servers and repeats (a record is dropped when none is left), so each cell names the
+    commit and warm-up it was last measured with. A record without `servers` / `repeats` covers them all; an
+    older summary holds one record as a dict."""
     earlier = [previous] if isinstance(previous, dict) else list(previous or [])
+
+    def covers(new: dict, old: dict, key: str) -> bool:
+        return new.get(key) is None or (old.get(key) is not None and set(old[key]) <= set(new[key]))
+
     kept = []
     for old in earlier:
-        phases = [phase for phase in old["phases"] if phase not in record["phases"]]
+        covered = covers(record, old, "servers") and covers(record, old, "repeats")
+        phases = [phase for phase in old["phases"] if not (covered and phase in record["phases"])]
         if phases:
             kept.append({**{k: v for k, v in old.items() if k != "alone_s" or "A_alone" in phases}, "phases": phases,
                          "warmup_s": {p: s for p, s in old["warmup_s"].items() if p in phases}})
@@ -239,8 +245,13 @@ def main() -> None:
                 "added_repeats": previous["meta"].get("added_repeats", []) + [added]}
     elif args.runs:  # re-measure some phases into the existing summary: each re-measured phase names its commit
         previous = json.loads((out / "summary.json").read_text())
+        saved_servers, saved_repeats = sorted(previous["runs"]), len(next(iter(previous["runs"].values())))
+        servers, repeats = sorted(args.servers.split(",")), list(range(args.repeats))
         record = {"phases": phases, "commit": meta["commit"], "date": meta["date"], "uncommitted": meta["uncommitted"],
                   "warmup_s": {phase: phase_warmup_s(phase, args) for phase in phases},
+                  # only where the re-measure left some servers or repeats as they were
+                  **({"servers": servers} if servers != saved_servers else {}),
+                  **({"repeats": repeats} if args.repeats < saved_repeats else {}),
                   **({"alone_s": args.alone_s} if "A_alone" in phases else {})}
         runs, meta = previous["runs"], {**previous["meta"],
                                         "remeasured": remeasure_records(previous["meta"].get("remeasured"), record)}

@@ -205,7 +205,10 @@ NOISY_NEIGHBOUR_TARGETS = (
 def _remeasured(remeasured: dict) -> str:
     """Which phases a noisy-neighbour summary re-measured, on what, and each one's warm-up (and A_alone's length)."""
     warmups = remeasured["warmup_s"]  # phase -> seconds
-    return (f"; {', '.join(remeasured['phases'])} re-measured on commit {remeasured['commit'][:10]}, "
+    where = ", ".join(part for part in (", ".join(remeasured.get("servers") or []),
+                                        ", ".join(f"repeat {r}" for r in remeasured.get("repeats") or [])) if part)
+    return (f"; {', '.join(remeasured['phases'])}{f' ({where})' if where else ''} re-measured on commit "
+            f"{remeasured['commit'][:10]}, "
             f"{remeasured['date']}, after "
             + ", ".join(f"a {seconds} s warm-up" + (f" ({phase})" if len(warmups) > 1 else "")
                         for phase, seconds in warmups.items())

@@ -110,3 +110,14 @@ def test_a_remeasure_keeps_each_phase_with_the_commit_and_warmup_it_was_last_mea
 def test_b_alone_phase_has_an_unmeasured_warmup():
     args = type("Args", (), {"beside_warmup_s": 10, "alone_warmup_s": 10, "b_alone_warmup_s": 3})()
     assert noisy_neighbour.phase_warmup_s("B_alone", args) == 3
+
+
+def test_a_remeasure_of_some_servers_or_repeats_leaves_the_others_with_their_record():
+    whole = {"phases": ["B_alone", "A32_B1"], "commit": "b" * 40, "date": "d2", "uncommitted": False,
+             "warmup_s": {"B_alone": 3, "A32_B1": 10}}
+    part = {"phases": ["B_alone", "A32_B1"], "commit": "c" * 40, "date": "d3", "uncommitted": False,
+            "warmup_s": {"B_alone": 3, "A32_B1": 10}, "servers": ["serve_app_fair"], "repeats": [0]}
+    records = noisy_neighbour.remeasure_records([whole], part)
+    assert records == [whole, part]  # the other server's and repeats' cells are still the first re-measure's
+    assert noisy_neighbour.remeasure_records(records, {**whole, "commit": "d" * 40}) == [{**whole, "commit": "d" * 40}]
+    assert "B_alone, A32_B1 (serve_app_fair, repeat 0) re-measured on commit cccccccccc" in tables._remeasured(part)

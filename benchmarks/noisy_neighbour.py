@@ -14,7 +14,7 @@ Targets: B's TTFT p99 beside A <= 1.5x alone; total output tokens/s with tenancy
 A alone as fast with tenancy as without; C's share within 10% of 2/3. A tail is a p99 over 200+ of B's requests,
 else "max of N"; each ratio is a geometric mean over the repeats with its 95% interval.
 
-    .venv/bin/python benchmarks/noisy_neighbour.py                   # 3 repeats, ~30 min on 2 cores
+    .venv/bin/python benchmarks/noisy_neighbour.py                   # 3 repeats, ~45-50 min on 2 cores
     .venv/bin/python benchmarks/noisy_neighbour.py --repeats 1 --b-requests 30 --duration-s 40 --alone-s 20 \
         --out /tmp/nn_quick                                          # a smoke pass, ~8 min
     .venv/bin/python benchmarks/noisy_neighbour.py --add-repeats 3     # 3 more, beside the saved ones

@@ -67,12 +67,10 @@ def phase_warmup_s(run_name: str, args: argparse.Namespace) -> int:
             "A_alone": args.alone_warmup_s, "B_alone": args.b_alone_warmup_s}.get(run_name, 0)
 
 
-def remeasure_records(previous: dict | list | None, record: dict) -> list[dict]:
+def remeasure_records(earlier: list[dict], record: dict) -> list[dict]:
     """The summary's re-measure records after `record`: an earlier one keeps only the phases `record` did not
     re-measure for all of its servers and repeats (a record is dropped when none is left), so each cell names the
-    commit and warm-up it was last measured with. A record without `servers` / `repeats` covers them all; an
-    older summary holds one record as a dict."""
-    earlier = [previous] if isinstance(previous, dict) else list(previous or [])
+    commit and warm-up it was last measured with. A record without `servers` / `repeats` covers them all."""
 
     def covers(new: dict, old: dict, key: str) -> bool:
         return new.get(key) is None or (old.get(key) is not None and set(old[key]) <= set(new[key]))
@@ -254,7 +252,7 @@ def main() -> None:
                   **({"repeats": repeats} if args.repeats < saved_repeats else {}),
                   **({"alone_s": args.alone_s} if "A_alone" in phases else {})}
         runs, meta = previous["runs"], {**previous["meta"],
-                                        "remeasured": remeasure_records(previous["meta"].get("remeasured"), record)}
+                                        "remeasured": remeasure_records(previous["meta"].get("remeasured", []), record)}
     for repeat in range(first_repeat, first_repeat + num_repeats):
         for name in args.servers.split(","):
             folder = out / name / f"r{repeat}"

@@ -215,12 +215,6 @@ def _remeasured(remeasured: dict) -> str:
             + (f", A_alone for {remeasured['alone_s']} s" if "alone_s" in remeasured else ""))
 
 
-def _remeasure_records(meta: dict) -> list[dict]:
-    """A noisy-neighbour summary's re-measure records, oldest first (an older summary holds one, as a dict)."""
-    records = meta.get("remeasured") or []
-    return [records] if isinstance(records, dict) else records
-
-
 def noisy_neighbour(data: dict) -> str:
     """benchmarks/noisy_neighbour.py: every repeat's figures, then the targets over the repeats with their 95%
     intervals and verdicts (a tail is a p99 over 200+ requests, else "max of N")."""
@@ -228,7 +222,7 @@ def noisy_neighbour(data: dict) -> str:
     lines = [f"{meta['cpu']} ({', '.join(meta['cpu_flags']) or 'no avx512'}), {meta['date']}, commit "
              f"{meta['commit'][:10]}{' (uncommitted changes)' if meta.get('uncommitted') else ''}; "
              f"{meta['workload']}; {meta['repeats']} interleaved repeats (a server started afresh for each)"
-             + "".join(_remeasured(record) for record in _remeasure_records(meta))
+             + "".join(_remeasured(record) for record in meta.get("remeasured", []))  # oldest first
              + "".join(f"; repeats {a['first']}-{a['first'] + a['count'] - 1} added on commit {a['commit'][:10]}, "
                        f"{a['date']}" for a in meta.get("added_repeats", []))
              + ".", "",

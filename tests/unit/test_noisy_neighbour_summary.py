@@ -87,10 +87,10 @@ def test_added_repeats_name_their_commit_and_still_pair_and_render():
 
 def test_a_remeasure_keeps_each_phase_with_the_commit_and_warmup_it_was_last_measured_on():
     first = {"phases": ["A_alone"], "commit": "a" * 40, "date": "d1", "uncommitted": False,
-             "warmup_s": {"A_alone": 10}, "alone_s": 60}  # an older summary's single record
+             "warmup_s": {"A_alone": 10}, "alone_s": 60}
     second = {"phases": ["B_alone", "A32_B1"], "commit": "b" * 40, "date": "d2", "uncommitted": False,
               "warmup_s": {"B_alone": 3, "A32_B1": 10}}
-    records = noisy_neighbour.remeasure_records(first, second)
+    records = noisy_neighbour.remeasure_records([first], second)
     assert [r["phases"] for r in records] == [["A_alone"], ["B_alone", "A32_B1"]]
     third = {"phases": ["A_alone", "B_alone"], "commit": "c" * 40, "date": "d3", "uncommitted": False,
              "warmup_s": {"A_alone": 10, "B_alone": 3}, "alone_s": 60}

@@ -13,26 +13,19 @@ Each test starts and stops a Ray cluster of its own, so they run before the sess
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import psutil
 import pytest
 
-from serve_app.config import AppConfig
-from serve_app.platform.fake_gpu_cluster import free_port
-from serve_app.platform.ray_env import ray_environment
+from tests.integration.serve_process import Server, alive, assert_server_exits, describe
 
 pytestmark = [pytest.mark.integration, pytest.mark.own_ray_cluster]
 
-SERVE_APP = str(Path(sys.executable).parent / "serve-app")
-READY_TIMEOUT_S = 180  # the tiny model serves 25-40 s after start on an idle 2-core machine
 # A stop lets Serve drain the replica first: with direct ingress (ray_serve_throughput_optimized) it stays open
 # RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S (30 s), and serve.shutdown() gives up waiting after 30 s.
 ENGINES_GONE_AFTER_STOP_S = 60
@@ -40,117 +33,7 @@ ENGINES_GONE_AFTER_KILL_S = 30
 # An engine process dies with the process that started it (the kernel kills it as its parent exits: engine_guard.py);
 # the slack covers tearing down gigabytes on a busy machine, not an engine noticing on its own much later (or never).
 OUTLIVED_PARENT_S = 5.0
-EXIT_TIMEOUT_S = 90  # `serve-app serve` kills what it started 60 s after a stop signal (cli.STOP_TIMEOUT_S)
 MODEL_REPLICA = "ray::ServeReplica:serve_app:ModelServer"
-
-
-def alive(process: psutil.Process) -> bool:
-    """Running and not a zombie (an exited process nobody has reaped holds no memory)."""
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def wait_gone(processes: list[psutil.Process], timeout_s: float) -> tuple[list[psutil.Process], float]:
-    """(the processes still alive after timeout_s, seconds until the last one went)."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout_s:
-        if not any(alive(p) for p in processes):
-            break
-        time.sleep(0.5)
-    return [p for p in processes if alive(p)], time.monotonic() - start
-
-
-def describe(processes: list[psutil.Process]) -> list[str]:
-    described = []
-    for process in processes:
-        with contextlib.suppress(psutil.Error):
-            described.append(f"{process.pid} {process.name()} (ppid {process.ppid()}, "
-                             f"{process.memory_info().rss >> 20} MiB)")
-    return described
-
-
-class Server:
-    """`serve-app serve --model tiny` in a process group of its own, and every process seen under it."""
-
-    def __init__(self, log_path: Path, config_path: Path | None = None):
-        self.port = free_port()
-        self.log_path = log_path
-        env = {**os.environ, "RAY_memory_monitor_refresh_ms": "0"}  # other jobs' memory must not kill replicas
-        env.pop("RAY_ADDRESS", None)
-        for key in ray_environment(AppConfig()):  # this session's conftest set them: the CLI must set them itself
-            env.pop(key, None)
-        with open(log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [SERVE_APP, "serve", "--model", "tiny", "--port", str(self.port)]
-                + (["--config", str(config_path)] if config_path else []),
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, process_group=0)
-        # Remembered by pid: once their parent dies, Ray's processes are no longer descendants of the server.
-        self.seen: dict[int, psutil.Process] = {}
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log_tail(self, num_lines: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-num_lines:])
-
-    def healthy(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/health", timeout=5).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def wait_serving(self, timeout_s: float = READY_TIMEOUT_S) -> None:
-        """Until /health is 200 and a completion comes back."""
-        deadline = time.monotonic() + timeout_s
-        while not self.healthy():
-            if self.process.poll() is not None:
-                pytest.fail(f"serve-app serve exited ({self.process.returncode}) before serving:\n{self.log_tail()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"serve-app serve not healthy within {timeout_s} s:\n{self.log_tail()}")
-            time.sleep(1)
-        response = httpx.post(f"{self.url}/v1/completions", timeout=60,
-                              json={"model": "tiny-llama", "prompt": "Hello", "max_tokens": 4})
-        assert response.status_code == 200, response.text
-        self.processes()
-
-    def processes(self) -> list[psutil.Process]:
-        """Every live process seen under the server so far (looks again while the server still runs)."""
-        with contextlib.suppress(psutil.NoSuchProcess):
-            for process in psutil.Process(self.process.pid).children(recursive=True):
-                self.seen.setdefault(process.pid, process)
-        return [p for p in self.seen.values() if alive(p)]
-
-    def engines(self) -> list[psutil.Process]:
-        found = []
-        for process in self.processes():
-            with contextlib.suppress(psutil.Error):
-                if process.name().startswith("VLLM"):
-                    found.append(process)
-        return found
-
-    def signal_group(self, signum: int) -> None:
-        os.killpg(self.process.pid, signum)
-
-    def kill_everything(self) -> None:
-        """SIGKILL the server's process group, everything seen under it, and the sessions those ran in."""
-        seen = self.processes()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        sessions = set()
-        for process in seen:
-            with contextlib.suppress(psutil.Error, OSError):
-                sessions.add(os.getsid(process.pid))
-                process.kill()
-        sessions.discard(os.getsid(0))  # this test's own session (the server's group was started in it)
-        for process in psutil.process_iter():
-            with contextlib.suppress(psutil.Error, OSError):
-                if os.getsid(process.pid) in sessions:
-                    process.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=10)
 
 
 def device_config_file(device: str, path: Path) -> Path | None:
@@ -228,18 +111,6 @@ def assert_engines_gone(engines: list[Engine], after: str, server: Server, timeo
         report.append(f"{engine}: gone {gone_s[pid]:.1f} s after {after}, {outlived_s:.1f} s after its parent")
         assert outlived_s <= OUTLIVED_PARENT_S, f"{engine} outlived its parent by {outlived_s:.1f} s"
     print("\n".join(report))
-
-
-def assert_server_exits(server: Server, after: str) -> int:
-    start = time.monotonic()
-    try:
-        code = server.process.wait(timeout=EXIT_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"serve-app serve still running {EXIT_TIMEOUT_S} s after {after}:\n{server.log_tail()}")
-    print(f"serve-app serve exited with {code} {time.monotonic() - start:.1f} s after {after}")
-    left, _ = wait_gone(list(server.seen.values()), 10)
-    assert not left, f"processes serve-app serve started outlived it: {describe(left)}"
-    return code
 
 
 def ray_stop_force(server: Server) -> None:

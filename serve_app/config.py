@@ -369,7 +369,8 @@ class AppConfig(StrictModel):
     # (benchmarks/goodput.py, results/goodput): a refusal (429) at the client 10.2-11.7 (2 of 3 repeats) -> 3.0-4.6
     # ms p50 idle, 25.9 -> 7.0 ms at 5x overload; streaming (benchmarks/side_by_side.py, results/side_by_side/
     # c1_c8_haproxy_xeon, c32_staggered_xeon) level at 1 user, 1.10x and 1.14x the output tokens/s at 8 and 32
-    # users. Off by default until an integration test runs the graph behind it.
+    # users (tests/integration/test_haproxy.py runs the graph behind it). Off by default: Ray's HAProxy also opens
+    # its stats page and exporter on 0.0.0.0:8404 and 0.0.0.0:9101 (RAY_SERVE_HAPROXY_STATS_PORT / _METRICS_PORT).
     ray_serve_haproxy: bool = False
     # How often Serve's controller runs its control loop (RAY_SERVE_CONTROL_LOOP_INTERVAL_S; Ray's default 0.1 s).
     # Ray reads it on the head node. At one user on 2 cores the 0.1 s loop cost 1.1 ms of CPU per output token out

@@ -502,6 +502,9 @@ TABLES: dict[str, tuple[str, Table]] = {
     # 128 users on the Xeon: serve_app (speculation off) and the default against bare vLLM.
     "side_by_side_c128_xeon": ("results/side_by_side/c128_xeon/summary.json",
                                lambda data: side_by_side(data, "loadtest")),
+    # 128 users on the Xeon: bare vLLM with the default's speculative config against bare vLLM.
+    "speculation_cost_c128_xeon": ("results/speculation/cost_c128_xeon/summary.json",
+                                   lambda data: side_by_side(data, "loadtest")),
     # The n-gram draft governor at 1 user: the default, the default without it, serve_app speculation off, bare vLLM.
     "token_jitter_draft_governor": ("results/side_by_side/draft_governor_c1/jitter.json", token_jitter),
     # The same runs, every ratio to the default without its governor (--summarise-only on the same runs/).

@@ -10,7 +10,9 @@ them is up at a time: the machine has 24 GB and every app holds its own engine a
 from __future__ import annotations
 
 import re
+import socket
 import time
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -184,6 +186,27 @@ def read_gauge(base_url: str, name: str, model: str | None = None) -> float:
               if model is None or f'model="{model}"' in labels]
     assert values, f"{name} not in /metrics"
     return sum(values)
+
+
+def send_unread_stream(base_url: str, body: bytes) -> socket.socket:
+    """A streaming request (`body`, to /v1/completions) sent over a raw socket whose answer is never read."""
+    url = urlsplit(base_url)
+    sock = socket.create_connection((url.hostname, url.port), timeout=10)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: the server's writes back up
+    sock.sendall(f"POST {url.path}/v1/completions HTTP/1.1\r\nHost: {url.hostname}\r\nContent-Type: "
+                 f"application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+    return sock
+
+
+def wait_for_free_slots(base_url: str, timeout_s: float) -> float:
+    """Seconds until the ingress holds no admission slot (serve_app_in_flight_requests is 0)."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        if read_gauge(base_url, "serve_app_in_flight_requests") == 0:
+            return time.monotonic() - start
+        time.sleep(0.5)
+    raise AssertionError(f"admission slots still held after {timeout_s} s: "
+                         f"{read_gauge(base_url, 'serve_app_in_flight_requests')}")
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 import time
 
 import httpx
@@ -24,7 +23,7 @@ import psutil
 import pytest
 import yaml
 
-from tests.integration.conftest import read_gauge
+from tests.integration.conftest import read_gauge, send_unread_stream, wait_for_free_slots
 from tests.integration.serve_process import Server, assert_server_exits, describe, wait_gone
 from tests.integration.timings_check import assert_timings_add_up
 
@@ -89,9 +88,10 @@ def assert_openai_error(response: httpx.Response, status: int, code: str) -> Non
 def test_haproxy_owns_the_serving_port(server):
     found = haproxies(server)
     assert found, f"no HAProxy under serve-app serve: {describe(server.processes())}"
-    assert listener_pids(server.port) <= {p.pid for p in found}, \
-        f"port {server.port} is served by {listener_pids(server.port)}, not HAProxy {[p.pid for p in found]}"
-    assert listener_pids(server.port), f"nothing listens on {server.port}"
+    listeners = listener_pids(server.port)
+    assert listeners, f"nothing listens on {server.port}"
+    assert listeners <= {p.pid for p in found}, \
+        f"port {server.port} is served by {listeners}, not HAProxy {[p.pid for p in found]}"
 
 
 def test_a_stream_and_a_whole_response_arrive_through_haproxy(server):
@@ -149,31 +149,16 @@ def test_overload_through_haproxy_is_a_fast_429_and_the_admitted_streams_finish(
         assert body.rstrip().endswith(b"data: [DONE]") and b'"finish_reason":"length"' in body, body[-300:]
 
 
-def _send_unread(server: Server) -> socket.socket:
-    body = json.dumps(LONG_STREAM).encode()
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-    sock.sendall(f"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                 f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-    return sock
-
-
-def _wait_for_free_slots(server: Server, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while read_gauge(server.url, "serve_app_in_flight_requests") > 0:
-        assert time.monotonic() < deadline, f"admission slots still held {timeout_s} s after the clients left"
-        time.sleep(0.5)
-
-
 def test_clients_that_leave_give_their_slots_back_through_haproxy(server):
     """HAProxy passes a client's leaving on to the replica: its stream is cancelled and its slot freed long
     before its 1500 tokens would have ended."""
     for _ in range(2):
-        sockets = [_send_unread(server) for _ in range(ADMISSION_LIMIT)]
+        sockets = [send_unread_stream(server.url, json.dumps(LONG_STREAM).encode()) for _ in range(ADMISSION_LIMIT)]
         time.sleep(1.5)
         assert read_gauge(server.url, "serve_app_in_flight_requests") > 0  # they were admitted
         for sock in sockets:
             sock.close()
-        _wait_for_free_slots(server, timeout_s=20)
+        wait_for_free_slots(server.url, timeout_s=20)
     response = httpx.post(f"{server.url}/v1/completions", json={"model": MODEL, "prompt": "Hi", "max_tokens": 4},
                           timeout=60)
     assert response.status_code == 200, response.text[:300]

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import time
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
-from tests.integration.conftest import read_gauge
+from tests.integration.conftest import read_gauge, send_unread_stream, wait_for_free_slots
 
 pytestmark = pytest.mark.integration
 
@@ -23,37 +21,17 @@ BODY = json.dumps({"prompt": "Once upon a time", "max_tokens": 1500, "ignore_eos
                    "stream": True}).encode()
 
 
-def _send_raw(base_url: str) -> socket.socket:
-    """A streaming completion sent over a raw socket, whose answer is never read."""
-    url = urlsplit(base_url)
-    sock = socket.create_connection((url.hostname, url.port), timeout=10)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: the server's writes back up
-    sock.sendall(f"POST {url.path}/v1/completions HTTP/1.1\r\nHost: {url.hostname}\r\nContent-Type: "
-                 f"application/json\r\nContent-Length: {len(BODY)}\r\n\r\n".encode() + BODY)
-    return sock
-
-
-def _wait_for_free_slots(base_url: str, timeout_s: float) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout_s:
-        if read_gauge(base_url, "serve_app_in_flight_requests") == 0:
-            return time.monotonic() - start
-        time.sleep(0.5)
-    raise AssertionError(f"admission slots still held after {timeout_s} s: "
-                         f"{read_gauge(base_url, 'serve_app_in_flight_requests')}")
-
-
 def _admitted(base_url: str) -> None:
     response = httpx.post(f"{base_url}/v1/completions", json={"prompt": "Hi", "max_tokens": 4}, timeout=60)
     assert response.status_code == 200, response.text[:300]
 
 
 def test_clients_that_never_read_their_streams_give_their_slots_back(tiny_app_url):
-    sockets = [_send_raw(tiny_app_url) for _ in range(ADMISSION_LIMIT)]
+    sockets = [send_unread_stream(tiny_app_url, BODY) for _ in range(ADMISSION_LIMIT)]
     try:
         time.sleep(1)
         assert read_gauge(tiny_app_url, "serve_app_in_flight_requests") > 0  # they were admitted
-        _wait_for_free_slots(tiny_app_url, timeout_s=120)  # generation ends; nobody has read a byte
+        wait_for_free_slots(tiny_app_url, timeout_s=120)  # generation ends; nobody has read a byte
         _admitted(tiny_app_url)
     finally:
         for sock in sockets:
@@ -72,10 +50,10 @@ def test_clients_that_leave_without_reading_give_their_slots_back(tiny_app_url):
     response returned, its body not started) is the unit test in tests/unit/test_stream_lifetime.py."""
     before = _requests_seen(tiny_app_url)
     for _ in range(3):  # three rounds of the full admission limit: a leak of any would show
-        sockets = [_send_raw(tiny_app_url) for _ in range(ADMISSION_LIMIT)]
+        sockets = [send_unread_stream(tiny_app_url, BODY) for _ in range(ADMISSION_LIMIT)]
         time.sleep(1.5)
         for sock in sockets:
             sock.close()
-        _wait_for_free_slots(tiny_app_url, timeout_s=60)
+        wait_for_free_slots(tiny_app_url, timeout_s=60)
     assert _requests_seen(tiny_app_url) >= before + 3 * ADMISSION_LIMIT * 0.75, "the closed requests did not reach it"
     _admitted(tiny_app_url)

@@ -23,7 +23,7 @@ def unpatched_vllm_after_each_test():
     targets = [(SamplingParams, "_verify_greedy_sampling"), (SamplingParams, "_validate_spec_decode"),
                (topk_topp_sampler, "apply_top_k_only"), (gpu_model_runner, "build_logitsprocs"),
                (gpu_model_runner.GPUModelRunner, "propose_draft_token_ids"),
-               (rejection_sampler, "expand_batch_to_tokens")]
+               (rejection_sampler, "expand_batch_to_tokens"), (gpu_model_runner.GPUModelRunner, "_sample")]
     saved = [(owner, name, owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name))
              for owner, name in targets]
     yield
@@ -135,3 +135,82 @@ def test_n_above_one_with_greedy_sampling_is_accepted():
 
     greedy_n.apply("frontend")
     assert SamplingParams(n=3, temperature=0.0).n == 3
+
+
+def _zero_draft_step(batch_size: int, vocab_size: int):
+    """A step's logits, sampling metadata (greedy, seeded random with top-k / top-p, a repetition penalty, two
+    logprobs) and speculative metadata in which no request has a draft, as vLLM's model runner builds them."""
+    import torch
+    from vllm.v1.sample.logits_processor import LogitsProcessors
+    from vllm.v1.sample.metadata import SamplingMetadata
+    from vllm.v1.spec_decode.metadata import SpecDecodeMetadata
+
+    logits = torch.randn(batch_size, vocab_size, generator=torch.Generator().manual_seed(1))
+    rows = torch.arange(batch_size, dtype=torch.int32)
+    spec = SpecDecodeMetadata(draft_token_ids=torch.empty(0, dtype=torch.int32), num_draft_tokens=[0] * batch_size,
+                              cu_num_draft_tokens=torch.zeros(batch_size, dtype=torch.int32),
+                              cu_num_sampled_tokens=rows + 1, target_logits_indices=torch.empty(0, dtype=torch.int32),
+                              bonus_logits_indices=rows, logits_indices=rows)
+    sampling = SamplingMetadata(
+        temperature=torch.tensor([0.0, 0.8, 1.0, 0.7]), all_greedy=False, all_random=False,
+        top_p=torch.tensor([1.0, 1.0, 1.0, 0.9]), top_k=torch.tensor([vocab_size, vocab_size, 5, vocab_size]),
+        generators={index: torch.Generator().manual_seed(10 + index) for index in (1, 2, 3)}, max_num_logprobs=2,
+        no_penalties=False, prompt_token_ids=torch.tensor([[3, 4, vocab_size]] * batch_size),
+        frequency_penalties=torch.zeros(batch_size), presence_penalties=torch.zeros(batch_size),
+        repetition_penalties=torch.tensor([1.0, 1.3, 1.0, 1.0]), output_token_ids=[[5], [6, 7], [], [8]],
+        allowed_token_ids_mask=None, bad_words_token_ids={}, logitsprocs=LogitsProcessors(),
+        spec_token_ids=[[] for _ in range(batch_size)])
+    return logits, sampling, spec
+
+
+def test_a_step_without_drafts_samples_what_the_rejection_sampler_would_without_running_it(monkeypatch):
+    """Under speculation, a step in which no request has a draft (the `auto` schedule's batches past 4) used to run
+    vLLM's rejection sampler; the patch samples with the plain sampler: same tokens (seeded requests draw the same
+    numbers), same logprobs, and the rejection sampler is not called. A step with a draft still goes through it."""
+    import inspect
+
+    import torch
+    from vllm.v1.sample.rejection_sampler import RejectionSampler
+    from vllm.v1.sample.sampler import Sampler
+    from vllm.v1.spec_decode.metadata import SpecDecodeMetadata
+    from vllm.v1.worker import gpu_model_runner
+
+    from serve_app.server.vllm_patches import cpu_spec_decode_expand, no_draft_plain_sampler, spec_decode_empty_top_k
+
+    def runner(sampling):
+        sampler = Sampler()
+        return types.SimpleNamespace(
+            sampler=sampler, rejection_sampler=RejectionSampler(sampler),
+            input_batch=types.SimpleNamespace(sampling_metadata=sampling, update_async_output_token_ids=lambda: None,
+                                              req_ids=["a", "b", "c", "d"]),
+            speculative_config=types.SimpleNamespace(method="ngram"), use_async_scheduling=False,
+            _get_spec_decode_draft_probs=lambda metadata: None)  # n-gram drafts have no probabilities
+
+    from vllm.platforms import current_platform
+
+    current_platform.register_triton_kernel_overrides()  # as a CPU engine does: vLLM's kernels in C++
+    for patch in (cpu_spec_decode_expand, spec_decode_empty_top_k, no_draft_plain_sampler):  # as in the engine
+        patch.apply("engine")
+    patched = gpu_model_runner.GPUModelRunner._sample
+    vllm_sample = inspect.unwrap(patched)
+    assert patched is not vllm_sample
+    logits, sampling, spec = _zero_draft_step(4, 64)
+    expected = vllm_sample(runner(sampling), logits.clone(), spec)
+    logits, sampling, spec = _zero_draft_step(4, 64)  # fresh generators, seeded alike
+    plain = runner(sampling)
+    monkeypatch.setattr(plain.rejection_sampler, "forward", lambda *args, **kwargs: pytest.fail("rejection sampler"))
+    got = patched(plain, logits.clone(), spec)
+    assert torch.equal(got.sampled_token_ids.long(), expected.sampled_token_ids.long())
+    assert got.sampled_token_ids[0, 0] == logits[0].argmax()  # the greedy request
+    assert got.logprobs_tensors.logprob_token_ids.shape == (4, 3)
+    assert torch.equal(got.logprobs_tensors.logprob_token_ids, expected.logprobs_tensors.logprob_token_ids)
+    assert torch.allclose(got.logprobs_tensors.logprobs, expected.logprobs_tensors.logprobs, atol=1e-5)
+
+    # A step with a draft (the second request's) goes through vLLM's rejection sampler as before.
+    logits, sampling, _ = _zero_draft_step(4, 64)
+    drafted = SpecDecodeMetadata.make_dummy([[], [9], [], []], torch.device("cpu"))
+    called = []
+    with_draft = runner(sampling)
+    monkeypatch.setattr(with_draft.rejection_sampler, "forward", lambda *args, **kwargs: called.append(True))
+    patched(with_draft, torch.randn(5, 64), drafted)
+    assert called == [True]

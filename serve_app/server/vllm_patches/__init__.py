@@ -27,6 +27,7 @@ PATCH_MODULES = (
     "spec_decode_empty_top_k",
     "spec_decode_min_p_logit_bias",
     "ngram_draft_governor",  # after the min_p patch: it wraps the same method, around that patch's wrapper
+    "no_draft_plain_sampler",
     "greedy_n",
     "lora_cpu_no_adapter",
 )

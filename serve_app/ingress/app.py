@@ -9,6 +9,7 @@ fake backends. No vLLM here: the API docs' request-body schemas come from vLLM's
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from typing import Any
 
@@ -16,16 +17,22 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve_app.api.endpoints import CHAT, COMPLETION, ENDPOINTS, RESPONSES, Endpoint
 from serve_app.api.errors import ServeAppError, error_body, validation_error
-from serve_app.ingress.relay import REQUEST_ID_HEADER
 
 logger = logging.getLogger("ray.serve")
 
 
+REQUEST_ID_HEADER = "x-request-id"
+_USABLE_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")  # printable ASCII, no spaces: safe in ids and logs
+
+
 def request_id_of(request: Request) -> str:
+    """The request's id: set by `RequestIds` (a fresh one if the request did not pass through it)."""
     existing = getattr(request.state, "request_id", None)
     if existing is None:
         existing = f"req-{uuid.uuid4().hex}"
@@ -33,18 +40,51 @@ def request_id_of(request: Request) -> str:
     return existing
 
 
-async def add_request_id(request: Request, call_next):
-    request_id = request_id_of(request)
-    try:
-        response = await call_next(request)
-    except Exception as exc:  # noqa: BLE001 - whatever a route did not anticipate is still an OpenAI error
-        logger.exception("Unhandled error in %s %s (request %s)", request.method, request.url.path, request_id)
-        return JSONResponse(
-            error_body(f"Internal server error ({type(exc).__name__}); request id {request_id}",
-                       type="server_error", code="internal_error"),
-            status_code=500, headers={REQUEST_ID_HEADER: request_id})
-    response.headers.setdefault(REQUEST_ID_HEADER, request_id)
-    return response
+class RequestIds:
+    """ASGI middleware: one id per request, in the response's one `x-request-id` header, the engine's request id
+    (so the response body's `id`), the logs and the trace.
+
+    The id is the request's own `x-request-id` when it is usable (printable ASCII without spaces, at most 128
+    characters), else a fresh `req-<uuid>`. Behind Ray Serve (its proxy, HAProxy or direct ingress), Ray's
+    RequestIdMiddleware has already given every request that header (the client's id, else a fresh uuid) and
+    appends it to the response itself: there `echo=False`, and the response carries Ray's header alone, not two.
+    The engine stays safe with a client's repeated id: vLLM makes its internal request ids unique.
+
+    An exception no route handled becomes an OpenAI-style 500 naming the request id (internals go to the log).
+    Pure ASGI: nothing between a streamed response's frames.
+    """
+
+    def __init__(self, app: ASGIApp, echo: bool = True):
+        self.app, self.echo = app, echo
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = Headers(scope=scope).get(REQUEST_ID_HEADER)
+        request_id = given if given and _USABLE_REQUEST_ID.fullmatch(given) else f"req-{uuid.uuid4().hex}"
+        scope["state"] = {**scope.get("state", {}), "request_id": request_id}  # read by request_id_of
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                if self.echo:
+                    MutableHeaders(scope=message).append(REQUEST_ID_HEADER, request_id)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:  # noqa: BLE001 - whatever a route did not anticipate is still an OpenAI error
+            logger.exception("Unhandled error in %s %s (request %s)", scope.get("method"), scope.get("path"),
+                             request_id)
+            if started:
+                raise
+            response = JSONResponse(
+                error_body(f"Internal server error ({type(exc).__name__}); request id {request_id}",
+                           type="server_error", code="internal_error"), status_code=500)
+            await response(scope, receive, send_with_id)
 
 
 def not_found(request: Request) -> JSONResponse:
@@ -111,14 +151,14 @@ def _request_schema(endpoint: Endpoint) -> dict[str, Any]:
         return {}
 
 
-def build_fastapi_app(ingress: Any) -> FastAPI:
+def build_fastapi_app(ingress: Any, echo_request_id: bool = True) -> FastAPI:
     """The app with its routes bound to `ingress` (a serve_app.ingress.replica.Ingress; None: an app for its
-    OpenAPI schema only)."""
+    OpenAPI schema only). `echo_request_id=False` behind Ray Serve, whose own middleware sends the header."""
     # The API docs are routes below (FastAPI's own are fixed before the config is known), so
     # `api_docs_enabled: false` turns them off.
     app = FastAPI(title="serve_app", description="OpenAI-compatible LLM serving on Ray Serve", version="0.2.0",
                   docs_url=None, redoc_url=None, openapi_url=None)
-    app.middleware("http")(add_request_id)
+    app.add_middleware(RequestIds, echo=echo_request_id)
     install_error_handlers(app)
     _with_request_schemas(app)
 

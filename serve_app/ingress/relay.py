@@ -27,13 +27,11 @@ from serve_app.server.timings import ingress_timings
 from serve_app.server.tracing import StageTracer
 
 logger = logging.getLogger("ray.serve")
-REQUEST_ID_HEADER = "x-request-id"
 REPLICA_HEADER = "x-serve-app-replica"  # which model server replica answered (non-streamed responses)
 
 
-def error_response(error: ServeAppError, request_id: str) -> JSONResponse:
-    return JSONResponse(error.to_body(), status_code=error.status_code,
-                        headers={REQUEST_ID_HEADER: request_id, **error.headers})
+def error_response(error: ServeAppError) -> JSONResponse:
+    return JSONResponse(error.to_body(), status_code=error.status_code, headers=error.headers)
 
 
 class Relay:
@@ -73,7 +71,7 @@ class Relay:
             return StreamWithCleanup(
                 self._stream(first, frames, request), cleanup,
                 media_type=MSGPACK_CONTENT_TYPE if request.wire == "msgpack" else SSE_CONTENT_TYPE,
-                headers={REQUEST_ID_HEADER: request.request_id, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
         except Exception as exc:
             return self._failure(exc, request)
@@ -94,7 +92,7 @@ class Relay:
         if request.on_end is not None:  # an error answer used nothing
             request.on_end(outcome.num_prompt_tokens if outcome else 0, outcome.num_output_tokens if outcome else 0)
         data, encoding = maybe_gzip(compact_json(whole.body).encode(), accept_encoding)
-        headers = {REQUEST_ID_HEADER: request.request_id, **encoding}
+        headers = dict(encoding)
         if whole.replica:
             headers[REPLICA_HEADER] = whole.replica
         if whole.headers:
@@ -178,7 +176,7 @@ class Relay:
                                       status_code=503, type="server_error", code="unavailable",
                                       headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)})
         self._metrics.requests.labels(model=request.model, route=request.route, status=str(error.status_code)).inc()
-        return error_response(error, request.request_id)
+        return error_response(error)
 
 
 def _error(message: str, type: str, code: str) -> dict[str, str]:

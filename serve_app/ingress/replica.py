@@ -34,7 +34,7 @@ from serve_app.ingress.gate import Gate, Router
 from serve_app.ingress.health import DEGRADED, OK, UNAVAILABLE, DeploymentReplicas, model_health, view_predates_replica
 from serve_app.ingress.metrics import IngressMetrics
 from serve_app.ingress.ray_metrics_mirror import RegistryMirror
-from serve_app.ingress.relay import REQUEST_ID_HEADER, Relay, error_response
+from serve_app.ingress.relay import Relay, error_response
 from serve_app.platform.ray_env import replica_context
 from serve_app.server.tracing import build_stage_tracer
 
@@ -110,7 +110,7 @@ class Ingress:
         return build_fastapi_app(self)
 
     def __serve_build_asgi_app__(self) -> FastAPI:  # Ray Serve's late-bound ingress app (serve.ingress())
-        return self.asgi_app()
+        return build_fastapi_app(self, echo_request_id=False)  # Ray's RequestIdMiddleware sends x-request-id
 
     # ------------------------------------------------------------------ the request path
 
@@ -120,7 +120,7 @@ class Ingress:
         try:
             request = await self._gate.admit(http_request, endpoint, request_id, arrival_s)
         except ServeAppError as error:
-            return error_response(error, request_id)
+            return error_response(error)
         return await self._relay.respond(request, http_request)
 
     # ------------------------------------------------------------------ Serve hooks (placement with_model)
@@ -194,7 +194,7 @@ class Ingress:
             try:
                 self._gate.authenticate(request)
             except ServeAppError as error:
-                return error_response(error, request_id_of(request))
+                return error_response(error)
         for name, stats in (await self._all_engine_stats(timeout_s=15.0)).items():
             if stats is None:
                 self._metrics.engine_healthy.labels(model=name).set(0)
@@ -214,15 +214,14 @@ class Ingress:
             self._tenants.follow_live_replicas()
 
     def list_models(self, request: Request) -> Response:
-        request_id = request_id_of(request)
         try:
             self._gate.authenticate(request)
         except ServeAppError as error:
-            return error_response(error, request_id)
+            return error_response(error)
         data = [{"id": name, "object": "model", "created": self._created_s, "owned_by": "serve_app",
                  "root": name, "parent": None if parent == name else parent}
                 for name, parent in self._served.items()]
-        return JSONResponse({"object": "list", "data": data}, headers={REQUEST_ID_HEADER: request_id})
+        return JSONResponse({"object": "list", "data": data})
 
 
 IngressDeployment = serve.deployment(serve.ingress()(Ingress), name="Ingress")

@@ -80,11 +80,22 @@ def test_seeded_sampling_is_reproducible(openai_client, served_model_name):
     assert a == b
 
 
-def test_every_response_has_a_request_id(serve_app_url, served_model_name):
+def test_every_response_has_one_request_id_the_clients_own_when_given(serve_app_url, served_model_name):
+    """One x-request-id per response through Ray's proxy (Ray's middleware and serve_app's used to send one each),
+    the same id in the response body's `id`; a client's own id is kept, streamed or not."""
     import httpx
 
-    ok = httpx.post(f"{serve_app_url}/v1/completions", json={"model": served_model_name, "prompt": "Hi", "max_tokens": 2}, timeout=60)
+    body = {"model": served_model_name, "prompt": "Hi", "max_tokens": 2}
+    ok = httpx.post(f"{serve_app_url}/v1/completions", json=body, timeout=60)
     bad = httpx.post(f"{serve_app_url}/v1/completions", json={"model": "nope", "prompt": "Hi"}, timeout=60)
-    assert ok.status_code == 200 and ok.headers["x-request-id"]
-    assert bad.status_code == 404 and bad.headers["x-request-id"]
+    assert ok.status_code == 200 and len(ok.headers.get_list("x-request-id")) == 1
+    assert ok.json()["id"].endswith(ok.headers["x-request-id"])
+    assert bad.status_code == 404 and len(bad.headers.get_list("x-request-id")) == 1
     assert bad.json()["error"]["code"] == "model_not_found"
+    own = httpx.post(f"{serve_app_url}/v1/completions", json=body, headers={"x-request-id": "client-trace-42"},
+                     timeout=60)
+    assert own.headers.get_list("x-request-id") == ["client-trace-42"] and own.json()["id"].endswith("client-trace-42")
+    with httpx.stream("POST", f"{serve_app_url}/v1/completions", json=body | {"stream": True},
+                      headers={"x-request-id": "client-trace-43"}, timeout=60) as streamed:
+        text = "".join(streamed.iter_text())
+    assert streamed.headers.get_list("x-request-id") == ["client-trace-43"] and "client-trace-43" in text

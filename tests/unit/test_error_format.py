@@ -16,8 +16,7 @@ from hypothesis import strategies as st
 from fastapi.testclient import TestClient
 
 from serve_app.config import AppConfig
-from serve_app.ingress.app import add_request_id, install_error_handlers
-from serve_app.ingress.relay import REQUEST_ID_HEADER
+from serve_app.ingress.app import REQUEST_ID_HEADER, RequestIds, install_error_handlers
 from serve_app.ingress.replica import Ingress
 from serve_app.ingress.request_checks import MAX_JSON_DEPTH, SEED_MAX
 from tests.unit.fake_backend import FakeBackend
@@ -174,7 +173,7 @@ def test_hostile_bodies_get_a_clean_400(ingress_client, body, code, param):
 
 def test_fastapi_validation_errors_are_an_openai_400():
     app = FastAPI()
-    app.middleware("http")(add_request_id)
+    app.add_middleware(RequestIds)
     install_error_handlers(app)
 
     @app.get("/items/{item_id}")

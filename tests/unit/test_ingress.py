@@ -28,12 +28,12 @@ def test_a_whole_answer_is_sent_with_its_status_and_the_body_reaches_the_model_a
     async def main():
         backend = FakeBackend([served({"choices": [{"text": "ok"}], "usage": {"completion_tokens": 2}}, replica="r1")])
         ingress, client = await _ingress(backend)
-        response = await client.post(CHAT, json=BODY, headers={"x-request-id": "ignored"})
+        response = await client.post(CHAT, json=BODY, headers={"x-request-id": "client-id-1"})
         assert response.status_code == 200 and response.json()["choices"][0]["text"] == "ok"
         assert response.headers["x-serve-app-replica"] == "r1"
         request = backend.requests[0]
         assert request.endpoint == "chat" and request.body == BODY and request.wire == "sse"
-        assert request.request_id == response.headers["x-request-id"]
+        assert request.request_id == "client-id-1" and response.headers.get_list("x-request-id") == ["client-id-1"]
         assert ingress._admission.num_in_flight == 0
 
     asyncio.run(main())

@@ -57,6 +57,19 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.skip(reason="a CPU-only test (it takes no device); run with --device cpu"))
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _no_ray_in_this_process_for_own_clusters(request):
+    """Modules marked own_ray_cluster start Ray clusters of their own, with which a session app's Ray in this process
+    would clash; pytest_collection_modifyitems orders them first. Module-scoped and autouse: checked before the
+    module's own fixtures start anything."""
+    if request.node.get_closest_marker("own_ray_cluster"):
+        import ray
+
+        if ray.is_initialized():
+            pytest.fail("Ray is already initialized in this process: own_ray_cluster tests must run first "
+                        "(tests/integration/conftest.py orders them)")
+
+
 @pytest.fixture(scope="session")
 def device(request) -> str:
     """The device this test's apps run on (parametrized by pytest_generate_tests)."""

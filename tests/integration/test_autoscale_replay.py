@@ -17,14 +17,6 @@ from tests.integration.step_replay import replay_config, run_step_replay
 pytestmark = [pytest.mark.integration, pytest.mark.own_ray_cluster]
 
 
-@pytest.fixture(autouse=True)
-def _no_ray_in_this_process():
-    import ray
-
-    if ray.is_initialized():
-        pytest.fail("Ray is already initialized in this process: own_ray_cluster tests must run first")
-
-
 def test_a_short_step_replay_scales_up_and_back_down_without_a_failed_request():
     run = run_step_replay(replay_config())
     failures = [(r.status_code, r.error_kind, r.error) for r in run.records if not r.ok]

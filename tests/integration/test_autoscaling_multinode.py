@@ -34,15 +34,6 @@ from serve_app.platform.fake_gpu_cluster import (add_node_with_retries, free_por
 pytestmark = [pytest.mark.integration, pytest.mark.own_ray_cluster]
 
 
-@pytest.fixture(autouse=True)
-def _no_ray_in_this_process():
-    """These tests connect to clusters of their own; a session app's Ray in this process would clash."""
-    import ray
-
-    if ray.is_initialized():
-        pytest.fail("Ray is already initialized in this process: own_ray_cluster tests must run first "
-                    "(tests/integration/conftest.py orders them)")
-
 APP_NAME = "autoscale_app"
 MODEL_DEPLOYMENT = "ModelServer"
 PROMPT = "The quick brown fox jumps over the lazy dog. " * 3

@@ -47,10 +47,6 @@ LONG_STREAM = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 1500,
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import ray
-
-    if ray.is_initialized():
-        pytest.fail("Ray is already initialized in this process: own_ray_cluster tests must run first")
     directory = tmp_path_factory.mktemp("haproxy")
     config_path = directory / "config.yaml"
     config_path.write_text(yaml.safe_dump(CONFIG))

@@ -23,14 +23,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.own_ray_cluster]
 SLOTS_PER_REPLICA = 5  # engine.max_num_seqs 4 + tenancy.reserved_slots 1
 
 
-@pytest.fixture(autouse=True)
-def _no_ray_in_this_process():
-    import ray
-
-    if ray.is_initialized():
-        pytest.fail("Ray is already initialized in this process: own_ray_cluster tests must run first")
-
-
 @pytest.mark.parametrize("placement", ["separate", "with_model"])
 def test_the_step_scales_up_through_the_gate_queue_and_the_gate_follows_the_replicas(placement):
     config = replay_config(

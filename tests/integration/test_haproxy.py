@@ -104,6 +104,10 @@ def test_a_stream_and_a_whole_response_arrive_through_haproxy(server):
                                            extra_body={"ignore_eos": True})
     assert whole.usage.completion_tokens == 8 and whole.choices[0].finish_reason == "length"
     assert [m.id for m in client.models.list().data] == [MODEL]
+    # One request id per response, the client's own (Ray's middleware behind HAProxy sends it, serve_app does not).
+    own = httpx.post(f"{server.url}/v1/completions", json={"model": MODEL, "prompt": "Hi", "max_tokens": 2},
+                     headers={"x-request-id": "client-trace-9"}, timeout=60)
+    assert own.headers.get_list("x-request-id") == ["client-trace-9"] and own.json()["id"].endswith("client-trace-9")
     # The server's stages add up and lie inside the client's TTFT through HAProxy too.
     assert_timings_add_up(server.url, MODEL, num_requests=5)
 

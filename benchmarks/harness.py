@@ -195,3 +195,67 @@ def request_gaps_ms(result: dict) -> list[float]:
         times = record.raw.get("event_times_s") or []
         gaps.extend((b - a) * 1000.0 for a, b in zip(times, times[1:]))
     return gaps
+
+
+# Where the engine core's time goes, from py-spy's samples (`profiled_engine`): the share of samples whose stack is
+# inside each of these (function as py-spy names it: Class.method).
+ENGINE_STAGES = (("model forward", "GPUModelRunner._model_forward"), ("sampling, all", "GPUModelRunner.sample_tokens"),
+                 ("rejection sampler", "RejectionSampler.forward"), ("plain sampler", "Sampler.forward"),
+                 ("drafting (n-gram)", "GPUModelRunner.propose_draft_token_ids"),
+                 ("scheduler", "Scheduler.schedule"), ("output processing", "Scheduler.update_from_output"))
+
+
+def engine_core_pid(session_id: int) -> int | None:
+    """The vLLM engine core process among those of the server started in session `session_id`."""
+    import psutil
+
+    for process in psutil.process_iter(["name", "cmdline"]):
+        try:
+            title = " ".join(process.info["cmdline"] or []) + " " + (process.info["name"] or "")
+            if "EngineCore" in title and os.getsid(process.pid) == session_id:
+                return process.pid
+        except (psutil.Error, ProcessLookupError, PermissionError):
+            pass
+    return None
+
+
+@contextlib.contextmanager
+def profiled_engine(session_id: int, delay_s: float, duration_s: float, out: Path):
+    """py-spy (installed with ray[serve]) samples the server's engine core for `duration_s` from `delay_s` after
+    entry, in the background, into `out` (collapsed stacks); on exit, waits for it. Sampling is non-blocking (the
+    engine is not paused) at 50 Hz."""
+    import threading
+
+    def record() -> None:
+        time.sleep(delay_s)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pid = engine_core_pid(session_id)
+        if pid is None:
+            return
+        subprocess.run([str(REPO / ".venv/bin/py-spy"), "record", "--pid", str(pid), "--duration", str(int(duration_s)),
+                        "--rate", "50", "--format", "raw", "--nonblocking", "--output", str(out)],
+                       capture_output=True, timeout=duration_s + 60, check=False)
+
+    thread = threading.Thread(target=record, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join(timeout=delay_s + duration_s + 90)
+
+
+def engine_profile(folded: Path) -> dict | None:
+    """`profiled_engine`'s samples -> {"samples": N, "shares": {stage: share of samples inside it}} (None: none)."""
+    if not folded.exists():
+        return None
+    total, inside = 0, {stage: 0 for stage, _ in ENGINE_STAGES}
+    for line in folded.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        total += int(count)
+        functions = {frame.split(" (", 1)[0] for frame in stack.split(";")}
+        for stage, function in ENGINE_STAGES:
+            if function in functions:
+                inside[stage] += int(count)
+    return {"samples": total, "shares": {stage: round(n / total, 4) for stage, n in inside.items()}} if total else None

@@ -30,6 +30,7 @@ server, client and load: the paired estimates and the issue's targets) and summa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -42,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import tables  # noqa: E402  (benchmarks/, beside this script: the table renderers)
 from harness import (NAME, PORT, RAYLLM_PY, REPO, VENV_PY, Server, applied_nice, cpu_seconds_by_role,  # noqa: E402
-                     machine, raise_priority, running)
+                     engine_profile, machine, profiled_engine, raise_priority, running)
 from serve_app.stats import (MIN_SAMPLES_FOR_P99, paired_difference_ci, paired_ratio_ci, percentile_of,  # noqa: E402
                              tail_label, tail_value)
 from tables import format_difference_ms, format_ratio, verdict  # noqa: E402
@@ -183,22 +184,29 @@ CLIENTS = {"loadtest": run_loadtest, "vllm_bench": run_vllm_bench}
 
 
 def measure_unit(server: Server, loads: list[int], clients: list[str], counts: dict[int, int], model_dir: str,
-                 folder: Path, client_nice: int = 0, ramp_up_s: float = 0.0) -> dict:
-    """Start `server`, run every load with every client (an invalid loadtest run once more), stop it."""
+                 folder: Path, client_nice: int = 0, ramp_up_s: float = 0.0,
+                 profile: tuple[float, float] | None = None) -> dict:
+    """Start `server`, run every load with every client (an invalid loadtest run once more), stop it. With
+    `profile` (delay_s, duration_s), py-spy samples the engine core during each run (harness.profiled_engine)."""
     cells: dict = {}
     started_s, measured_on = time.monotonic(), machine()  # the commit the server starts from
     try:
-        with running(server, folder):
+        with running(server, folder) as process:
             for users in loads:
                 for client in clients:
                     key = f"{client}_c{users}"
                     for attempt in (1, 2):
                         cpu_before_s = cpu_seconds_by_role()
+                        folded = folder / key / "engine.folded"
                         try:
-                            cell = CLIENTS[client](server.client_port, users, counts[users], model_dir, folder / key,
-                                                   client_nice, ramp_up_s)
+                            with (profiled_engine(process.pid, *profile, folded) if profile
+                                  else contextlib.nullcontext()):
+                                cell = CLIENTS[client](server.client_port, users, counts[users], model_dir,
+                                                       folder / key, client_nice, ramp_up_s)
                         except Exception as exc:  # noqa: BLE001 - record and go on with the other points
                             cell = {"error": f"{type(exc).__name__}: {str(exc)[-300:]}"}
+                        if profile and (shares := engine_profile(folded)):
+                            cell["engine_profile"] = shares
                         cell["cpu_s_by_role"] = {role: round(used_s - cpu_before_s.get(role, 0.0), 3)
                                                  for role, used_s in cpu_seconds_by_role().items()}
                         cell["attempts"] = attempt
@@ -315,8 +323,10 @@ def write_summary(out: Path, servers: list[str], loads: list[int], clients: list
             "engine": ENGINE_YAML, "prompt_tokens": 128, "output_tokens": 64}
     summary = {"meta": meta, **summarise(units, servers, loads, clients, num_repeats)}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    profiles = tables.engine_profiles(summary)
     (out / "summary.md").write_text("# Side by side with bare `vllm serve`\n\n" + "\n\n".join(
-        f"## {client}\n\n" + tables.side_by_side(summary, client) for client in clients) + "\n")
+        f"## {client}\n\n" + tables.side_by_side(summary, client) for client in clients) + "\n"
+        + (f"\n## Where the engine core's time goes (py-spy)\n\n{profiles}\n" if profiles else ""))
     return summary
 
 
@@ -337,6 +347,9 @@ def main() -> int:
     parser.add_argument("--client-nice", type=int, default=0,
                         help="niceness increment for both clients (-10: they outrank every server process, as a "
                              "client on another machine would not share its cores; needs root, else 0)")
+    parser.add_argument("--profile-engine", default="",
+                        help="DELAY_S,DURATION_S: py-spy samples each server's engine core for DURATION_S "
+                             "seconds from DELAY_S into each run (engine.folded per run; shares in the summary)")
     parser.add_argument("--ramp-up-s", type=float, default=0.0,
                         help="loadtest only: start user i at RAMP * i / users instead of all at once (a staggered "
                              "closed loop: benchmarks/wave_stalls.py); what is sent during the ramp is not measured")
@@ -352,6 +365,9 @@ def main() -> int:
     loads = [int(x) for x in args.loads.split(",")]
     clients, servers_named = args.clients.split(","), args.servers.split(",")
     counts = QUICK_NUM_REQUESTS if args.quick else NUM_REQUESTS
+    profile = tuple(float(x) for x in args.profile_engine.split(",")) if args.profile_engine else None
+    if profile is not None and len(profile) != 2:
+        parser.error("--profile-engine: DELAY_S,DURATION_S")
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.summarise_only:
         model_dir = subprocess.run([str(REPO / ".venv/bin/serve-app"), "models", "prepare", "--model", "default"],
@@ -370,7 +386,8 @@ def main() -> int:
                 return 1
             print(f"unit r{repeat} {name} ({index + 1} of {len(pending)})", flush=True)
             unit = measure_unit(known[name], loads, clients, counts, model_dir,
-                                unit_path(args.out, repeat, name).parent, args.client_nice, args.ramp_up_s)
+                                unit_path(args.out, repeat, name).parent, args.client_nice, args.ramp_up_s,
+                                profile)
             save_unit(unit_path(args.out, repeat, name), unit)
             last_unit_s = unit["wall_s"]
             write_summary(args.out, servers_named, loads, clients, args.repeats)

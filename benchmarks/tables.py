@@ -433,6 +433,25 @@ def wave_stalls(data: dict) -> str:
     return "\n".join(lines)
 
 
+def engine_profiles(summary: dict) -> str:
+    """side_by_side.py --profile-engine: per server and load, the share of the engine core's py-spy samples inside
+    each stage (harness.ENGINE_STAGES), mean over the repeats that have a profile ("" when no run has one)."""
+    cells: dict[tuple[str, int], list[dict]] = {}
+    for run in summary["runs"]:
+        if run.get("engine_profile"):
+            cells.setdefault((run["server"], int(run["run"].rsplit("_c", 1)[1])), []).append(run["engine_profile"])
+    if not cells:
+        return ""
+    stages = list(next(iter(cells.values()))[0]["shares"])
+    lines = ["| server | users | runs | samples per run | " + " | ".join(stages) + " |",
+             "|---|---|---|---|" + "---|" * len(stages)]
+    for (server, users), profiles in sorted(cells.items()):
+        shares = [sum(p["shares"][stage] for p in profiles) / len(profiles) for stage in stages]
+        lines.append(f"| {server} | {users} | {len(profiles)} | {min(p['samples'] for p in profiles)} | "
+                     + " | ".join(f"{100 * share:.1f}%" for share in shares) + " |")
+    return "\n".join(lines)
+
+
 TABLES: dict[str, tuple[str, Table]] = {
     "compression": ("results/compression/compression.json", compression),
     "compression_speed_no_avx512": ("results/compression/speed_pair_w8a8_fp32_no_avx512.json", compression_speed_pair),

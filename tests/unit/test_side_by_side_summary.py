@@ -76,3 +76,31 @@ def test_the_first_server_is_the_baseline_and_only_bare_vllm_is_judged_against_t
             "baseline": "vllm_worker_in_core"}
     table = tables.side_by_side({"meta": meta, **summary}, "loadtest")
     assert "ratio or difference to `vllm_worker_in_core`" in table and "bare `vllm serve`" not in table
+
+
+def test_engine_profile_shares_count_each_sample_once_per_stage_and_the_summary_averages_the_repeats(tmp_path):
+    """--profile-engine: py-spy's collapsed stacks -> the share of samples inside each stage (a sample counts once
+    per stage however deep the stage recurs in its stack), and the summary's table averages the repeats."""
+    import harness
+
+    folded = tmp_path / "engine.folded"
+    root = "EngineCore.step (core.py:1);GPUModelRunner.execute_model (gpu_model_runner.py:2)"
+    folded.write_text(f"{root};GPUModelRunner._model_forward (g.py:3);LlamaModel.forward (llama.py:4) 6\n"
+                      f"{root};GPUModelRunner.sample_tokens (g.py:5);RejectionSampler.forward (r.py:6);"
+                      "Sampler.forward (s.py:7);Sampler.forward (s.py:8) 3\n"
+                      "EngineCoreProc.run_busy_loop (core.py:9) 1\n")
+    profile = harness.engine_profile(folded)
+    assert profile["samples"] == 10
+    shares = profile["shares"]
+    assert shares["model forward"] == 0.6 and shares["sampling, all"] == 0.3
+    assert shares["rejection sampler"] == 0.3 and shares["plain sampler"] == 0.3 and shares["drafting (n-gram)"] == 0
+    assert harness.engine_profile(tmp_path / "missing.folded") is None
+
+    other = {"samples": 20, "shares": {stage: 0.1 for stage in shares}}
+    summary = {"runs": [{"server": "serve_app_default", "run": "loadtest_c128", "engine_profile": profile},
+                        {"server": "serve_app_default", "run": "loadtest_c128", "engine_profile": other},
+                        {"server": "vllm", "run": "loadtest_c128"}]}
+    table = tables.engine_profiles(summary)
+    [row] = [line for line in table.splitlines() if line.startswith("| serve_app_default")]
+    assert row.startswith("| serve_app_default | 128 | 2 | 10 | 35.0% | 20.0% | 20.0% |")
+    assert "| vllm" not in table and tables.engine_profiles({"runs": [summary["runs"][2]]}) == ""

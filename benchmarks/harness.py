@@ -205,31 +205,32 @@ ENGINE_STAGES = (("model forward", "GPUModelRunner._model_forward"), ("sampling,
                  ("scheduler", "Scheduler.schedule"), ("output processing", "Scheduler.update_from_output"))
 
 
-def engine_core_pid(session_id: int) -> int | None:
-    """The vLLM engine core process among those of the server started in session `session_id`."""
+def engine_pid() -> int | None:
+    """The process that runs the model: vLLM's worker (`VLLM::Worker`) where it has one, else its engine core (which
+    holds the lone CPU worker under serve_app's `engine.cpu_worker_in_engine_core`). Ray starts the engine outside the
+    server's session, so this looks machine-wide: the benchmarks run one server at a time."""
     import psutil
 
+    found: dict[str, int] = {}
     for process in psutil.process_iter(["name", "cmdline"]):
-        try:
-            title = " ".join(process.info["cmdline"] or []) + " " + (process.info["name"] or "")
-            if "EngineCore" in title and os.getsid(process.pid) == session_id:
-                return process.pid
-        except (psutil.Error, ProcessLookupError, PermissionError):
-            pass
-    return None
+        title = " ".join(process.info["cmdline"] or []) + " " + (process.info["name"] or "")
+        for key in ("VLLM::Worker", "EngineCore"):
+            if key in title:
+                found.setdefault(key, process.pid)
+    return found.get("VLLM::Worker", found.get("EngineCore"))
 
 
 @contextlib.contextmanager
-def profiled_engine(session_id: int, delay_s: float, duration_s: float, out: Path):
-    """py-spy (installed with ray[serve]) samples the server's engine core for `duration_s` from `delay_s` after
-    entry, in the background, into `out` (collapsed stacks); on exit, waits for it. Sampling is non-blocking (the
-    engine is not paused) at 50 Hz."""
+def profiled_engine(delay_s: float, duration_s: float, out: Path):
+    """py-spy (installed with ray[serve]) samples the running server's engine (`engine_pid`) for `duration_s` from
+    `delay_s` after entry, in the background, into `out` (collapsed stacks); on exit, waits for it. Sampling is
+    non-blocking (the engine is not paused) at 50 Hz."""
     import threading
 
     def record() -> None:
         time.sleep(delay_s)
         out.parent.mkdir(parents=True, exist_ok=True)
-        pid = engine_core_pid(session_id)
+        pid = engine_pid()
         if pid is None:
             return
         subprocess.run([str(REPO / ".venv/bin/py-spy"), "record", "--pid", str(pid), "--duration", str(int(duration_s)),

@@ -191,7 +191,7 @@ def measure_unit(server: Server, loads: list[int], clients: list[str], counts: d
     cells: dict = {}
     started_s, measured_on = time.monotonic(), machine()  # the commit the server starts from
     try:
-        with running(server, folder) as process:
+        with running(server, folder):
             for users in loads:
                 for client in clients:
                     key = f"{client}_c{users}"
@@ -199,7 +199,7 @@ def measure_unit(server: Server, loads: list[int], clients: list[str], counts: d
                         cpu_before_s = cpu_seconds_by_role()
                         folded = folder / key / "engine.folded"
                         try:
-                            with (profiled_engine(process.pid, *profile, folded) if profile
+                            with (profiled_engine(*profile, folded) if profile
                                   else contextlib.nullcontext()):
                                 cell = CLIENTS[client](server.client_port, users, counts[users], model_dir,
                                                        folder / key, client_nice, ramp_up_s)
@@ -348,7 +348,7 @@ def main() -> int:
                         help="niceness increment for both clients (-10: they outrank every server process, as a "
                              "client on another machine would not share its cores; needs root, else 0)")
     parser.add_argument("--profile-engine", default="",
-                        help="DELAY_S,DURATION_S: py-spy samples each server's engine core for DURATION_S "
+                        help="DELAY_S,DURATION_S: py-spy samples each server's engine for DURATION_S "
                              "seconds from DELAY_S into each run (engine.folded per run; shares in the summary)")
     parser.add_argument("--ramp-up-s", type=float, default=0.0,
                         help="loadtest only: start user i at RAMP * i / users instead of all at once (a staggered "

@@ -434,8 +434,8 @@ def wave_stalls(data: dict) -> str:
 
 
 def engine_profiles(summary: dict) -> str:
-    """side_by_side.py --profile-engine: per server and load, the share of the engine core's py-spy samples inside
-    each stage (harness.ENGINE_STAGES), mean over the repeats that have a profile ("" when no run has one)."""
+    """side_by_side.py --profile-engine: per server and load, the share of the engine's py-spy samples inside each
+    stage (harness.ENGINE_STAGES), mean over the repeats that have a profile ("" when no run has one)."""
     cells: dict[tuple[str, int], list[dict]] = {}
     for run in summary["runs"]:
         if run.get("engine_profile"):
@@ -450,6 +450,15 @@ def engine_profiles(summary: dict) -> str:
         lines.append(f"| {server} | {users} | {len(profiles)} | {min(p['samples'] for p in profiles)} | "
                      + " | ".join(f"{100 * share:.1f}%" for share in shares) + " |")
     return "\n".join(lines)
+
+
+def engine_profile_table(summary: dict) -> str:
+    """The README's form of `engine_profiles`: the machine and commit, then the table."""
+    meta = summary["meta"]
+    return (f"{meta['cpu']} ({', '.join(meta['cpu_flags']) or 'no avx512'}), {meta['date']}, commit "
+            f"{meta['commit'][:10]}{_other_commits(meta)}; share of py-spy's samples of the process that runs the "
+            "model (vLLM's worker, or the engine core holding it), 60 s from 60 s into each run, inside each "
+            "stage.\n\n" + engine_profiles(summary))
 
 
 TABLES: dict[str, tuple[str, Table]] = {
@@ -524,6 +533,8 @@ TABLES: dict[str, tuple[str, Table]] = {
     # 128 users on the Xeon: bare vLLM with the default's speculative config against bare vLLM.
     "speculation_cost_c128_xeon": ("results/speculation/cost_c128_xeon/summary.json",
                                    lambda data: side_by_side(data, "loadtest")),
+    # Where the engine's time goes at 128 users: bare vLLM with the default's speculative config, and the default.
+    "engine_profile_c128_xeon": ("results/speculation/engine_profile_c128_xeon/summary.json", engine_profile_table),
     # The n-gram draft governor at 1 user: the default, the default without it, serve_app speculation off, bare vLLM.
     "token_jitter_draft_governor": ("results/side_by_side/draft_governor_c1/jitter.json", token_jitter),
     # The same runs, every ratio to the default without its governor (--summarise-only on the same runs/).

@@ -326,7 +326,7 @@ def write_summary(out: Path, servers: list[str], loads: list[int], clients: list
     profiles = tables.engine_profiles(summary)
     (out / "summary.md").write_text("# Side by side with bare `vllm serve`\n\n" + "\n\n".join(
         f"## {client}\n\n" + tables.side_by_side(summary, client) for client in clients) + "\n"
-        + (f"\n## Where the engine core's time goes (py-spy)\n\n{profiles}\n" if profiles else ""))
+        + (f"\n## Where the engine's time goes (py-spy)\n\n{profiles}\n" if profiles else ""))
     return summary
 
 

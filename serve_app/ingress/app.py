@@ -44,11 +44,13 @@ class RequestIds:
     """ASGI middleware: one id per request, in the response's one `x-request-id` header, the engine's request id
     (so the response body's `id`), the logs and the trace.
 
-    The id is the request's own `x-request-id` when it is usable (printable ASCII without spaces, at most 128
-    characters), else a fresh `req-<uuid>`. Behind Ray Serve (its proxy, HAProxy or direct ingress), Ray's
-    RequestIdMiddleware has already given every request that header (the client's id, else a fresh uuid) and
-    appends it to the response itself: there `echo=False`, and the response carries Ray's header alone, not two.
-    The engine stays safe with a client's repeated id: vLLM makes its internal request ids unique.
+    Behind Ray Serve (its proxy, HAProxy or direct ingress), Ray's RequestIdMiddleware has already given every
+    request that header (the client's id as sent, else a fresh uuid) and appends it to the response itself: there
+    `echo=False`, the request is named by that id whatever it is (else the client would read an id that names
+    nothing; HTTP keeps CR and LF out of header values), and the response carries Ray's header alone, not two.
+    Standing alone (`echo=True`), the app adopts the request's own id when it is printable ASCII without spaces, at
+    most 128 characters, else makes a fresh `req-<uuid>`, and sends it. The engine stays safe with a client's
+    repeated id: vLLM makes its internal request ids unique.
 
     An exception no route handled becomes an OpenAI-style 500 naming the request id (internals go to the log).
     Pure ASGI: nothing between a streamed response's frames.
@@ -62,7 +64,8 @@ class RequestIds:
             await self.app(scope, receive, send)
             return
         given = Headers(scope=scope).get(REQUEST_ID_HEADER)
-        request_id = given if given and _USABLE_REQUEST_ID.fullmatch(given) else f"req-{uuid.uuid4().hex}"
+        usable = given and (not self.echo or _USABLE_REQUEST_ID.fullmatch(given))
+        request_id = given if usable else f"req-{uuid.uuid4().hex}"
         scope["state"] = {**scope.get("state", {}), "request_id": request_id}  # read by request_id_of
         started = False
 
@@ -77,10 +80,10 @@ class RequestIds:
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:  # noqa: BLE001 - whatever a route did not anticipate is still an OpenAI error
+            if started:
+                raise  # mid-response: the server logs it and drops the connection
             logger.exception("Unhandled error in %s %s (request %s)", scope.get("method"), scope.get("path"),
                              request_id)
-            if started:
-                raise
             response = JSONResponse(
                 error_body(f"Internal server error ({type(exc).__name__}); request id {request_id}",
                            type="server_error", code="internal_error"), status_code=500)

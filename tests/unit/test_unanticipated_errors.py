@@ -62,6 +62,9 @@ def test_behind_ray_serve_the_app_sends_no_request_id_header_of_its_own():
     client = TestClient(_app(echo=False), raise_server_exceptions=False)
     response = client.get("/id", headers={REQUEST_ID_HEADER: "ray-given"})
     assert response.json()["id"] == "ray-given" and REQUEST_ID_HEADER not in response.headers
+    # Whatever id Ray passes on (it echoes the client's as sent), the request is named by it: header and body agree.
+    for as_sent in ("has space", "x" * 300):
+        assert client.get("/id", headers={REQUEST_ID_HEADER: as_sent}).json()["id"] == as_sent
     boom = client.get("/boom", headers={REQUEST_ID_HEADER: "ray-given"})
     assert boom.status_code == 500 and "ray-given" in boom.json()["error"]["message"]
     assert REQUEST_ID_HEADER not in boom.headers

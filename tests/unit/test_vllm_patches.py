@@ -83,6 +83,12 @@ def test_min_p_and_logit_bias_are_accepted_under_ngram_speculation_only():
         params._validate_spec_decode(eagle)
     assert patch.needs_no_drafts(params)
     assert patch.needs_no_drafts(SamplingParams(logit_bias={3: 1.0}))
+    # logprob_token_ids: refused under any speculation (the rejection sampler mishandles it), served without.
+    specific = SamplingParams(logprob_token_ids=[3, 4])
+    for speculation in (ngram, eagle):
+        with pytest.raises(Exception, match="logprob_token_ids"):
+            specific._validate_spec_decode(speculation)
+    specific._validate_spec_decode(None)
     assert not patch.needs_no_drafts(SamplingParams(top_k=5, temperature=1.0))
 
 

@@ -70,6 +70,7 @@ def apply(process: str) -> bool:
 
 
 def _apply_frontend() -> bool:
+    from vllm.exceptions import VLLMValidationError
     from vllm.sampling_params import SamplingParams
 
     original = SamplingParams._validate_spec_decode
@@ -77,6 +78,12 @@ def _apply_frontend() -> bool:
         return True
 
     def _validate_spec_decode(self, speculative_config):
+        if speculative_config is not None and self.logprob_token_ids:
+            # vLLM 0.32's rejection sampler mishandles it: a step with drafts returns that request no logprobs, and
+            # beside a request asking for `logprobs` its bonus sampler's narrowed logprobs crash the engine
+            # (RejectionSampler._get_logprobs_tensors). Refused, as vLLM refuses min_p without this patch.
+            raise VLLMValidationError("The logprob_token_ids parameter is not supported with speculative decoding "
+                                      "(engine.speculation.mode: off serves it).", parameter="logprob_token_ids")
         if _is_ngram(speculative_config):
             return None  # served without drafts (see the module docstring)
         return original(self, speculative_config)

@@ -58,6 +58,12 @@ def require(patch: str, versions: tuple[str, ...], target: Callable[..., Any] | 
             f"{missing[0]!r}; the patch does not match the installed vLLM {version}.")
 
 
+def is_ngram(speculative_config: Any) -> bool:
+    """Whether vLLM's speculative config (None: speculation off) is n-gram prompt lookup (serve_app's `auto`,
+    `ngram`): the method several patches cover."""
+    return getattr(speculative_config, "method", None) == "ngram"
+
+
 def is_patched(function: Callable[..., Any]) -> bool:
     """Whether `function` is already one of serve_app's replacements (apply() is idempotent)."""
     return getattr(function, "_serve_app_patched", False)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 
 from serve_app.server.draft_governor import DRAFT_GOVERNOR_ENV, DraftGovernor, step_acceptance
-from serve_app.server.vllm_patches import install, require
+from serve_app.server.vllm_patches import install, is_ngram, require
 
 UPSTREAM = "vLLM 0.32.0: no acceptance-based control of n-gram drafting (a feature, not an upstream bug)"
 VLLM_VERSIONS = ("0.32.0",)
@@ -58,7 +58,7 @@ def governed(original):
 
     def propose_draft_token_ids(self, scheduler_output, sampled_token_ids, *args, **kwargs):
         spec_config = self.speculative_config
-        if getattr(spec_config, "method", None) != "ngram" or not isinstance(sampled_token_ids, list):
+        if not is_ngram(spec_config) or not isinstance(sampled_token_ids, list):
             return original(self, scheduler_output, sampled_token_ids, *args, **kwargs)
         governor = governor_of(self)
         req_ids = self.input_batch.req_ids

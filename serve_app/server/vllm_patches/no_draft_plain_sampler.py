@@ -20,7 +20,7 @@ Upstream: not a bug; vLLM 0.32.0 always takes the speculative path once speculat
 
 from __future__ import annotations
 
-from serve_app.server.vllm_patches import install, is_patched, require
+from serve_app.server.vllm_patches import install, is_ngram, is_patched, require
 
 UPSTREAM = "vLLM 0.32.0: the rejection sampler runs in steps without drafts (a cost, not an upstream bug)"
 VLLM_VERSIONS = ("0.32.0",)
@@ -38,17 +38,13 @@ def check() -> None:
             "bonus_logits = logits[bonus_logits_indices]", "predict_bonus_token=True")
 
 
-def _is_ngram(speculative_config) -> bool:
-    return speculative_config is not None and getattr(speculative_config, "method", None) == "ngram"
-
-
 def plain_when_no_drafts(original):
     """`original` (GPUModelRunner._sample), but a step with speculative metadata and no draft in it samples its
     bonus tokens with the plain sampler."""
 
     def _sample(self, logits, spec_decode_metadata):
         if (spec_decode_metadata is None or spec_decode_metadata.max_spec_len > 0
-                or not _is_ngram(self.speculative_config)):
+                or not is_ngram(self.speculative_config)):
             return original(self, logits, spec_decode_metadata)
         self.input_batch.update_async_output_token_ids()
         return self.sampler(logits=logits, sampling_metadata=self.input_batch.sampling_metadata,

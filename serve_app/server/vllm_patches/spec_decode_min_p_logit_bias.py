@@ -23,17 +23,13 @@ from __future__ import annotations
 
 import inspect
 
-from serve_app.server.vllm_patches import VllmPatchMismatch, install, is_patched, require
+from serve_app.server.vllm_patches import VllmPatchMismatch, install, is_ngram, is_patched, require
 
 UPSTREAM = "vLLM 0.32.0: min_p / logit_bias refused under speculative decoding (no upstream fix released)"
 VLLM_VERSIONS = ("0.32.0",)
 PROCESSES = ("frontend", "engine")
 
 _SAMPLING_EPS = 1e-5
-
-
-def _is_ngram(speculative_config) -> bool:
-    return speculative_config is not None and getattr(speculative_config, "method", None) == "ngram"
 
 
 def needs_no_drafts(sampling_params) -> bool:
@@ -84,7 +80,7 @@ def _apply_frontend() -> bool:
             # (RejectionSampler._get_logprobs_tensors). Refused, as vLLM refuses min_p without this patch.
             raise VLLMValidationError("The logprob_token_ids parameter is not supported with speculative decoding "
                                       "(engine.speculation.mode: off serves it).", parameter="logprob_token_ids")
-        if _is_ngram(speculative_config):
+        if is_ngram(speculative_config):
             return None  # served without drafts (see the module docstring)
         return original(self, speculative_config)
 
@@ -101,7 +97,7 @@ def _apply_engine() -> bool:
         return True
 
     def build_logitsprocs(vllm_config, device, is_pin_memory, is_pooling_model, custom_logitsprocs=()):
-        if not is_pooling_model and not custom_logitsprocs and _is_ngram(vllm_config.speculative_config):
+        if not is_pooling_model and not custom_logitsprocs and is_ngram(vllm_config.speculative_config):
             return logits_processor.LogitsProcessors(
                 ctor(vllm_config, device, is_pin_memory) for ctor in logits_processor.BUILTIN_LOGITS_PROCESSORS)
         return original_build(vllm_config, device, is_pin_memory, is_pooling_model, custom_logitsprocs)
@@ -110,7 +106,7 @@ def _apply_engine() -> bool:
 
     def propose_draft_token_ids(self, *args, **kwargs):
         drafts = original_propose(self, *args, **kwargs)
-        if isinstance(drafts, list) and _is_ngram(self.speculative_config):
+        if isinstance(drafts, list) and is_ngram(self.speculative_config):
             return drop_unsupported_drafts(drafts, self.input_batch.req_ids, self.requests)
         return drafts
 

@@ -197,7 +197,7 @@ def request_gaps_ms(result: dict) -> list[float]:
     return gaps
 
 
-# Where the engine core's time goes, from py-spy's samples (`profiled_engine`): the share of samples whose stack is
+# Where the engine's time goes, from py-spy's samples (`profiled_engine`): the share of samples whose stack is
 # inside each of these (function as py-spy names it: Class.method).
 ENGINE_STAGES = (("model forward", "GPUModelRunner._model_forward"), ("sampling, all", "GPUModelRunner.sample_tokens"),
                  ("rejection sampler", "RejectionSampler.forward"), ("plain sampler", "Sampler.forward"),

@@ -187,7 +187,7 @@ def measure_unit(server: Server, loads: list[int], clients: list[str], counts: d
                  folder: Path, client_nice: int = 0, ramp_up_s: float = 0.0,
                  profile: tuple[float, float] | None = None) -> dict:
     """Start `server`, run every load with every client (an invalid loadtest run once more), stop it. With
-    `profile` (delay_s, duration_s), py-spy samples the engine core during each run (harness.profiled_engine)."""
+    `profile` (delay_s, duration_s), py-spy samples the engine during each run (harness.profiled_engine)."""
     cells: dict = {}
     started_s, measured_on = time.monotonic(), machine()  # the commit the server starts from
     try:

@@ -471,6 +471,8 @@ TABLES: dict[str, tuple[str, Table]] = {
     "noisy_neighbour_xeon": ("results/noisy_neighbour_xeon/summary.json", noisy_neighbour),
     "goodput": ("results/goodput/summary.json", goodput),
     "speculation_load": ("results/speculation/load/summary.json", speculation_load),
+    # The same benchmark at 8 users on a 2-core Intel Xeon with AVX-512, after the plain-sampler patch (--out there).
+    "speculation_load_xeon_c8": ("results/speculation/load_xeon_c8/summary.json", speculation_load),
     "token_jitter": ("results/token_jitter/jitter.json", token_jitter),
     "token_jitter_control_loop": ("results/token_jitter/control_loop/jitter.json", token_jitter),
     # name -> (results file relative to the repository, renderer)

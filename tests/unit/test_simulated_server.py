@@ -96,11 +96,12 @@ def test_a_chat_stream_is_vllm_shaped_sse_with_usage_timings_and_done(config):
     timings = outcome.timings_ms
     assert outcome.num_output_tokens == 5 and outcome.num_prompt_tokens == usage_chunk["usage"]["prompt_tokens"]
     assert set(usage_chunk["timings"]) == set(timings)
-    # TTFT from the profile: 5 ms, then 10 ms + 0.5 ms per prompt token (plus the event loop's lateness).
+    # TTFT from the profile: 5 ms, then 10 ms + 0.5 ms per prompt token, plus the event loop's lateness, which on
+    # a busy 2-core machine can reach tens of ms (the bound still fails a prefill charged per character, +37 ms).
     expected_prefill_ms = 10 + 0.5 * usage_chunk["usage"]["prompt_tokens"]
-    assert expected_prefill_ms - 0.01 <= timings["prefill_ms"] < expected_prefill_ms + 10
-    assert 5 <= timings["frontend_ms"] < 5 + 20
-    assert 5 + expected_prefill_ms <= timings["ttft_ms"] < 5 + expected_prefill_ms + 30
+    assert expected_prefill_ms - 0.01 <= timings["prefill_ms"] < expected_prefill_ms + 30
+    assert 5 <= timings["frontend_ms"] < 5 + 40
+    assert 5 + expected_prefill_ms <= timings["ttft_ms"] < 5 + expected_prefill_ms + 70
     assert timings["decode_ms"] >= 4 * 11 - 0.01  # four decode steps of 10 + 1 ms
 
 

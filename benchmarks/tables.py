@@ -529,6 +529,8 @@ TABLES: dict[str, tuple[str, Table]] = {
     # 1 and 8 users on the Xeon: serve_app through Ray's proxy and through its HAProxy against bare vLLM.
     "side_by_side_c1_c8_haproxy_xeon": ("results/side_by_side/c1_c8_haproxy_xeon/summary.json",
                                         lambda data: side_by_side(data, "loadtest")),
+    # 8 users on the Xeon after the plain-sampler patch: serve_app (speculation off) and the default against bare vLLM.
+    "side_by_side_c8_xeon": ("results/side_by_side/c8_xeon/summary.json", lambda data: side_by_side(data, "loadtest")),
     # 128 users on the Xeon: serve_app (speculation off) and the default against bare vLLM.
     "side_by_side_c128_xeon": ("results/side_by_side/c128_xeon/summary.json",
                                lambda data: side_by_side(data, "loadtest")),

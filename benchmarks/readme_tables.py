@@ -1,10 +1,10 @@
 """README tables from their results files: every table between `<!-- table:NAME -->` and `<!-- /table -->` in
-README.md is rendered by benchmarks/tables.py from the file tables.TABLES names, so a figure without its file
-cannot land (tests/unit/test_readme_figures.py fails when a marked table differs from its rendering).
+README.md and docs/performance.md is rendered by benchmarks/tables.py from the file tables.TABLES names, so a figure
+without its file cannot land (tests/unit/test_readme_figures.py fails when a marked table differs from its rendering).
 
     .venv/bin/python benchmarks/readme_tables.py                  # list the marked tables and whether they match
     .venv/bin/python benchmarks/readme_tables.py side_by_side     # print one table, rendered from its file
-    .venv/bin/python benchmarks/readme_tables.py --write          # rewrite every marked table in README.md
+    .venv/bin/python benchmarks/readme_tables.py --write          # rewrite every marked table in both documents
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from tables import TABLES  # benchmarks/, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
+DOCUMENTS = (README, REPO / "docs/performance.md")  # the documents whose marked tables are rendered from files
 MARKED = re.compile(r"<!-- table:(?P<name>[\w-]+) -->\n(?P<body>.*?)\n?<!-- /table -->", re.DOTALL)
 
 
@@ -46,16 +47,18 @@ def main() -> int:
     if args.name:
         print(render(args.name))
         return 0
-    text = README.read_text()
-    if args.write:
-        README.write_text(rewrite(text))
-        print(f"rewrote {len(marked_tables(text))} marked tables")
-        return 0
     stale = 0
-    for name, body in marked_tables(text):
-        same = name in TABLES and body == render(name)
-        stale += not same
-        print(f"{name}: {'matches ' + TABLES[name][0] if same else 'DIFFERS from its file (or has none)'}")
+    for document in DOCUMENTS:
+        text = document.read_text()
+        if args.write:
+            document.write_text(rewrite(text))
+            print(f"{document.relative_to(REPO)}: rewrote {len(marked_tables(text))} marked tables")
+            continue
+        for name, body in marked_tables(text):
+            same = name in TABLES and body == render(name)
+            stale += not same
+            print(f"{document.relative_to(REPO)} {name}: "
+                  f"{'matches ' + TABLES[name][0] if same else 'DIFFERS from its file (or has none)'}")
     return 1 if stale else 0
 
 

@@ -8,10 +8,12 @@ scripts, not a script.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 Table = Callable[[dict], str]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _interval(estimate: dict, fmt: str) -> str:
@@ -452,13 +454,37 @@ def engine_profiles(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def engine_profile_table(summary: dict) -> str:
-    """The README's form of `engine_profiles`: the machine and commit, then the table."""
+def engine_profile_table(summary: dict, window: str = "60 s from 60 s") -> str:
+    """The README's form of `engine_profiles`: the machine and commit, then the table (`window`: what
+    `--profile-engine DELAY_S,DURATION_S` the runs were sampled with, in words)."""
     meta = summary["meta"]
     return (f"{meta['cpu']} ({', '.join(meta['cpu_flags']) or 'no avx512'}), {meta['date']}, commit "
             f"{meta['commit'][:10]}{_other_commits(meta)}; share of py-spy's samples of the process that runs the "
-            "model (vLLM's worker, or the engine core holding it), 60 s from 60 s into each run, inside each "
+            f"model (vLLM's worker, or the engine core holding it), {window} into each run, inside each "
             "stage.\n\n" + engine_profiles(summary))
+
+
+def _machine(meta: dict) -> str:
+    """A run's CPU in a few words: its model name and the widest of its matrix instruction sets."""
+    flags = set(meta.get("cpu_flags", []))
+    widest = ("AMX" if "amx_bf16" in flags else "avx512_bf16, no AMX" if "avx512_bf16" in flags
+              else "avx512" if "avx512f" in flags else "no avx512")
+    return f"{meta['cpu'].replace('(R)', '').replace(' Processor', '')} ({widest})"
+
+
+def side_by_side_targets(index: dict, repo: Path = REPO) -> str:
+    """Every target verdict of the side by sides `index["summaries"]` names (paths from the repository root), each run
+    named with its machine, date and commit, then one row per verdict: the README's targets at a glance."""
+    runs, rows = [], []
+    for path in index["summaries"]:
+        meta = (summary := json.loads((repo / path).read_text()))["meta"]
+        name = Path(path).parent.name
+        runs.append(f"- [{name}]({Path(path).parent}/summary.md): {_machine(meta)}, {meta['date']}, commit "
+                    f"{meta['commit'][:10]}, {meta['num_repeats']} interleaved repeats")
+        rows += [f"| {name} | {t['target']} | {t['server']} | {t['client']} | {t['measured']} | {t['verdict']} |"
+                 for t in summary.get("targets", [])]
+    return "\n".join(runs + ["", "| run | target | server | client | measured [95% CI] | verdict |",
+                              "|---|---|---|---|---|---|"] + rows)
 
 
 TABLES: dict[str, tuple[str, Table]] = {
@@ -539,6 +565,14 @@ TABLES: dict[str, tuple[str, Table]] = {
                                    lambda data: side_by_side(data, "loadtest")),
     # Where the engine's time goes at 128 users: bare vLLM with the default's speculative config, and the default.
     "engine_profile_c128_xeon": ("results/speculation/engine_profile_c128_xeon/summary.json", engine_profile_table),
+    # Where the engine's time goes at 8 users: serve_app with speculation off, and the default.
+    "engine_profile_c8": ("results/speculation/engine_profile_c8_xeon/summary.json",
+                          lambda data: engine_profile_table(data, "50 s from 10 s")),
+    # The same runs' ratios: the default against serve_app with speculation off.
+    "speculation_cost_c8_amx": ("results/speculation/engine_profile_c8_xeon/summary.json",
+                                lambda data: side_by_side(data, "loadtest")),
+    # Every side by side target of the latest run of each load, one table (README: targets at a glance).
+    "side_by_side_targets": ("results/side_by_side/targets_at_a_glance.json", side_by_side_targets),
     # The n-gram draft governor at 1 user: the default, the default without it, serve_app speculation off, bare vLLM.
     "token_jitter_draft_governor": ("results/side_by_side/draft_governor_c1/jitter.json", token_jitter),
     # The same runs, every ratio to the default without its governor (--summarise-only on the same runs/).

@@ -67,7 +67,7 @@ def test_engine_cores_reach_every_model_replica_through_the_config(monkeypatch):
 
 def test_a_lone_cpu_worker_runs_in_the_engine_core_process_unless_the_config_says_otherwise():
     """vLLM's CPU platform gives a single worker a process of its own unless V1 multiprocessing is off; the
-    engine then hands every step to it across processes (1.5x slower here: README, Performance)."""
+    engine then hands every step to it across processes (1.5x slower here: docs/performance.md)."""
     from serve_app.config import AppConfig
     from serve_app.server.engine_args import engine_environment
 

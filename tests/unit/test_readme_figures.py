@@ -1,5 +1,6 @@
-"""Every README table between `<!-- table:NAME -->` and `<!-- /table -->` is what benchmarks/tables.py renders from
-its results file: a figure without its file, or a file changed without its table, fails here."""
+"""Every table between `<!-- table:NAME -->` and `<!-- /table -->` in README.md and docs/performance.md is what
+benchmarks/tables.py renders from its results file: a figure without its file, or a file changed without its table,
+fails here."""
 
 import json
 import sys
@@ -13,7 +14,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import readme_tables  # noqa: E402
 import tables  # noqa: E402
 
-README_TABLES = readme_tables.marked_tables((REPO / "README.md").read_text())
+README_TABLES = [(name, body) for document in readme_tables.DOCUMENTS
+                 for name, body in readme_tables.marked_tables(document.read_text())]
 
 
 @pytest.mark.parametrize("name, body", README_TABLES, ids=[name for name, _ in README_TABLES] or None)
@@ -55,3 +57,22 @@ def test_side_by_side_table_names_tail_sample_floor_valid_pairs_and_interval():
     assert "2 of 3" in table
     assert "+3.0 ms [-1.0, +7.0]" in table and "1.02x [0.98, 1.06]" in table
     assert "commit 0123456789" in table and "avx512_bf16" in table
+
+
+def test_targets_at_a_glance_names_each_runs_machine_and_every_verdict(tmp_path):
+    amx = _summary()
+    amx["meta"] |= {"cpu": "2-core Intel(R) Xeon(R) Processor", "cpu_flags": ["avx512f", "avx512_bf16", "amx_bf16"]}
+    amx["targets"] = [{"target": "32 users tok/s >= 1.0x", "server": "serve_app", "client": "loadtest",
+                       "measured": "1.21x [1.07, 1.37]", "verdict": "met"}]
+    plain = _summary()
+    plain["targets"] = [{"target": "1 user ITL tail <= 1.05x", "server": "serve_app_default", "client": "vllm_bench",
+                         "measured": "1.15x [0.85, 1.57]", "verdict": "undecided (CI spans the target)"}]
+    for name, summary in (("c32", amx), ("c1", plain)):
+        (tmp_path / f"results/{name}").mkdir(parents=True)
+        (tmp_path / f"results/{name}/summary.json").write_text(json.dumps(summary))
+    index = {"summaries": ["results/c32/summary.json", "results/c1/summary.json"]}
+    table = tables.side_by_side_targets(index, tmp_path)
+    assert "[c32](results/c32/summary.md): 2-core Intel Xeon (AMX), 2026-12-04, commit 0123456789" in table
+    assert "[c1](results/c1/summary.md): 2-core Test CPU (avx512_bf16, no AMX)" in table
+    assert "| c32 | 32 users tok/s >= 1.0x | serve_app | loadtest | 1.21x [1.07, 1.37] | met |" in table
+    assert "| c1 | 1 user ITL tail <= 1.05x | serve_app_default | vllm_bench | 1.15x [0.85, 1.57] | undecided" in table

@@ -1,5 +1,5 @@
 """README tables from their results files: every table between `<!-- table:NAME -->` and `<!-- /table -->` in
-README.md and docs/performance.md is rendered by benchmarks/tables.py from the file tables.TABLES names, so a figure
+README.md and docs/*.md is rendered by benchmarks/tables.py from the file tables.TABLES names, so a figure
 without its file cannot land (tests/unit/test_readme_figures.py fails when a marked table differs from its rendering).
 
     .venv/bin/python benchmarks/readme_tables.py                  # list the marked tables and whether they match
@@ -19,7 +19,7 @@ from tables import TABLES  # benchmarks/, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
-DOCUMENTS = (README, REPO / "docs/performance.md")  # the documents whose marked tables are rendered from files
+DOCUMENTS = (README, *sorted((REPO / "docs").glob("*.md")))  # whose marked tables are rendered from files
 MARKED = re.compile(r"<!-- table:(?P<name>[\w-]+) -->\n(?P<body>.*?)\n?<!-- /table -->", re.DOTALL)
 
 
@@ -42,7 +42,7 @@ def rewrite(text: str, repo: Path = REPO) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", nargs="?", help=f"one of: {', '.join(TABLES)}")
-    parser.add_argument("--write", action="store_true", help="rewrite the marked tables in README.md")
+    parser.add_argument("--write", action="store_true", help="rewrite the marked tables in README.md and docs/*.md")
     args = parser.parse_args()
     if args.name:
         print(render(args.name))

@@ -54,6 +54,10 @@ def verdict(estimate: dict, kind: str, limit: float) -> str:
     return "met" if high <= limit else "NOT met" if low > limit else "undecided (CI spans the target)"
 
 
+def _uncommitted(meta: dict) -> str:
+    return " (uncommitted changes in serve_app/, loadtest/ or benchmarks/)" if meta.get("uncommitted") else ""
+
+
 def _other_commits(meta: dict) -> str:
     others = [c[:10] for c in meta.get("commits", []) if c != meta["commit"]]
     return f" (other cells at {', '.join(others)})" if others else ""
@@ -69,7 +73,7 @@ def side_by_side(summary: dict, client: str = "loadtest") -> str:
     meta = summary["meta"]
     baseline = "bare `vllm serve`" if meta.get("baseline", "vllm") == "vllm" else f"`{meta['baseline']}`"
     lines = [f"{meta['cpu']} ({', '.join(meta['cpu_flags']) or 'no avx512'}), {meta['date']}, commit "
-             f"{meta['commit'][:10]}{_other_commits(meta)}; {client}"
+             f"{meta['commit'][:10]}{_uncommitted(meta)}{_other_commits(meta)}; {client}"
              + "".join(f" at niceness {nice:+d}" for nice in meta.get("client_nice", []) if nice)
              + "".join(f", users staggered over {ramp:g} s (--ramp-up-s)" for ramp in meta.get("ramp_up_s", []) if ramp)
              + f"; interleaved repeats per server: {meta['num_repeats']}; "
@@ -454,7 +458,7 @@ def engine_profiles(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def engine_profile_table(summary: dict, window: str = "60 s from 60 s") -> str:
+def engine_profile_table(summary: dict, window: str) -> str:
     """The README's form of `engine_profiles`: the machine and commit, then the table (`window`: what
     `--profile-engine DELAY_S,DURATION_S` the runs were sampled with, in words)."""
     meta = summary["meta"]
@@ -480,7 +484,8 @@ def side_by_side_targets(index: dict, repo: Path = REPO) -> str:
         meta = (summary := json.loads((repo / path).read_text()))["meta"]
         name = Path(path).parent.name
         runs.append(f"- [{name}]({Path(path).parent}/summary.md): {_machine(meta)}, {meta['date']}, commit "
-                    f"{meta['commit'][:10]}, {meta['num_repeats']} interleaved repeats")
+                    f"{meta['commit'][:10]}{_uncommitted(meta)}{_other_commits(meta)}, {meta['num_repeats']} "
+                    "interleaved repeats")
         rows += [f"| {name} | {t['target']} | {t['server']} | {t['client']} | {t['measured']} | {t['verdict']} |"
                  for t in summary.get("targets", [])]
     return "\n".join(runs + ["", "| run | target | server | client | measured [95% CI] | verdict |",
@@ -564,10 +569,11 @@ TABLES: dict[str, tuple[str, Table]] = {
     "speculation_cost_c128_xeon": ("results/speculation/cost_c128_xeon/summary.json",
                                    lambda data: side_by_side(data, "loadtest")),
     # Where the engine's time goes at 128 users: bare vLLM with the default's speculative config, and the default.
-    "engine_profile_c128_xeon": ("results/speculation/engine_profile_c128_xeon/summary.json", engine_profile_table),
+    "engine_profile_c128_xeon": ("results/speculation/engine_profile_c128_xeon/summary.json",
+                                 lambda data: engine_profile_table(data, "60 s from 60 s")),  # --profile-engine 60,60
     # Where the engine's time goes at 8 users: serve_app with speculation off, and the default.
     "engine_profile_c8": ("results/speculation/engine_profile_c8_xeon/summary.json",
-                          lambda data: engine_profile_table(data, "50 s from 10 s")),
+                          lambda data: engine_profile_table(data, "50 s from 10 s")),  # --profile-engine 10,50
     # The same runs' ratios: the default against serve_app with speculation off.
     "speculation_cost_c8_amx": ("results/speculation/engine_profile_c8_xeon/summary.json",
                                 lambda data: side_by_side(data, "loadtest")),

@@ -65,6 +65,7 @@ def test_targets_at_a_glance_names_each_runs_machine_and_every_verdict(tmp_path)
     amx["targets"] = [{"target": "32 users tok/s >= 1.0x", "server": "serve_app", "client": "loadtest",
                        "measured": "1.21x [1.07, 1.37]", "verdict": "met"}]
     plain = _summary()
+    plain["meta"] |= {"uncommitted": True, "commits": ["0123456789abcdef", "fedcba9876543210"]}
     plain["targets"] = [{"target": "1 user ITL tail <= 1.05x", "server": "serve_app_default", "client": "vllm_bench",
                          "measured": "1.15x [0.85, 1.57]", "verdict": "undecided (CI spans the target)"}]
     for name, summary in (("c32", amx), ("c1", plain)):
@@ -73,6 +74,7 @@ def test_targets_at_a_glance_names_each_runs_machine_and_every_verdict(tmp_path)
     index = {"summaries": ["results/c32/summary.json", "results/c1/summary.json"]}
     table = tables.side_by_side_targets(index, tmp_path)
     assert "[c32](results/c32/summary.md): 2-core Intel Xeon (AMX), 2026-12-04, commit 0123456789" in table
-    assert "[c1](results/c1/summary.md): 2-core Test CPU (avx512_bf16, no AMX)" in table
+    assert ("[c1](results/c1/summary.md): 2-core Test CPU (avx512_bf16, no AMX), 2026-12-04, commit 0123456789 "
+            "(uncommitted changes in serve_app/, loadtest/ or benchmarks/) (other cells at fedcba9876)") in table
     assert "| c32 | 32 users tok/s >= 1.0x | serve_app | loadtest | 1.21x [1.07, 1.37] | met |" in table
     assert "| c1 | 1 user ITL tail <= 1.05x | serve_app_default | vllm_bench | 1.15x [0.85, 1.57] | undecided" in table

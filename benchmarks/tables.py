@@ -577,6 +577,14 @@ TABLES: dict[str, tuple[str, Table]] = {
     # The same runs' ratios: the default against serve_app with speculation off.
     "speculation_cost_c8_amx": ("results/speculation/engine_profile_c8_xeon/summary.json",
                                 lambda data: side_by_side(data, "loadtest")),
+    # 1 user on the Xeon with AMX: serve_app, the default and Ray Serve LLM (optimized mode) against bare vLLM.
+    "side_by_side_c1_amx": ("results/side_by_side/c1_amx/summary.json", lambda data: side_by_side(data, "loadtest")),
+    "side_by_side_c1_amx_vllm_bench": ("results/side_by_side/c1_amx/summary.json",
+                                       lambda data: side_by_side(data, "vllm_bench")),
+    # 32 users (all at once: vllm bench serve has no staggered start) on the Xeon with AMX: the default.
+    "side_by_side_c32_amx": ("results/side_by_side/c32_amx/summary.json", lambda data: side_by_side(data, "loadtest")),
+    "side_by_side_c32_amx_vllm_bench": ("results/side_by_side/c32_amx/summary.json",
+                                        lambda data: side_by_side(data, "vllm_bench")),
     # Every side by side target of the latest run of each load, one table (README: targets at a glance).
     "side_by_side_targets": ("results/side_by_side/targets_at_a_glance.json", side_by_side_targets),
     # The n-gram draft governor at 1 user: the default, the default without it, serve_app speculation off, bare vLLM.

@@ -581,6 +581,8 @@ TABLES: dict[str, tuple[str, Table]] = {
     "side_by_side_c1_amx": ("results/side_by_side/c1_amx/summary.json", lambda data: side_by_side(data, "loadtest")),
     "side_by_side_c1_amx_vllm_bench": ("results/side_by_side/c1_amx/summary.json",
                                        lambda data: side_by_side(data, "vllm_bench")),
+    # 8 users on the Xeon with AMX: serve_app (speculation off) and the default against bare vLLM.
+    "side_by_side_c8_amx": ("results/side_by_side/c8_amx/summary.json", lambda data: side_by_side(data, "loadtest")),
     # 32 users (all at once: vllm bench serve has no staggered start) on the Xeon with AMX: the default.
     "side_by_side_c32_amx": ("results/side_by_side/c32_amx/summary.json", lambda data: side_by_side(data, "loadtest")),
     "side_by_side_c32_amx_vllm_bench": ("results/side_by_side/c32_amx/summary.json",

@@ -15,9 +15,8 @@ import re
 import sys
 from pathlib import Path
 
-from tables import TABLES  # benchmarks/, beside this script
+from tables import REPO, TABLES  # benchmarks/, beside this script
 
-REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 DOCUMENTS = (README, *sorted((REPO / "docs").glob("*.md")))  # whose marked tables are rendered from files
 MARKED = re.compile(r"<!-- table:(?P<name>[\w-]+) -->\n(?P<body>.*?)\n?<!-- /table -->", re.DOTALL)

@@ -19,11 +19,9 @@ FENCE = re.compile(r"^```.*?^```", re.DOTALL | re.MULTILINE)
 
 def anchors(text: str) -> set[str]:
     """The anchors GitHub gives the headings of a Markdown text (headings inside code fences are not headings)."""
-    found, seen, fenced = set(), {}, False
-    for line in text.splitlines():
-        if line.startswith("```"):
-            fenced = not fenced
-        elif not fenced and (heading := re.match(r"#{1,6} (.*)", line)):
+    found, seen = set(), {}
+    for line in FENCE.sub("", text).splitlines():
+        if heading := re.match(r"#{1,6} (.*)", line):
             slug = re.sub(r"[^\w\- ]", "", heading[1].strip().lower()).replace(" ", "-")
             seen[slug] = seen.get(slug, -1) + 1
             found.add(slug if not seen[slug] else f"{slug}-{seen[slug]}")

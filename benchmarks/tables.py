@@ -1,4 +1,5 @@
-"""The readable tables of the benchmarks, rendered from their results files (pure: parsed JSON in, Markdown out).
+"""The readable tables of the benchmarks, rendered from their results files (parsed JSON in, Markdown out; only
+`side_by_side_targets` reads files itself: the summaries its index lists).
 
 One function per table, keyed by the name the README's `<!-- table:NAME -->` marker uses. A benchmark script
 writes its summary.md with these, and benchmarks/readme_tables.py (and the unit test over the README) renders the
@@ -14,6 +15,11 @@ from pathlib import Path
 
 Table = Callable[[dict], str]
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _cpu(where: dict) -> str:
+    """The machine a run names: core count and CPU model, and its flags that matter (or "no avx512")."""
+    return f"{where['cpu']} ({', '.join(where['cpu_flags']) or 'no avx512'})"
 
 
 def _interval(estimate: dict, fmt: str) -> str:
@@ -72,7 +78,7 @@ def side_by_side(summary: dict, client: str = "loadtest") -> str:
     sample floor ("p99" or "max of N" per repeat), and how many of the repeats were valid."""
     meta = summary["meta"]
     baseline = "bare `vllm serve`" if meta.get("baseline", "vllm") == "vllm" else f"`{meta['baseline']}`"
-    lines = [f"{meta['cpu']} ({', '.join(meta['cpu_flags']) or 'no avx512'}), {meta['date']}, commit "
+    lines = [f"{_cpu(meta)}, {meta['date']}, commit "
              f"{meta['commit'][:10]}{_uncommitted(meta)}{_other_commits(meta)}; {client}"
              + "".join(f" at niceness {nice:+d}" for nice in meta.get("client_nice", []) if nice)
              + "".join(f", users staggered over {ramp:g} s (--ramp-up-s)" for ramp in meta.get("ramp_up_s", []) if ramp)
@@ -117,8 +123,7 @@ def compression(data: dict) -> str:
 def compression_speed_pair(data: dict) -> str:
     """benchmarks/compression_speed_pair.py: both speeds, the paired ratio with its interval, and where it ran."""
     where = data["machine"]
-    flags = ", ".join(where["cpu_flags"]) or "no avx512"
-    return (f"{where['cpu']} ({flags}), {data['measured_at']}, commit {where['commit'][:10]}; both engines alive "
+    return (f"{_cpu(where)}, {data['measured_at']}, commit {where['commit'][:10]}; both engines alive "
             f"in one process, {data['num_rounds']} alternated rounds of {data['concurrency']} concurrent requests x "
             f"{data['max_tokens']} output tokens.\n\n"
             "| base | compressed | activations | base tok/s (median) | compressed tok/s (median) | speed-up [95% CI] "
@@ -142,12 +147,11 @@ def overload_soak(data: dict) -> str:
     def outcomes(counts: dict) -> str:
         return ", ".join(f"{count} {name}" for name, count in counts.items())
 
-    flags = ", ".join(where["cpu_flags"]) or "no avx512"
     ratio, reject_tail = over["admitted_ttft_tail_ratio"], over["rejection_latency_tail_ms"]
     growth = soak["max_memory_growth"]
     silent = sum(phase["outcomes"][kind] for phase in (over, soak) for kind in ("hung", "lost"))
     lines = [
-        f"{where['cpu']} ({flags}), {data['measured_at']}, commit {where['commit'][:10]}; load tester at niceness "
+        f"{_cpu(where)}, {data['measured_at']}, commit {where['commit'][:10]}; load tester at niceness "
         f"{data['args']['client_nice']:+d}; `benchmarks/overload_soak.py`.", "",
         "| phase | load | outcomes | latency | load tester |", "|---|---|---|---|---|",
         f"| capacity | {cap['users']} users closed loop: {cap['request_rate_rps']:.2f} req/s, "
@@ -225,7 +229,7 @@ def noisy_neighbour(data: dict) -> str:
     """benchmarks/noisy_neighbour.py: every repeat's figures, then the targets over the repeats with their 95%
     intervals and verdicts (a tail is a p99 over 200+ requests, else "max of N")."""
     meta, runs, est = data["meta"], data["runs"], data["estimates"]
-    lines = [f"{meta['cpu']} ({', '.join(meta['cpu_flags']) or 'no avx512'}), {meta['date']}, commit "
+    lines = [f"{_cpu(meta)}, {meta['date']}, commit "
              f"{meta['commit'][:10]}{' (uncommitted changes)' if meta.get('uncommitted') else ''}; "
              f"{meta['workload']}; {meta['repeats']} interleaved repeats (a server started afresh for each)"
              + "".join(_remeasured(record) for record in meta.get("remeasured", []))  # oldest first
@@ -282,7 +286,7 @@ def goodput(data: dict) -> str:
     same repeat (paired, 95% CI), admitted TTFT and refusal latency pooled over the valid repeats; then the targets."""
     meta, est = data["meta"], data["estimates"]
     capacity = data.get("capacity") or {}
-    lines = [f"{meta['cpu']} ({', '.join(meta['cpu_flags']) or 'no avx512'}), {meta['date']}, commit "
+    lines = [f"{_cpu(meta)}, {meta['date']}, commit "
              f"{meta['commit'][:10]}{' (uncommitted changes)' if meta.get('uncommitted') else ''}; "
              f"{data['repeats']} interleaved repeats (each server started afresh); Poisson arrivals for "
              f"{data['duration_s']:.0f} s per load; 1x = {data['capacity_rps']:.2f} req/s (the highest rate at which "
@@ -339,7 +343,7 @@ def speculation_load(data: dict) -> str:
     """benchmarks/speculation_load.py: mean output tokens/s per server and the paired ratios with their 95%
     intervals and verdicts (auto >= 0.97x off everywhere; copy-heavy at 1 user >= 2x bare vLLM)."""
     meta = data["meta"]
-    lines = [f"{meta['cpu']} ({', '.join(meta['cpu_flags']) or 'no avx512'}), {meta['date']}, commit "
+    lines = [f"{_cpu(meta)}, {meta['date']}, commit "
              f"{meta['commit'][:10]}{' (uncommitted changes)' if meta.get('uncommitted') else ''}; default model, "
              f"float32, greedy, up to 96 output tokens; {meta['repeats']} interleaved repeats (a server started "
              "afresh for each); output tokens/s (mean over valid repeats), ratios [95% CI over the repeat pairs]; "
@@ -462,7 +466,7 @@ def engine_profile_table(summary: dict, window: str) -> str:
     """The README's form of `engine_profiles`: the machine and commit, then the table (`window`: what
     `--profile-engine DELAY_S,DURATION_S` the runs were sampled with, in words)."""
     meta = summary["meta"]
-    return (f"{meta['cpu']} ({', '.join(meta['cpu_flags']) or 'no avx512'}), {meta['date']}, commit "
+    return (f"{_cpu(meta)}, {meta['date']}, commit "
             f"{meta['commit'][:10]}{_other_commits(meta)}; share of py-spy's samples of the process that runs the "
             f"model (vLLM's worker, or the engine core holding it), {window} into each run, inside each "
             "stage.\n\n" + engine_profiles(summary))

@@ -499,12 +499,16 @@ def side_by_side_targets(index: dict, repo: Path = REPO) -> str:
 TABLES: dict[str, tuple[str, Table]] = {
     "compression": ("results/compression/compression.json", compression),
     "compression_speed_no_avx512": ("results/compression/speed_pair_w8a8_fp32_no_avx512.json", compression_speed_pair),
+    "compression_speed_amx_fp32": ("results/compression/speed_pair_w8a8_fp32_amx.json", compression_speed_pair),
+    "compression_speed_amx_bf16": ("results/compression/speed_pair_w8a8_bf16_amx.json", compression_speed_pair),
     "autoscale_replay": ("results/autoscale_replay/autoscale_replay.json", autoscale_replay),
     "overload_soak": ("results/overload_soak.json", overload_soak),
     "noisy_neighbour": ("results/noisy_neighbour/summary.json", noisy_neighbour),
     # The same benchmark on a 2-core Intel Xeon with AVX-512 (today's code, 2026-12-06; --out there).
     "noisy_neighbour_xeon": ("results/noisy_neighbour_xeon/summary.json", noisy_neighbour),
+    "noisy_neighbour_amx": ("results/noisy_neighbour_amx/summary.json", noisy_neighbour),
     "goodput": ("results/goodput/summary.json", goodput),
+    "goodput_amx": ("results/goodput_amx/summary.json", goodput),
     "speculation_load": ("results/speculation/load/summary.json", speculation_load),
     # The same benchmark at 8 users on a 2-core Intel Xeon with AVX-512, after the plain-sampler patch (--out there).
     "speculation_load_xeon_c8": ("results/speculation/load_xeon_c8/summary.json", speculation_load),

@@ -499,7 +499,6 @@ def side_by_side_targets(index: dict, repo: Path = REPO) -> str:
 TABLES: dict[str, tuple[str, Table]] = {
     "compression": ("results/compression/compression.json", compression),
     "compression_speed_no_avx512": ("results/compression/speed_pair_w8a8_fp32_no_avx512.json", compression_speed_pair),
-    "compression_speed_amx_fp32": ("results/compression/speed_pair_w8a8_fp32_amx.json", compression_speed_pair),
     "compression_speed_amx_bf16": ("results/compression/speed_pair_w8a8_bf16_amx.json", compression_speed_pair),
     "autoscale_replay": ("results/autoscale_replay/autoscale_replay.json", autoscale_replay),
     "overload_soak": ("results/overload_soak.json", overload_soak),

@@ -158,10 +158,17 @@ def _raise_stop(signum, _frame):
 def _serve(args: argparse.Namespace, config: AppConfig) -> int:
     """Start Ray and the graph, serve until SIGINT/SIGTERM, then shut Serve and Ray down."""
     from serve_app.platform.models import resolve_model_path
+    from serve_app.server.engine_args import resolved_dtype
 
     # Prepare (convert) the models once here rather than in every deployment at once.
     for view in config.model_views():
-        print(f"Model: {view.model.resolved_name()} from {resolve_model_path(view.model)}", flush=True)
+        path = resolve_model_path(view.model)
+        print(f"Model: {view.model.resolved_name()} from {path}", flush=True)
+        try:
+            resolved_dtype(view, path)  # a dtype the engine cannot run fails here, not in each replica
+        except ValueError as exc:
+            print(f"serve-app: {exc}", file=sys.stderr, flush=True)
+            return 2
     from serve_app.platform.ray_env import apply_ray_environment
 
     apply_ray_environment(config)  # before Ray is imported and started: every Ray process reads it

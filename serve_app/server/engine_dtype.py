@@ -16,7 +16,9 @@ On CPUs:
   that CPU has, and it worked on AMD EPYC without bf16); W4A16 (int4 weights) always bfloat16 (the CPU int4
   kernel refuses float32), also when compression.json's `serve_dtype` says so.
 
-On GPUs `auto` is left to vLLM. An explicit dtype in the config always wins.
+On GPUs `auto` is left to vLLM. An explicit dtype in the config always wins, except the one that cannot run: float32
+for an INT8 W8A8 checkpoint on a CPU with AMX is refused here, at replica start, instead of killing the engine at
+its first request (results/compression/speed_pair_w8a8_fp32_amx_failed.md).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+AMX_TILE_FLAG = "amx_tile"  # vLLM 0.32 picks its AMX int8 kernel for W8A8 wherever the CPU has AMX tiles
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,11 @@ def choose_dtype(requested: str, *, on_gpu: bool, cpu_flags: frozenset[str],
                  checkpoint: CheckpointDtype = CheckpointDtype()) -> str:
     """Pure decision: the dtype to hand vLLM for a replica."""
     if requested != "auto":
+        if requested == "float32" and not on_gpu and checkpoint.int8_activations and AMX_TILE_FLAG in cpu_flags:
+            raise ValueError(
+                "engine.dtype float32 cannot serve this INT8 W8A8 checkpoint on a CPU with AMX: vLLM's AMX int8 "
+                "kernel takes only bfloat16 or float16 activations and its engine dies at the first request "
+                "(int8_scaled_mm_with_quant: expect A to be bfloat16 or half). Use engine.dtype auto or bfloat16.")
         return requested
     if on_gpu:
         return "auto"

@@ -49,6 +49,20 @@ def test_explicit_dtype_and_gpu_are_left_alone():
     assert choose_dtype("auto", on_gpu=True, cpu_flags=NO_BF16, checkpoint=FP32) == "auto"
 
 
+def test_float32_w8a8_on_amx_is_refused_at_start_not_at_the_first_request():
+    # vLLM 0.32 runs W8A8 through its AMX int8 kernel wherever the CPU has AMX tiles, and that kernel raises on float32
+    # activations inside the engine's first step (results/compression/speed_pair_w8a8_fp32_amx_failed.md).
+    with pytest.raises(ValueError, match="engine.dtype auto or bfloat16"):
+        choose_dtype("float32", on_gpu=False, cpu_flags=SAPPHIRE_RAPIDS, checkpoint=W8A8)
+    assert choose_dtype("bfloat16", on_gpu=False, cpu_flags=SAPPHIRE_RAPIDS, checkpoint=W8A8) == "bfloat16"
+    # Without AMX float32 is vLLM's path (oneDNN; served on EPYCs with and without AVX-512); on a GPU vLLM decides.
+    assert choose_dtype("float32", on_gpu=False, cpu_flags=ZEN4, checkpoint=W8A8) == "float32"
+    assert choose_dtype("float32", on_gpu=False, cpu_flags=NO_BF16, checkpoint=W8A8) == "float32"
+    assert choose_dtype("float32", on_gpu=True, cpu_flags=SAPPHIRE_RAPIDS, checkpoint=W8A8) == "float32"
+    # A dense checkpoint in float32 on AMX is fine.
+    assert choose_dtype("float32", on_gpu=False, cpu_flags=SAPPHIRE_RAPIDS, checkpoint=FP32) == "float32"
+
+
 def test_read_checkpoint_dtype(tmp_path):
     dense, w8a8, w4a16 = tmp_path / "dense", tmp_path / "w8a8", tmp_path / "w4a16"
     for d in (dense, w8a8, w4a16):

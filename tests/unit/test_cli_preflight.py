@@ -2,27 +2,18 @@
 instead of deploying a replica whose engine dies at the first request."""
 
 import argparse
-import json
 
 import serve_app.platform.models as models
 import serve_app.server.engine_args as engine_args
 from serve_app import cli
 from serve_app.config import AppConfig
+from tests.unit.checkpoints import write_w8a8_checkpoint
 
 AMX = frozenset({"avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile"})
 
 
-def w8a8_checkpoint(root):
-    int8 = {"num_bits": 8, "type": "int"}
-    root.mkdir()
-    (root / "config.json").write_text(json.dumps({"torch_dtype": "float32", "quantization_config": {
-        "quant_method": "compressed-tensors",
-        "config_groups": {"group_0": {"weights": int8, "input_activations": int8, "targets": ["Linear"]}}}}))
-    return root
-
-
 def test_float32_w8a8_on_amx_exits_2_before_ray_starts(tmp_path, monkeypatch, capsys):
-    checkpoint = w8a8_checkpoint(tmp_path / "w8a8")
+    checkpoint = write_w8a8_checkpoint(tmp_path / "w8a8")
     monkeypatch.setattr(models, "resolve_model_path", lambda model: str(checkpoint))
     monkeypatch.setattr(engine_args, "read_cpuinfo", lambda: ("Intel Xeon", AMX))
     monkeypatch.setattr(cli, "_isolate_engine_cpus", lambda config: (_ for _ in ()).throw(AssertionError("started")))

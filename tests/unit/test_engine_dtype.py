@@ -7,6 +7,7 @@ import json
 import pytest
 
 from serve_app.server.engine_dtype import CheckpointDtype, choose_dtype, read_checkpoint_dtype, read_cpuinfo
+from tests.unit.checkpoints import write_w8a8_checkpoint
 
 ZEN4 = frozenset({"avx512f", "avx512_vnni", "avx512_bf16"})
 SAPPHIRE_RAPIDS = frozenset({"avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile"})
@@ -68,10 +69,7 @@ def test_read_checkpoint_dtype(tmp_path):
     for d in (dense, w8a8, w4a16):
         d.mkdir()
     (dense / "config.json").write_text(json.dumps({"dtype": "bfloat16"}))
-    int8 = {"num_bits": 8, "type": "int"}
-    (w8a8 / "config.json").write_text(json.dumps({"torch_dtype": "float32", "quantization_config": {
-        "quant_method": "compressed-tensors",
-        "config_groups": {"group_0": {"weights": int8, "input_activations": int8, "targets": ["Linear"]}}}}))
+    write_w8a8_checkpoint(w8a8)
     (w8a8 / "compression.json").write_text(json.dumps({"serve_dtype": "float32"}))
     (w4a16 / "config.json").write_text(json.dumps({"dtype": "float32", "quantization_config": {
         "config_groups": {"group_0": {"weights": {"num_bits": 4, "type": "int"}, "input_activations": None}}}}))

@@ -23,6 +23,7 @@ import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
+import tables  # benchmarks/, beside this script
 from harness import (NAME, PORT, REPO, VENV_PY, Server, applied_nice, machine, raise_priority,  # benchmarks/
                      running)
 
@@ -70,6 +71,7 @@ def run(router: str, args: argparse.Namespace, model_dir: str, out: Path) -> dic
     summary, validity = loadtest_result["summary"], loadtest_result["validity"]
     latency = summary["latency_ms"]
     result = {"ttft_p50_ms": latency["ttft"]["p50"]["value"], "ttft_p99_ms": latency["ttft"]["p99"]["value"],
+              "ttft_max_ms": latency["ttft"]["max"], "ttft_n": latency["ttft"]["n"],
               "tpot_p50_ms": latency["tpot"]["p50"]["value"], "output_tok_s": summary["output_throughput_tps"],
               "requests_per_s": summary.get("request_throughput_rps"), "error_rate": summary["error_rate"],
               "num_requests": summary.get("num_requests"), "client_nice": applied_nice(args.client_nice),
@@ -81,34 +83,11 @@ def run(router: str, args: argparse.Namespace, model_dir: str, out: Path) -> dic
 
 
 def write_summary(rows: dict, out: Path, meta: dict) -> None:
-    (out / "summary.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
+    data = {"meta": meta, "results": rows}
+    (out / "summary.json").write_text(json.dumps(data, indent=1))
     lines = ["# Prefix-cache-aware routing vs Ray Serve's default router", "",
-             f"{meta['cpu']}, {meta['date']}; two replicas of the default model (float32, speculation off); "
-             f"{meta['workload']}; command: `.venv/bin/python benchmarks/prefix_routing.py`.", "",
-             *[f"- {router}: commit {m['commit'][:7]}{' + uncommitted changes' if m.get('uncommitted') else ''}, "
-               f"{m['date']}, {m['cpu']}" for router in ROUTERS if (m := (rows.get(router) or {}).get("machine"))],
-             "",
-             "| router | TTFT p50 ms | TTFT p99 ms | TPOT p50 ms | output tok/s | errors | prefix-cache hit rate per replica "
-             "| load tester |",
-             "|---|---|---|---|---|---|---|---|"]
-    for router in ROUTERS:
-        r = rows.get(router)
-        if not r or "error" in r:
-            lines.append(f"| {router} | failed: {(r or {}).get('error', 'not run')} |||||||")
-            continue
-        hits = ", ".join(f"{c['hit_rate']:.0%}" if c.get("hit_rate") is not None else "n/a"
-                         for c in r["replicas"].values())
-        lines.append(f"| {router} | {r['ttft_p50_ms']:.0f} | {r['ttft_p99_ms']:.0f} | {r['tpot_p50_ms']:.1f} | "
-                     f"{r['output_tok_s']:.1f} | {r['error_rate']:.0%} | {hits} | {verdict(r)} |")
-    a, b = rows.get("prefix_affinity") or {}, rows.get("power_of_two") or {}
-    if not (a.get("valid") and b.get("valid")):
-        lines += ["", "A run the load tester marked invalid (or one run from before it was recorded): no ratio is "
-                      "drawn from these rows."]
-    elif "ttft_p50_ms" in a and "ttft_p50_ms" in b:
-        ratio, throughput = a["ttft_p50_ms"] / b["ttft_p50_ms"], a["output_tok_s"] / b["output_tok_s"]
-        met = ratio <= 0.5 and throughput >= 0.97
-        lines += ["", f"TTFT p50 prefix-affinity / default: **{ratio:.2f}x** (target <= 0.5x); output throughput "
-                      f"**{throughput:.2f}x** (target >= 1x, 3% noise allowed): {'met' if met else 'NOT met'}."]
+             "Command: `.venv/bin/python benchmarks/prefix_routing.py`; rendered by benchmarks/tables.py "
+             "(prefix_routing), as in the README.", "", tables.prefix_routing(data)]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     try:
@@ -134,12 +113,6 @@ def write_summary(rows: dict, out: Path, meta: dict) -> None:
         print("plot skipped:", exc)
 
 
-def verdict(row: dict) -> str:
-    if "valid" not in row:
-        return "not recorded"
-    return "valid" if row["valid"] else "INVALID: " + "; ".join(row["invalid_reasons"])[:120]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(REPO / "results" / "prefix_routing"))
@@ -156,8 +129,7 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {**machine(),
-            "workload": f"{args.conversations} conversations x {args.turns} turns over {args.system_prompts} system "
+    meta = {"workload": f"{args.conversations} conversations x {args.turns} turns over {args.system_prompts} system "
                         f"prompts of ~{args.system_prompt_tokens} tokens, {args.users} users, <= {args.max_tokens} "
                         "output tokens per turn, greedy"}
     rows = {}

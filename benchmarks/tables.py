@@ -230,7 +230,7 @@ def noisy_neighbour(data: dict) -> str:
     intervals and verdicts (a tail is a p99 over 200+ requests, else "max of N")."""
     meta, runs, est = data["meta"], data["runs"], data["estimates"]
     lines = [f"{_cpu(meta)}, {meta['date']}, commit "
-             f"{meta['commit'][:10]}{' (uncommitted changes)' if meta.get('uncommitted') else ''}; "
+             f"{meta['commit'][:10]}{_uncommitted(meta)}; "
              f"{meta['workload']}; {meta['repeats']} interleaved repeats (a server started afresh for each)"
              + "".join(_remeasured(record) for record in meta.get("remeasured", []))  # oldest first
              + "".join(f"; repeats {a['first']}-{a['first'] + a['count'] - 1} added on commit {a['commit'][:10]}, "
@@ -287,7 +287,7 @@ def goodput(data: dict) -> str:
     meta, est = data["meta"], data["estimates"]
     capacity = data.get("capacity") or {}
     lines = [f"{_cpu(meta)}, {meta['date']}, commit "
-             f"{meta['commit'][:10]}{' (uncommitted changes)' if meta.get('uncommitted') else ''}; "
+             f"{meta['commit'][:10]}{_uncommitted(meta)}; "
              f"{data['repeats']} interleaved repeats (each server started afresh); Poisson arrivals for "
              f"{data['duration_s']:.0f} s per load; 1x = {data['capacity_rps']:.2f} req/s (the highest rate at which "
              f"bare vLLM had >= 90% good requests in a 30 s probe at these fractions: "
@@ -344,7 +344,7 @@ def speculation_load(data: dict) -> str:
     intervals and verdicts (auto >= 0.97x off everywhere; copy-heavy at 1 user >= 2x bare vLLM)."""
     meta = data["meta"]
     lines = [f"{_cpu(meta)}, {meta['date']}, commit "
-             f"{meta['commit'][:10]}{' (uncommitted changes)' if meta.get('uncommitted') else ''}; default model, "
+             f"{meta['commit'][:10]}{_uncommitted(meta)}; default model, "
              f"float32, greedy, up to 96 output tokens; {meta['repeats']} interleaved repeats (a server started "
              "afresh for each); output tokens/s (mean over valid repeats), ratios [95% CI over the repeat pairs]; "
              "acceptance and tokens per verification step of `auto` from /metrics.", "",
@@ -368,6 +368,51 @@ def speculation_load(data: dict) -> str:
                      f"{format_ratio(row.get('auto_vs_serve_app_auto_ungoverned'))} | "
                      f"{num(row['acceptance_rate'], 2)} | {num(row['tokens_per_step'], 2)} | "
                      f"{'; '.join(checks) or '-'} |")
+    return "\n".join(lines)
+
+
+PREFIX_ROUTERS = (("prefix_affinity", "prefix affinity (serve_app)"),
+                  ("power_of_two", "power of two choices (Ray's default)"))
+MIN_P99_SAMPLES = 200  # a p99 over fewer requests is reported as the max of N
+
+
+def _ttft_tail(row: dict) -> str:
+    n = row.get("ttft_n")
+    if n is None:
+        return f"p99 {row['ttft_p99_ms']:,.0f} (n not recorded)"
+    return f"p99 {row['ttft_p99_ms']:,.0f}" if n >= MIN_P99_SAMPLES else f"max of {n}: {row['ttft_max_ms']:,.0f}"
+
+
+def prefix_routing(data: dict) -> str:
+    """benchmarks/prefix_routing.py: one run per router, each on the machine and commit it names; no ratio is drawn
+    unless both runs are valid, and no verdict from one run (a verdict needs three interleaved repeats)."""
+    rows = data["results"]
+    lines = [f"{data['meta']['workload']}; two replicas of the default model (float32, speculation off).", ""]
+    for router, name in PREFIX_ROUTERS:
+        if where := (rows.get(router) or {}).get("machine"):
+            lines.append(f"- {name}: {_cpu(where)}, {where['date']}, "
+                         f"commit {where['commit'][:10]}{_uncommitted(where)}")
+    lines += ["", "| router | TTFT p50 ms | TTFT tail ms | TPOT p50 ms | output tok/s | errors | prefix-cache hit rate "
+                  "per replica | load tester |", "|---|---|---|---|---|---|---|---|"]
+    for router, name in PREFIX_ROUTERS:
+        row = rows.get(router)
+        if not row or "error" in row:
+            lines.append(f"| {name} | failed: {(row or {}).get('error', 'not run')} |||||||")
+            continue
+        hits = ", ".join("n/a" if c.get("hit_rate") is None else f"{c['hit_rate']:.0%}"
+                         for c in row["replicas"].values())
+        checked = ("not recorded" if "valid" not in row else "valid" if row["valid"]
+                   else "INVALID (" + "; ".join(reason.split(":")[0] for reason in row["invalid_reasons"]) + ")")
+        lines.append(f"| {name} | {row['ttft_p50_ms']:,.0f} | {_ttft_tail(row)} | {row['tpot_p50_ms']:.0f} | "
+                     f"{row['output_tok_s']:.1f} | {row['error_rate']:.0%} | {hits} | {checked} |")
+    a, b = rows.get("prefix_affinity") or {}, rows.get("power_of_two") or {}
+    if a.get("valid") and b.get("valid"):
+        lines += ["", f"TTFT p50 prefix affinity / default: {a['ttft_p50_ms'] / b['ttft_p50_ms']:.2f}x, "
+                      f"output tokens/s {a['output_tok_s'] / b['output_tok_s']:.2f}x (one run each: not judged against the target, "
+                      f"TTFT p50 <= 0.5x; a verdict needs {MIN_PAIRS} interleaved repeats)."]
+    else:
+        lines += ["", "A run the load tester marked invalid (or one from before it was recorded): no ratio is drawn "
+                      "from these rows."]
     return "\n".join(lines)
 
 
@@ -508,6 +553,7 @@ TABLES: dict[str, tuple[str, Table]] = {
     "noisy_neighbour_amx": ("results/noisy_neighbour_amx/summary.json", noisy_neighbour),
     "goodput": ("results/goodput/summary.json", goodput),
     "goodput_amx": ("results/goodput_amx/summary.json", goodput),
+    "prefix_routing": ("results/prefix_routing/summary.json", prefix_routing),
     "speculation_load": ("results/speculation/load/summary.json", speculation_load),
     # The same benchmark at 8 users on a 2-core Intel Xeon with AVX-512, after the plain-sampler patch (--out there).
     "speculation_load_xeon_c8": ("results/speculation/load_xeon_c8/summary.json", speculation_load),

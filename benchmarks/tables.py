@@ -120,13 +120,27 @@ def compression(data: dict) -> str:
     return "\n".join(lines)
 
 
-def compression_speed_pair(data: dict) -> str:
-    """benchmarks/compression_speed_pair.py: both speeds, the paired ratio with its interval, and where it ran."""
+def _speed_pair_head(data: dict) -> str:
     where = data["machine"]
     return (f"{_cpu(where)}, {data['measured_at']}, commit {where['commit'][:10]}; both engines alive "
             f"in one process, {data['num_rounds']} alternated rounds of {data['concurrency']} concurrent requests x "
-            f"{data['max_tokens']} output tokens.\n\n"
-            "| base | compressed | activations | base tok/s (median) | compressed tok/s (median) | speed-up [95% CI] "
+            f"{data['max_tokens']} output tokens.\n\n")
+
+
+def dtype_speed_pair(data: dict) -> str:
+    """compression_speed_pair.py run on one checkpoint at two activation dtypes: what the lower precision buys."""
+    return (_speed_pair_head(data)
+            + "| model | activations (base / other) | base tok/s (median) | other tok/s (median) | speed-up [95% CI] "
+            "| speed-up >= 1.0x? |\n|---|---|---|---|---|---|\n"
+            f"| {Path(data['base'].split('@')[0]).name} | {data['dtypes']['base']} / {data['dtypes']['compressed']} | "
+            f"{data['base_tok_s_median']:.1f} | {data['compressed_tok_s_median']:.1f} | "
+            f"{format_ratio(data['speedup'])} | {verdict(data['speedup'], 'at_least', 1.0)} |")
+
+
+def compression_speed_pair(data: dict) -> str:
+    """benchmarks/compression_speed_pair.py: both speeds, the paired ratio with its interval, and where it ran."""
+    return (_speed_pair_head(data)
+            + "| base | compressed | activations | base tok/s (median) | compressed tok/s (median) | speed-up [95% CI] "
             "| speed-up >= 1.0x? |\n|---|---|---|---|---|---|---|\n"
             f"| {Path(data['base'].split('@')[0]).name} | {Path(data['model'].split('@')[0]).name} | "
             f"{data['dtypes']['base']} / {data['dtypes']['compressed']} | {data['base_tok_s_median']:.1f} | "
@@ -408,8 +422,8 @@ def prefix_routing(data: dict) -> str:
     a, b = rows.get("prefix_affinity") or {}, rows.get("power_of_two") or {}
     if a.get("valid") and b.get("valid"):
         lines += ["", f"TTFT p50 prefix affinity / default: {a['ttft_p50_ms'] / b['ttft_p50_ms']:.2f}x, "
-                      f"output tokens/s {a['output_tok_s'] / b['output_tok_s']:.2f}x (one run each: not judged against the target, "
-                      f"TTFT p50 <= 0.5x; a verdict needs {MIN_PAIRS} interleaved repeats)."]
+                      f"output tokens/s {a['output_tok_s'] / b['output_tok_s']:.2f}x (one run each: not judged against "
+                      f"the target, TTFT p50 <= 0.5x; a verdict needs {MIN_PAIRS} interleaved repeats)."]
     else:
         lines += ["", "A run the load tester marked invalid (or one from before it was recorded): no ratio is drawn "
                       "from these rows."]
@@ -545,6 +559,7 @@ TABLES: dict[str, tuple[str, Table]] = {
     "compression": ("results/compression/compression.json", compression),
     "compression_speed_no_avx512": ("results/compression/speed_pair_w8a8_fp32_no_avx512.json", compression_speed_pair),
     "compression_speed_amx_bf16": ("results/compression/speed_pair_w8a8_bf16_amx.json", compression_speed_pair),
+    "dtype_speed_amx": ("results/dtype/float32_vs_bfloat16_amx.json", dtype_speed_pair),
     "autoscale_replay": ("results/autoscale_replay/autoscale_replay.json", autoscale_replay),
     "overload_soak": ("results/overload_soak.json", overload_soak),
     "noisy_neighbour": ("results/noisy_neighbour/summary.json", noisy_neighbour),
@@ -555,6 +570,7 @@ TABLES: dict[str, tuple[str, Table]] = {
     "goodput_amx": ("results/goodput_amx/summary.json", goodput),
     "prefix_routing": ("results/prefix_routing/summary.json", prefix_routing),
     "speculation_load": ("results/speculation/load/summary.json", speculation_load),
+    "speculation_load_amx": ("results/speculation/load_amx/summary.json", speculation_load),
     # The same benchmark at 8 users on a 2-core Intel Xeon with AVX-512, after the plain-sampler patch (--out there).
     "speculation_load_xeon_c8": ("results/speculation/load_xeon_c8/summary.json", speculation_load),
     "token_jitter": ("results/token_jitter/jitter.json", token_jitter),

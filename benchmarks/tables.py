@@ -656,6 +656,11 @@ TABLES: dict[str, tuple[str, Table]] = {
     "side_by_side_c32_amx": ("results/side_by_side/c32_amx/summary.json", lambda data: side_by_side(data, "loadtest")),
     "side_by_side_c32_amx_vllm_bench": ("results/side_by_side/c32_amx/summary.json",
                                         lambda data: side_by_side(data, "vllm_bench")),
+    # 128 users on the Xeon with AMX: speculation off and the default, both clients.
+    "side_by_side_c128_amx": ("results/side_by_side/c128_amx/summary.json",
+                              lambda data: side_by_side(data, "loadtest")),
+    "side_by_side_c128_amx_vllm_bench": ("results/side_by_side/c128_amx/summary.json",
+                                         lambda data: side_by_side(data, "vllm_bench")),
     # Every side by side target of the latest run of each load, one table (README: targets at a glance).
     "side_by_side_targets": ("results/side_by_side/targets_at_a_glance.json", side_by_side_targets),
     # The n-gram draft governor at 1 user: the default, the default without it, serve_app speculation off, bare vLLM.

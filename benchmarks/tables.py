@@ -120,32 +120,25 @@ def compression(data: dict) -> str:
     return "\n".join(lines)
 
 
-def _speed_pair_head(data: dict) -> str:
+def compression_speed_pair(data: dict) -> str:
+    """benchmarks/compression_speed_pair.py: both speeds, the paired ratio with its interval, and where it ran. A
+    pair of one checkpoint at two activation dtypes (what the lower precision buys) names the model once."""
     where = data["machine"]
+    base, model = (Path(data[key].split("@")[0]).name for key in ("base", "model"))
+    dtypes = f"{data['dtypes']['base']} / {data['dtypes']['compressed']}"
+    if base == model:
+        lead, other = [("model", base), ("activations (base / other)", dtypes)], "other"
+    else:
+        lead, other = [("base", base), ("compressed", model), ("activations", dtypes)], "compressed"
+    columns = lead + [("base tok/s (median)", f"{data['base_tok_s_median']:.1f}"),
+                      (f"{other} tok/s (median)", f"{data['compressed_tok_s_median']:.1f}"),
+                      ("speed-up [95% CI]", format_ratio(data["speedup"])),
+                      ("speed-up >= 1.0x?", verdict(data["speedup"], "at_least", 1.0))]
+    names, cells = zip(*columns)
     return (f"{_cpu(where)}, {data['measured_at']}, commit {where['commit'][:10]}; both engines alive "
             f"in one process, {data['num_rounds']} alternated rounds of {data['concurrency']} concurrent requests x "
-            f"{data['max_tokens']} output tokens.\n\n")
-
-
-def dtype_speed_pair(data: dict) -> str:
-    """compression_speed_pair.py run on one checkpoint at two activation dtypes: what the lower precision buys."""
-    return (_speed_pair_head(data)
-            + "| model | activations (base / other) | base tok/s (median) | other tok/s (median) | speed-up [95% CI] "
-            "| speed-up >= 1.0x? |\n|---|---|---|---|---|---|\n"
-            f"| {Path(data['base'].split('@')[0]).name} | {data['dtypes']['base']} / {data['dtypes']['compressed']} | "
-            f"{data['base_tok_s_median']:.1f} | {data['compressed_tok_s_median']:.1f} | "
-            f"{format_ratio(data['speedup'])} | {verdict(data['speedup'], 'at_least', 1.0)} |")
-
-
-def compression_speed_pair(data: dict) -> str:
-    """benchmarks/compression_speed_pair.py: both speeds, the paired ratio with its interval, and where it ran."""
-    return (_speed_pair_head(data)
-            + "| base | compressed | activations | base tok/s (median) | compressed tok/s (median) | speed-up [95% CI] "
-            "| speed-up >= 1.0x? |\n|---|---|---|---|---|---|---|\n"
-            f"| {Path(data['base'].split('@')[0]).name} | {Path(data['model'].split('@')[0]).name} | "
-            f"{data['dtypes']['base']} / {data['dtypes']['compressed']} | {data['base_tok_s_median']:.1f} | "
-            f"{data['compressed_tok_s_median']:.1f} | {format_ratio(data['speedup'])} | "
-            f"{verdict(data['speedup'], 'at_least', 1.0)} |")
+            f"{data['max_tokens']} output tokens.\n\n"
+            f"| {' | '.join(names)} |\n|{'---|' * len(names)}\n| {' | '.join(cells)} |")
 
 
 def overload_soak(data: dict) -> str:
@@ -559,7 +552,7 @@ TABLES: dict[str, tuple[str, Table]] = {
     "compression": ("results/compression/compression.json", compression),
     "compression_speed_no_avx512": ("results/compression/speed_pair_w8a8_fp32_no_avx512.json", compression_speed_pair),
     "compression_speed_amx_bf16": ("results/compression/speed_pair_w8a8_bf16_amx.json", compression_speed_pair),
-    "dtype_speed_amx": ("results/dtype/float32_vs_bfloat16_amx.json", dtype_speed_pair),
+    "dtype_speed_amx": ("results/dtype/float32_vs_bfloat16_amx.json", compression_speed_pair),
     "autoscale_replay": ("results/autoscale_replay/autoscale_replay.json", autoscale_replay),
     "overload_soak": ("results/overload_soak.json", overload_soak),
     "noisy_neighbour": ("results/noisy_neighbour/summary.json", noisy_neighbour),

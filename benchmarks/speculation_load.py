@@ -1,8 +1,9 @@
 """Speculation by load, through HTTP: serve_app's default (`auto`) vs serve_app with speculation off vs bare
 `vllm serve` with its defaults (no speculation). Same model and dtype (float32, what `auto` resolves for this
-checkpoint), one server at a time, in interleaved repeats (auto, off, vllm, auto, off, vllm, ...: a server started
-afresh for each); loadtest's three built-in prompt sets (copy-heavy customer-service replies, translation, open
-chat; greedy, up to 96 output tokens) at each load. Acceptance rate and tokens per verification step come from
+checkpoint), one server at a time, in interleaved repeats whose order turns round every other repeat (auto, off,
+vllm, vllm, off, auto, ...: a server started afresh for each, and no server always runs first); loadtest's three
+built-in prompt sets (copy-heavy customer-service replies, translation, open chat; greedy, up to 96 output tokens)
+at each load. Acceptance rate and tokens per verification step come from
 each server's own /metrics. Each ratio is the geometric mean over the repeats with its 95% interval; a verdict
 needs three valid pairs (benchmarks/tables.py: verdict). Targets: copy-heavy at 1 user >= 2x bare vLLM; auto
 >= 0.97x off in every cell. `serve_app_auto_ungoverned` (optional) is `auto` without its draft governor.
@@ -11,6 +12,8 @@ needs three valid pairs (benchmarks/tables.py: verdict). Targets: copy-heavy at 
     .venv/bin/python benchmarks/speculation_load.py --servers \
         serve_app_auto,serve_app_off,vllm,serve_app_auto_ungoverned   # and auto without its governor, ~47 min
     .venv/bin/python benchmarks/speculation_load.py --loads 1,8,32   # ~55 min
+    .venv/bin/python benchmarks/speculation_load.py --servers serve_app_auto,serve_app_off --sets chat --loads 8 \
+        --repeats 4 --profile-engine 20,30 --out results/speculation/chat_c8   # one cell, engine sampled by py-spy
     .venv/bin/python benchmarks/speculation_load.py --summarise-only
 
 Writes results/speculation/load/<server>/r<N>/<set>_c<users>/result.json and summary.{json,md}; the README's
@@ -20,13 +23,15 @@ table is rendered from summary.json (benchmarks/tables.py: speculation_load).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import tables  # benchmarks/, beside this script
-from harness import NAME, PORT, REPO, VENV_PY, Server, applied_nice, machine, raise_priority, running
+from harness import (NAME, PORT, REPO, VENV_PY, Server, applied_nice, engine_profile, machine, profiled_engine,
+                     raise_priority, running)
 from serve_app.stats import paired_ratio_ci
 
 ENGINE = "dtype: float32, max_model_len: 2048, max_num_seqs: 64, enforce_eager: true, cpu_kvcache_space_gib: 1"
@@ -65,14 +70,21 @@ def run_cell(prompt_set: str, users: int, model_dir: str, out: Path, client_nice
             "tokens_per_step": spec.get("tokens_per_step"), "load_tester_valid": result["validity"]["valid"]}
 
 
-def measure(server: Server, loads: list[int], model_dir: str, folder: Path, client_nice: int) -> dict:
+def measure(server: Server, sets: list[str], loads: list[int], model_dir: str, folder: Path, client_nice: int,
+            profile: tuple[float, float] | None = None) -> dict:
+    """Every prompt set at every load on one freshly started server; with `profile` (delay_s, duration_s), py-spy
+    samples the engine during each cell (harness.profiled_engine) into the cell's engine.folded."""
     results: dict = {}
     with running(server, folder):
-        for prompt_set in SETS:
+        for prompt_set in sets:
             for users in loads:
                 key = f"{prompt_set}_c{users}"
+                folded = folder / key / "engine.folded"
                 try:
-                    results[key] = run_cell(prompt_set, users, model_dir, folder / key, client_nice)
+                    with profiled_engine(*profile, folded) if profile else contextlib.nullcontext():
+                        results[key] = run_cell(prompt_set, users, model_dir, folder / key, client_nice)
+                    if profile and (shares := engine_profile(folded)):
+                        results[key]["engine_profile"] = shares
                 except Exception as exc:  # noqa: BLE001 - record and go on
                     results[key] = {"error": f"{type(exc).__name__}: {str(exc)[-300:]}"}
                 print(server.name, key, results[key], flush=True)
@@ -86,11 +98,11 @@ def _usable(cell: dict | None) -> float | None:
     return cell["output_tok_s"]
 
 
-def estimates(runs: dict[str, list[dict]], loads: list[int]) -> list[dict]:
+def estimates(runs: dict[str, list[dict]], sets: list[str], loads: list[int]) -> list[dict]:
     """Per prompt set and load: mean tokens/s per server, auto / off and auto / vllm over the repeat pairs, and
     auto's mean acceptance and tokens per step."""
     rows = []
-    for prompt_set in SETS:
+    for prompt_set in sets:
         for users in loads:
             key = f"{prompt_set}_c{users}"
             tok_s = {name: [_usable(r.get(key)) for r in repeats] for name, repeats in runs.items()}
@@ -108,10 +120,15 @@ def estimates(runs: dict[str, list[dict]], loads: list[int]) -> list[dict]:
     return rows
 
 
-def write_summary(runs: dict[str, list[dict]], loads: list[int], out: Path, meta: dict) -> None:
-    data = {"meta": meta, "loads": loads, "runs": runs, "estimates": estimates(runs, loads)}
+def write_summary(runs: dict[str, list[dict]], sets: list[str], loads: list[int], out: Path, meta: dict) -> None:
+    data = {"meta": meta, "sets": sets, "loads": loads, "runs": runs, "estimates": estimates(runs, sets, loads)}
     (out / "summary.json").write_text(json.dumps(data, indent=1))
     text = tables.speculation_load(data)
+    profiled = [{"server": name, "run": key, "engine_profile": cell["engine_profile"]}
+                for name, repeats in runs.items() for cells in repeats for key, cell in cells.items()
+                if isinstance(cell, dict) and cell.get("engine_profile")]
+    if profiles := tables.engine_profiles({"runs": profiled}):
+        text += f"\n\n## Where the engine's time goes (py-spy, {meta['profile_engine']} s into each cell)\n\n{profiles}"
     (out / "summary.md").write_text("# Speculation by load (HTTP, one server at a time)\n\n" + text + "\n")
     print(text)
 
@@ -119,32 +136,46 @@ def write_summary(runs: dict[str, list[dict]], loads: list[int], out: Path, meta
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--servers", default="serve_app_auto,serve_app_off,vllm")
+    parser.add_argument("--sets", default=",".join(SETS), help="prompt sets, of " + ", ".join(SETS))
     parser.add_argument("--loads", default="1,8")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved: every server once per repeat")
     parser.add_argument("--out", type=Path, default=REPO / "results/speculation/load")
     parser.add_argument("--client-nice", type=int, default=-10,
                         help="niceness increment of the load tester's process (negative: runs before the servers)")
+    parser.add_argument("--profile-engine", default="", metavar="DELAY_S,DURATION_S",
+                        help="py-spy samples the engine for DURATION_S from DELAY_S into each cell")
     parser.add_argument("--summarise-only", action="store_true")
     args = parser.parse_args()
     loads = [int(x) for x in args.loads.split(",")]
+    sets = args.sets.split(",")
+    if unknown := set(sets) - set(SETS):
+        parser.error(f"--sets: unknown {sorted(unknown)}; of {', '.join(SETS)}")
+    profile = tuple(float(x) for x in args.profile_engine.split(",")) if args.profile_engine else None
+    if profile is not None and len(profile) != 2:
+        parser.error("--profile-engine: DELAY_S,DURATION_S")
     args.out.mkdir(parents=True, exist_ok=True)
     if args.summarise_only:
         data = json.loads((args.out / "summary.json").read_text())
-        write_summary(data["runs"], data["loads"], args.out, data["meta"])
+        write_summary(data["runs"], data.get("sets", list(SETS)), data["loads"], args.out, data["meta"])
         return 0
     model_dir = subprocess.run([str(REPO / ".venv/bin/serve-app"), "models", "prepare", "--model", "default"],
                                capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-    meta = {**machine(), "repeats": args.repeats, "client_nice": applied_nice(args.client_nice), "command": f"benchmarks/speculation_load.py --servers "
-            f"{args.servers} --loads {args.loads} --repeats {args.repeats}"}
+    meta = {**machine(), "repeats": args.repeats, "order": "turned round every other repeat",
+            "client_nice": applied_nice(args.client_nice), "profile_engine": args.profile_engine or None,
+            "command": f"benchmarks/speculation_load.py --servers {args.servers} --sets {args.sets} "
+                       f"--loads {args.loads} --repeats {args.repeats}"
+                       + (f" --profile-engine {args.profile_engine}" if args.profile_engine else "")}
+    names = args.servers.split(",")
     runs: dict[str, list[dict]] = {}
     for repeat in range(args.repeats):
-        for name in args.servers.split(","):
+        for name in names if repeat % 2 == 0 else names[::-1]:  # no server always runs first
             try:
-                cells = measure(servers(model_dir)[name], loads, model_dir, args.out / name / f"r{repeat}", args.client_nice)
+                cells = measure(servers(model_dir)[name], sets, loads, model_dir, args.out / name / f"r{repeat}",
+                                args.client_nice, profile)
             except Exception as exc:  # noqa: BLE001 - a server that did not start: record and go on
                 cells = {"error": f"{type(exc).__name__}: {str(exc)[-300:]}"}
             runs.setdefault(name, []).append(cells)
-            write_summary(runs, loads, args.out, meta)  # after every server: a stopped run keeps what it measured
+            write_summary(runs, sets, loads, args.out, meta)  # after every server: a stopped run keeps what it measured
     return 0
 
 

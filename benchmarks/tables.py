@@ -353,7 +353,7 @@ def speculation_load(data: dict) -> str:
     lines = [f"{_cpu(meta)}, {meta['date']}, commit "
              f"{meta['commit'][:10]}{_uncommitted(meta)}; default model, "
              f"float32, greedy, up to 96 output tokens; {meta['repeats']} interleaved repeats (a server started "
-             "afresh for each); output tokens/s (mean over valid repeats), ratios [95% CI over the repeat pairs]; "
+             f"afresh for each{'; order ' + meta['order'] if meta.get('order') else ''}); output tokens/s (mean over valid repeats), ratios [95% CI over the repeat pairs]; "
              "acceptance and tokens per verification step of `auto` from /metrics.", "",
              "| prompt set | users | vllm serve | serve_app off | serve_app auto | auto / off | auto / vllm | "
              "auto / auto ungoverned | acceptance | tokens/step | verdict |",

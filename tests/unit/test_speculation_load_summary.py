@@ -24,7 +24,7 @@ def runs(auto: list[dict], off: list[dict], vllm: list[dict]) -> dict:
 def test_ratios_pair_repeats_and_skip_invalid_or_failed_cells():
     data = runs([cell(60), cell(62), cell(10, valid=False)], [cell(20), cell(21), cell(20)],
                 [cell(15), cell(16), cell(15, error_rate=0.1)])
-    row = speculation_load.estimates(data, [1])[0]
+    row = speculation_load.estimates(data, ["copy"], [1])[0]
     assert row["auto_vs_serve_app_off"]["num_pairs"] == 2 and 2.9 < row["auto_vs_serve_app_off"]["value"] < 3.0
     assert row["auto_vs_vllm"]["num_pairs"] == 2
     assert row["mean_tok_s"]["serve_app_auto"] == 61.0  # the invalid repeat is not in the mean either
@@ -33,6 +33,15 @@ def test_ratios_pair_repeats_and_skip_invalid_or_failed_cells():
 def test_three_valid_pairs_give_verdicts_in_the_table():
     data = runs([cell(60), cell(62), cell(61)], [cell(20), cell(21), cell(20)], [cell(15), cell(16), cell(15)])
     summary = {"meta": {"cpu": "2-core X", "cpu_flags": [], "date": "d", "commit": "0" * 40, "repeats": 3},
-               "loads": [1], "runs": data, "estimates": speculation_load.estimates(data, [1])}
+               "loads": [1], "runs": data, "estimates": speculation_load.estimates(data, ["copy"], [1])}
     text = tables.speculation_load(summary)
     assert "auto >= 0.97x off: met" in text and "auto >= 2x vLLM: met" in text
+
+
+def test_a_run_of_one_prompt_set_has_rows_for_it_alone_and_names_its_order():
+    data = {"serve_app_auto": [{"chat_c8": cell(60)}], "serve_app_off": [{"chat_c8": cell(62)}]}
+    rows = speculation_load.estimates(data, ["chat"], [8])
+    assert [(r["prompt_set"], r["users"]) for r in rows] == [("chat", 8)]
+    summary = {"meta": {"cpu": "2-core X", "cpu_flags": [], "date": "d", "commit": "0" * 40, "repeats": 1,
+                        "order": "turned round every other repeat"}, "loads": [8], "runs": data, "estimates": rows}
+    assert "order turned round every other repeat" in tables.speculation_load(summary)

@@ -1,15 +1,19 @@
 """Prefix-cache-aware routing vs Ray Serve's default router (power of two choices), through HTTP.
 
 Two replicas of the default model (float32, speculation off so that only routing differs) behind serve_app's
-ingress (placement separate), one server at a time. Workload: loadtest's `shared-prefix` multi-turn chat, N long
+ingress (placement separate), one server at a time, in interleaved repeats whose order turns round every other repeat
+(affinity, default, default, affinity, ...). Workload: loadtest's `shared-prefix` multi-turn chat, N long
 system prompts shared by many conversations, short user turns, each turn carrying the conversation so far. With
 more prompt tokens than one replica's KV cache holds but fewer than two hold, the router decides the hit rate.
 Each replica's prefix-cache hits and queries come from Ray's metrics port (serve_app_replica_prefix_cache_*).
+The ratios (prefix affinity / default: TTFT p50, output tokens/s) pair the repeats whose runs both ran without
+errors and were judged valid by the load tester; a verdict on the target (TTFT p50 <= 0.5x) needs three such pairs.
 
-    .venv/bin/python benchmarks/prefix_routing.py                    # ~15 min on 2 cores
+    .venv/bin/python benchmarks/prefix_routing.py                    # 3 repeats, ~45 min on 2 cores
+    .venv/bin/python benchmarks/prefix_routing.py --repeats 1        # one run per router, ~15 min: no verdict
     .venv/bin/python benchmarks/prefix_routing.py --summarise-only
 
-Writes results/prefix_routing/<router>/result.json, summary.{json,md} and summary.png.
+Writes results/prefix_routing/<router>/r<N>/result.json, summary.{json,md} and summary.png.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 import tables  # benchmarks/, beside this script
 from harness import (NAME, PORT, REPO, VENV_PY, Server, applied_nice, machine, raise_priority,  # benchmarks/
                      running)
+from serve_app.stats import paired_ratio_ci
 
 RAY_METRICS_PORT = 18093
 ROUTERS = ("prefix_affinity", "power_of_two")
@@ -54,8 +59,7 @@ def replica_prefix_cache() -> dict[str, dict[str, float]]:
     return dict(found)
 
 
-def run(router: str, args: argparse.Namespace, model_dir: str, out: Path) -> dict:
-    folder = out / router
+def run(router: str, args: argparse.Namespace, model_dir: str, folder: Path) -> dict:
     command = [str(VENV_PY), "-m", "loadtest.cli", "run", "--base-url", f"http://127.0.0.1:{PORT}", "--endpoint", "chat",
                "--model", NAME, "--prompt-set", "shared-prefix", "--system-prompts", str(args.system_prompts),
                "--system-prompt-tokens", str(args.system_prompt_tokens), "--turns", str(args.turns),
@@ -82,12 +86,29 @@ def run(router: str, args: argparse.Namespace, model_dir: str, out: Path) -> dic
     return result
 
 
-def write_summary(rows: dict, out: Path, meta: dict) -> None:
-    data = {"meta": meta, "results": rows}
+def _usable(run: dict | None) -> bool:
+    """A run that finished without errors and that the load tester judged valid."""
+    return bool(run) and "error" not in run and not run.get("error_rate") and bool(run.get("valid"))
+
+
+def estimates(runs: dict[str, list[dict]]) -> dict:
+    """Prefix affinity / default over the repeats where both runs are usable: TTFT p50 and output tokens/s."""
+    pairs = [(a, b) for a, b in zip(runs.get("prefix_affinity", []), runs.get("power_of_two", []))
+             if _usable(a) and _usable(b)]
+    if not pairs:
+        return {"num_pairs": 0}
+    return {"num_pairs": len(pairs),
+            "ttft_p50": paired_ratio_ci([b["ttft_p50_ms"] for _, b in pairs], [a["ttft_p50_ms"] for a, _ in pairs]).to_dict(),
+            "output_tok_s": paired_ratio_ci([b["output_tok_s"] for _, b in pairs],
+                                            [a["output_tok_s"] for a, _ in pairs]).to_dict()}
+
+
+def write_summary(runs: dict[str, list[dict]], out: Path, meta: dict) -> None:
+    data = {"meta": meta, "runs": runs, "estimates": estimates(runs)}
     (out / "summary.json").write_text(json.dumps(data, indent=1))
     lines = ["# Prefix-cache-aware routing vs Ray Serve's default router", "",
-             "Command: `.venv/bin/python benchmarks/prefix_routing.py`; rendered by benchmarks/tables.py "
-             "(prefix_routing), as in the README.", "", tables.prefix_routing(data)]
+             f"Command: `.venv/bin/python {meta.get('command', 'benchmarks/prefix_routing.py')}`; rendered by "
+             "benchmarks/tables.py (prefix_routing), as in the README.", "", tables.prefix_routing(data)]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     try:
@@ -96,17 +117,19 @@ def write_summary(rows: dict, out: Path, meta: dict) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        names = [n for n in ROUTERS if "ttft_p50_ms" in (rows.get(n) or {})]
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-        for ax, metric, title in ((axes[0], ("ttft_p50_ms", "ttft_p99_ms"), "TTFT (ms)"),
-                                  (axes[1], ("output_tok_s",), "output tokens/s")):
-            width = 0.8 / len(metric)
-            for i, m in enumerate(metric):
-                ax.bar([x + i * width for x in range(len(names))], [rows[n][m] for n in names], width, label=m)
-            ax.set_xticks([x + width * (len(metric) - 1) / 2 for x in range(len(names))], names)
-            ax.set_title(title)
-            if len(metric) > 1:
-                ax.legend()
+        # Each run a point (valid: filled, invalid or with errors: hollow); the tail is a p99 only over 200+ requests.
+        fig, axes = plt.subplots(1, 3, figsize=(11, 3.5))
+        for ax, title, value in ((axes[0], "TTFT p50 (ms)", lambda r: r["ttft_p50_ms"]),
+                                 (axes[1], f"TTFT p99 (max of N under {tables.MIN_P99_SAMPLES} requests), ms",
+                                  lambda r: r["ttft_p99_ms"] if r["ttft_n"] >= tables.MIN_P99_SAMPLES else r["ttft_max_ms"]),
+                                 (axes[2], "output tokens/s", lambda r: r["output_tok_s"])):
+            for x, router in enumerate(ROUTERS):
+                done = [r for r in runs.get(router, []) if "ttft_p50_ms" in r]
+                ax.scatter([x] * len(done), [value(r) for r in done], s=30,
+                           facecolors=["C0" if _usable(r) else "none" for r in done], edgecolors="C0")
+            ax.set_xticks(range(len(ROUTERS)), ROUTERS)
+            ax.set_xlim(-0.5, len(ROUTERS) - 0.5)
+            ax.set_title(title, fontsize=9)
         fig.tight_layout()
         fig.savefig(out / "summary.png", dpi=110)
     except Exception as exc:  # noqa: BLE001 - the table is the result; the plot is a convenience
@@ -117,6 +140,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(REPO / "results" / "prefix_routing"))
     parser.add_argument("--routers", default=",".join(ROUTERS))
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved: every router once per repeat")
     parser.add_argument("--system-prompts", type=int, default=32)
     parser.add_argument("--system-prompt-tokens", type=int, default=1000)
     parser.add_argument("--turns", type=int, default=3)
@@ -129,26 +153,30 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.summarise_only:
+        data = json.loads((out / "summary.json").read_text())
+        write_summary(data["runs"], out, data["meta"])
+        return
     meta = {"workload": f"{args.conversations} conversations x {args.turns} turns over {args.system_prompts} system "
                         f"prompts of ~{args.system_prompt_tokens} tokens, {args.users} users, <= {args.max_tokens} "
-                        "output tokens per turn, greedy"}
-    rows = {}
-    for router in ROUTERS:
-        path = out / router / "result.json"
-        if path.exists():
-            rows[router] = json.loads(path.read_text())
-    if not args.summarise_only:
-        from serve_app.config import AppConfig
-        from serve_app.platform.models import resolve_model_path
+                        "output tokens per turn, greedy", "repeats": args.repeats,
+            "order": "turned round every other repeat",
+            "command": f"benchmarks/prefix_routing.py --routers {args.routers} --repeats {args.repeats}"}
+    from serve_app.config import AppConfig
+    from serve_app.platform.models import resolve_model_path
 
-        model_dir = resolve_model_path(AppConfig().model)
-        for router in args.routers.split(","):
+    model_dir = resolve_model_path(AppConfig().model)
+    routers = args.routers.split(",")
+    runs: dict[str, list[dict]] = {}
+    for repeat in range(args.repeats):
+        for router in routers if repeat % 2 == 0 else routers[::-1]:  # no router always runs first
             try:
-                rows[router] = run(router, args, model_dir, out)
+                result = run(router, args, model_dir, out / router / f"r{repeat}")
             except Exception as exc:  # noqa: BLE001 - record and go on
-                rows[router] = {"error": f"{type(exc).__name__}: {str(exc)[-300:]}"}
-            print(router, rows[router], flush=True)
-    write_summary(rows, out, meta)
+                result = {"error": f"{type(exc).__name__}: {str(exc)[-300:]}"}
+            runs.setdefault(router, []).append(result)
+            print(router, repeat, result, flush=True)
+            write_summary(runs, out, meta)  # after every run: a stopped benchmark keeps what it measured
 
 
 if __name__ == "__main__":

@@ -391,35 +391,42 @@ def _ttft_tail(row: dict) -> str:
 
 
 def prefix_routing(data: dict) -> str:
-    """benchmarks/prefix_routing.py: one run per router, each on the machine and commit it names; no ratio is drawn
-    unless both runs are valid, and no verdict from one run (a verdict needs three interleaved repeats)."""
-    rows = data["results"]
-    lines = [f"{data['meta']['workload']}; two replicas of the default model (float32, speculation off).", ""]
+    """benchmarks/prefix_routing.py: every run of each router, each on the machine and commit it names, then the
+    paired ratios (prefix affinity / default) over the repeats where both runs are usable, with their interval and,
+    from three pairs, a verdict on the target (TTFT p50 <= 0.5x); no ratio from a run the load tester marked invalid
+    or one with errors."""
+    runs, meta = data["runs"], data["meta"]
+    order = f"; order {meta['order']}" if meta.get("order") else ""
+    repeats = f"{meta['repeats']} interleaved repeat(s){order}" if meta.get("repeats") else "one run per router"
+    lines = [f"{meta['workload']}; two replicas of the default model (float32, speculation off); {repeats}.", ""]
     for router, name in PREFIX_ROUTERS:
-        if where := (rows.get(router) or {}).get("machine"):
-            lines.append(f"- {name}: {_cpu(where)}, {where['date']}, "
-                         f"commit {where['commit'][:10]}{_uncommitted(where)}")
-    lines += ["", "| router | TTFT p50 ms | TTFT tail ms | TPOT p50 ms | output tok/s | errors | prefix-cache hit rate "
-                  "per replica | load tester |", "|---|---|---|---|---|---|---|---|"]
+        places = dict.fromkeys(f"{_cpu(w)}, {w['date']}, commit {w['commit'][:10]}{_uncommitted(w)}"
+                               for r in runs.get(router, []) if (w := r.get("machine")))
+        if places:
+            lines.append(f"- {name}: {'; '.join(places)}")
+    lines += ["", "| router | run | TTFT p50 ms | TTFT tail ms | TPOT p50 ms | output tok/s | errors | prefix-cache hit "
+                  "rate per replica | load tester |", "|---|---|---|---|---|---|---|---|---|"]
     for router, name in PREFIX_ROUTERS:
-        row = rows.get(router)
-        if not row or "error" in row:
-            lines.append(f"| {name} | failed: {(row or {}).get('error', 'not run')} |||||||")
-            continue
-        hits = ", ".join("n/a" if c.get("hit_rate") is None else f"{c['hit_rate']:.0%}"
-                         for c in row["replicas"].values())
-        checked = ("not recorded" if "valid" not in row else "valid" if row["valid"]
-                   else "INVALID (" + "; ".join(reason.split(":")[0] for reason in row["invalid_reasons"]) + ")")
-        lines.append(f"| {name} | {row['ttft_p50_ms']:,.0f} | {_ttft_tail(row)} | {row['tpot_p50_ms']:.0f} | "
-                     f"{row['output_tok_s']:.1f} | {row['error_rate']:.0%} | {hits} | {checked} |")
-    a, b = rows.get("prefix_affinity") or {}, rows.get("power_of_two") or {}
-    if a.get("valid") and b.get("valid"):
-        lines += ["", f"TTFT p50 prefix affinity / default: {a['ttft_p50_ms'] / b['ttft_p50_ms']:.2f}x, "
-                      f"output tokens/s {a['output_tok_s'] / b['output_tok_s']:.2f}x (one run each: not judged against "
-                      f"the target, TTFT p50 <= 0.5x; a verdict needs {MIN_PAIRS} interleaved repeats)."]
+        for i, row in enumerate(runs.get(router) or [{"error": "not run"}]):
+            if "error" in row:
+                lines.append(f"| {name} | {i + 1} | failed: {row['error']} |||||||")
+                continue
+            hits = ", ".join("n/a" if c.get("hit_rate") is None else f"{c['hit_rate']:.0%}"
+                             for c in row["replicas"].values())
+            checked = ("not recorded" if "valid" not in row else "valid" if row["valid"]
+                       else "INVALID (" + "; ".join(reason.split(":")[0] for reason in row["invalid_reasons"]) + ")")
+            lines.append(f"| {name} | {i + 1} | {row['ttft_p50_ms']:,.0f} | {_ttft_tail(row)} | "
+                         f"{row['tpot_p50_ms']:.0f} | {row['output_tok_s']:.1f} | {row['error_rate']:.0%} | {hits} | "
+                         f"{checked} |")
+    estimate = data.get("estimates") or {}
+    if estimate.get("num_pairs"):
+        lines += ["", f"Prefix affinity / default over {estimate['num_pairs']} pair(s) of usable runs: TTFT p50 "
+                      f"{format_ratio(estimate['ttft_p50'])} (target <= 0.5x: "
+                      f"{verdict(estimate['ttft_p50'], 'at_most', 0.5)}), output tokens/s "
+                      f"{format_ratio(estimate['output_tok_s'])}."]
     else:
-        lines += ["", "A run the load tester marked invalid (or one from before it was recorded): no ratio is drawn "
-                      "from these rows."]
+        lines += ["", "No repeat has two usable runs (valid by the load tester's self-check, no errors): no ratio is "
+                      "drawn from these rows."]
     return "\n".join(lines)
 
 

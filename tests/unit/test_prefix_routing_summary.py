@@ -1,6 +1,6 @@
-"""benchmarks/tables.py's prefix-routing table: a TTFT tail is a p99 only over 200+ requests (else the max of N),
-each router names the machine and commit it ran on, and no ratio is drawn from a run the load tester marked
-invalid; from one valid run each a ratio is shown without a verdict."""
+"""benchmarks/prefix_routing.py's summary and its table (benchmarks/tables.py): a TTFT tail is a p99 only over 200+
+requests (else the max of N), each router names the machine and commit it ran on, the ratios pair the repeats whose
+runs are both valid and error-free, and a verdict needs three such pairs."""
 
 import sys
 from pathlib import Path
@@ -8,45 +8,56 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+import prefix_routing  # noqa: E402
 import tables  # noqa: E402
 
 WHERE = {"cpu": "2-core Test CPU", "cpu_flags": ["avx512f"], "date": "2026-12-07", "commit": "a" * 40,
          "uncommitted": False}
 
 
-def row(ttft_p50: float, n: int, valid: bool = True) -> dict:
+def row(ttft_p50: float, n: int = 250, valid: bool = True, tok_s: float = 20.0, error_rate: float = 0.0) -> dict:
     return {"ttft_p50_ms": ttft_p50, "ttft_p99_ms": 900.0, "ttft_max_ms": 1500.0, "ttft_n": n, "tpot_p50_ms": 50.0,
-            "output_tok_s": 20.0, "error_rate": 0.0, "valid": valid,
+            "output_tok_s": tok_s, "error_rate": error_rate, "valid": valid,
             "invalid_reasons": [] if valid else ["client event-loop lag p99 12.0 ms > 10.0 ms: timestamps are late"],
             "machine": WHERE, "replicas": {"r1": {"hit_rate": 0.8}, "r2": {"hit_rate": None}}}
 
 
-def render(affinity: dict, default: dict) -> str:
-    return tables.prefix_routing({"meta": {"workload": "w"}, "results": {"prefix_affinity": affinity,
-                                                                          "power_of_two": default}})
+def render(affinity: list[dict], default: list[dict]) -> str:
+    runs = {"prefix_affinity": affinity, "power_of_two": default}
+    return tables.prefix_routing({"meta": {"workload": "w", "repeats": len(affinity)}, "runs": runs,
+                                  "estimates": prefix_routing.estimates(runs)})
 
 
 def test_tail_is_a_p99_only_over_200_requests():
-    text = render(row(100.0, 250), row(200.0, 120))
-    assert "| 100 | p99 900 |" in text
-    assert "| 200 | max of 120: 1,500 |" in text
+    text = render([row(100.0, 250)], [row(200.0, 120)])
+    assert "| 1 | 100 | p99 900 |" in text
+    assert "| 1 | 200 | max of 120: 1,500 |" in text
     assert "80%, n/a" in text
     assert "2-core Test CPU (avx512f), 2026-12-07, commit aaaaaaaaaa" in text
 
 
-def test_no_ratio_from_an_invalid_run():
-    text = render(row(100.0, 250), row(200.0, 250, valid=False))
+def test_no_ratio_from_an_invalid_run_or_one_with_errors():
+    text = render([row(100.0), row(100.0)], [row(200.0, valid=False), row(200.0, error_rate=0.03)])
     assert "INVALID (client event-loop lag p99 12.0 ms > 10.0 ms)" in text
     assert "no ratio is drawn" in text and "0.50x" not in text
 
 
-def test_one_valid_run_each_gives_a_ratio_but_no_verdict():
-    text = render(row(100.0, 250), row(200.0, 250))
-    assert "TTFT p50 prefix affinity / default: 0.50x" in text
-    assert "not judged" in text and "met" not in text.split("not judged")[0].split("\n")[-1]
+def test_ratios_pair_the_usable_repeats_and_judge_from_three():
+    runs = {"prefix_affinity": [row(100.0, tok_s=30.0), row(104.0, tok_s=31.0), row(90.0), row(98.0, tok_s=30.0)],
+            "power_of_two": [row(250.0), row(250.0), row(260.0, valid=False), row(240.0)]}
+    estimate = prefix_routing.estimates(runs)
+    assert estimate["num_pairs"] == 3 and 0.39 < estimate["ttft_p50"]["value"] < 0.42  # the invalid repeat is out
+    assert 1.49 < estimate["output_tok_s"]["value"] < 1.53
+    text = render(runs["prefix_affinity"], runs["power_of_two"])
+    assert "over 3 pair(s) of usable runs" in text and "(target <= 0.5x: met)" in text
+
+
+def test_one_usable_pair_gives_a_ratio_but_no_verdict():
+    text = render([row(100.0)], [row(200.0)])
+    assert "TTFT p50 0.50x [1 repeat, no CI]" in text and "not judged: 1 valid pair(s), 3 needed" in text
 
 
 def test_a_failed_router_is_shown_as_failed():
-    text = tables.prefix_routing({"meta": {"workload": "w"}, "results": {"prefix_affinity": {"error": "boom"}}})
-    assert "| prefix affinity (serve_app) | failed: boom |" in text
-    assert "| power of two choices (Ray's default) | failed: not run |" in text
+    text = tables.prefix_routing({"meta": {"workload": "w"}, "runs": {"prefix_affinity": [{"error": "boom"}]}})
+    assert "| prefix affinity (serve_app) | 1 | failed: boom |" in text
+    assert "| power of two choices (Ray's default) | 1 | failed: not run |" in text

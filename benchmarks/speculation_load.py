@@ -123,12 +123,7 @@ def estimates(runs: dict[str, list[dict]], sets: list[str], loads: list[int]) ->
 def write_summary(runs: dict[str, list[dict]], sets: list[str], loads: list[int], out: Path, meta: dict) -> None:
     data = {"meta": meta, "sets": sets, "loads": loads, "runs": runs, "estimates": estimates(runs, sets, loads)}
     (out / "summary.json").write_text(json.dumps(data, indent=1))
-    text = tables.speculation_load(data)
-    profiled = [{"server": name, "run": key, "engine_profile": cell["engine_profile"]}
-                for name, repeats in runs.items() for cells in repeats for key, cell in cells.items()
-                if isinstance(cell, dict) and cell.get("engine_profile")]
-    if profiles := tables.engine_profiles({"runs": profiled}):
-        text += f"\n\n## Where the engine's time goes (py-spy, {meta['profile_engine']} s into each cell)\n\n{profiles}"
+    text = tables.speculation_load_profiled(data)
     (out / "summary.md").write_text("# Speculation by load (HTTP, one server at a time)\n\n" + text + "\n")
     print(text)
 

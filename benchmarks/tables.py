@@ -378,6 +378,20 @@ def speculation_load(data: dict) -> str:
     return "\n".join(lines)
 
 
+def speculation_load_profiled(data: dict) -> str:
+    """`speculation_load`, then (runs with --profile-engine) where each server's engine spent its time per cell."""
+    profiled = [{"server": name, "run": key, "engine_profile": cell["engine_profile"]}
+                for name, repeats in data["runs"].items() for cells in repeats for key, cell in cells.items()
+                if isinstance(cell, dict) and cell.get("engine_profile")]
+    profiles = engine_profiles({"runs": profiled})
+    if not profiles:
+        return speculation_load(data)
+    delay_s, duration_s = data["meta"]["profile_engine"].split(",")
+    return (f"{speculation_load(data)}\n\nWhere the engine's time goes: share of py-spy's samples of the process that "
+            f"runs the model, over {duration_s} s from {delay_s} s into each cell, inside each stage (mean over the "
+            f"repeats).\n\n{profiles}")
+
+
 PREFIX_ROUTERS = (("prefix_affinity", "prefix affinity (serve_app)"),
                   ("power_of_two", "power of two choices (Ray's default)"))
 MIN_P99_SAMPLES = 200  # a p99 over fewer requests is reported as the max of N
@@ -571,6 +585,7 @@ TABLES: dict[str, tuple[str, Table]] = {
     "prefix_routing": ("results/prefix_routing/summary.json", prefix_routing),
     "speculation_load": ("results/speculation/load/summary.json", speculation_load),
     "speculation_load_amx": ("results/speculation/load_amx/summary.json", speculation_load),
+    "speculation_chat_c8_amx": ("results/speculation/chat_c8_amx/summary.json", speculation_load_profiled),
     # The same benchmark at 8 users on a 2-core Intel Xeon with AVX-512, after the plain-sampler patch (--out there).
     "speculation_load_xeon_c8": ("results/speculation/load_xeon_c8/summary.json", speculation_load),
     "token_jitter": ("results/token_jitter/jitter.json", token_jitter),

@@ -45,3 +45,17 @@ def test_a_run_of_one_prompt_set_has_rows_for_it_alone_and_names_its_order():
     summary = {"meta": {"cpu": "2-core X", "cpu_flags": [], "date": "d", "commit": "0" * 40, "repeats": 1,
                         "order": "turned round every other repeat"}, "loads": [8], "runs": data, "estimates": rows}
     assert "order turned round every other repeat" in tables.speculation_load(summary)
+
+
+def test_a_profiled_run_shows_where_each_servers_engine_spent_its_time():
+    shares = {"model forward": 0.85, "sampling, all": 0.01}
+    data = {"serve_app_auto": [{"chat_c8": {**cell(60), "engine_profile": {"samples": 1000, "shares": shares}}}],
+            "serve_app_off": [{"chat_c8": cell(62)}]}
+    summary = {"meta": {"cpu": "2-core X", "cpu_flags": [], "date": "d", "commit": "0" * 40, "repeats": 1,
+                        "profile_engine": "10,20"}, "loads": [8], "runs": data,
+               "estimates": speculation_load.estimates(data, ["chat"], [8])}
+    text = tables.speculation_load_profiled(summary)
+    assert "over 20 s from 10 s into each cell" in text
+    assert "| serve_app_auto | 8 | 1 | 1000 | 85.0% | 1.0% |" in text and "| serve_app_off |" not in text
+    unprofiled = {**summary, "runs": {name: [{"chat_c8": cell(60)}] for name in data}}
+    assert tables.speculation_load_profiled(unprofiled) == tables.speculation_load(unprofiled)

@@ -586,6 +586,10 @@ TABLES: dict[str, tuple[str, Table]] = {
     "speculation_load": ("results/speculation/load/summary.json", speculation_load),
     "speculation_load_amx": ("results/speculation/load_amx/summary.json", speculation_load),
     "speculation_chat_c8_amx": ("results/speculation/chat_c8_amx/summary.json", speculation_load_profiled),
+    "speculation_chat_c1_then_c8_amx": ("results/speculation/diagnostics_amx/chat_c1_then_c8/summary.json",
+                                        speculation_load_profiled),
+    "speculation_copy_and_chat_amx": ("results/speculation/diagnostics_amx/copy_and_chat/summary.json",
+                                      speculation_load_profiled),
     # The same benchmark at 8 users on a 2-core Intel Xeon with AVX-512, after the plain-sampler patch (--out there).
     "speculation_load_xeon_c8": ("results/speculation/load_xeon_c8/summary.json", speculation_load),
     "token_jitter": ("results/token_jitter/jitter.json", token_jitter),

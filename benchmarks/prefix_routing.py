@@ -161,7 +161,10 @@ def main() -> None:
                         f"prompts of ~{args.system_prompt_tokens} tokens, {args.users} users, <= {args.max_tokens} "
                         "output tokens per turn, greedy", "repeats": args.repeats,
             "order": "turned round every other repeat",
-            "command": f"benchmarks/prefix_routing.py --routers {args.routers} --repeats {args.repeats}"}
+            "command": f"benchmarks/prefix_routing.py --routers {args.routers} --repeats {args.repeats} "
+                       f"--conversations {args.conversations} --turns {args.turns} --users {args.users} "
+                       f"--system-prompts {args.system_prompts} --system-prompt-tokens {args.system_prompt_tokens} "
+                       f"--max-tokens {args.max_tokens}"}
     from serve_app.config import AppConfig
     from serve_app.platform.models import resolve_model_path
 

@@ -95,6 +95,9 @@ class _Worker:
         self.tenant_headers = {t.name: t.request_headers(self.headers) for t in plan.config.tenants}
         self.next_request_id = plan.worker_id * 10_000_000
         self.num_jobs_started = 0
+        # When this worker last sent a request (run s), or will first: `_drain` waits from here.
+        self.last_send_s = max([0.0, *plan.user_offsets_s,
+                                *(t for offsets in plan.tenant_user_offsets_s.values() for t in offsets)])
         self.slots = asyncio.Semaphore(plan.config.max_inflight) if plan.config.max_inflight else None
 
     async def run_job(self, session: aiohttp.ClientSession, job_index: int, scheduled_s: float | None,
@@ -126,6 +129,7 @@ class _Worker:
                 tenant=tenant,
             )
             self.next_request_id += 1
+            self.last_send_s = max(self.last_send_s, record.send_s)
             self.records.append(record)
             self.counters.on_start()
             if self.slots is not None:
@@ -199,12 +203,17 @@ class _Worker:
         )
 
     async def _drain(self, tasks: list[asyncio.Task]) -> None:
+        """Wait for every task, and give up once no request has been sent for the drain budget
+        (`drain_timeout_s`, else the request timeout + 5 s): whatever is still running then is past its own timeout.
+        Counted from the last send, not from this call: a closed loop keeps sending until its quota or duration is
+        spent, however long that takes, and only a request that outlives its timeout is cancelled."""
         if not tasks:
             return
         budget_s = self.config.drain_timeout_s or self.config.request_timeout_s + 5.0
-        if self.config.mode == "closed" and self.config.duration_s is not None:
-            budget_s += max(0.0, self.config.duration_s - self.clock())
-        done, pending = await asyncio.wait(tasks, timeout=budget_s)
+        done, pending = set(), set(tasks)
+        while pending and (wait_s := self.last_send_s + budget_s - self.clock()) > 0:
+            finished, pending = await asyncio.wait(pending, timeout=wait_s)
+            done |= finished
         for task in pending:
             task.cancel()
         if pending:

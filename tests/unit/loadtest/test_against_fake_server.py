@@ -90,6 +90,27 @@ def test_errors_are_counted_by_status_code():
     assert summary["errors_by_kind"] == {"http_503": 2}
 
 
+def test_a_closed_loop_runs_its_whole_quota_however_long_past_the_drain_budget():
+    # Twelve requests of ~0.1 s each, one user: ~1.2 s in all, four times the 0.3 s drain budget. The budget counts
+    # from the last request sent, so none is cancelled (it once counted from the start: the run stopped at 0.3 s).
+    script = FakeScript(ttft_s=0.05, gap_s=0.01, num_tokens=4)
+    with running_fake_server(script) as url:
+        config = LoadTestConfig(base_url=url, concurrency=1, num_requests=12, max_tokens=4, input_tokens=4,
+                                drain_timeout_s=0.3, request_timeout_s=5.0)
+        result = run_experiment(config, progress=False)
+    assert result["summary"]["num_ok"] == 12 and result["summary"]["num_errors"] == 0
+
+
+def test_a_request_outliving_the_drain_budget_is_cancelled_and_counted():
+    script = FakeScript(ttft_s=0.01, gap_s=0.001, num_tokens=2, first_request_stall_s=3.0)
+    with running_fake_server(script) as url:
+        config = LoadTestConfig(base_url=url, concurrency=1, num_requests=3, max_tokens=2, input_tokens=4,
+                                drain_timeout_s=0.5, request_timeout_s=30.0)
+        result = run_experiment(config, progress=False)
+    summary = result["summary"]
+    assert summary["num_errors"] == 1 and summary["errors_by_kind"] == {"cancelled_at_end": 1}
+
+
 def test_chat_multi_turn_body_and_ignore_eos(fake_url):
     config = LoadTestConfig(
         base_url=fake_url, endpoint="chat", turns=2, concurrency=1, num_requests=1, max_tokens=8,

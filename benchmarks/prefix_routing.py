@@ -9,8 +9,9 @@ Each replica's prefix-cache hits and queries come from Ray's metrics port (serve
 The ratios (prefix affinity / default: TTFT p50, output tokens/s) pair the repeats whose runs both ran without
 errors and were judged valid by the load tester; a verdict on the target (TTFT p50 <= 0.5x) needs three such pairs.
 
-    .venv/bin/python benchmarks/prefix_routing.py                    # 3 repeats, ~45 min on 2 cores
-    .venv/bin/python benchmarks/prefix_routing.py --repeats 1        # one run per router, ~15 min: no verdict
+    .venv/bin/python benchmarks/prefix_routing.py                    # 3 repeats of 64 conversations: ~2 h on 2 cores
+    .venv/bin/python benchmarks/prefix_routing.py --conversations 32 # each system prompt once: ~1 h (the README's)
+    .venv/bin/python benchmarks/prefix_routing.py --repeats 1        # one run per router: no verdict
     .venv/bin/python benchmarks/prefix_routing.py --summarise-only
 
 Writes results/prefix_routing/<router>/r<N>/result.json, summary.{json,md} and summary.png.

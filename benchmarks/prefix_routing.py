@@ -10,7 +10,7 @@ The ratios (prefix affinity / default: TTFT p50, output tokens/s) pair the repea
 errors and were judged valid by the load tester; a verdict on the target (TTFT p50 <= 0.5x) needs three such pairs.
 
     .venv/bin/python benchmarks/prefix_routing.py                    # 3 repeats of 64 conversations: ~2 h on 2 cores
-    .venv/bin/python benchmarks/prefix_routing.py --conversations 32 # each system prompt once: ~1 h (the README's)
+    .venv/bin/python benchmarks/prefix_routing.py --conversations 32 # each system prompt once: ~50 min (the README's)
     .venv/bin/python benchmarks/prefix_routing.py --repeats 1        # one run per router: no verdict
     .venv/bin/python benchmarks/prefix_routing.py --summarise-only
 
@@ -99,7 +99,8 @@ def estimates(runs: dict[str, list[dict]]) -> dict:
     if not pairs:
         return {"num_pairs": 0}
     return {"num_pairs": len(pairs),
-            "ttft_p50": paired_ratio_ci([b["ttft_p50_ms"] for _, b in pairs], [a["ttft_p50_ms"] for a, _ in pairs]).to_dict(),
+            "ttft_p50": paired_ratio_ci([b["ttft_p50_ms"] for _, b in pairs],
+                                        [a["ttft_p50_ms"] for a, _ in pairs]).to_dict(),
             "output_tok_s": paired_ratio_ci([b["output_tok_s"] for _, b in pairs],
                                             [a["output_tok_s"] for a, _ in pairs]).to_dict()}
 
@@ -122,7 +123,8 @@ def write_summary(runs: dict[str, list[dict]], out: Path, meta: dict) -> None:
         fig, axes = plt.subplots(1, 3, figsize=(11, 3.5))
         for ax, title, value in ((axes[0], "TTFT p50 (ms)", lambda r: r["ttft_p50_ms"]),
                                  (axes[1], f"TTFT p99 (max of N under {tables.MIN_P99_SAMPLES} requests), ms",
-                                  lambda r: r["ttft_p99_ms"] if r["ttft_n"] >= tables.MIN_P99_SAMPLES else r["ttft_max_ms"]),
+                                  lambda r: r["ttft_p99_ms"] if r["ttft_n"] >= tables.MIN_P99_SAMPLES
+                                  else r["ttft_max_ms"]),
                                  (axes[2], "output tokens/s", lambda r: r["output_tok_s"])):
             for x, router in enumerate(ROUTERS):
                 done = [r for r in runs.get(router, []) if "ttft_p50_ms" in r]

@@ -13,7 +13,7 @@ needs three valid pairs (benchmarks/tables.py: verdict). Targets: copy-heavy at 
         serve_app_auto,serve_app_off,vllm,serve_app_auto_ungoverned   # and auto without its governor, ~47 min
     .venv/bin/python benchmarks/speculation_load.py --loads 1,8,32   # ~55 min
     .venv/bin/python benchmarks/speculation_load.py --servers serve_app_auto,serve_app_off --sets chat --loads 8 \
-        --repeats 4 --profile-engine 20,30 --out results/speculation/chat_c8   # one cell, engine sampled by py-spy
+        --repeats 6 --profile-engine 10,20 --out results/speculation/chat_c8_amx   # one cell, py-spy on the engine
     .venv/bin/python benchmarks/speculation_load.py --summarise-only
 
 Writes results/speculation/load/<server>/r<N>/<set>_c<users>/result.json and summary.{json,md}; the README's

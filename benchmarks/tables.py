@@ -379,17 +379,21 @@ def speculation_load(data: dict) -> str:
 
 
 def speculation_load_profiled(data: dict) -> str:
-    """`speculation_load`, then (runs with --profile-engine) where each server's engine spent its time per cell."""
-    profiled = [{"server": name, "run": key, "engine_profile": cell["engine_profile"]}
-                for name, repeats in data["runs"].items() for cells in repeats for key, cell in cells.items()
-                if isinstance(cell, dict) and cell.get("engine_profile")]
-    profiles = engine_profiles({"runs": profiled})
-    if not profiles:
+    """`speculation_load`, then (runs with --profile-engine) where each server's engine spent its time, per prompt
+    set and load."""
+    sections = []
+    for prompt_set in data.get("sets") or [row["prompt_set"] for row in data["estimates"]]:
+        profiled = [{"server": name, "run": key, "engine_profile": cell["engine_profile"]}
+                    for name, repeats in data["runs"].items() for cells in repeats for key, cell in cells.items()
+                    if key.startswith(f"{prompt_set}_c") and isinstance(cell, dict) and cell.get("engine_profile")]
+        if profiles := engine_profiles({"runs": profiled}):
+            sections.append(f"{prompt_set}:\n\n{profiles}")
+    if not sections:
         return speculation_load(data)
     delay_s, duration_s = data["meta"]["profile_engine"].split(",")
     return (f"{speculation_load(data)}\n\nWhere the engine's time goes: share of py-spy's samples of the process that "
-            f"runs the model, over {duration_s} s from {delay_s} s into each cell, inside each stage (mean over the "
-            f"repeats).\n\n{profiles}")
+            f"runs the model, over {duration_s} s from {delay_s} s into each cell (less where the cell ended sooner: "
+            "fewer samples per run), inside each stage, mean over the repeats.\n\n" + "\n\n".join(sections))
 
 
 PREFIX_ROUTERS = (("prefix_affinity", "prefix affinity (serve_app)"),
@@ -418,8 +422,8 @@ def prefix_routing(data: dict) -> str:
                                for r in runs.get(router, []) if (w := r.get("machine")))
         if places:
             lines.append(f"- {name}: {'; '.join(places)}")
-    lines += ["", "| router | run | TTFT p50 ms | TTFT tail ms | TPOT p50 ms | output tok/s | errors | prefix-cache hit "
-                  "rate per replica | load tester |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| router | run | TTFT p50 ms | TTFT tail ms | TPOT p50 ms | output tok/s | errors | prefix-cache "
+                  "hit rate per replica | load tester |", "|---|---|---|---|---|---|---|---|---|"]
     for router, name in PREFIX_ROUTERS:
         for i, row in enumerate(runs.get(router) or [{"error": "not run"}]):
             if "error" in row:

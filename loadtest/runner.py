@@ -129,19 +129,24 @@ class _Worker:
                 tenant=tenant,
             )
             self.next_request_id += 1
-            self.last_send_s = max(self.last_send_s, record.send_s)
             self.records.append(record)
             self.counters.on_start()
             if self.slots is not None:
                 async with self.slots:
+                    self._sending()
                     text = await self._send(session, body, record, headers)
             else:
+                self._sending()
                 text = await self._send(session, body, record, headers)
             record.output_text = text
             self.counters.on_done(record.ok)
             if not record.ok:
                 return
             messages.append({"role": "assistant", "content": text})
+
+    def _sending(self) -> None:
+        """A request leaves now (after its `max_inflight` slot, if any): `_drain` counts from the last one."""
+        self.last_send_s = max(self.last_send_s, self.clock())
 
     async def _send(self, session: aiohttp.ClientSession, body: dict, record: RequestRecord,
                     headers: dict[str, str]) -> str:
@@ -203,23 +208,24 @@ class _Worker:
         )
 
     async def _drain(self, tasks: list[asyncio.Task]) -> None:
-        """Wait for every task, and give up once no request has been sent for the drain budget
-        (`drain_timeout_s`, else the request timeout + 5 s): whatever is still running then is past its own timeout.
-        Counted from the last send, not from this call: a closed loop keeps sending until its quota or duration is
-        spent, however long that takes, and only a request that outlives its timeout is cancelled."""
+        """Wait for every task, and give up once no request has been sent for the drain budget (`drain_timeout_s`,
+        else the request timeout + 5 s, past which every request still running has outlived its own timeout).
+        Counted from the last send, or from this call if later (an open loop's last arrival may not have sent yet):
+        a closed loop keeps sending until its quota or duration is spent, however long that takes. A count-bounded
+        closed run is bounded by its requests' timeouts: at most ceil(requests / users) x turns x timeout."""
         if not tasks:
             return
         budget_s = self.config.drain_timeout_s or self.config.request_timeout_s + 5.0
-        done, pending = set(), set(tasks)
+        self.last_send_s = max(self.last_send_s, self.clock())
+        pending = set(tasks)
         while pending and (wait_s := self.last_send_s + budget_s - self.clock()) > 0:
-            finished, pending = await asyncio.wait(pending, timeout=wait_s)
-            done |= finished
+            _, pending = await asyncio.wait(pending, timeout=wait_s)
         for task in pending:
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
-        for task in done:
-            if task.exception() is not None:
+        for task in tasks:
+            if task not in pending and task.exception() is not None:
                 raise task.exception()
 
 
@@ -289,7 +295,10 @@ def _expected_run_s(config: LoadTestConfig) -> float:
         return config.duration_s + config.ramp_up_s
     if config.mode == "open":
         return config.num_requests / config.rate_rps + config.ramp_up_s
-    return 3600.0
+    # A count-bounded closed loop: as long as its requests, one after another, each at its timeout (a bound, not an
+    # estimate: the parent's deadline must not end a slow run that is still making progress).
+    jobs = (config.num_requests or 0) + sum(t.num_requests or 0 for t in config.tenants)
+    return max(3600.0, jobs * config.turns * config.request_timeout_s + config.ramp_up_s)
 
 
 def run_load(config: LoadTestConfig, model: str, jobs: list[Job], progress: ProgressPrinter) -> list[WorkerResult]:

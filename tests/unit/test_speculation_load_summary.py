@@ -56,6 +56,7 @@ def test_a_profiled_run_shows_where_each_servers_engine_spent_its_time():
                "estimates": speculation_load.estimates(data, ["chat"], [8])}
     text = tables.speculation_load_profiled(summary)
     assert "over 20 s from 10 s into each cell" in text
+    assert "chat:\n\n| server |" in text
     assert "| serve_app_auto | 8 | 1 | 1000 | 85.0% | 1.0% |" in text and "| serve_app_off |" not in text
     unprofiled = {**summary, "runs": {name: [{"chat_c8": cell(60)}] for name in data}}
     assert tables.speculation_load_profiled(unprofiled) == tables.speculation_load(unprofiled)

@@ -101,6 +101,17 @@ def test_a_closed_loop_runs_its_whole_quota_however_long_past_the_drain_budget()
     assert result["summary"]["num_ok"] == 12 and result["summary"]["num_errors"] == 0
 
 
+def test_an_open_loop_sends_its_last_arrival_however_long_the_gap_before_it():
+    # Arrivals 0.625 s apart, a 0.2 s drain budget: the budget counts from when the drain begins (after the last
+    # arrival is scheduled), so the last job is sent and answered, not cancelled before it ever left.
+    script = FakeScript(ttft_s=0.05, gap_s=0.01, num_tokens=2)
+    with running_fake_server(script) as url:
+        config = LoadTestConfig(base_url=url, mode="open", rate_rps=1.6, burstiness=None, num_requests=4,
+                                max_tokens=2, input_tokens=4, drain_timeout_s=0.2, request_timeout_s=5.0)
+        result = run_experiment(config, progress=False)
+    assert result["summary"]["num_ok"] == 4 and result["summary"]["num_errors"] == 0
+
+
 def test_a_request_outliving_the_drain_budget_is_cancelled_and_counted():
     script = FakeScript(ttft_s=0.01, gap_s=0.001, num_tokens=2, first_request_stall_s=3.0)
     with running_fake_server(script) as url:

@@ -110,6 +110,20 @@ def stop_process_group(process: subprocess.Popen, first_signal: int = signal.SIG
         process.wait()
 
 
+def turned_round(names: list[str], repeats: int) -> list[tuple[int, str]]:
+    """(repeat, name) in interleaved repeats whose order turns round every other repeat (A, B, C, C, B, A, ...), so
+    that no one always runs first; repeats count from 0."""
+    return [(repeat, name) for repeat in range(repeats) for name in (names if repeat % 2 == 0 else names[::-1])]
+
+
+def profile_window(text: str, parser) -> tuple[float, float] | None:
+    """--profile-engine DELAY_S,DURATION_S -> (delay_s, duration_s) for `profiled_engine`; "" -> None."""
+    window = tuple(float(x) for x in text.split(",")) if text else None
+    if window is not None and len(window) != 2:
+        parser.error("--profile-engine: DELAY_S,DURATION_S")
+    return window
+
+
 @contextlib.contextmanager
 def running(server: Server, folder: Path):
     """Start `server` (its config and log in `folder`), wait until it answers, and stop it afterwards."""

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import tables  # benchmarks/, beside this script
 from harness import (NAME, PORT, REPO, VENV_PY, Server, applied_nice, machine, raise_priority,  # benchmarks/
-                     running)
+                     running, turned_round)
 from serve_app.stats import paired_ratio_ci
 
 RAY_METRICS_PORT = 18093
@@ -172,17 +172,15 @@ def main() -> None:
     from serve_app.platform.models import resolve_model_path
 
     model_dir = resolve_model_path(AppConfig().model)
-    routers = args.routers.split(",")
     runs: dict[str, list[dict]] = {}
-    for repeat in range(args.repeats):
-        for router in routers if repeat % 2 == 0 else routers[::-1]:  # no router always runs first
-            try:
-                result = run(router, args, model_dir, out / router / f"r{repeat}")
-            except Exception as exc:  # noqa: BLE001 - record and go on
-                result = {"error": f"{type(exc).__name__}: {str(exc)[-300:]}"}
-            runs.setdefault(router, []).append(result)
-            print(router, repeat, result, flush=True)
-            write_summary(runs, out, meta)  # after every run: a stopped benchmark keeps what it measured
+    for repeat, router in turned_round(args.routers.split(","), args.repeats):
+        try:
+            result = run(router, args, model_dir, out / router / f"r{repeat}")
+        except Exception as exc:  # noqa: BLE001 - record and go on
+            result = {"error": f"{type(exc).__name__}: {str(exc)[-300:]}"}
+        runs.setdefault(router, []).append(result)
+        print(router, repeat, result, flush=True)
+        write_summary(runs, out, meta)  # after every run: a stopped benchmark keeps what it measured
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import tables  # noqa: E402  (benchmarks/, beside this script: the table renderers)
 from harness import (NAME, PORT, RAYLLM_PY, REPO, VENV_PY, Server, applied_nice, cpu_seconds_by_role,  # noqa: E402
-                     engine_profile, machine, profiled_engine, raise_priority, running)
+                     engine_profile, machine, profile_window, profiled_engine, raise_priority, running)
 from serve_app.stats import (MIN_SAMPLES_FOR_P99, paired_difference_ci, paired_ratio_ci, percentile_of,  # noqa: E402
                              tail_label, tail_value)
 from tables import format_difference_ms, format_ratio, verdict  # noqa: E402
@@ -365,9 +365,7 @@ def main() -> int:
     loads = [int(x) for x in args.loads.split(",")]
     clients, servers_named = args.clients.split(","), args.servers.split(",")
     counts = QUICK_NUM_REQUESTS if args.quick else NUM_REQUESTS
-    profile = tuple(float(x) for x in args.profile_engine.split(",")) if args.profile_engine else None
-    if profile is not None and len(profile) != 2:
-        parser.error("--profile-engine: DELAY_S,DURATION_S")
+    profile = profile_window(args.profile_engine, parser)
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.summarise_only:
         model_dir = subprocess.run([str(REPO / ".venv/bin/serve-app"), "models", "prepare", "--model", "default"],

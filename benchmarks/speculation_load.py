@@ -30,8 +30,8 @@ import sys
 from pathlib import Path
 
 import tables  # benchmarks/, beside this script
-from harness import (NAME, PORT, REPO, VENV_PY, Server, applied_nice, engine_profile, machine, profiled_engine,
-                     raise_priority, running)
+from harness import (NAME, PORT, REPO, VENV_PY, Server, applied_nice, engine_profile, machine, profile_window,
+                     profiled_engine, raise_priority, running, turned_round)
 from serve_app.stats import paired_ratio_ci
 
 ENGINE = "dtype: float32, max_model_len: 2048, max_num_seqs: 64, enforce_eager: true, cpu_kvcache_space_gib: 1"
@@ -145,9 +145,7 @@ def main() -> int:
     sets = args.sets.split(",")
     if unknown := set(sets) - set(SETS):
         parser.error(f"--sets: unknown {sorted(unknown)}; of {', '.join(SETS)}")
-    profile = tuple(float(x) for x in args.profile_engine.split(",")) if args.profile_engine else None
-    if profile is not None and len(profile) != 2:
-        parser.error("--profile-engine: DELAY_S,DURATION_S")
+    profile = profile_window(args.profile_engine, parser)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.summarise_only:
         data = json.loads((args.out / "summary.json").read_text())
@@ -160,17 +158,15 @@ def main() -> int:
             "command": f"benchmarks/speculation_load.py --servers {args.servers} --sets {args.sets} "
                        f"--loads {args.loads} --repeats {args.repeats}"
                        + (f" --profile-engine {args.profile_engine}" if args.profile_engine else "")}
-    names = args.servers.split(",")
     runs: dict[str, list[dict]] = {}
-    for repeat in range(args.repeats):
-        for name in names if repeat % 2 == 0 else names[::-1]:  # no server always runs first
-            try:
-                cells = measure(servers(model_dir)[name], sets, loads, model_dir, args.out / name / f"r{repeat}",
-                                args.client_nice, profile)
-            except Exception as exc:  # noqa: BLE001 - a server that did not start: record and go on
-                cells = {"error": f"{type(exc).__name__}: {str(exc)[-300:]}"}
-            runs.setdefault(name, []).append(cells)
-            write_summary(runs, sets, loads, args.out, meta)  # after every server: a stopped run keeps what it measured
+    for repeat, name in turned_round(args.servers.split(","), args.repeats):
+        try:
+            cells = measure(servers(model_dir)[name], sets, loads, model_dir, args.out / name / f"r{repeat}",
+                            args.client_nice, profile)
+        except Exception as exc:  # noqa: BLE001 - a server that did not start: record and go on
+            cells = {"error": f"{type(exc).__name__}: {str(exc)[-300:]}"}
+        runs.setdefault(name, []).append(cells)
+        write_summary(runs, sets, loads, args.out, meta)  # after every server: a stopped run keeps what it measured
     return 0
 
 

@@ -353,7 +353,8 @@ def speculation_load(data: dict) -> str:
     lines = [f"{_cpu(meta)}, {meta['date']}, commit "
              f"{meta['commit'][:10]}{_uncommitted(meta)}; default model, "
              f"float32, greedy, up to 96 output tokens; {meta['repeats']} interleaved repeats (a server started "
-             f"afresh for each{'; order ' + meta['order'] if meta.get('order') else ''}); output tokens/s (mean over valid repeats), ratios [95% CI over the repeat pairs]; "
+             f"afresh for each{'; order ' + meta['order'] if meta.get('order') else ''}); output tokens/s (mean over "
+             "valid repeats), ratios [95% CI over the repeat pairs]; "
              "acceptance and tokens per verification step of `auto` from /metrics.", "",
              "| prompt set | users | vllm serve | serve_app off | serve_app auto | auto / off | auto / vllm | "
              "auto / auto ungoverned | acceptance | tokens/step | verdict |",
@@ -382,7 +383,7 @@ def speculation_load_profiled(data: dict) -> str:
     """`speculation_load`, then (runs with --profile-engine) where each server's engine spent its time, per prompt
     set and load."""
     sections = []
-    for prompt_set in data.get("sets") or [row["prompt_set"] for row in data["estimates"]]:
+    for prompt_set in dict.fromkeys(row["prompt_set"] for row in data["estimates"]):
         profiled = [{"server": name, "run": key, "engine_profile": cell["engine_profile"]}
                     for name, repeats in data["runs"].items() for cells in repeats for key, cell in cells.items()
                     if key.startswith(f"{prompt_set}_c") and isinstance(cell, dict) and cell.get("engine_profile")]

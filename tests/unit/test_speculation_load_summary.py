@@ -60,3 +60,10 @@ def test_a_profiled_run_shows_where_each_servers_engine_spent_its_time():
     assert "| serve_app_auto | 8 | 1 | 1000 | 85.0% | 1.0% |" in text and "| serve_app_off |" not in text
     unprofiled = {**summary, "runs": {name: [{"chat_c8": cell(60)}] for name in data}}
     assert tables.speculation_load_profiled(unprofiled) == tables.speculation_load(unprofiled)
+
+
+def test_the_order_turns_round_every_other_repeat_so_no_server_always_runs_first():
+    import harness
+
+    assert harness.turned_round(["auto", "off", "vllm"], 3) == [
+        (0, "auto"), (0, "off"), (0, "vllm"), (1, "vllm"), (1, "off"), (1, "auto"), (2, "auto"), (2, "off"), (2, "vllm")]

@@ -12,6 +12,7 @@ errors and were judged valid by the load tester; a verdict on the target (TTFT p
     .venv/bin/python benchmarks/prefix_routing.py                    # 3 repeats of 64 conversations: ~2 h on 2 cores
     .venv/bin/python benchmarks/prefix_routing.py --conversations 32 # each system prompt once: ~50 min (the README's)
     .venv/bin/python benchmarks/prefix_routing.py --repeats 1        # one run per router: no verdict
+    .venv/bin/python benchmarks/prefix_routing.py --conversations 32 --add-repeats 1  # one more repeat after those kept
     .venv/bin/python benchmarks/prefix_routing.py --summarise-only
 
 Writes results/prefix_routing/<router>/r<N>/result.json, summary.{json,md} and summary.png.
@@ -105,12 +106,29 @@ def estimates(runs: dict[str, list[dict]]) -> dict:
                                             [a["output_tok_s"] for a, _ in pairs]).to_dict()}
 
 
+def added_repeats(kept: dict, meta: dict, more: int) -> tuple[dict[str, list[dict]], dict, list[tuple[int, str]]]:
+    """--add-repeats: the kept runs, their meta with the repeat count raised and this command noted, and the schedule
+    of the repeats after them, in the order the whole run would have had."""
+    if kept["meta"]["workload"] != meta["workload"]:
+        raise SystemExit(f"--add-repeats: the kept runs are of another workload ({kept['meta']['workload']})")
+    runs = kept["runs"]
+    routers = list(runs)
+    first = max(len(r) for r in runs.values())
+    if any(len(r) != first for r in runs.values()):
+        raise SystemExit("--add-repeats: the kept routers have different numbers of runs")
+    meta = {**kept["meta"], "repeats": first + more,
+            "added": kept["meta"].get("added", []) + [f"{meta['command']} --add-repeats {more}"]}
+    return runs, meta, [(r, name) for r, name in turned_round(routers, first + more) if r >= first]
+
+
 def write_summary(runs: dict[str, list[dict]], out: Path, meta: dict) -> None:
     data = {"meta": meta, "runs": runs, "estimates": estimates(runs)}
     (out / "summary.json").write_text(json.dumps(data, indent=1))
     lines = ["# Prefix-cache-aware routing vs Ray Serve's default router", "",
              f"Command: `.venv/bin/python {meta.get('command', 'benchmarks/prefix_routing.py')}`; rendered by "
-             "benchmarks/tables.py (prefix_routing), as in the README.", "", tables.prefix_routing(data)]
+             "benchmarks/tables.py (prefix_routing), as in the README."]
+    lines += [f"More repeats: `.venv/bin/python {command}`." for command in meta.get("added", [])]
+    lines += ["", tables.prefix_routing(data)]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     try:
@@ -152,6 +170,9 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=24)
     parser.add_argument("--client-nice", type=int, default=-10,
                         help="niceness increment of the load tester's process (negative: runs before the servers)")
+    parser.add_argument("--add-repeats", type=int, default=0,
+                        help="run this many more repeats after those in OUT/summary.json (same workload), numbered "
+                             "on from them and keeping their turned-round order")
     parser.add_argument("--summarise-only", action="store_true")
     args = parser.parse_args()
     out = Path(args.out)
@@ -173,7 +194,10 @@ def main() -> None:
 
     model_dir = resolve_model_path(AppConfig().model)
     runs: dict[str, list[dict]] = {}
-    for repeat, router in turned_round(args.routers.split(","), args.repeats):
+    schedule = turned_round(args.routers.split(","), args.repeats)
+    if args.add_repeats:
+        runs, meta, schedule = added_repeats(json.loads((out / "summary.json").read_text()), meta, args.add_repeats)
+    for repeat, router in schedule:
         try:
             result = run(router, args, model_dir, out / router / f"r{repeat}")
         except Exception as exc:  # noqa: BLE001 - record and go on

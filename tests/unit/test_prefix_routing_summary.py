@@ -61,3 +61,22 @@ def test_a_failed_router_is_shown_as_failed():
     text = tables.prefix_routing({"meta": {"workload": "w"}, "runs": {"prefix_affinity": [{"error": "boom"}]}})
     assert "| prefix affinity (serve_app) | 1 | failed: boom |" in text
     assert "| power of two choices (Ray's default) | 1 | failed: not run |" in text
+
+
+def test_added_repeats_go_on_from_the_kept_runs_in_the_turned_round_order():
+    kept = {"meta": {"workload": "w", "repeats": 3, "command": "c"},
+            "runs": {"prefix_affinity": [row(1.0)] * 3, "power_of_two": [row(2.0)] * 3}}
+    runs, meta, schedule = prefix_routing.added_repeats(kept, {"workload": "w", "command": "c2"}, 2)
+    # repeat 3 turns round (default first), repeat 4 turns back, as a five-repeat run would have run them
+    assert schedule == [(3, "power_of_two"), (3, "prefix_affinity"), (4, "prefix_affinity"), (4, "power_of_two")]
+    assert runs is kept["runs"] and meta["repeats"] == 5 and meta["added"] == ["c2 --add-repeats 2"]
+
+
+def test_added_repeats_refuse_another_workload():
+    kept = {"meta": {"workload": "w"}, "runs": {"prefix_affinity": [row(1.0)], "power_of_two": [row(2.0)]}}
+    try:
+        prefix_routing.added_repeats(kept, {"workload": "other", "command": "c"}, 1)
+    except SystemExit as exc:
+        assert "another workload" in str(exc)
+    else:
+        raise AssertionError("accepted another workload's runs")

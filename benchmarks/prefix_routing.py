@@ -106,18 +106,22 @@ def estimates(runs: dict[str, list[dict]]) -> dict:
                                             [a["output_tok_s"] for a, _ in pairs]).to_dict()}
 
 
-def added_repeats(kept: dict, meta: dict, more: int) -> tuple[dict[str, list[dict]], dict, list[tuple[int, str]]]:
+def added_repeats(kept: dict, meta: dict, routers: list[str],
+                  more: int) -> tuple[dict[str, list[dict]], dict, list[tuple[int, str]]]:
     """--add-repeats: the kept runs, their meta with the repeat count raised and this command noted, and the schedule
     of the repeats after them, in the order the whole run would have had."""
-    if kept["meta"]["workload"] != meta["workload"]:
-        raise SystemExit(f"--add-repeats: the kept runs are of another workload ({kept['meta']['workload']})")
+    if kept["meta"].get("workload") != meta["workload"]:
+        raise SystemExit(f"--add-repeats: the kept runs are of another workload ({kept['meta'].get('workload')})")
     runs = kept["runs"]
-    routers = list(runs)
+    if list(runs) != routers:
+        raise SystemExit(f"--add-repeats: the kept runs are of routers {','.join(runs)}, not {','.join(routers)}")
     first = max(len(r) for r in runs.values())
     if any(len(r) != first for r in runs.values()):
-        raise SystemExit("--add-repeats: the kept routers have different numbers of runs")
+        raise SystemExit("--add-repeats: the kept routers have different numbers of runs (a stopped run: rerun it "
+                         "whole, or remove the unpaired run from summary.json)")
+    command = meta["command"].replace(f" --repeats {meta['repeats']}", "")
     meta = {**kept["meta"], "repeats": first + more,
-            "added": kept["meta"].get("added", []) + [f"{meta['command']} --add-repeats {more}"]}
+            "added": kept["meta"].get("added", []) + [f"{command} --add-repeats {more}"]}
     return runs, meta, [(r, name) for r, name in turned_round(routers, first + more) if r >= first]
 
 
@@ -196,7 +200,8 @@ def main() -> None:
     runs: dict[str, list[dict]] = {}
     schedule = turned_round(args.routers.split(","), args.repeats)
     if args.add_repeats:
-        runs, meta, schedule = added_repeats(json.loads((out / "summary.json").read_text()), meta, args.add_repeats)
+        runs, meta, schedule = added_repeats(json.loads((out / "summary.json").read_text()), meta,
+                                             args.routers.split(","), args.add_repeats)
     for repeat, router in schedule:
         try:
             result = run(router, args, model_dir, out / router / f"r{repeat}")

@@ -66,17 +66,35 @@ def test_a_failed_router_is_shown_as_failed():
 def test_added_repeats_go_on_from_the_kept_runs_in_the_turned_round_order():
     kept = {"meta": {"workload": "w", "repeats": 3, "command": "c"},
             "runs": {"prefix_affinity": [row(1.0)] * 3, "power_of_two": [row(2.0)] * 3}}
-    runs, meta, schedule = prefix_routing.added_repeats(kept, {"workload": "w", "command": "c2"}, 2)
+    runs, meta, schedule = prefix_routing.added_repeats(
+        kept, {"workload": "w", "command": "c2 --repeats 3 --users 4", "repeats": 3}, list(prefix_routing.ROUTERS), 2)
     # repeat 3 turns round (default first), repeat 4 turns back, as a five-repeat run would have run them
     assert schedule == [(3, "power_of_two"), (3, "prefix_affinity"), (4, "prefix_affinity"), (4, "power_of_two")]
-    assert runs is kept["runs"] and meta["repeats"] == 5 and meta["added"] == ["c2 --add-repeats 2"]
+    assert runs is kept["runs"] and meta["repeats"] == 5 and meta["command"] == "c"
+    assert meta["added"] == ["c2 --users 4 --add-repeats 2"]
 
 
-def test_added_repeats_refuse_another_workload():
-    kept = {"meta": {"workload": "w"}, "runs": {"prefix_affinity": [row(1.0)], "power_of_two": [row(2.0)]}}
+def _refusal(kept: dict, meta: dict, routers: list[str]) -> str:
     try:
-        prefix_routing.added_repeats(kept, {"workload": "other", "command": "c"}, 1)
+        prefix_routing.added_repeats(kept, meta, routers, 1)
     except SystemExit as exc:
-        assert "another workload" in str(exc)
-    else:
-        raise AssertionError("accepted another workload's runs")
+        return str(exc)
+    raise AssertionError("added repeats to runs they do not belong with")
+
+
+def test_added_repeats_refuse_other_runs():
+    kept = {"meta": {"workload": "w"}, "runs": {"prefix_affinity": [row(1.0)], "power_of_two": [row(2.0)]}}
+    meta = {"workload": "w", "command": "c", "repeats": 3}
+    routers = list(prefix_routing.ROUTERS)
+    assert "another workload" in _refusal(kept, {**meta, "workload": "other"}, routers)
+    assert "another workload" in _refusal({**kept, "meta": {}}, meta, routers)  # a summary from before meta.workload
+    assert "routers" in _refusal(kept, meta, routers[::-1])
+    unpaired = {**kept, "runs": {"prefix_affinity": [row(1.0)] * 2, "power_of_two": [row(2.0)]}}
+    assert "different numbers of runs" in _refusal(unpaired, meta, routers)
+
+
+def test_the_summary_names_the_added_commands(tmp_path):
+    runs = {"prefix_affinity": [row(100.0)], "power_of_two": [row(200.0)]}
+    prefix_routing.write_summary(runs, tmp_path, {"workload": "w", "command": "first", "added": ["second"]})
+    text = (tmp_path / "summary.md").read_text()
+    assert "Command: `.venv/bin/python first`" in text and "More repeats: `.venv/bin/python second`." in text

@@ -197,11 +197,12 @@ def main() -> None:
     from serve_app.platform.models import resolve_model_path
 
     model_dir = resolve_model_path(AppConfig().model)
+    routers = args.routers.split(",")
     runs: dict[str, list[dict]] = {}
-    schedule = turned_round(args.routers.split(","), args.repeats)
+    schedule = turned_round(routers, args.repeats)
     if args.add_repeats:
-        runs, meta, schedule = added_repeats(json.loads((out / "summary.json").read_text()), meta,
-                                             args.routers.split(","), args.add_repeats)
+        runs, meta, schedule = added_repeats(json.loads((out / "summary.json").read_text()), meta, routers,
+                                             args.add_repeats)
     for repeat, router in schedule:
         try:
             result = run(router, args, model_dir, out / router / f"r{repeat}")

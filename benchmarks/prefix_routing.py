@@ -11,11 +11,13 @@ errors and were judged valid by the load tester; a verdict on the target (TTFT p
 
     .venv/bin/python benchmarks/prefix_routing.py                    # 3 repeats of 64 conversations: ~2 h on 2 cores
     .venv/bin/python benchmarks/prefix_routing.py --conversations 32 # each system prompt once: ~50 min (the README's)
+    .venv/bin/python benchmarks/prefix_routing.py --conversations 32 --system-prompts 16 --system-prompt-tokens 2000 \
+        --out results/prefix_routing/shared_prompts                 # each system prompt twice: ~55 min (the README's)
     .venv/bin/python benchmarks/prefix_routing.py --repeats 1        # one run per router: no verdict
     .venv/bin/python benchmarks/prefix_routing.py --conversations 32 --add-repeats 1  # one more repeat after those kept
     .venv/bin/python benchmarks/prefix_routing.py --summarise-only
 
-Writes results/prefix_routing/<router>/r<N>/result.json, summary.{json,md} and summary.png.
+Writes <out>/<router>/r<N>/result.json, <out>/summary.{json,md} and summary.png (<out>: results/prefix_routing).
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ from pathlib import Path
 import tables  # benchmarks/, beside this script
 from harness import (NAME, PORT, REPO, VENV_PY, Server, applied_nice, machine, raise_priority,  # benchmarks/
                      running, turned_round)
-from serve_app.stats import paired_ratio_ci
+from serve_app.stats import paired_ratio_ci, percentile_of
 
 RAY_METRICS_PORT = 18093
+DEFAULT_OUT = "results/prefix_routing"  # relative to the repository
 ROUTERS = ("prefix_affinity", "power_of_two")
 
 
@@ -81,11 +84,39 @@ def run(router: str, args: argparse.Namespace, model_dir: str, folder: Path) -> 
               "tpot_p50_ms": latency["tpot"]["p50"]["value"], "output_tok_s": summary["output_throughput_tps"],
               "requests_per_s": summary.get("request_throughput_rps"), "error_rate": summary["error_rate"],
               "num_requests": summary.get("num_requests"), "client_nice": applied_nice(args.client_nice),
+              **ttft_detail(loadtest_result),
               "valid": validity["valid"], "invalid_reasons": validity["reasons"], "machine": machine(),
               "replicas": {replica: {**c, "hit_rate": c.get("hits", 0) / c["queries"] if c.get("queries") else None}
                            for replica, c in caches.items()}}
     (folder / "result.json").write_text(json.dumps(result, indent=1))
     return result
+
+
+def ttft_p50_by_turn(records: list[dict]) -> list[float | None]:
+    """Client TTFT p50 (ms) of each turn of the conversations (first, second, ...), over the requests that answered:
+    a first turn finds only a system prompt another conversation left in the cache, a later turn its own."""
+    by_turn: dict[int, list[float]] = defaultdict(list)
+    for record in records:
+        if record.get("status_code") == 200 and not record.get("error_kind") and record.get("first_text_s") is not None:
+            by_turn[record["turn"]].append((record["first_text_s"] - record["send_s"]) * 1000.0)
+    return [percentile_of(by_turn.get(turn, []), 50) for turn in range(max(by_turn, default=-1) + 1)]
+
+
+def ttft_detail(loadtest_result: dict) -> dict:
+    """A run's mean TTFT and TTFT p50 per turn, from the load tester's result (summary and records)."""
+    return {"ttft_mean_ms": loadtest_result["summary"]["latency_ms"]["ttft"]["mean"],
+            "ttft_p50_by_turn_ms": ttft_p50_by_turn(loadtest_result["records"])}
+
+
+def with_ttft_detail(runs: dict[str, list[dict]], out: Path) -> dict[str, list[dict]]:
+    """Runs recorded before `ttft_detail` existed get it from their own load tester's result, where kept (run i of
+    a router is <out>/<router>/r<i>)."""
+    for router, router_runs in runs.items():
+        for index, result in enumerate(router_runs):
+            kept = out / router / f"r{index}" / "loadtest" / "result.json"
+            if "ttft_p50_ms" in result and "ttft_p50_by_turn_ms" not in result and kept.exists():
+                result.update(ttft_detail(json.loads(kept.read_text())))
+    return runs
 
 
 def _usable(run: dict | None) -> bool:
@@ -99,11 +130,20 @@ def estimates(runs: dict[str, list[dict]]) -> dict:
              if _usable(a) and _usable(b)]
     if not pairs:
         return {"num_pairs": 0}
-    return {"num_pairs": len(pairs),
-            "ttft_p50": paired_ratio_ci([b["ttft_p50_ms"] for _, b in pairs],
-                                        [a["ttft_p50_ms"] for a, _ in pairs]).to_dict(),
-            "output_tok_s": paired_ratio_ci([b["output_tok_s"] for _, b in pairs],
-                                            [a["output_tok_s"] for a, _ in pairs]).to_dict()}
+    found = {"num_pairs": len(pairs),
+             "ttft_p50": paired_ratio_ci([b["ttft_p50_ms"] for _, b in pairs],
+                                         [a["ttft_p50_ms"] for a, _ in pairs]).to_dict(),
+             "output_tok_s": paired_ratio_ci([b["output_tok_s"] for _, b in pairs],
+                                             [a["output_tok_s"] for a, _ in pairs]).to_dict()}
+    if all(a.get("ttft_mean_ms") and b.get("ttft_mean_ms") for a, b in pairs):
+        found["ttft_mean"] = paired_ratio_ci([b["ttft_mean_ms"] for _, b in pairs],
+                                             [a["ttft_mean_ms"] for a, _ in pairs]).to_dict()
+    turns = [(a.get("ttft_p50_by_turn_ms") or [], b.get("ttft_p50_by_turn_ms") or []) for a, b in pairs]
+    num_turns = min(min(len(a), len(b)) for a, b in turns)
+    if num_turns and all(a[t] and b[t] for a, b in turns for t in range(num_turns)):
+        found["ttft_p50_by_turn"] = [paired_ratio_ci([b[t] for _, b in turns], [a[t] for a, _ in turns]).to_dict()
+                                     for t in range(num_turns)]
+    return found
 
 
 def added_repeats(kept: dict, meta: dict, routers: list[str],
@@ -163,7 +203,7 @@ def write_summary(runs: dict[str, list[dict]], out: Path, meta: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=str(REPO / "results" / "prefix_routing"))
+    parser.add_argument("--out", default=DEFAULT_OUT, help="results folder, relative to the repository")
     parser.add_argument("--routers", default=",".join(ROUTERS))
     parser.add_argument("--repeats", type=int, default=3, help="interleaved: every router once per repeat")
     parser.add_argument("--system-prompts", type=int, default=32)
@@ -179,11 +219,11 @@ def main() -> None:
                              "on from them and keeping their turned-round order")
     parser.add_argument("--summarise-only", action="store_true")
     args = parser.parse_args()
-    out = Path(args.out)
+    out = REPO / args.out
     out.mkdir(parents=True, exist_ok=True)
     if args.summarise_only:
         data = json.loads((out / "summary.json").read_text())
-        write_summary(data["runs"], out, data["meta"])
+        write_summary(with_ttft_detail(data["runs"], out), out, data["meta"])
         return
     meta = {"workload": f"{args.conversations} conversations x {args.turns} turns over {args.system_prompts} system "
                         f"prompts of ~{args.system_prompt_tokens} tokens, {args.users} users, <= {args.max_tokens} "
@@ -192,7 +232,7 @@ def main() -> None:
             "command": f"benchmarks/prefix_routing.py --routers {args.routers} --repeats {args.repeats} "
                        f"--conversations {args.conversations} --turns {args.turns} --users {args.users} "
                        f"--system-prompts {args.system_prompts} --system-prompt-tokens {args.system_prompt_tokens} "
-                       f"--max-tokens {args.max_tokens}"}
+                       f"--max-tokens {args.max_tokens}" + ("" if args.out == DEFAULT_OUT else f" --out {args.out}")}
     from serve_app.config import AppConfig
     from serve_app.platform.models import resolve_model_path
 
@@ -203,6 +243,7 @@ def main() -> None:
     if args.add_repeats:
         runs, meta, schedule = added_repeats(json.loads((out / "summary.json").read_text()), meta, routers,
                                              args.add_repeats)
+        runs = with_ttft_detail(runs, out)
     for repeat, router in schedule:
         try:
             result = run(router, args, model_dir, out / router / f"r{repeat}")

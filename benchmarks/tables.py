@@ -413,7 +413,8 @@ def prefix_routing(data: dict) -> str:
     """benchmarks/prefix_routing.py: every run of each router, each on the machine and commit it names, then the
     paired ratios (prefix affinity / default) over the repeats where both runs are usable, with their interval and,
     from three pairs, a verdict on the target (TTFT p50 <= 0.5x); no ratio from a run the load tester marked invalid
-    or one with errors."""
+    or one with errors. Mean TTFT and TTFT p50 per conversation turn (first, second, ...) show where the overall p50
+    comes from: it mixes first turns (the system prompt at best cached) with later ones (their own turns cached)."""
     runs, meta = data["runs"], data["meta"]
     order = f"; order {meta['order']}" if meta.get("order") else ""
     repeats = f"{meta['repeats']} interleaved repeat(s){order}" if meta.get("repeats") else "one run per router"
@@ -423,18 +424,21 @@ def prefix_routing(data: dict) -> str:
                                for r in runs.get(router, []) if (w := r.get("machine")))
         if places:
             lines.append(f"- {name}: {'; '.join(places)}")
-    lines += ["", "| router | run | TTFT p50 ms | TTFT tail ms | TPOT p50 ms | output tok/s | errors | prefix-cache "
-                  "hit rate per replica | load tester |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| router | run | TTFT p50 ms | TTFT p50 by turn ms | TTFT mean ms | TTFT tail ms | TPOT p50 ms | "
+                  "output tok/s | errors | prefix-cache hit rate per replica | load tester |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for router, name in PREFIX_ROUTERS:
         for i, row in enumerate(runs.get(router) or [{"error": "not run"}]):
             if "error" in row:
-                lines.append(f"| {name} | {i + 1} | failed: {row['error']} |||||||")
+                lines.append(f"| {name} | {i + 1} | failed: {row['error']} |||||||||")
                 continue
             hits = ", ".join("n/a" if c.get("hit_rate") is None else f"{c['hit_rate']:.0%}"
                              for c in row["replicas"].values())
             checked = ("not recorded" if "valid" not in row else "valid" if row["valid"]
                        else "INVALID (" + "; ".join(reason.split(":")[0] for reason in row["invalid_reasons"]) + ")")
-            lines.append(f"| {name} | {i + 1} | {row['ttft_p50_ms']:,.0f} | {_ttft_tail(row)} | "
+            by_turn = " / ".join("-" if v is None else f"{v:,.0f}" for v in row.get("ttft_p50_by_turn_ms") or []) or "-"
+            mean = "-" if row.get("ttft_mean_ms") is None else f"{row['ttft_mean_ms']:,.0f}"
+            lines.append(f"| {name} | {i + 1} | {row['ttft_p50_ms']:,.0f} | {by_turn} | {mean} | {_ttft_tail(row)} | "
                          f"{row['tpot_p50_ms']:.0f} | {row['output_tok_s']:.1f} | {row['error_rate']:.0%} | {hits} | "
                          f"{checked} |")
     estimate = data.get("estimates") or {}
@@ -443,6 +447,11 @@ def prefix_routing(data: dict) -> str:
                       f"{format_ratio(estimate['ttft_p50'])} (target <= 0.5x: "
                       f"{verdict(estimate['ttft_p50'], 'at_most', 0.5)}), output tokens/s "
                       f"{format_ratio(estimate['output_tok_s'])}."]
+        if estimate.get("ttft_mean"):
+            lines[-1] += f" TTFT mean {format_ratio(estimate['ttft_mean'])}."
+        if estimate.get("ttft_p50_by_turn"):
+            lines[-1] += (" TTFT p50 by turn (first, second, ...): "
+                          + ", ".join(format_ratio(turn) for turn in estimate["ttft_p50_by_turn"]) + ".")
     else:
         lines += ["", "No repeat has two usable runs (valid by the load tester's self-check, no errors): no ratio is "
                       "drawn from these rows."]
@@ -588,6 +597,8 @@ TABLES: dict[str, tuple[str, Table]] = {
     "goodput": ("results/goodput/summary.json", goodput),
     "goodput_amx": ("results/goodput_amx/summary.json", goodput),
     "prefix_routing": ("results/prefix_routing/summary.json", prefix_routing),
+    # The same with each system prompt shared by two conversations (16 prompts of ~2000 tokens; --out there).
+    "prefix_routing_shared_prompts": ("results/prefix_routing/shared_prompts/summary.json", prefix_routing),
     "speculation_load": ("results/speculation/load/summary.json", speculation_load),
     "speculation_load_amx": ("results/speculation/load_amx/summary.json", speculation_load),
     "speculation_load_amx_d28894a": ("results/speculation/load_amx_d28894a/summary.json", speculation_load),

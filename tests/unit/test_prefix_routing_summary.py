@@ -2,6 +2,7 @@
 requests (else the max of N), each router names the machine and commit it ran on, the ratios pair the repeats whose
 runs are both valid and error-free, and a verdict needs three such pairs."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -30,8 +31,8 @@ def render(affinity: list[dict], default: list[dict]) -> str:
 
 def test_tail_is_a_p99_only_over_200_requests():
     text = render([row(100.0, 250)], [row(200.0, 120)])
-    assert "| 1 | 100 | p99 900 |" in text
-    assert "| 1 | 200 | max of 120: 1,500 |" in text
+    assert "| 1 | 100 | - | - | p99 900 |" in text
+    assert "| 1 | 200 | - | - | max of 120: 1,500 |" in text
     assert "80%, n/a" in text
     assert "2-core Test CPU (avx512f), 2026-12-07, commit aaaaaaaaaa" in text
 
@@ -98,3 +99,37 @@ def test_the_summary_names_the_added_commands(tmp_path):
     prefix_routing.write_summary(runs, tmp_path, {"workload": "w", "command": "first", "added": ["second"]})
     text = (tmp_path / "summary.md").read_text()
     assert "Command: `.venv/bin/python first`" in text and "More repeats: `.venv/bin/python second`." in text
+
+
+def record(turn: int, ttft_s: float, status_code: int = 200) -> dict:
+    return {"turn": turn, "send_s": 10.0, "first_text_s": 10.0 + ttft_s, "status_code": status_code,
+            "error_kind": None if status_code == 200 else "http"}
+
+
+def test_ttft_p50_per_turn_counts_only_answered_requests():
+    records = [record(0, 3.0), record(0, 5.0), record(0, 0.1, status_code=503), record(1, 1.0), record(2, 2.0)]
+    assert prefix_routing.ttft_p50_by_turn(records) == [4000.0, 1000.0, 2000.0]
+
+
+def test_per_turn_ratios_pair_the_usable_repeats_and_show_in_the_table():
+    affinity = [{**row(100.0), "ttft_mean_ms": 150.0, "ttft_p50_by_turn_ms": [200.0, 90.0]} for _ in range(3)]
+    default = [{**row(120.0), "ttft_mean_ms": 200.0, "ttft_p50_by_turn_ms": [400.0, 90.0]} for _ in range(3)]
+    estimate = prefix_routing.estimates({"prefix_affinity": affinity, "power_of_two": default})
+    assert [round(turn["value"], 2) for turn in estimate["ttft_p50_by_turn"]] == [0.5, 1.0]
+    assert round(estimate["ttft_mean"]["value"], 2) == 0.75
+    text = render(affinity, default)
+    assert "| 1 | 100 | 200 / 90 | 150 | p99 900 |" in text and "TTFT mean 0.75x" in text
+    assert "TTFT p50 by turn (first, second, ...): 0.50x" in text
+
+
+def test_runs_recorded_before_the_per_turn_figure_get_it_from_their_records(tmp_path):
+    folder = tmp_path / "prefix_affinity" / "r1" / "loadtest"
+    folder.mkdir(parents=True)
+    (folder / "result.json").write_text(json.dumps({"summary": {"latency_ms": {"ttft": {"mean": 1250.0}}},
+                                                    "records": [record(0, 2.0), record(1, 0.5)]}))
+    runs = {"prefix_affinity": [row(100.0), row(100.0)], "power_of_two": [{"error": "boom"}]}
+    prefix_routing.with_ttft_detail(runs, tmp_path)
+    assert "ttft_p50_by_turn_ms" not in runs["prefix_affinity"][0]  # no records kept for r0
+    assert runs["prefix_affinity"][1]["ttft_p50_by_turn_ms"] == [2000.0, 500.0]
+    assert runs["prefix_affinity"][1]["ttft_mean_ms"] == 1250.0
+    assert runs["power_of_two"] == [{"error": "boom"}]

@@ -12,10 +12,10 @@ errors and were judged valid by the load tester; a verdict on the target (TTFT p
     .venv/bin/python benchmarks/prefix_routing.py                    # 3 repeats of 64 conversations: ~2 h on 2 cores
     .venv/bin/python benchmarks/prefix_routing.py --conversations 32 # each system prompt once: ~50 min (the README's)
     .venv/bin/python benchmarks/prefix_routing.py --conversations 32 --system-prompts 16 --system-prompt-tokens 2000 \
-        --out results/prefix_routing/shared_prompts                 # each system prompt twice: ~55 min (the README's)
+        --out results/prefix_routing/shared_prompts                 # each system prompt twice: ~52 min (the README's)
     .venv/bin/python benchmarks/prefix_routing.py --repeats 1        # one run per router: no verdict
     .venv/bin/python benchmarks/prefix_routing.py --conversations 32 --add-repeats 1  # one more repeat after those kept
-    .venv/bin/python benchmarks/prefix_routing.py --summarise-only
+    .venv/bin/python benchmarks/prefix_routing.py --summarise-only [--out ...]  # re-render a kept run's summary
 
 Writes <out>/<router>/r<N>/result.json, <out>/summary.{json,md} and summary.png (<out>: results/prefix_routing).
 """
@@ -105,7 +105,7 @@ def ttft_p50_by_turn(records: list[dict]) -> list[float | None]:
 def ttft_detail(loadtest_result: dict) -> dict:
     """A run's mean TTFT and TTFT p50 per turn, from the load tester's result (summary and records)."""
     return {"ttft_mean_ms": loadtest_result["summary"]["latency_ms"]["ttft"]["mean"],
-            "ttft_p50_by_turn_ms": ttft_p50_by_turn(loadtest_result["records"])}
+            "ttft_p50_by_turn_ms": ttft_p50_by_turn(loadtest_result.get("records", []))}
 
 
 def with_ttft_detail(runs: dict[str, list[dict]], out: Path) -> dict[str, list[dict]]:
@@ -138,6 +138,7 @@ def estimates(runs: dict[str, list[dict]]) -> dict:
     if all(a.get("ttft_mean_ms") and b.get("ttft_mean_ms") for a, b in pairs):
         found["ttft_mean"] = paired_ratio_ci([b["ttft_mean_ms"] for _, b in pairs],
                                              [a["ttft_mean_ms"] for a, _ in pairs]).to_dict()
+    # Per turn only where every pair has that turn answered in both runs (usable runs have no errors, so all do).
     turns = [(a.get("ttft_p50_by_turn_ms") or [], b.get("ttft_p50_by_turn_ms") or []) for a, b in pairs]
     num_turns = min(min(len(a), len(b)) for a, b in turns)
     if num_turns and all(a[t] and b[t] for a, b in turns for t in range(num_turns)):
@@ -158,7 +159,7 @@ def added_repeats(kept: dict, meta: dict, routers: list[str],
     first = max(len(r) for r in runs.values())
     if any(len(r) != first for r in runs.values()):
         raise SystemExit("--add-repeats: the kept routers have different numbers of runs (a stopped run: rerun it "
-                         "whole, or remove the unpaired run from summary.json)")
+                         "whole, or remove the last, unpaired run from summary.json)")
     command = meta["command"].replace(f" --repeats {meta['repeats']}", "")
     meta = {**kept["meta"], "repeats": first + more,
             "added": kept["meta"].get("added", []) + [f"{command} --add-repeats {more}"]}
@@ -219,7 +220,7 @@ def main() -> None:
                              "on from them and keeping their turned-round order")
     parser.add_argument("--summarise-only", action="store_true")
     args = parser.parse_args()
-    out = REPO / args.out
+    out = (REPO / args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     if args.summarise_only:
         data = json.loads((out / "summary.json").read_text())
@@ -232,7 +233,8 @@ def main() -> None:
             "command": f"benchmarks/prefix_routing.py --routers {args.routers} --repeats {args.repeats} "
                        f"--conversations {args.conversations} --turns {args.turns} --users {args.users} "
                        f"--system-prompts {args.system_prompts} --system-prompt-tokens {args.system_prompt_tokens} "
-                       f"--max-tokens {args.max_tokens}" + ("" if args.out == DEFAULT_OUT else f" --out {args.out}")}
+                       f"--max-tokens {args.max_tokens}"
+                       + ("" if out == (REPO / DEFAULT_OUT).resolve() else f" --out {args.out}")}
     from serve_app.config import AppConfig
     from serve_app.platform.models import resolve_model_path
 

@@ -133,3 +133,16 @@ def test_runs_recorded_before_the_per_turn_figure_get_it_from_their_records(tmp_
     assert runs["prefix_affinity"][1]["ttft_p50_by_turn_ms"] == [2000.0, 500.0]
     assert runs["prefix_affinity"][1]["ttft_mean_ms"] == 1250.0
     assert runs["power_of_two"] == [{"error": "boom"}]
+
+
+def test_a_result_without_records_gives_no_per_turn_figure():
+    detail = prefix_routing.ttft_detail({"summary": {"latency_ms": {"ttft": {"mean": 900.0}}}})
+    assert detail == {"ttft_mean_ms": 900.0, "ttft_p50_by_turn_ms": []}
+
+
+def test_no_per_turn_ratio_where_a_pair_lacks_the_turn():
+    affinity = [{**row(100.0), "ttft_p50_by_turn_ms": [200.0, 90.0]}, {**row(100.0), "ttft_p50_by_turn_ms": [200.0]}]
+    default = [{**row(120.0), "ttft_p50_by_turn_ms": [400.0, 90.0]}, {**row(120.0), "ttft_p50_by_turn_ms": [400.0]}]
+    estimate = prefix_routing.estimates({"prefix_affinity": affinity, "power_of_two": default})
+    assert [round(turn["value"], 2) for turn in estimate["ttft_p50_by_turn"]] == [0.5]  # the second turn: one pair
+    assert "ttft_mean" not in estimate  # no mean recorded

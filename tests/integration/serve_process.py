@@ -104,6 +104,16 @@ class Server:
                 self.seen.setdefault(process.pid, process)
         return [p for p in self.seen.values() if alive(p)]
 
+    def running(self, command_prefix: str) -> list[psutil.Process]:
+        """The live processes under the server whose command line starts with `command_prefix` (one that exits
+        between the listing and the read of its command line, as a process just killed may, is not one)."""
+        found = []
+        for process in self.processes():
+            with contextlib.suppress(psutil.Error):
+                if " ".join(process.cmdline()).startswith(command_prefix):
+                    found.append(process)
+        return found
+
     def engines(self) -> list[psutil.Process]:
         found = []
         for process in self.processes():

@@ -149,7 +149,7 @@ def test_ray_stop_force_leaves_no_engine(server):
 
 def test_killed_model_replica_takes_its_engine_and_serve_replaces_it(server):
     engines = running_engines(server)
-    replicas = [p for p in server.processes() if " ".join(p.cmdline()).startswith(MODEL_REPLICA)]
+    replicas = server.running(MODEL_REPLICA)
     assert len(replicas) == 1, describe(server.processes())
     replicas[0].kill()
     assert_engines_gone(engines, "SIGKILL of the model replica", server, ENGINES_GONE_AFTER_KILL_S)

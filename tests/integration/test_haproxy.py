@@ -174,13 +174,13 @@ def _serving(server: Server) -> bool:
 
 
 def test_a_killed_model_replica_is_replaced_and_haproxy_routes_to_the_new_one(server):
-    (replica,) = [p for p in server.processes() if " ".join(p.cmdline()).startswith(MODEL_REPLICA)]
+    (replica,) = server.running(MODEL_REPLICA)
     replica.kill()
     deadline = time.monotonic() + RECOVERY_TIMEOUT_S
     while not _serving(server):
         assert time.monotonic() < deadline, f"not serving {RECOVERY_TIMEOUT_S} s after the replica died"
         time.sleep(1)
-    (new_replica,) = [p for p in server.processes() if " ".join(p.cmdline()).startswith(MODEL_REPLICA)]
+    (new_replica,) = server.running(MODEL_REPLICA)
     assert new_replica.pid != replica.pid
 
 

@@ -202,6 +202,11 @@ def write_summary(runs: dict[str, list[dict]], out: Path, meta: dict) -> None:
         print("plot skipped:", exc)
 
 
+def _shown(path: Path) -> str:
+    """`path` as a command line would give it: relative to the repository where inside it."""
+    return str(path.relative_to(REPO.resolve())) if path.is_relative_to(REPO.resolve()) else str(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=DEFAULT_OUT, help="results folder, relative to the repository")
@@ -234,7 +239,7 @@ def main() -> None:
                        f"--conversations {args.conversations} --turns {args.turns} --users {args.users} "
                        f"--system-prompts {args.system_prompts} --system-prompt-tokens {args.system_prompt_tokens} "
                        f"--max-tokens {args.max_tokens}"
-                       + ("" if out == (REPO / DEFAULT_OUT).resolve() else f" --out {args.out}")}
+                       + ("" if out == (REPO / DEFAULT_OUT).resolve() else f" --out {_shown(out)}")}
     from serve_app.config import AppConfig
     from serve_app.platform.models import resolve_model_path
 

@@ -146,3 +146,9 @@ def test_no_per_turn_ratio_where_a_pair_lacks_the_turn():
     estimate = prefix_routing.estimates({"prefix_affinity": affinity, "power_of_two": default})
     assert [round(turn["value"], 2) for turn in estimate["ttft_p50_by_turn"]] == [0.5]  # the second turn: one pair
     assert "ttft_mean" not in estimate  # no mean recorded
+
+
+def test_a_results_folder_is_shown_relative_to_the_repository_where_inside_it(tmp_path):
+    inside = (prefix_routing.REPO / "results" / "prefix_routing" / "shared_prompts").resolve()
+    assert prefix_routing._shown(inside) == "results/prefix_routing/shared_prompts"
+    assert prefix_routing._shown(tmp_path) == str(tmp_path)

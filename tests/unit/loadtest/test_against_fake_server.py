@@ -7,8 +7,10 @@ from loadtest.experiment import run_experiment
 from tests.unit.loadtest.fake_openai_server import FakeScript, running_fake_server, server_state
 
 # Medians must land within this of the scripted value. A few ms on a quiet
-# machine; the shared 2-core test machine adds scheduler noise on top.
-TOLERANCE_MS = 10.0
+# machine; the shared 2-core test machine adds scheduler noise on top (a CI
+# run read a TTFT p50 of 210.03 ms against 200 scripted, its self-check valid).
+# Kept under the scripted 20 ms gap, so a TTFT taken at the second token fails.
+TOLERANCE_MS = 15.0
 
 
 def run_trusted(config, attempts=2):

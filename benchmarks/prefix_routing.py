@@ -34,6 +34,9 @@ from pathlib import Path
 import tables  # benchmarks/, beside this script
 from harness import (NAME, PORT, REPO, VENV_PY, Server, applied_nice, machine, raise_priority,  # benchmarks/
                      running, turned_round)
+from loadtest.experiment import records_of
+from loadtest.metrics import request_metrics
+from loadtest.records import RequestRecord
 from serve_app.stats import paired_ratio_ci, percentile_of
 
 RAY_METRICS_PORT = 18093
@@ -92,20 +95,22 @@ def run(router: str, args: argparse.Namespace, model_dir: str, folder: Path) -> 
     return result
 
 
-def ttft_p50_by_turn(records: list[dict]) -> list[float | None]:
-    """Client TTFT p50 (ms) of each turn of the conversations (first, second, ...), over the requests that answered:
-    a first turn finds only a system prompt another conversation left in the cache, a later turn its own."""
+def ttft_p50_by_turn(records: list[RequestRecord]) -> list[float | None]:
+    """Client TTFT p50 (ms, the load tester's own TTFT) of each turn of the conversations (first, second, ...), over
+    the requests that answered: a first turn finds only a system prompt another conversation left in the cache, a
+    later turn its own."""
     by_turn: dict[int, list[float]] = defaultdict(list)
     for record in records:
-        if record.get("status_code") == 200 and not record.get("error_kind") and record.get("first_text_s") is not None:
-            by_turn[record["turn"]].append((record["first_text_s"] - record["send_s"]) * 1000.0)
+        if (ttft := request_metrics(record).get("ttft")) is not None:
+            by_turn[record.turn].append(ttft)
     return [percentile_of(by_turn.get(turn, []), 50) for turn in range(max(by_turn, default=-1) + 1)]
 
 
 def ttft_detail(loadtest_result: dict) -> dict:
     """A run's mean TTFT and TTFT p50 per turn, from the load tester's result (summary and records)."""
+    records = records_of(loadtest_result) if "records" in loadtest_result else []
     return {"ttft_mean_ms": loadtest_result["summary"]["latency_ms"]["ttft"]["mean"],
-            "ttft_p50_by_turn_ms": ttft_p50_by_turn(loadtest_result.get("records", []))}
+            "ttft_p50_by_turn_ms": ttft_p50_by_turn(records)}
 
 
 def with_ttft_detail(runs: dict[str, list[dict]], out: Path) -> dict[str, list[dict]]:

@@ -10,6 +10,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import prefix_routing  # noqa: E402
+from loadtest.records import RequestRecord  # noqa: E402
 import tables  # noqa: E402
 
 WHERE = {"cpu": "2-core Test CPU", "cpu_flags": ["avx512f"], "date": "2026-12-07", "commit": "a" * 40,
@@ -101,9 +102,10 @@ def test_the_summary_names_the_added_commands(tmp_path):
     assert "Command: `.venv/bin/python first`" in text and "More repeats: `.venv/bin/python second`." in text
 
 
-def record(turn: int, ttft_s: float, status_code: int = 200) -> dict:
-    return {"turn": turn, "send_s": 10.0, "first_text_s": 10.0 + ttft_s, "status_code": status_code,
-            "error_kind": None if status_code == 200 else "http"}
+def record(turn: int, ttft_s: float, status_code: int = 200) -> RequestRecord:
+    return RequestRecord(request_id=0, job_id=0, turn=turn, worker_id=0, scheduled_s=None, send_s=10.0,
+                         first_text_s=10.0 + ttft_s, done_s=10.0 + ttft_s + 0.5, status_code=status_code,
+                         error_kind=None if status_code == 200 else "http")
 
 
 def test_ttft_p50_per_turn_counts_only_answered_requests():
@@ -126,7 +128,8 @@ def test_runs_recorded_before_the_per_turn_figure_get_it_from_their_records(tmp_
     folder = tmp_path / "prefix_affinity" / "r1" / "loadtest"
     folder.mkdir(parents=True)
     (folder / "result.json").write_text(json.dumps({"summary": {"latency_ms": {"ttft": {"mean": 1250.0}}},
-                                                    "records": [record(0, 2.0), record(1, 0.5)]}))
+                                                    "records": [r.to_dict(keep_text=False)
+                                                                for r in (record(0, 2.0), record(1, 0.5))]}))
     runs = {"prefix_affinity": [row(100.0), row(100.0)], "power_of_two": [{"error": "boom"}]}
     prefix_routing.with_ttft_detail(runs, tmp_path)
     assert "ttft_p50_by_turn_ms" not in runs["prefix_affinity"][0]  # no records kept for r0

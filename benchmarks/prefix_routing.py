@@ -135,20 +135,19 @@ def estimates(runs: dict[str, list[dict]]) -> dict:
              if _usable(a) and _usable(b)]
     if not pairs:
         return {"num_pairs": 0}
-    found = {"num_pairs": len(pairs),
-             "ttft_p50": paired_ratio_ci([b["ttft_p50_ms"] for _, b in pairs],
-                                         [a["ttft_p50_ms"] for a, _ in pairs]).to_dict(),
-             "output_tok_s": paired_ratio_ci([b["output_tok_s"] for _, b in pairs],
-                                             [a["output_tok_s"] for a, _ in pairs]).to_dict()}
+
+    def ratio(value) -> dict:  # affinity / default of value(run) over the pairs
+        return paired_ratio_ci([value(b) for _, b in pairs], [value(a) for a, _ in pairs]).to_dict()
+
+    found = {"num_pairs": len(pairs), "ttft_p50": ratio(lambda r: r["ttft_p50_ms"]),
+             "output_tok_s": ratio(lambda r: r["output_tok_s"])}
     if all(a.get("ttft_mean_ms") and b.get("ttft_mean_ms") for a, b in pairs):
-        found["ttft_mean"] = paired_ratio_ci([b["ttft_mean_ms"] for _, b in pairs],
-                                             [a["ttft_mean_ms"] for a, _ in pairs]).to_dict()
+        found["ttft_mean"] = ratio(lambda r: r["ttft_mean_ms"])
     # Per turn only where every pair has that turn answered in both runs (usable runs have no errors, so all do).
-    turns = [(a.get("ttft_p50_by_turn_ms") or [], b.get("ttft_p50_by_turn_ms") or []) for a, b in pairs]
-    num_turns = min(min(len(a), len(b)) for a, b in turns)
-    if num_turns and all(a[t] and b[t] for a, b in turns for t in range(num_turns)):
-        found["ttft_p50_by_turn"] = [paired_ratio_ci([b[t] for _, b in turns], [a[t] for a, _ in turns]).to_dict()
-                                     for t in range(num_turns)]
+    by_turn = [r.get("ttft_p50_by_turn_ms") or [] for pair in pairs for r in pair]
+    num_turns = min(len(turns) for turns in by_turn)
+    if num_turns and all(turns[t] for turns in by_turn for t in range(num_turns)):
+        found["ttft_p50_by_turn"] = [ratio(lambda r, t=t: r["ttft_p50_by_turn_ms"][t]) for t in range(num_turns)]
     return found
 
 
